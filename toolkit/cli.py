@@ -1,0 +1,159 @@
+"""The `podunit` command line (spec §4).
+
+This module only parses arguments and turns `PodunitError` into a one-line
+message and an exit code; each verb's work lives in the module named in
+`HANDLERS`, imported lazily so that a verb pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from toolkit.errors import EXIT_PODUNIT_ERROR, PodunitError
+
+Handler = Callable[[argparse.Namespace], int]
+
+# verb -> "module:function"; the function takes the parsed arguments, returns an exit status.
+HANDLERS: dict[str, str] = {
+    "generate": "toolkit.generator:cli_generate",
+    "validate": "toolkit.generator:cli_validate",
+    "run": "toolkit.operations:cli_run",
+    "create": "toolkit.operations:cli_create",
+    "start": "toolkit.operations:cli_start",
+    "stop": "toolkit.operations:cli_stop",
+    "kill": "toolkit.operations:cli_kill",
+    "rm": "toolkit.operations:cli_rm",
+    "pause": "toolkit.operations:cli_pause",
+    "unpause": "toolkit.operations:cli_unpause",
+    "ps": "toolkit.operations:cli_ps",
+    "inspect": "toolkit.operations:cli_inspect",
+    "wait": "toolkit.operations:cli_wait",
+    "logs": "toolkit.logs:cli_logs",
+    "exec": "toolkit.exec_sessions:cli_exec",
+    "checkpoint": "toolkit.operations:cli_checkpoint",
+    "restore": "toolkit.operations:cli_restore",
+    "cleanup": "toolkit.operations:cli_cleanup",
+    "sandbox": "toolkit.sandbox:cli_sandbox",
+}
+
+
+def _names(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    p.add_argument("names", nargs="+" if many else None, metavar="NAME")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole argument grammar of `podunit`."""
+    parser = argparse.ArgumentParser(prog="podunit", description="containers as systemd services")
+    parser.add_argument("--user", action="store_true", help="use the per-user directories")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("generate", help="print or write the units for all definitions")
+    p.add_argument("--dry-run", action="store_true", help="print units instead of writing them")
+    p.add_argument("output_dir", nargs="?", help="write units here (default: print)")
+
+    p = verbs.add_parser("validate", help="check definitions, print only problems")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+
+    for verb, text in (("run", "create and start a container"), ("create", "create a container")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("--rootfs", help="ad-hoc container: use this directory as root file system")
+        p.add_argument("--name", help="ad-hoc container: its name")
+        p.add_argument("-d", "--detach", action="store_true", help="do not wait for the container")
+        p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+        p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+        p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+        p.add_argument("--network", help="host, none or private")
+        p.add_argument("--runtime", help="runc or crun")
+        p.add_argument("--cgroups", choices=["split", "enabled", "disabled"])
+        p.add_argument("--log-driver", choices=["journald", "k8s-file", "passthrough", "none"])
+        p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+        p.add_argument("target", help="definition name, or an image for an ad-hoc container")
+        p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD... (ad-hoc only)")
+
+    p = verbs.add_parser("start", help="start a created container")
+    _names(p, many=True)
+    p = verbs.add_parser("stop", help="stop with the stop signal, then SIGKILL after the timeout")
+    p.add_argument("-t", "--time", type=float, help="seconds before SIGKILL")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p = verbs.add_parser("kill", help="send a signal to the container")
+    p.add_argument("-s", "--signal", default="SIGKILL")
+    _names(p, many=True)
+    p = verbs.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="stop a running container first")
+    p.add_argument("-t", "--time", type=float, help="seconds before SIGKILL with -f")
+    _names(p, many=True)
+    for verb in ("pause", "unpause"):
+        p = verbs.add_parser(verb, help=f"{verb} all processes of the container")
+        _names(p, many=True)
+    p = verbs.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="also stopped containers")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = verbs.add_parser("inspect", help="show a container as JSON")
+    p.add_argument("--format", choices=["json"], default="json")
+    _names(p, many=True)
+    p = verbs.add_parser("wait", help="wait for containers to exit, print exit codes")
+    _names(p, many=True)
+    p = verbs.add_parser("logs", help="show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--tail", type=int, metavar="N")
+    _names(p)
+    p = verbs.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-u", "--user")
+    p.add_argument("-w", "--workdir")
+    _names(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    p = verbs.add_parser("checkpoint", help="checkpoint a running container with CRIU")
+    p.add_argument("--export", metavar="FILE")
+    p.add_argument("--leave-running", action="store_true")
+    _names(p)
+    p = verbs.add_parser("restore", help="restore a checkpointed container")
+    p.add_argument("--import", dest="import_file", metavar="FILE")
+    _names(p)
+    p = verbs.add_parser("cleanup", help=argparse.SUPPRESS)  # conmon's --exit-command
+    _names(p)
+    p = verbs.add_parser("sandbox", help="a throwaway real-systemd sandbox (systemd-nspawn)")
+    p.add_argument("action", choices=["up", "exec", "down", "list"])
+    p.add_argument("--name", default="podunit-sandbox")
+    p.add_argument("--bind", action="append", default=[], metavar="DIR")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    return parser
+
+
+def _handler(verb: str) -> Handler:
+    module_name, function_name = HANDLERS[verb].split(":")
+    handler: Handler = getattr(importlib.import_module(module_name), function_name)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `podunit` console script."""
+    args = build_parser().parse_args(argv)
+    command = getattr(args, "command", None)
+    if isinstance(command, list) and command[:1] == ["--"]:
+        args.command = command[1:]
+    try:
+        return _handler(args.verb)(args)
+    except PodunitError as error:
+        print(f"podunit: {error}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_PODUNIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

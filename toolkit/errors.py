@@ -1,0 +1,93 @@
+"""The one error hierarchy of podunit.
+
+Library code raises these; only the CLI (`toolkit.cli`) and the generator turn
+them into messages and exit codes. Exit codes follow the spec, section 4:
+125 for an error of podunit itself, 126 when a command cannot be invoked,
+127 when it is not found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_PODUNIT_ERROR = 125
+EXIT_CANNOT_INVOKE = 126
+EXIT_NOT_FOUND = 127
+
+
+class PodunitError(Exception):
+    """Base of every expected failure: one line, optionally a hint."""
+
+    exit_code: int = EXIT_PODUNIT_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a definition file; line and column count from 1."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class DefinitionError(PodunitError):
+    """A problem in a definition file, reported as ``FILE:LINE:COLUMN: message``."""
+
+    def __init__(self, location: Location | None, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class ExecutableNotFound(PodunitError):
+    """A program podunit needs (conmon, runc, ...) is not installed."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class CommandFailed(PodunitError):
+    """An external program exited non-zero; the message carries its stderr."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str, *, hint: str | None = None):
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {returncode}"
+        super().__init__(f"{argv[0]} failed: {detail}", hint=hint)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class ContainerNotFound(PodunitError):
+    """No container (or definition) of that name."""
+
+
+class InvalidState(PodunitError):
+    """The container is not in a state that allows the operation."""
+
+
+class CannotInvoke(PodunitError):
+    """The container's command exists but cannot be executed (exit 126)."""
+
+    exit_code = EXIT_CANNOT_INVOKE
+
+
+class CommandNotFoundInContainer(PodunitError):
+    """The container's command does not exist (exit 127)."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class SandboxError(PodunitError):
+    """The throwaway systemd sandbox could not be booted, used or torn down."""
