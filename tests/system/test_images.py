@@ -1,0 +1,122 @@
+"""Images end to end with the real skopeo and umoci: local layouts and archives (toolkit.images).
+
+No network here: the test builds its own busybox image with umoci and exports it
+as an OCI layout, an oci-archive and a docker-archive. skopeo and umoci need no
+systemd, so these run on the host against a temporary state directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from toolkit.images import ImageError, ImageStore, resolve_image
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("skopeo", "umoci", "busybox")),
+    reason="needs skopeo, umoci and busybox-static",
+)
+
+
+def _sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A busybox image as oci:, oci-archive: and docker-archive: references."""
+    base = tmp_path_factory.mktemp("image-src")
+    layout, bundle = base / "layout", base / "bundle"
+    _sh("umoci", "init", "--layout", str(layout))
+    _sh("umoci", "new", "--image", f"{layout}:base")
+    _sh("umoci", "unpack", "--rootless", "--image", f"{layout}:base", str(bundle))
+    (bundle / "rootfs" / "bin").mkdir(parents=True)
+    shutil.copy(shutil.which("busybox") or "", bundle / "rootfs" / "bin" / "busybox")
+    (bundle / "rootfs" / "bin" / "sh").symlink_to("busybox")
+    (bundle / "rootfs" / "marker").write_text("v1\n")
+    _sh("umoci", "repack", "--image", f"{layout}:base", str(bundle))
+    _sh(
+        "umoci", "config", "--image", f"{layout}:base", "--tag", "v1",
+        "--config.entrypoint", "/bin/sh", "--config.cmd", "-c", "--config.cmd", "echo hi",
+        "--config.env", "GREETING=hello", "--config.workingdir", "/tmp",
+        "--config.user", "1:2", "--config.stopsignal", "SIGINT",
+    )
+    _sh("skopeo", "--insecure-policy", "copy", f"oci:{layout}:v1", f"oci-archive:{base}/img.tar")
+    _sh(
+        "skopeo", "--insecure-policy", "copy", f"oci:{layout}:v1",
+        f"docker-archive:{base}/docker.tar:busybox:v1",
+    )
+    return {
+        "oci": f"oci:{layout}:v1",
+        "oci-archive": f"oci-archive:{base}/img.tar",
+        "docker-archive": f"docker-archive:{base}/docker.tar",
+    }
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive", "docker-archive"])
+def test_resolve_unpacks_rootfs_and_reads_config(
+    kind: str, images: dict[str, str], tmp_path: Path
+) -> None:
+    resolved = resolve_image(images[kind], tmp_path)
+    assert (resolved.rootfs / "bin" / "busybox").is_file()
+    assert (resolved.rootfs / "marker").read_text() == "v1\n"
+    assert resolved.rootfs.is_relative_to(tmp_path / "images" / "rootfs")
+    assert resolved.digest.startswith("sha256:")
+    config = resolved.config
+    assert config.entrypoint == ("/bin/sh",)
+    assert config.cmd == ("-c", "echo hi")
+    assert ("GREETING", "hello") in config.env
+    assert (config.working_dir, config.user) == ("/tmp", "1:2")
+    assert config.stop_signal == int(signal.SIGINT)
+
+
+def test_second_resolve_reuses_the_unpacked_rootfs(images: dict[str, str], tmp_path: Path) -> None:
+    first = resolve_image(images["oci-archive"], tmp_path)
+    (first.rootfs / "touched").write_text("cache hit")
+    second = resolve_image(images["oci-archive"], tmp_path)
+    assert second.rootfs == first.rootfs
+    assert (second.rootfs / "touched").read_text() == "cache hit"
+    unpacked = list((tmp_path / "images" / "rootfs").iterdir())
+    assert [path.name for path in unpacked] == [first.digest.replace(":", "_")]
+
+
+def test_same_image_through_two_transports_shares_the_rootfs(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    from_layout = resolve_image(images["oci"], tmp_path)
+    from_archive = resolve_image(images["oci-archive"], tmp_path)
+    assert from_layout.digest == from_archive.digest
+    assert from_layout.rootfs == from_archive.rootfs
+    store = ImageStore.under(tmp_path)
+    assert store.manifest_digest("no-such-name") is None
+
+
+def test_missing_archive_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"/nonexistent/img.tar does not exist"):
+        resolve_image("oci-archive:/nonexistent/img.tar", tmp_path)
+
+
+def test_garbage_archive_is_a_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"this is not a tar file")
+    with pytest.raises(ImageError, match=r"cannot copy image oci-archive:.*garbage.tar") as caught:
+        resolve_image(f"oci-archive:{garbage}", tmp_path)
+    assert caught.value.hint is not None
+    assert not (tmp_path / "images" / "rootfs").exists()
+
+
+def test_missing_tag_in_layout_is_a_clear_error(images: dict[str, str], tmp_path: Path) -> None:
+    layout = images["oci"].removeprefix("oci:").rsplit(":", 1)[0]
+    with pytest.raises(ImageError, match=r"cannot copy image oci:.*:nope"):
+        resolve_image(f"oci:{layout}:nope", tmp_path)
+
+
+def test_unreachable_registry_is_a_pull_error(tmp_path: Path) -> None:
+    # 127.0.0.1:9 (discard) has no registry: the pull fails fast without any network.
+    with pytest.raises(ImageError, match=r"cannot pull image 127.0.0.1:9/busybox:latest") as caught:
+        resolve_image("127.0.0.1:9/busybox", tmp_path)
+    assert caught.value.hint and "network" in caught.value.hint

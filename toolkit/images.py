@@ -1,0 +1,378 @@
+"""Images: `image:` references to a root file system plus the image's defaults (spec §1.1).
+
+A reference (`docker.io/library/nginx:1.27`, `docker://...`, `oci:/path[:tag]`,
+`oci-archive:/path.tar[:tag]`, `docker-archive:/path.tar[:name:tag]`) is copied with
+skopeo(1) into one local OCI layout under the state directory, then unpacked with
+umoci-unpack(1) into a root file system cached per manifest digest:
+
+    <state_dir>/images/oci/             OCI image layout, one ref name per reference
+    <state_dir>/images/rootfs/<digest>/ umoci bundle: rootfs/, config.json, umoci.json
+    <state_dir>/images/lock             flock(2) serialising copies and unpacks
+
+Registry images are pulled only when missing from the store (podman's default
+pull policy "missing"); local files are copied on every use so that a rebuilt
+archive is seen (skopeo skips blobs the store already has). The image config
+(OCI image-spec config.md: Entrypoint, Cmd, Env, WorkingDir, User, StopSignal)
+is returned for the run path to merge under the definition's own values
+(`apply_image_defaults`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from toolkit import proc
+from toolkit.definitions.model import Container
+from toolkit.errors import CommandFailed, PodunitError
+
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+DEFAULT_REGISTRY = "docker.io"
+DEFAULT_TAG = "latest"
+DEFAULT_STOP_SIGNAL = int(signal.SIGTERM)
+# Transports skopeo knows that podunit does not support (containers-transports(5)).
+UNSUPPORTED_TRANSPORTS = frozenset(
+    {"dir", "containers-storage", "docker-daemon", "ostree", "sif", "tarball"}
+)
+# distribution/reference grammar, simplified: [host[:port]/]path[:tag][@digest]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?)"
+_DOCKER_REFERENCE = re.compile(
+    rf"^(?:(?P<host>{_HOST})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+class ImageError(PodunitError):
+    """An image reference that cannot be parsed, found, pulled or unpacked."""
+
+
+class Transport(Enum):
+    """The supported containers-transports(5)."""
+
+    DOCKER = "docker"
+    OCI = "oci"
+    OCI_ARCHIVE = "oci-archive"
+    DOCKER_ARCHIVE = "docker-archive"
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed `image:` value. `location` is a registry reference or an absolute path."""
+
+    transport: Transport
+    location: str
+    reference: str | None = None  # tag in an oci layout/archive, name:tag in a docker-archive
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport is not Transport.DOCKER
+
+    @property
+    def skopeo_source(self) -> str:
+        """The source argument of `skopeo copy`."""
+        if self.transport is Transport.DOCKER:
+            return f"docker://{self.location}"
+        suffix = f":{self.reference}" if self.reference else ""
+        return f"{self.transport.value}:{self.location}{suffix}"
+
+    @property
+    def store_name(self) -> str:
+        """The ref name in the local OCI layout: a hash, as references contain `/` and `@`."""
+        return hashlib.sha256(self.skopeo_source.encode()).hexdigest()[:32]
+
+    def __str__(self) -> str:
+        return self.location if self.transport is Transport.DOCKER else self.skopeo_source
+
+
+def normalize_docker_reference(text: str) -> str:
+    """`nginx` -> `docker.io/library/nginx:latest` (the Docker Hub conventions)."""
+    match = _DOCKER_REFERENCE.match(text)
+    if match is None:
+        raise ImageError(
+            f"invalid image reference {text!r}",
+            hint="expected [registry/]name[:tag][@sha256:digest], oci:/path[:tag], "
+            "oci-archive:/path.tar or docker-archive:/path.tar",
+        )
+    host, path, tag, digest = match.group("host", "path", "tag", "digest")
+    if host is not None and "." not in host and ":" not in host and host != "localhost":
+        if not re.fullmatch(_COMPONENT, host):
+            raise ImageError(f"invalid image reference {text!r}: names must be lower-case")
+        path, host = f"{host}/{path}", None  # "library/nginx": the first component is no host
+    host = host or DEFAULT_REGISTRY
+    if host == DEFAULT_REGISTRY and "/" not in path:
+        path = f"library/{path}"
+    if tag is None and digest is None:
+        tag = DEFAULT_TAG
+    return f"{host}/{path}" + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def _local_reference(transport: Transport, rest: str, original: str) -> ImageReference:
+    path, _, reference = rest.partition(":")
+    if not path:
+        raise ImageError(f"image reference {original!r} names no path")
+    absolute = os.path.abspath(path)
+    return ImageReference(transport, absolute, reference or None)
+
+
+def parse_image_reference(text: str) -> ImageReference:
+    """Parse an `image:` value (spec §1.1); unknown transports are errors, not registry names."""
+    if not text or text != text.strip():
+        raise ImageError(f"invalid image reference {text!r}")
+    prefix, colon, rest = text.partition(":")
+    if colon:
+        if prefix == "docker":
+            if not rest.startswith("//"):
+                raise ImageError(f"invalid image reference {text!r}", hint="write docker://NAME")
+            return ImageReference(Transport.DOCKER, normalize_docker_reference(rest[2:]))
+        for transport in (Transport.OCI, Transport.OCI_ARCHIVE, Transport.DOCKER_ARCHIVE):
+            if prefix == transport.value:
+                return _local_reference(transport, rest, text)
+        if prefix in UNSUPPORTED_TRANSPORTS:
+            raise ImageError(
+                f"image transport {prefix!r} is not supported: {text!r}",
+                hint="use a registry reference, oci:, oci-archive: or docker-archive:",
+            )
+        if rest.startswith("/"):  # neither a tag nor a registry port starts with "/"
+            raise ImageError(
+                f"unknown image transport {prefix!r} in {text!r}",
+                hint="known transports: docker://, oci:, oci-archive:, docker-archive:",
+            )
+    return ImageReference(Transport.DOCKER, normalize_docker_reference(text))
+
+
+# --- the image config ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The runtime defaults an image carries (OCI image-spec config.md, `config` object)."""
+
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    stop_signal: int | None = None
+
+
+def parse_signal(value: str) -> int:
+    """`SIGTERM`, `TERM` or `15` -> 15."""
+    text = value.strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else f"SIG{text}"
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ImageError(f"unknown signal {value!r} in the image's StopSignal") from None
+
+
+def _strings(value: Any, field: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ImageError(f"image config field {field} is not a list of strings: {value!r}")
+    return tuple(value)
+
+
+def parse_image_config(document: dict[str, Any]) -> ImageConfig:
+    """An `application/vnd.oci.image.config.v1+json` document -> ImageConfig."""
+    config = document.get("config")
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise ImageError("image config field config is not an object")
+    env = []
+    for item in _strings(config.get("Env"), "Env") or ():
+        key, _, value = item.partition("=")
+        env.append((key, value))
+    stop_signal = config.get("StopSignal")
+    return ImageConfig(
+        entrypoint=_strings(config.get("Entrypoint"), "Entrypoint"),
+        cmd=_strings(config.get("Cmd"), "Cmd"),
+        env=tuple(env),
+        working_dir=config.get("WorkingDir") or None,
+        user=config.get("User") or None,
+        stop_signal=parse_signal(stop_signal) if stop_signal else None,
+    )
+
+
+def apply_image_defaults(container: Container, image: ImageConfig, rootfs: Path) -> Container:
+    """The definition with the image's defaults under it and `rootfs` set.
+
+    Docker/Compose semantics: an `entrypoint` in the definition drops the image's
+    Cmd; a `command` replaces Cmd; environment variables of the definition win over
+    the image's. The image's StopSignal applies only where the definition kept the
+    default SIGTERM (the model cannot tell an explicit SIGTERM from the default).
+    """
+    entrypoint = container.entrypoint if container.entrypoint is not None else image.entrypoint
+    command: tuple[str, ...] | None
+    if container.command is not None:
+        command = container.command
+    elif container.entrypoint is not None:
+        command = ()
+    else:
+        command = image.cmd
+    own = {key for key, _ in container.environment}
+    environment = tuple((k, v) for k, v in image.env if k not in own) + container.environment
+    stop_signal = container.stop_signal
+    if stop_signal == DEFAULT_STOP_SIGNAL and image.stop_signal is not None:
+        stop_signal = image.stop_signal
+    return dataclasses.replace(
+        container,
+        rootfs=str(rootfs),
+        entrypoint=entrypoint,
+        command=command,
+        environment=environment,
+        working_dir=container.working_dir or image.working_dir,
+        user=container.user or image.user,
+        stop_signal=stop_signal,
+    )
+
+
+# --- the local store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRootfs:
+    """An unpacked image: its root file system, its defaults and its manifest digest."""
+
+    rootfs: Path
+    config: ImageConfig
+    digest: str  # "sha256:..." of the manifest
+
+
+@dataclass(frozen=True)
+class ImageStore:
+    """The local OCI layout and the unpacked root file systems under `<state_dir>/images`."""
+
+    root: Path
+
+    @classmethod
+    def under(cls, state_dir: Path) -> ImageStore:
+        return cls(state_dir / "images")
+
+    @property
+    def layout(self) -> Path:
+        return self.root / "oci"
+
+    def unpacked(self, digest: str) -> Path:
+        return self.root / "rootfs" / digest.replace(":", "_")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise writers of the store (several units may start at once)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.root / "lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _blob(self, digest: str) -> dict[str, Any]:
+        algorithm, _, hexdigest = digest.partition(":")
+        path = self.layout / "blobs" / algorithm / hexdigest
+        try:
+            document: dict[str, Any] = json.loads(path.read_bytes())
+        except (OSError, ValueError) as error:
+            raise ImageError(
+                f"image store {self.layout}: cannot read blob {digest}: {error}"
+            ) from None
+        return document
+
+    def manifest_digest(self, name: str) -> str | None:
+        """Digest of the manifest stored under ref name `name`, None when absent."""
+        try:
+            index = json.loads((self.layout / "index.json").read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as error:
+            raise ImageError(f"image store {self.layout}/index.json is corrupt: {error}") from None
+        for descriptor in index.get("manifests", []):
+            if (descriptor.get("annotations") or {}).get(REF_NAME_ANNOTATION) == name:
+                return str(descriptor["digest"])
+        return None
+
+    def config_of(self, manifest_digest: str) -> ImageConfig:
+        manifest = self._blob(manifest_digest)
+        config_digest = (manifest.get("config") or {}).get("digest")
+        if not isinstance(config_digest, str):
+            raise ImageError(f"manifest {manifest_digest} has no config descriptor")
+        return parse_image_config(self._blob(config_digest))
+
+
+def _last_line(error: CommandFailed) -> str:
+    lines = error.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {error.returncode}"
+
+
+def _copy_into_store(reference: ImageReference, store: ImageStore) -> None:
+    """skopeo copy SOURCE oci:LAYOUT:NAME, with errors naming the image."""
+    if reference.is_local and not os.path.exists(reference.location):
+        raise ImageError(f"image {reference}: {reference.location} does not exist")
+    store.layout.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    argv = ["skopeo"]
+    if not os.path.exists("/etc/containers/policy.json"):
+        argv.append("--insecure-policy")  # no policy file at all: skopeo would refuse everything
+    destination = f"oci:{store.layout}:{reference.store_name}"
+    argv += ["copy", "--quiet", reference.skopeo_source, destination]
+    try:
+        proc.run(argv, timeout=1800)
+    except CommandFailed as error:
+        verb = "pull" if reference.transport is Transport.DOCKER else "copy"
+        raise ImageError(
+            f"cannot {verb} image {reference}: {_last_line(error)}",
+            hint="check the reference, the network and registry credentials"
+            if reference.transport is Transport.DOCKER
+            else "check that the file is an image of that format",
+        ) from None
+
+
+def _unpack(store: ImageStore, name: str, digest: str) -> Path:
+    """umoci unpack into a fresh directory, renamed into place when complete."""
+    target = store.unpacked(digest)
+    if (target / "rootfs").is_dir():
+        return target
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    bundle = scratch / "bundle"
+    argv = ["umoci", "unpack"]
+    if os.geteuid() != 0:
+        argv.append("--rootless")
+    argv += ["--image", f"{store.layout}:{name}", str(bundle)]
+    try:
+        proc.run(argv, timeout=1800)
+        os.rename(bundle, target)
+    except CommandFailed as error:
+        raise ImageError(f"cannot unpack image {digest}: {error}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def resolve_image(image: str, state_dir: Path) -> ImageRootfs:
+    """Make `image` available as a root file system; return it with the image's defaults."""
+    reference = parse_image_reference(image)
+    store = ImageStore.under(state_dir)
+    with store.locked():
+        digest = store.manifest_digest(reference.store_name)
+        if digest is None or reference.is_local:
+            _copy_into_store(reference, store)
+            digest = store.manifest_digest(reference.store_name)
+        if digest is None:
+            raise ImageError(f"image {reference}: skopeo stored no manifest")
+        bundle = _unpack(store, reference.store_name, digest)
+        config = store.config_of(digest)
+    return ImageRootfs(rootfs=bundle / "rootfs", config=config, digest=digest)
