@@ -1,0 +1,324 @@
+"""Readiness notification towards systemd (spec §3.2; sd_notify(3)).
+
+Sending: every message is ONE datagram to ``$NOTIFY_SOCKET`` (a path, or an
+abstract address written ``@name``), followed by a ``BARRIER=1`` round trip
+(sd_notify_barrier(3)) so that systemd has processed it before podunit exits.
+
+Modes (``notify:`` in the definition):
+
+- ``conmon``: the run path calls `notify_ready(conmon_pid)` once the runtime has
+  started the payload: ``MAINPID=<conmon>`` and ``READY=1`` in one datagram.
+- ``container``: `prepare_container_notify` binds a socket in the bundle,
+  ``<bundle>/notify/notify.sock``, bind-mounted into the container at
+  ``/run/notify`` with ``NOTIFY_SOCKET=/run/notify/notify.sock``. conmon 2.1.6
+  only forwards READY/WATCHDOG, so podunit runs its own proxy:
+  `NotifySetup.start` spawns ``python -m toolkit.notify proxy`` (a small process
+  that stays in the unit's cgroup, so systemd attributes its datagrams to the
+  unit under ``NotifyAccess=all``) and announces ``MAINPID=<conmon>``. The proxy
+  forwards only `FORWARDED_KEYS`, drops ``MAINPID=`` and closes any fds that
+  came with a message; it exits when conmon exits, logging to the journal if
+  the container never sent ``READY=1``.
+- ``healthy``: `toolkit.health` waits for the first passing check, then calls
+  `notify_ready`.
+- ``ignore``: nothing is sent (the unit is ``Type=forking`` with ``PIDFile=``).
+
+``NOTIFY_SOCKET`` itself never reaches conmon or the runtime
+(`toolkit.activation.environment_for_conmon`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import select
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit import proc
+from toolkit.definitions.model import Container, Mount, MountType, Notify
+from toolkit.errors import PodunitError
+
+CONTAINER_NOTIFY_DIR = "/run/notify"
+CONTAINER_NOTIFY_SOCKET = f"{CONTAINER_NOTIFY_DIR}/notify.sock"
+
+FORWARDED_KEYS = frozenset(
+    {"READY", "STATUS", "RELOADING", "STOPPING", "WATCHDOG", "ERRNO", "EXTEND_TIMEOUT_USEC"}
+)
+"""Assignments from the container that reach systemd (spec §3.2); all else is dropped."""
+
+NOTIFY_DATAGRAM_MAX = 4096
+"""systemd reads at most PIPE_BUF bytes of one notification."""
+
+BARRIER_TIMEOUT_SECONDS = 5.0
+_SUN_PATH_MAX = 107
+
+
+class NotifyError(PodunitError):
+    """A notification could not be delivered to systemd."""
+
+
+def notify_socket_address(environ: Mapping[str, str] = os.environ) -> str | None:
+    """$NOTIFY_SOCKET as a socket address (``@x`` -> abstract ``\\0x``), None when unset."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return None
+    if address.startswith("@"):
+        return "\0" + address[1:]
+    if not address.startswith("/"):
+        raise NotifyError(
+            f"NOTIFY_SOCKET={address!r} is neither an absolute path nor an abstract address"
+        )
+    return address
+
+
+def send_notification(
+    message: str | bytes,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    barrier: bool = True,
+) -> bool:
+    """Send `message` as one datagram to $NOTIFY_SOCKET; False when there is no socket."""
+    address = notify_socket_address(environ)
+    if address is None:
+        return False
+    payload = message.encode() if isinstance(message, str) else message
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(payload)
+        except OSError as error:
+            raise NotifyError(
+                f"cannot notify systemd at {environ['NOTIFY_SOCKET']!r}: {error.strerror}"
+            ) from None
+        if barrier:
+            _barrier(sock)
+    return True
+
+
+def notify_ready(main_pid: int, environ: Mapping[str, str] = os.environ) -> None:
+    """``MAINPID=<main_pid>`` and ``READY=1`` in one datagram; no-op without NOTIFY_SOCKET."""
+    send_notification(f"MAINPID={main_pid}\nREADY=1", environ)
+
+
+def notify_main_pid(main_pid: int, environ: Mapping[str, str] = os.environ) -> None:
+    """``MAINPID=<main_pid>`` alone: the container itself will send READY."""
+    send_notification(f"MAINPID={main_pid}", environ)
+
+
+def notify_status(text: str, environ: Mapping[str, str] = os.environ) -> None:
+    """``STATUS=<text>`` (shown by `systemctl status`); newlines become spaces."""
+    send_notification("STATUS=" + " ".join(text.splitlines()), environ)
+
+
+def forwardable(message: bytes) -> bytes | None:
+    """The part of a container's notification systemd may see, or None if nothing is left.
+
+    Keeps the lines whose key is in `FORWARDED_KEYS`, in order; drops MAINPID=,
+    FDSTORE= and everything unknown.
+    """
+    kept = [
+        line
+        for line in message.split(b"\n")
+        if b"=" in line and line.split(b"=", 1)[0].decode(errors="replace") in FORWARDED_KEYS
+    ]
+    return b"\n".join(kept) if kept else None
+
+
+def announces_ready(message: bytes) -> bool:
+    """Whether a (forwarded) notification contains ``READY=1``."""
+    return b"READY=1" in message.split(b"\n")
+
+
+@dataclass
+class NotifySetup:
+    """What the run path adds for a container's notify mode.
+
+    `env` goes into config.json ``process.env``, `mounts` into its mounts (after
+    the container's own). After conmon has started the payload, call `start`;
+    `close` releases podunit's copy of the socket (always call it).
+    """
+
+    mode: Notify
+    container_name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    host_socket: Path | None = None
+    listener: socket.socket | None = None
+
+    def start(self, conmon_pid: int, environ: Mapping[str, str] = os.environ) -> None:
+        """Container mode: start the proxy for `conmon_pid`, then announce MAINPID=conmon."""
+        if self.mode is not Notify.CONTAINER or self.listener is None:
+            return
+        if notify_socket_address(environ) is None:
+            return
+        fd = self.listener.fileno()
+        proc.spawn(
+            [
+                sys.executable,
+                "-m",
+                "toolkit.notify",
+                "proxy",
+                "--listen-fd",
+                str(fd),
+                "--conmon-pid",
+                str(conmon_pid),
+                "--container",
+                self.container_name,
+            ],
+            env=dict(environ),
+            pass_fds=[fd],
+            stdin=None,
+        )
+        notify_main_pid(conmon_pid, environ)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
+def prepare_container_notify(bundle_dir: Path, container: Container) -> NotifySetup:
+    """For ``notify: container`` bind the container's notify socket; other modes: empty setup."""
+    if container.notify is not Notify.CONTAINER:
+        return NotifySetup(mode=container.notify, container_name=container.name)
+    notify_dir = bundle_dir / "notify"
+    notify_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    host_socket = notify_dir / "notify.sock"
+    host_socket.unlink(missing_ok=True)
+    listener = bind_datagram_socket(host_socket)
+    os.chmod(host_socket, 0o666)  # the payload may run as any user
+    return NotifySetup(
+        mode=Notify.CONTAINER,
+        container_name=container.name,
+        env={"NOTIFY_SOCKET": CONTAINER_NOTIFY_SOCKET},
+        mounts=(Mount(type=MountType.BIND, source=str(notify_dir), target=CONTAINER_NOTIFY_DIR),),
+        host_socket=host_socket,
+        listener=listener,
+    )
+
+
+def bind_datagram_socket(path: Path) -> socket.socket:
+    """An AF_UNIX datagram socket bound at `path`, even beyond sun_path's 107 bytes."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+            sock.bind(str(path))
+        else:
+            directory = os.open(path.parent, os.O_PATH | os.O_CLOEXEC)
+            try:
+                sock.bind(f"/proc/self/fd/{directory}/{path.name}")
+            finally:
+                os.close(directory)
+    except OSError as error:
+        sock.close()
+        raise NotifyError(f"cannot bind notify socket {path}: {error.strerror}") from None
+    return sock
+
+
+def run_proxy(
+    listener: socket.socket,
+    conmon_pid: int,
+    container_name: str,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """Forward the container's notifications until conmon exits (the proxy process's body)."""
+    ready = False
+    try:
+        exited: int | None = os.pidfd_open(conmon_pid)
+    except ProcessLookupError:
+        exited = None
+    try:
+        while True:
+            waiting: list[int] = [listener.fileno()] + ([exited] if exited is not None else [])
+            readable, _, _ = select.select(waiting, [], [])
+            if listener.fileno() in readable:
+                ready = _forward_one(listener, environ) or ready
+                continue
+            break
+        # conmon is gone: forward what the container sent just before exiting
+        listener.setblocking(False)
+        while True:
+            try:
+                ready = _forward_one(listener, environ) or ready
+            except BlockingIOError:
+                break
+    finally:
+        if exited is not None:
+            os.close(exited)
+    if not ready:
+        print(
+            f"podunit: container {container_name} exited before it sent READY=1"
+            f" to {CONTAINER_NOTIFY_SOCKET}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    return 0
+
+
+def _forward_one(listener: socket.socket, environ: Mapping[str, str]) -> bool:
+    """Receive one datagram, close any passed fds, forward its allowed part; True if READY."""
+    data, ancillary, _, _ = listener.recvmsg(
+        NOTIFY_DATAGRAM_MAX, socket.CMSG_SPACE(253 * array.array("i").itemsize)
+    )
+    for fd in _received_fds(ancillary):
+        os.close(fd)
+    message = forwardable(data)
+    if message is None:
+        return False
+    try:
+        send_notification(message, environ, barrier=False)
+    except NotifyError as error:
+        print(f"podunit: {error}", file=sys.stderr, flush=True)
+    return announces_ready(message)
+
+
+def _received_fds(ancillary: Sequence[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % array.array("i").itemsize
+            fds.extend(array.array("i", data[:usable]))
+    return fds
+
+
+def _barrier(sock: socket.socket) -> None:
+    """sd_notify_barrier(3): wait until systemd has processed what we sent before."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            sock.sendmsg(
+                [b"BARRIER=1"],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write_end]))],
+            )
+        except OSError:
+            return  # an old manager or a receiver without fd passing: nothing to wait for
+        os.close(write_end)
+        write_end = -1
+        poller = select.poll()
+        poller.register(read_end, select.POLLHUP)
+        poller.poll(int(BARRIER_TIMEOUT_SECONDS * 1000))
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m toolkit.notify proxy --listen-fd FD --conmon-pid PID --container NAME``."""
+    parser = argparse.ArgumentParser(prog="podunit-notify-proxy")
+    parser.add_argument("action", choices=["proxy"])
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--conmon-pid", type=int, required=True)
+    parser.add_argument("--container", default="?")
+    args = parser.parse_args(argv)
+    listener = socket.socket(fileno=args.listen_fd)
+    return run_proxy(listener, args.conmon_pid, args.container)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
