@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "exec", "down", "list"])
     p.add_argument("--name", default="podunit-sandbox")
     p.add_argument("--bind", action="append", default=[], metavar="DIR")
+    p.add_argument("-a", "--all", action="store_true", help="down: every ownerless or stale one")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     return parser
 
