@@ -33,6 +33,7 @@ import array
 import os
 import select
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,14 +150,19 @@ class NotifySetup:
     host_socket: Path | None = None
     listener: socket.socket | None = None
 
-    def start(self, conmon_pid: int, environ: Mapping[str, str] = os.environ) -> None:
-        """Container mode: start the proxy for `conmon_pid`, then announce MAINPID=conmon."""
+    def start(
+        self, conmon_pid: int, environ: Mapping[str, str] = os.environ
+    ) -> subprocess.Popen[bytes] | None:
+        """Container mode: start the proxy for `conmon_pid`, then announce MAINPID=conmon.
+
+        Returns the proxy process (it outlives podunit; nobody needs to wait for it).
+        """
         if self.mode is not Notify.CONTAINER or self.listener is None:
-            return
+            return None
         if notify_socket_address(environ) is None:
-            return
+            return None
         fd = self.listener.fileno()
-        proc.spawn(
+        proxy = proc.spawn(
             [
                 sys.executable,
                 "-m",
@@ -171,9 +177,9 @@ class NotifySetup:
             ],
             env=dict(environ),
             pass_fds=[fd],
-            stdin=None,
         )
         notify_main_pid(conmon_pid, environ)
+        return proxy
 
     def close(self) -> None:
         if self.listener is not None:
@@ -232,13 +238,11 @@ def run_proxy(
     except ProcessLookupError:
         exited = None
     try:
-        while True:
-            waiting: list[int] = [listener.fileno()] + ([exited] if exited is not None else [])
-            readable, _, _ = select.select(waiting, [], [])
-            if listener.fileno() in readable:
-                ready = _forward_one(listener, environ) or ready
-                continue
-            break
+        while exited is not None:
+            readable, _, _ = select.select([listener.fileno(), exited], [], [])
+            if listener.fileno() not in readable:
+                break
+            ready = _forward_one(listener, environ) or ready
         # conmon is gone: forward what the container sent just before exiting
         listener.setblocking(False)
         while True:
