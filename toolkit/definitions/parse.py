@@ -1,0 +1,841 @@
+"""A container spec (podunit's own form, spec §1.1) parsed into the typed model.
+
+`parse_container` takes the located tree of one `containers:` entry and either
+returns a `Container` or records one `DefinitionError` per problem (each key is
+checked even after an earlier one failed) and returns None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from toolkit.definitions import values as v
+from toolkit.definitions.model import (
+    CgroupMode,
+    Container,
+    Dependency,
+    DependencyCondition,
+    Healthcheck,
+    Install,
+    LogDriver,
+    Mount,
+    MountType,
+    Notify,
+    PortMapping,
+    Reload,
+    Resources,
+    Restart,
+    SocketSpec,
+    SocketType,
+    Ulimit,
+)
+from toolkit.definitions.tree import Entry, Node
+from toolkit.errors import DefinitionError, Location
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def fail(node: Node | Location, message: str) -> DefinitionError:
+    return DefinitionError(node if isinstance(node, Location) else node.loc, message)
+
+
+def _kind(node: Node) -> str:
+    if node.is_mapping:
+        return "a mapping"
+    if node.is_sequence:
+        return "a list"
+    return "null" if node.value is None else f"{quote_node(node)}"
+
+
+def quote_node(node: Node) -> str:
+    return v.quote(node.raw) if node.raw is not None else _kind(node)
+
+
+def check_keys(node: Node, allowed: Iterable[str], where: str) -> dict[str, Entry]:
+    """The mapping's entries; unknown keys (except `x-*`) are errors with a suggestion."""
+    if not node.is_mapping:
+        raise fail(node, f"{where} must be a mapping, not {_kind(node)}")
+    allowed = frozenset(allowed)
+    entries: dict[str, Entry] = {}
+    for key, entry in node.value.items():
+        if key.startswith("x-"):
+            continue
+        if key not in allowed:
+            raise fail(
+                entry.key_loc,
+                f"unknown key {v.quote(key)} in {where}{v.did_you_mean(key, allowed)}",
+            )
+        entries[key] = entry
+    return entries
+
+
+def text(node: Node, what: str, *, multiline: bool = False) -> str:
+    """A scalar as the text written in the YAML (so `22:22` stays `22:22`, `yes` stays `yes`).
+
+    Unless `multiline`, control characters are refused: the value may end up in a unit file.
+    """
+    if node.raw is None or node.value is None:
+        raise fail(node, f"{what} must be a string, not {_kind(node)}")
+    result = node.value if isinstance(node.value, str) else node.raw
+    if not multiline and v.has_control(result):
+        raise fail(node, f"{what} {v.quote(result)} contains a control character or newline")
+    return result
+
+
+def non_empty(node: Node, what: str) -> str:
+    result = text(node, what)
+    if not result:
+        raise fail(node, f"{what} must not be empty")
+    return result
+
+
+def boolean(node: Node, what: str) -> bool:
+    if isinstance(node.value, bool):
+        return node.value
+    if isinstance(node.value, str) and node.value.lower() in ("true", "false"):
+        return node.value.lower() == "true"
+    raise fail(node, f"{what} must be true or false, not {_kind(node)}")
+
+
+def integer(node: Node, what: str, low: int, high: int | None = None) -> int:
+    value = node.value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise fail(node, f"{what} must be an integer, not {_kind(node)}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise fail(node, f"{what} {v.quote(node.raw)} out of range {bound}")
+    return value
+
+
+def sequence(node: Node, what: str, *, scalar_ok: bool = False) -> list[Node]:
+    """The items of a list; a single scalar counts as a one-item list if `scalar_ok`."""
+    if node.is_sequence:
+        items: list[Node] = node.value
+        return items
+    if scalar_ok and node.is_scalar and node.value is not None:
+        return [node]
+    raise fail(node, f"{what} must be a list, not {_kind(node)}")
+
+
+def converted(node: Node, convert: Callable[[str], Any], what: str) -> Any:
+    """`convert(text)` with its ValueError turned into a located error."""
+    try:
+        return convert(text(node, what))
+    except ValueError as error:
+        raise fail(node, str(error)) from None
+
+
+def duration(node: Node, what: str) -> timedelta:
+    if isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        if node.value < 0:
+            raise fail(node, f"{what} {v.quote(node.raw)} must not be negative")
+        return timedelta(seconds=node.value)
+    result: timedelta = converted(node, v.parse_duration, what)
+    return result
+
+
+def size(node: Node, what: str) -> int:
+    if isinstance(node.value, int) and not isinstance(node.value, bool):
+        if node.value < 0:
+            raise fail(node, f"{what} {v.quote(node.raw)} must not be negative")
+        return node.value
+    result: int = converted(node, v.parse_size, what)
+    return result
+
+
+def signal(node: Node, what: str) -> int:
+    result: int = converted(node, v.parse_signal, what)
+    return result
+
+
+def argv(node: Node, what: str) -> tuple[str, ...]:
+    """A list of strings, or a string split like a POSIX shell."""
+    if node.is_sequence:
+        return tuple(text(item, f"{what} item", multiline=True) for item in node.value)
+    result: tuple[str, ...] = converted(node, v.shell_split, what)
+    return result
+
+
+def pairs(node: Node, what: str, *, check_key: Callable[[str], str] | None = None) -> Pairs:
+    """A mapping, or a list of `K=V` strings, as ordered (key, value) pairs."""
+    result: list[tuple[str, str]] = []
+    if node.is_mapping:
+        for key, entry in node.value.items():
+            if key.startswith("x-") and what != "environment":
+                continue
+            if entry.node.value is None:
+                raise fail(
+                    entry.node,
+                    f'{what} {v.quote(key)} has no value (write {key}: "" for an empty one; '
+                    "the host's environment is not passed through)",
+                )
+            result.append((key, text(entry.node, f"{what} value", multiline=True)))
+            _check_pair_key(entry.key_loc, key, what, check_key)
+    else:
+        for item in sequence(node, what):
+            item_text = text(item, f"{what} item", multiline=True)
+            key, equals, value = item_text.partition("=")
+            if not equals:
+                raise fail(item, f"{what} item {v.quote(item_text)} must be KEY=VALUE")
+            _check_pair_key(item.loc, key, what, check_key)
+            result.append((key, value))
+    return tuple(result)
+
+
+def _check_pair_key(
+    loc: Location, key: str, what: str, check_key: Callable[[str], str] | None
+) -> None:
+    if not key or "=" in key or v.has_control(key):
+        raise fail(loc, f"invalid {what} name {v.quote(key)}")
+    if check_key:
+        try:
+            check_key(key)
+        except ValueError as error:
+            raise fail(loc, str(error)) from None
+
+
+def strings(node: Node, what: str, *, scalar_ok: bool = True) -> tuple[str, ...]:
+    return tuple(non_empty(item, what) for item in sequence(node, what, scalar_ok=scalar_ok))
+
+
+def choice(node: Node, what: str, options: Iterable[str]) -> str:
+    options = tuple(options)
+    value = text(node, what)
+    if value not in options:
+        listed = ", ".join(options)
+        raise fail(node, f"invalid {what} {v.quote(value)} (one of: {listed})")
+    return value
+
+
+# ---------------------------------------------------------------- the keys
+
+
+HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "start_period", "disable"})
+RESOURCES_KEYS = frozenset({"memory", "memory_reservation", "cpus", "cpu_weight", "pids"})
+SOCKET_KEYS = frozenset({"listen", "type", "name"})
+RELOAD_KEYS = frozenset({"signal", "command"})
+INSTALL_KEYS = frozenset({"wanted_by", "required_by", "alias"})
+LOG_OPT_KEYS = frozenset({"max_size"})
+VOLUME_KEYS = frozenset(
+    {"type", "source", "target", "read_only", "size", "bind", "tmpfs", "volume"}
+)
+PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode"})
+DEPENDENCY_KEYS = frozenset({"condition", "required"})
+ENV_FILE_KEYS = frozenset({"path", "required"})
+ULIMIT_KEYS = frozenset({"soft", "hard"})
+
+Fields = dict[str, Any]
+
+
+class _Context:
+    """What a key handler needs besides its node."""
+
+    def __init__(self, base_dir: str, template: bool) -> None:
+        self.base_dir = base_dir
+        self.template = template
+
+
+def _image(node: Node, ctx: _Context, out: Fields) -> None:
+    out["image"] = non_empty(node, "image")
+
+
+def _rootfs(node: Node, ctx: _Context, out: Fields) -> None:
+    out["rootfs"] = v.resolve_host_path(non_empty(node, "rootfs"), ctx.base_dir)
+
+
+def _command(node: Node, ctx: _Context, out: Fields) -> None:
+    out["command"] = None if node.value is None else argv(node, "command")
+
+
+def _entrypoint(node: Node, ctx: _Context, out: Fields) -> None:
+    out["entrypoint"] = None if node.value is None else argv(node, "entrypoint")
+
+
+def _environment(node: Node, ctx: _Context, out: Fields) -> None:
+    out["environment"] = pairs(node, "environment")
+
+
+def _env_file(node: Node, ctx: _Context, out: Fields) -> None:
+    files = []
+    for item in sequence(node, "env_file", scalar_ok=True):
+        if item.is_mapping:
+            keys = check_keys(item, ENV_FILE_KEYS, "env_file")
+            if "path" not in keys:
+                raise fail(item, "env_file entry needs 'path'")
+            if "required" in keys and not boolean(keys["required"].node, "required"):
+                raise fail(keys["required"].node, "env_file 'required: false' is not supported")
+            item = keys["path"].node
+        files.append(v.resolve_host_path(non_empty(item, "env_file"), ctx.base_dir))
+    out["env_files"] = tuple(files)
+
+
+def _working_dir(node: Node, ctx: _Context, out: Fields) -> None:
+    out["working_dir"] = converted(node, v.check_container_path, "working_dir")
+
+
+def _user(node: Node, ctx: _Context, out: Fields) -> None:
+    out["user"] = converted(node, v.check_user, "user")
+
+
+def _group_add(node: Node, ctx: _Context, out: Fields) -> None:
+    out["group_add"] = strings(node, "group_add")
+
+
+def _hostname(node: Node, ctx: _Context, out: Fields) -> None:
+    name = non_empty(node, "hostname")
+    out["hostname"] = (
+        name if ctx.template and "%" in name else converted(node, v.check_hostname, "hostname")
+    )
+
+
+def _long_volume(node: Node, ctx: _Context) -> Mount:
+    keys = check_keys(node, VOLUME_KEYS, "volume")
+    if "type" not in keys or "target" not in keys:
+        raise fail(node, "a volume mapping needs 'type' and 'target'")
+    kind = MountType(choice(keys["type"].node, "volume type", [t.value for t in MountType]))
+    target = converted(keys["target"].node, v.check_container_path, "target")
+    read_only = boolean(keys["read_only"].node, "read_only") if "read_only" in keys else False
+    source, options, mount_size = None, [], None
+    if kind is MountType.TMPFS:
+        if "source" in keys:
+            raise fail(keys["source"].key_loc, "a tmpfs volume has no 'source'")
+    else:
+        if "source" not in keys:
+            raise fail(node, f"a {kind.value} volume needs 'source'")
+        source = non_empty(keys["source"].node, "source")
+        if kind is MountType.BIND:
+            source = v.resolve_host_path(source, ctx.base_dir)
+        else:
+            source = converted(keys["source"].node, v.check_volume_name, "source")
+    if "size" in keys:
+        mount_size = size(keys["size"].node, "size")
+    for sub_key, wanted in (
+        ("bind", MountType.BIND),
+        ("tmpfs", MountType.TMPFS),
+        ("volume", MountType.VOLUME),
+    ):
+        if sub_key not in keys:
+            continue
+        if kind is not wanted:
+            raise fail(keys[sub_key].key_loc, f"'{sub_key}' options on a {kind.value} volume")
+        sub_node = keys[sub_key].node
+        if sub_key == "bind":
+            sub = check_keys(sub_node, ("propagation", "create_host_path"), "bind")
+            if "propagation" in sub:
+                options.append(choice(sub["propagation"].node, "propagation", v.PROPAGATIONS))
+            if "create_host_path" in sub and boolean(sub["create_host_path"].node, "x"):
+                raise fail(sub["create_host_path"].node, "create_host_path is not supported")
+        elif sub_key == "tmpfs":
+            sub = check_keys(sub_node, ("size", "mode"), "tmpfs")
+            if "size" in sub:
+                mount_size = size(sub["size"].node, "size")
+            if "mode" in sub:
+                mode = sub["mode"].node
+                digits = mode.raw if isinstance(mode.value, int) else text(mode, "mode")
+                options.append(f"mode={digits}")
+        else:
+            sub = check_keys(sub_node, ("nocopy",), "volume")
+            if "nocopy" in sub and boolean(sub["nocopy"].node, "nocopy"):
+                options.append("nocopy")
+    if mount_size is not None and kind is not MountType.TMPFS:
+        raise fail(node, "'size' applies only to tmpfs volumes")
+    return Mount(kind, target, source, read_only, mount_size, tuple(options))
+
+
+def _volumes(node: Node, ctx: _Context, out: Fields) -> None:
+    mounts = []
+    for item in sequence(node, "volumes"):
+        if item.is_mapping:
+            mounts.append(_long_volume(item, ctx))
+        else:
+            mounts.append(converted(item, lambda s: v.parse_volume(s, ctx.base_dir), "volume"))
+    out["mounts"] = (*out.get("mounts", ()), *mounts)
+
+
+def _tmpfs(node: Node, ctx: _Context, out: Fields) -> None:
+    mounts = tuple(
+        converted(item, v.parse_tmpfs, "tmpfs") for item in sequence(node, "tmpfs", scalar_ok=True)
+    )
+    out["mounts"] = (*out.get("mounts", ()), *mounts)
+
+
+def _flag(field: str) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        out[field] = boolean(node, field)
+
+    return handler
+
+
+def _network(node: Node, ctx: _Context, out: Fields) -> None:
+    out["network"] = converted(node, lambda s: v.check_name(s, "network name"), "network")
+
+
+def _long_port(node: Node) -> list[PortMapping]:
+    keys = check_keys(node, PORT_KEYS, "port")
+    if "target" not in keys:
+        raise fail(node, "a port mapping needs 'target'")
+    if "published" not in keys:
+        raise fail(node, "a port mapping needs 'published' (the host port is reserved)")
+    spec = f"{text(keys['published'].node, 'published')}:{text(keys['target'].node, 'target')}"
+    if "host_ip" in keys:
+        address = non_empty(keys["host_ip"].node, "host_ip")
+        spec = f"[{address}]:{spec}" if ":" in address else f"{address}:{spec}"
+    if "protocol" in keys:
+        spec += "/" + text(keys["protocol"].node, "protocol")
+    if "mode" in keys:
+        choice(keys["mode"].node, "port mode", ["host"])
+    try:
+        return v.parse_port_mapping(spec)
+    except ValueError as error:
+        raise fail(node, str(error)) from None
+
+
+def _ports(node: Node, ctx: _Context, out: Fields) -> None:
+    ports: list[PortMapping] = []
+    for item in sequence(node, "ports"):
+        if item.is_mapping:
+            ports.extend(_long_port(item))
+        else:
+            ports.extend(converted(item, v.parse_port_mapping, "port"))
+    out["ports"] = tuple(ports)
+
+
+def _socket_listen(node: Node) -> str:
+    listen = non_empty(node, "listen")
+    if listen.startswith(("/", "@")):
+        return listen
+    if listen.startswith("."):
+        raise fail(node, f"socket path {v.quote(listen)} must be absolute")
+    address, colon, port = listen.rpartition(":")
+    if colon and not address:
+        raise fail(node, f"invalid socket address {v.quote(listen)}")
+    try:
+        v.parse_port(port)
+    except ValueError as error:
+        raise fail(node, f"{error} in socket {v.quote(listen)}") from None
+    return listen
+
+
+def _sockets(node: Node, ctx: _Context, out: Fields) -> None:
+    sockets = []
+    for item in sequence(node, "sockets"):
+        keys = check_keys(item, SOCKET_KEYS, "socket")
+        if "listen" not in keys:
+            raise fail(item, "a socket needs 'listen'")
+        kind = SocketType.STREAM
+        if "type" in keys:
+            kind = SocketType[
+                choice(
+                    keys["type"].node, "socket type", ("stream", "datagram", "seqpacket")
+                ).upper()
+            ]
+        name = None
+        if "name" in keys:
+            name = non_empty(keys["name"].node, "socket name")
+            if ":" in name or len(name) > 255 or not name.isascii() or " " in name:
+                raise fail(keys["name"].node, f"invalid socket name {v.quote(name)}")
+        sockets.append(SocketSpec(_socket_listen(keys["listen"].node), kind, name))
+    out["sockets"] = tuple(sockets)
+
+
+def _enum(field: str, enum: Any) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        out[field] = enum(choice(node, field, [member.value for member in enum]))
+
+    return handler
+
+
+def healthcheck(node: Node) -> Healthcheck | None:
+    """Compose's healthcheck; None when disabled (`disable: true` or `test: [NONE]`)."""
+    keys = check_keys(node, HEALTHCHECK_KEYS, "healthcheck")
+    if "disable" in keys and boolean(keys["disable"].node, "disable"):
+        return None
+    if "test" not in keys:
+        raise fail(node, "healthcheck needs 'test'")
+    test_node = keys["test"].node
+    if test_node.is_sequence:
+        test = argv(test_node, "test")
+        if not test:
+            raise fail(test_node, "healthcheck test must not be empty")
+        if test[0] == "NONE":
+            return None
+        if test[0] == "CMD-SHELL":
+            if len(test) != 2:
+                raise fail(test_node, "CMD-SHELL takes exactly one command string")
+            test = ("/bin/sh", "-c", test[1])
+        elif test[0] == "CMD":
+            test = test[1:]
+            if not test:
+                raise fail(test_node, "healthcheck CMD needs a command")
+    else:
+        test = ("/bin/sh", "-c", text(test_node, "test", multiline=True))
+    check = Healthcheck(test)
+    extra: dict[str, Any] = {}
+    for key in ("interval", "timeout", "start_period"):
+        if key in keys:
+            extra[key] = duration(keys[key].node, key)
+    if "retries" in keys:
+        extra["retries"] = integer(keys["retries"].node, "retries", 0)
+    return Healthcheck(test, **extra) if extra else check
+
+
+def _healthcheck(node: Node, ctx: _Context, out: Fields) -> None:
+    out["healthcheck"] = healthcheck(node)
+
+
+def _stop_signal(node: Node, ctx: _Context, out: Fields) -> None:
+    out["stop_signal"] = signal(node, "stop_signal")
+
+
+def _stop_timeout(node: Node, ctx: _Context, out: Fields) -> None:
+    out["stop_timeout"] = duration(node, "stop_timeout")
+
+
+def _restart(node: Node, ctx: _Context, out: Fields) -> None:
+    if node.value is False:  # YAML 1.1: an unquoted `no` is a boolean
+        out["restart"] = Restart.NO
+        return
+    value = text(node, "restart")
+    if value.startswith("on-failure:"):
+        raise fail(
+            node,
+            f"restart {v.quote(value)}: a retry count is not supported; use on-failure and "
+            "service: {StartLimitBurst: N}",
+        )
+    out["restart"] = Restart(choice(node, "restart", [r.value for r in Restart]))
+
+
+def resources(node: Node) -> Resources:
+    keys = check_keys(node, RESOURCES_KEYS, "resources")
+    fields: dict[str, Any] = {}
+    for key in ("memory", "memory_reservation"):
+        if key in keys:
+            fields[key] = size(keys[key].node, key)
+    if "cpus" in keys:
+        fields["cpus"] = cpus(keys["cpus"].node)
+    if "cpu_weight" in keys:
+        fields["cpu_weight"] = integer(keys["cpu_weight"].node, "cpu_weight", 1, 10000)
+    if "pids" in keys:
+        fields["pids"] = integer(keys["pids"].node, "pids", 1)
+    return Resources(**fields)
+
+
+def cpus(node: Node) -> float:
+    value = node.value
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise fail(node, f"cpus {v.quote(node.raw)} must be a number") from None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise fail(node, f"cpus {quote_node(node)} must be a number greater than 0")
+    return float(value)
+
+
+def _resources(node: Node, ctx: _Context, out: Fields) -> None:
+    out["resources"] = resources(node)
+
+
+def _capabilities(field: str) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        out[field] = tuple(
+            converted(item, v.parse_capability, field) for item in sequence(node, field)
+        )
+
+    return handler
+
+
+def _seccomp(node: Node, ctx: _Context, out: Fields) -> None:
+    value = non_empty(node, "seccomp")
+    out["seccomp"] = (
+        value if value in ("default", "unconfined") else v.resolve_host_path(value, ctx.base_dir)
+    )
+
+
+def _device(spec: str) -> str:
+    parts = spec.split(":")
+    if len(parts) > 3 or not parts[0].startswith("/"):
+        raise ValueError(f"invalid device {v.quote(spec)} (use /dev/host[:/dev/container[:rwm]])")
+    if (
+        len(parts) >= 2
+        and not parts[1].startswith("/")
+        and not (len(parts) == 2 and parts[1] and set(parts[1]) <= set("rwm"))
+    ):
+        raise ValueError(f"device container path in {v.quote(spec)} must be absolute")
+    if len(parts) == 3 and not (parts[2] and set(parts[2]) <= set("rwm")):
+        raise ValueError(f"invalid device permissions in {v.quote(spec)} (letters r, w, m)")
+    return spec
+
+
+def _devices(node: Node, ctx: _Context, out: Fields) -> None:
+    out["devices"] = tuple(converted(item, _device, "device") for item in sequence(node, "devices"))
+
+
+def _sysctl_name(name: str) -> str:
+    if any(c.isspace() for c in name):
+        raise ValueError(f"invalid sysctl name {v.quote(name)}")
+    return name
+
+
+def _sysctls(node: Node, ctx: _Context, out: Fields) -> None:
+    out["sysctls"] = pairs(node, "sysctl", check_key=_sysctl_name)
+
+
+def _ulimits(node: Node, ctx: _Context, out: Fields) -> None:
+    if not node.is_mapping:
+        raise fail(node, f"ulimits must be a mapping, not {_kind(node)}")
+    limits = []
+    for name, entry in node.value.items():
+        if name.startswith("x-"):
+            continue
+        if name not in v.ULIMITS:
+            raise fail(
+                entry.key_loc, f"unknown ulimit {v.quote(name)}{v.did_you_mean(name, v.ULIMITS)}"
+            )
+        if entry.node.is_mapping:
+            keys = check_keys(entry.node, ULIMIT_KEYS, f"ulimit {name}")
+            if set(keys) != ULIMIT_KEYS:
+                raise fail(entry.node, f"ulimit {v.quote(name)} needs both 'soft' and 'hard'")
+            soft = integer(keys["soft"].node, "soft", 0)
+            hard = integer(keys["hard"].node, "hard", 0)
+            if soft > hard:
+                raise fail(entry.node, f"ulimit {v.quote(name)}: soft {soft} exceeds hard {hard}")
+        else:
+            soft = hard = integer(entry.node, f"ulimit {name}", 0)
+        limits.append(Ulimit(name, soft, hard))
+    out["ulimits"] = tuple(limits)
+
+
+def _security_opt(node: Node, ctx: _Context, out: Fields) -> None:
+    out["security_opt"] = strings(node, "security_opt", scalar_ok=False)
+
+
+def _labels(field: str) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        out[field] = pairs(node, field.rstrip("s"))
+
+    return handler
+
+
+def _log_opt(node: Node, ctx: _Context, out: Fields) -> None:
+    keys = check_keys(node, LOG_OPT_KEYS, "log_opt")
+    if "max_size" in keys:
+        out["log_max_size"] = size(keys["max_size"].node, "max_size")
+
+
+def check_reference(name: str) -> str:
+    """A container name, or a template instance `name@instance`, to depend on."""
+    base, at, instance = name.partition("@")
+    v.check_name(base, "container name")
+    if at and (not instance or "/" in instance or v.has_control(instance)):
+        raise ValueError(f"invalid container name {v.quote(name)}")
+    return name
+
+
+def _depends_on(node: Node, ctx: _Context, out: Fields) -> None:
+    deps = []
+    if node.is_mapping:
+        for name, entry in node.value.items():
+            if name.startswith("x-"):
+                continue
+            _check_pair_key(entry.key_loc, name, "depends_on", check_reference)
+            condition = DependencyCondition.STARTED
+            if entry.node.value is not None:
+                keys = check_keys(entry.node, DEPENDENCY_KEYS, f"depends_on {name}")
+                if "condition" in keys:
+                    conditions = [c.value for c in DependencyCondition]
+                    condition = DependencyCondition(
+                        choice(keys["condition"].node, "condition", conditions)
+                    )
+                if "required" in keys and not boolean(keys["required"].node, "required"):
+                    raise fail(
+                        keys["required"].node, "depends_on 'required: false' is not supported"
+                    )
+            deps.append(Dependency(name, condition))
+    else:
+        for item in sequence(node, "depends_on"):
+            deps.append(Dependency(converted(item, check_reference, "depends_on")))
+    out["depends_on"] = tuple(deps)
+
+
+def _reload(node: Node, ctx: _Context, out: Fields) -> None:
+    keys = check_keys(node, RELOAD_KEYS, "reload")
+    if len(keys) != 1:
+        raise fail(node, "reload needs exactly one of 'signal' or 'command'")
+    if "signal" in keys:
+        out["reload"] = Reload(signal=signal(keys["signal"].node, "reload signal"))
+    else:
+        command = argv(keys["command"].node, "reload command")
+        for word in command:
+            if v.has_control(word):
+                raise fail(
+                    keys["command"].node,
+                    f"reload command {v.quote(word)} contains a control character or newline",
+                )
+        if not command:
+            raise fail(keys["command"].node, "reload command must not be empty")
+        out["reload"] = Reload(command=command)
+
+
+def _section(field: str, section: str) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        if not node.is_mapping:
+            raise fail(node, f"{section} must be a mapping of [{section.title()}] keys")
+        result = []
+        for key, entry in node.value.items():
+            if not (key[:1].isascii() and key[:1].isalpha() and key.isascii() and key.isalnum()):
+                raise fail(entry.key_loc, f"invalid [{section.title()}] key {v.quote(key)}")
+            items = entry.node.value if entry.node.is_sequence else [entry.node]
+            for item in items:
+                result.append((key, "" if item.value is None else text(item, key)))
+        out[field] = tuple(result)
+
+    return handler
+
+
+def _unit_name(name: str) -> str:
+    if "/" in name or "." not in name.strip(".") or any(c.isspace() for c in name):
+        raise ValueError(f"invalid unit name {v.quote(name)} (e.g. multi-user.target)")
+    return name
+
+
+def _install(node: Node, ctx: _Context, out: Fields) -> None:
+    keys = check_keys(node, INSTALL_KEYS, "install")
+    out["install"] = Install(
+        **{
+            key: tuple(
+                converted(item, _unit_name, key)
+                for item in sequence(entry.node, key, scalar_ok=True)
+            )
+            for key, entry in keys.items()
+        }
+    )
+
+
+def _runtime(node: Node, ctx: _Context, out: Fields) -> None:
+    out["runtime"] = choice(node, "runtime", ("runc", "crun"))
+
+
+HANDLERS: dict[str, Callable[[Node, _Context, Fields], None]] = {
+    "image": _image,
+    "rootfs": _rootfs,
+    "command": _command,
+    "entrypoint": _entrypoint,
+    "environment": _environment,
+    "env_file": _env_file,
+    "working_dir": _working_dir,
+    "user": _user,
+    "group_add": _group_add,
+    "hostname": _hostname,
+    "volumes": _volumes,
+    "tmpfs": _tmpfs,
+    "read_only": _flag("read_only"),
+    "network": _network,
+    "ports": _ports,
+    "sockets": _sockets,
+    "notify": _enum("notify", Notify),
+    "healthcheck": _healthcheck,
+    "stop_signal": _stop_signal,
+    "stop_timeout": _stop_timeout,
+    "restart": _restart,
+    "resources": _resources,
+    "cap_add": _capabilities("cap_add"),
+    "cap_drop": _capabilities("cap_drop"),
+    "privileged": _flag("privileged"),
+    "no_new_privileges": _flag("no_new_privileges"),
+    "seccomp": _seccomp,
+    "devices": _devices,
+    "sysctls": _sysctls,
+    "ulimits": _ulimits,
+    "security_opt": _security_opt,
+    "labels": _labels("labels"),
+    "annotations": _labels("annotations"),
+    "init": _flag("init"),
+    "cgroups": _enum("cgroups", CgroupMode),
+    "log_driver": _enum("log_driver", LogDriver),
+    "log_opt": _log_opt,
+    "depends_on": _depends_on,
+    "reload": _reload,
+    "unit": _section("unit_extra", "unit"),
+    "service": _section("service_extra", "service"),
+    "socket": _section("socket_extra", "socket"),
+    "install": _install,
+    "runtime": _runtime,
+}
+
+CONTAINER_KEYS: frozenset[str] = frozenset(HANDLERS)
+"""Every key of a container spec in podunit's own form (spec §1.1)."""
+
+
+def check_container_name(name: str) -> tuple[str, bool]:
+    """`web` -> ("web", False); `worker@` -> ("worker", True)."""
+    template = name.endswith("@")
+    v.check_name(name[:-1] if template else name, "container name")
+    return (name[:-1] if template else name), template
+
+
+def parse_container(
+    name: str, key_loc: Location, node: Node, base_dir: str, errors: list[DefinitionError]
+) -> Container | None:
+    """One container spec -> `Container`, or None after appending its errors to `errors`."""
+    count = len(errors)
+    try:
+        plain_name, template = check_container_name(name)
+    except ValueError as error:
+        errors.append(fail(key_loc, str(error)))
+        return None
+    if v.has_control(name):
+        errors.append(fail(key_loc, f"invalid container name {v.quote(name)}"))
+        return None
+    if not node.is_mapping:
+        errors.append(fail(node, f"container {v.quote(name)} must be a mapping, not {_kind(node)}"))
+        return None
+    entries = {key: entry for key, entry in node.value.items() if not key.startswith("x-")}
+    ctx = _Context(base_dir, template)
+    fields: Fields = {}
+    for key, entry in entries.items():
+        handler = HANDLERS.get(key)
+        if handler is None:
+            errors.append(
+                fail(
+                    entry.key_loc,
+                    f"unknown key {v.quote(key)}{v.did_you_mean(key, CONTAINER_KEYS)}",
+                )
+            )
+            continue
+        try:
+            handler(entry.node, ctx, fields)
+        except DefinitionError as error:
+            errors.append(error)
+    _check_whole(name, key_loc, entries, fields, errors)
+    if len(errors) > count:
+        return None
+    return Container(name=plain_name, source=key_loc, template=template, **fields)
+
+
+def _check_whole(
+    name: str, key_loc: Location, entries: dict[str, Entry], fields: Fields,
+    errors: list[DefinitionError],
+) -> None:  # fmt: skip
+    """Rules that involve several keys."""
+    if "image" in entries and "rootfs" in entries:
+        errors.append(
+            fail(
+                entries["rootfs"].key_loc,
+                f"container {v.quote(name)} has both 'image' and 'rootfs'; use exactly one",
+            )
+        )
+    elif "image" not in entries and "rootfs" not in entries:
+        errors.append(fail(key_loc, f"container {v.quote(name)} needs 'image' or 'rootfs'"))
+    if (
+        fields.get("notify") is Notify.HEALTHY
+        and fields.get("healthcheck") is None
+        and ("healthcheck" not in entries or "healthcheck" in fields)
+    ):
+        errors.append(fail(entries["notify"].node, "notify 'healthy' needs a healthcheck"))
+    if "socket" in entries and not fields.get("sockets") and "sockets" not in entries:
+        errors.append(fail(entries["socket"].key_loc, "'socket' keys given but no 'sockets'"))

@@ -1,0 +1,208 @@
+"""YAML read into a tree of located values, and drop-in merging (spec §1, §1.2).
+
+Files are composed with PyYAML's safe C loader (`yaml.CSafeLoader`; the pure
+Python `SafeLoader` only when libyaml is missing). Composing stops before any
+object is constructed, so no tag can build an object; every node keeps the file,
+line and column it came from, and scalars keep their raw text, so that YAML 1.1
+surprises (`22:22` read as the base-60 integer 1342, `no` read as false) can be
+undone where a string was meant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from toolkit.errors import DefinitionError, Location
+
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+_INT, _FLOAT, _BOOL, _NULL = _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"
+_STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
+_BOOLS = {"yes": True, "true": True, "on": True, "y": True,
+          "no": False, "false": False, "off": False, "n": False}  # fmt: skip
+
+
+class Node:
+    """One YAML value with its location.
+
+    `value` is a `str`, `int`, `float`, `bool` or `None` for scalars, a
+    `list[Node]` for sequences and a `dict[str, Entry]` for mappings.
+    `raw` is the scalar's text exactly as written (None for collections).
+    """
+
+    __slots__ = ("loc", "raw", "value")
+
+    def __init__(self, value: Any, loc: Location, raw: str | None = None) -> None:
+        self.value = value
+        self.loc = loc
+        self.raw = raw
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.value, list)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.raw is not None
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Node({self.value!r} @ {self.loc})"
+
+
+class Entry:
+    """A mapping entry: the key's location and the value node."""
+
+    __slots__ = ("key_loc", "node")
+
+    def __init__(self, key_loc: Location, node: Node) -> None:
+        self.key_loc = key_loc
+        self.node = node
+
+
+Mapping = dict[str, Entry]
+
+
+def _int(text: str) -> int:
+    """A YAML 1.1 integer: sign, `0x`, `0b`, leading-zero octal, `_`, base 60."""
+    text = text.replace("_", "")
+    sign = -1 if text[:1] == "-" else 1
+    if text[:1] in "+-":
+        text = text[1:]
+    if text.startswith("0x"):
+        return sign * int(text[2:], 16)
+    if text.startswith("0b"):
+        return sign * int(text[2:], 2)
+    if ":" in text:
+        value = 0
+        for digit in text.split(":"):
+            value = value * 60 + int(digit)
+        return sign * value
+    if len(text) > 1 and text[0] == "0":
+        return sign * int(text, 8)
+    return sign * int(text)
+
+
+def _scalar(tag: str, text: str) -> Any:
+    if tag in (_STR, _TIMESTAMP, _MERGE, "!"):
+        return text
+    if tag == _INT:
+        return _int(text)
+    if tag == _BOOL:
+        return _BOOLS[text.lower()]
+    if tag == _NULL:
+        return None
+    if tag == _FLOAT:
+        lowered = text.lower().replace("_", "")
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered[0] == "-" else float("inf")
+        return float("nan") if lowered == ".nan" else float(lowered)
+    raise ValueError(tag)
+
+
+class _Converter:
+    """Turns PyYAML nodes of one file into `Node`s (aliases shared, cycles refused)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.done: dict[int, Node] = {}
+        self.active: set[int] = set()
+
+    def loc(self, mark: Any) -> Location:
+        return Location(self.path, mark.line + 1, mark.column + 1)
+
+    def convert(self, node: Any) -> Node:
+        known = self.done.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in self.active:
+            raise DefinitionError(self.loc(node.start_mark), "recursive YAML alias")
+        value = node.value
+        if isinstance(value, str):
+            try:
+                result = Node(_scalar(node.tag, value), self.loc(node.start_mark), value)
+            except ValueError:
+                raise DefinitionError(
+                    self.loc(node.start_mark), f"YAML tag '{node.tag}' is not allowed"
+                ) from None
+        else:
+            self.active.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                result = Node([self.convert(item) for item in value], self.loc(node.start_mark))
+            else:
+                result = Node(self.mapping(node), self.loc(node.start_mark))
+            self.active.discard(id(node))
+        self.done[id(node)] = result
+        return result
+
+    def mapping(self, node: Any) -> Mapping:
+        entries: Mapping = {}
+        merged: Mapping = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged = {**self.merge_sources(value_node), **merged}
+                continue
+            if not isinstance(key_node.value, str):
+                raise DefinitionError(self.loc(key_node.start_mark), "mapping keys must be scalars")
+            key = key_node.value
+            if key in entries:
+                raise DefinitionError(self.loc(key_node.start_mark), f"duplicate key '{key}'")
+            entries[key] = Entry(self.loc(key_node.start_mark), self.convert(value_node))
+        return {**merged, **entries} if merged else entries
+
+    def merge_sources(self, value_node: Any) -> Mapping:
+        """`<<: *a` or `<<: [*a, *b]` (earlier sources win, as in YAML 1.1)."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        result: Mapping = {}
+        for source in reversed(sources):
+            converted = self.convert(source)
+            if not converted.is_mapping:
+                raise DefinitionError(converted.loc, "'<<' merges only mappings")
+            result.update(converted.value)
+        return result
+
+
+def read_file(path: Path) -> Node | None:
+    """The file's document as a `Node` tree (None for an empty file).
+
+    Raises `DefinitionError` located at the problem for unreadable files, YAML
+    syntax errors, several documents, disallowed tags and recursive aliases.
+    """
+    name = str(path)
+    try:
+        with open(path, "rb") as stream:
+            document = yaml.compose(stream, Loader=_LOADER)
+    except OSError as error:
+        raise DefinitionError(Location(name, 1, 1), f"cannot read: {error.strerror}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
+        problem = error.problem or error.context or "invalid YAML"
+        raise DefinitionError(where, f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:  # ReaderError: bad encoding, non-printable characters
+        raise DefinitionError(Location(name, 1, 1), f"cannot read YAML: {error}") from None
+    if document is None:
+        return None
+    return _Converter(name).convert(document)
+
+
+def merge(base: Node, overlay: Node) -> Node:
+    """Drop-in semantics (spec §1): mappings merge key by key, lists and scalars
+    replace, an explicit `null` deletes the key. Neither input is modified."""
+    if not (base.is_mapping and overlay.is_mapping):
+        return overlay
+    result: Mapping = dict(base.value)
+    for key, entry in overlay.value.items():
+        if entry.node.value is None and entry.node.is_scalar:
+            result.pop(key, None)
+        elif key in result:
+            result[key] = Entry(entry.key_loc, merge(result[key].node, entry.node))
+        else:
+            result[key] = entry
+    return Node(result, base.loc)
