@@ -1,0 +1,186 @@
+"""Escaping rules of toolkit/escape.py (systemd.syntax(7), systemd.service(5), systemd.unit(5)).
+
+Unit-name escaping is compared with the host's own `systemd-escape`; the
+round trip of Exec words and Environment= values through a real systemd is in
+tests/system/test_generator_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolkit.escape import (
+    UnsafeValue,
+    check_safe,
+    check_unit_key,
+    command_line,
+    environment_assignment,
+    escape_specifiers,
+    escape_unit_name,
+    escape_unit_path,
+    exec_word,
+    is_unit_name,
+    plain_value,
+)
+
+needs_systemd_escape = pytest.mark.skipif(
+    shutil.which("systemd-escape") is None, reason="systemd-escape (package systemd) not installed"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "word"),
+    [
+        ("plain", "plain"),
+        ("/usr/bin/x", "/usr/bin/x"),
+        ("", '""'),
+        ("two words", '"two words"'),
+        ("100%", "100%%"),
+        ("%i", "%%i"),
+        ("$HOME", "$$HOME"),
+        ("${X}", "$${X}"),
+        ("a$$b", "a$$$$b"),
+        (";", '";"'),
+        ("a;b", '"a;b"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("it's", '"it\'s"'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("trailing\\", '"trailing\\\\"'),
+        ("grüße ✓", '"grüße ✓"'),
+        ("grüße", "grüße"),
+        ("a\u00a0b", '"a\u00a0b"'),
+    ],
+)
+def test_exec_word_quotes_and_escapes(value: str, word: str) -> None:
+    assert exec_word(value) == word
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["new\nline", "tab\there", "cr\r", "nul\0", "esc\x1b[0m", "del\x7f", "\ud800", "\ufffe"],
+)
+def test_unsafe_values_are_rejected_everywhere(value: str) -> None:
+    with pytest.raises(UnsafeValue):
+        check_safe(value, "value")
+    with pytest.raises(UnsafeValue):
+        exec_word(value)
+    with pytest.raises(UnsafeValue):
+        environment_assignment("X", value)
+    with pytest.raises(UnsafeValue):
+        plain_value(value, "value")
+
+
+def test_unsafe_value_message_names_the_problem() -> None:
+    with pytest.raises(UnsafeValue, match=r"argument 'a\\nb' contains a newline"):
+        exec_word("a\nb")
+    with pytest.raises(UnsafeValue, match=r"U\+001B"):
+        check_safe("\x1b", "label")
+    with pytest.raises(UnsafeValue, match=r"U\+FFFF"):
+        check_safe("\uffff", "label")
+
+
+def test_c1_controls_and_astral_characters_are_allowed() -> None:
+    assert check_safe("\x85\x9f😀\U0010fffd", "value") == "\x85\x9f😀\U0010fffd"
+
+
+def test_command_line_needs_an_absolute_program() -> None:
+    assert command_line(["/bin/echo", "a b", "50%"]) == '/bin/echo "a b" 50%%'
+    assert command_line(["/opt/my dir/podunit", "run"], prefix="-") == '-"/opt/my dir/podunit" run'
+    for argv in ([], ["echo"], ["-/bin/echo"], ["@/bin/echo"]):
+        with pytest.raises(UnsafeValue, match="absolute path"):
+            command_line(argv)
+    with pytest.raises(UnsafeValue, match="prefix"):
+        command_line(["/bin/true"], prefix="x")
+    with pytest.raises(UnsafeValue, match="prefix"):
+        command_line(["/bin/true"], prefix="--")
+
+
+def test_environment_assignment_quotes_whole_assignment() -> None:
+    assert environment_assignment("A", "x") == '"A=x"'
+    assert environment_assignment("_b1", 'say "%n" $X \\') == '"_b1=say \\"%%n\\" $X \\\\"'
+    assert environment_assignment("E", "") == '"E="'
+    for name in ("", "1A", "A-B", "A B", "Ä", "A=B"):
+        with pytest.raises(UnsafeValue, match="environment variable name"):
+            environment_assignment(name, "v")
+
+
+def test_specifiers_and_plain_values() -> None:
+    assert escape_specifiers("%%n%") == "%%%%n%%"
+    assert plain_value("/etc/podunit/100%.yaml", "path") == "/etc/podunit/100%%.yaml"
+    with pytest.raises(UnsafeValue, match="whitespace"):
+        plain_value(" leading", "path")
+
+
+def test_unit_keys() -> None:
+    assert check_unit_key("TimeoutStartSec", "service") == "TimeoutStartSec"
+    for key in ("", "A=B", "A B", "9Key", "Key\n", "Key-Dash"):
+        with pytest.raises(UnsafeValue, match="not a valid unit file key"):
+            check_unit_key(key, "service")
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("web.service", True),
+        ("multi-user.target", True),
+        ("getty@tty1.service", True),
+        ("worker@.service", True),
+        ("a\\x2db.mount", True),
+        ("web", False),
+        ("web.unknown", False),
+        (".service", False),
+        ("../../etc/foo.service", False),
+        ("a/b.service", False),
+        ("a b.service", False),
+        ("x" * 250 + ".service", False),
+    ],
+)
+def test_is_unit_name(name: str, valid: bool) -> None:
+    assert is_unit_name(name) is valid
+
+
+def test_unit_name_escaping_examples() -> None:
+    assert escape_unit_name("foo/bar baz") == "foo-bar\\x20baz"
+    assert escape_unit_name(".hidden-x") == "\\x2ehidden\\x2dx"
+    assert escape_unit_name("ü") == "\\xc3\\xbc"
+    assert escape_unit_path("/") == "-"
+    assert escape_unit_path("//var//lib/") == "var-lib"
+    with pytest.raises(UnsafeValue, match="absolute"):
+        escape_unit_path("relative")
+    with pytest.raises(UnsafeValue, match=r"\.\."):
+        escape_unit_path("/a/../b")
+
+
+def _systemd_escape(args: list[str], *options: str) -> list[str]:
+    result = subprocess.run(
+        ["systemd-escape", *options, "--", *args], capture_output=True, check=True, text=True
+    )
+    return result.stdout.split()
+
+
+_name_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+    min_size=1,
+    max_size=12,
+)
+
+
+@needs_systemd_escape
+@settings(max_examples=15, deadline=None)
+@given(st.lists(_name_text, min_size=1, max_size=30))
+def test_unit_name_escaping_matches_systemd_escape(values: list[str]) -> None:
+    assert [escape_unit_name(value) for value in values] == _systemd_escape(values)
+
+
+@needs_systemd_escape
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.lists(_name_text.filter(lambda s: "/" not in s and s not in (".", "..")),
+                         min_size=1, max_size=4), min_size=1, max_size=20))  # fmt: skip
+def test_path_escaping_matches_systemd_escape(paths: list[list[str]]) -> None:
+    absolute = ["/" + "/".join(parts) for parts in paths]
+    assert [escape_unit_path(path) for path in absolute] == _systemd_escape(absolute, "--path")
