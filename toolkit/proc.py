@@ -7,6 +7,8 @@ naming the program), never uses a shell, and turns a non-zero exit into
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -76,17 +78,58 @@ def spawn(
     stdout: int | None = None,
     stderr: int | None = None,
     start_new_session: bool = False,
+    fd_table: Mapping[int, int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` without waiting; the caller owns the returned process."""
+    """Start `argv` without waiting; the caller owns the returned process.
+
+    `fd_table` ({child fd: parent fd}, child fds >= 3) builds the child's fd table
+    explicitly: the child gets stdio plus exactly those fds at those numbers, and
+    every other descriptor of this process is closed on exec.
+    """
     args = [which(argv[0]), *argv[1:]]
-    return subprocess.Popen(
-        args,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        pass_fds=tuple(pass_fds),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        start_new_session=start_new_session,
-        close_fds=True,
-    )
+    if fd_table is None:
+        return subprocess.Popen(
+            args,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=start_new_session,
+            close_fds=True,
+        )
+    # Park the sources above every target, so no dup2 clobbers a later source, and
+    # fill the free low numbers so Popen's own error pipe is not among the targets.
+    floor = max([*fd_table, 2]) + 1
+    parked = {target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
+              for target, source in fd_table.items()}  # fmt: skip
+    fillers: list[int] = []
+    while not fillers or fillers[-1] < floor:
+        fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    try:
+        return subprocess.Popen(
+            args,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=start_new_session,
+            close_fds=False,
+            preexec_fn=lambda: _install_fd_table(parked),
+        )
+    finally:
+        for fd in [*parked.values(), *fillers]:
+            os.close(fd)
+
+
+def _install_fd_table(parked: Mapping[int, int]) -> None:
+    """In the child before exec: dup2 each parked fd to its target, everything else CLOEXEC."""
+    for target, source in parked.items():
+        os.dup2(source, target, inheritable=True)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in parked:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)

@@ -1,0 +1,322 @@
+"""Launching conmon, the container monitor, the way a container engine does.
+
+Modelled on libpod's `createOCIContainer` (oci.go): conmon is started with
+`--api-version 1` and an explicit file-descriptor table:
+
+    0, 1, 2              stdio chosen by the caller
+    3 .. 3+N-1           preserved fds (socket activation), passed on to the
+                         payload with `--runtime-opt --preserve-fds N`
+    3+N                  sync pipe  (`_OCI_SYNCPIPE`): conmon reports the pid
+    3+N+1                start pipe (`_OCI_STARTPIPE`): conmon waits for a byte
+    3+N+2 ..             extra fds conmon merely holds (reserved host ports)
+
+Every other fd of podunit is close-on-exec in the child. `LISTEN_*` and
+`NOTIFY_SOCKET` never reach conmon or the runtime.
+
+Protocol (conmon 2.1.6): conmon blocks on the start pipe until `ConmonProcess.start`
+— the window to move it into a cgroup — then runs `RUNTIME create`, and writes
+`{"data": PID}` (or `{"data": -1, "message": "..."}`) to the sync pipe. In exec
+mode a second record carries the exit code. EOF before a record is a failure.
+
+Exec sessions (toolkit.exec_sessions) use the same launcher: pass
+`ConmonOptions(exec_process_spec=PATH, ...)`, call `launch`, `start`, then
+`container_pid` (the exec'd process's pid) and, when not detached,
+`exec_exit_code`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit import proc
+from toolkit.definitions.model import LogDriver
+from toolkit.errors import (
+    CannotInvoke,
+    CommandNotFoundInContainer,
+    ExecutableNotFound,
+    PodunitError,
+)
+
+CREATE_TIMEOUT_SECONDS = 60.0
+SD_LISTEN_FDS_START = 3
+
+
+class RuntimeFailed(PodunitError):
+    """conmon or the OCI runtime could not create or start the container."""
+
+
+@dataclass(frozen=True)
+class ConmonOptions:
+    """Everything conmon's command line says about one container (or exec session)."""
+
+    container_id: str
+    name: str
+    runtime: str  # absolute path of the runtime binary (conmon -r)
+    bundle_dir: Path  # also conmon's working directory (2.1.6 writes `oom` there)
+    exit_dir: Path
+    persist_dir: Path
+    socket_dir: Path
+    container_pidfile: Path
+    conmon_pidfile: Path
+    log_driver: LogDriver = LogDriver.JOURNALD
+    log_path: Path | None = None  # k8s-file only
+    log_size_max: int | None = None
+    log_tag: str | None = None
+    tty: bool = False
+    stdin: bool = False
+    preserve_fds: int = 0
+    cgroup_args: tuple[str, ...] = ()  # CgroupPlan.conmon_args(): -s, --runtime-arg ...
+    runtime_args: tuple[str, ...] = ()  # before the runtime's subcommand
+    exit_command: tuple[str, ...] = ()
+    log_level: str = "error"
+    exec_process_spec: Path | None = None  # exec mode
+    exec_attach: bool = False
+    exec_session_id: str | None = None  # exec mode: conmon -u (attach socket name)
+    sync: bool = False  # --sync: conmon stays our child instead of double-forking
+
+    @property
+    def exec_mode(self) -> bool:
+        return self.exec_process_spec is not None
+
+
+def log_argument(driver: LogDriver, log_path: Path | None) -> str:
+    """conmon's `-l` value: `journald`, `k8s-file:PATH`, `passthrough`, `none`."""
+    if driver is LogDriver.K8S_FILE:
+        if log_path is None:
+            raise PodunitError("the k8s-file log driver needs a log path")
+        return f"k8s-file:{log_path}"
+    return str(driver.value)
+
+
+def conmon_argv(options: ConmonOptions) -> list[str]:
+    """conmon's full argument vector (conmon(8), libpod createOCIContainer)."""
+    o = options
+    argv = ["conmon", "--api-version", "1"]
+    argv += list(o.cgroup_args)
+    argv += ["-c", o.container_id, "-u", o.exec_session_id or o.container_id]
+    argv += ["-n", o.name, "-r", o.runtime, "-b", str(o.bundle_dir)]
+    argv += ["-p", str(o.container_pidfile), "-P", str(o.conmon_pidfile)]
+    argv += ["-l", log_argument(o.log_driver, o.log_path)]
+    if o.log_size_max is not None and o.log_driver is LogDriver.K8S_FILE:
+        argv += ["--log-size-max", str(o.log_size_max)]
+    if o.log_tag and o.log_driver is LogDriver.JOURNALD:
+        argv += ["--log-tag", o.log_tag]
+    argv += ["--exit-dir", str(o.exit_dir), "-0", str(o.persist_dir)]
+    argv += ["--socket-dir-path", str(o.socket_dir), "--log-level", o.log_level]
+    for argument in o.runtime_args:
+        argv += ["--runtime-arg", argument]
+    if o.exit_command:
+        argv += ["--exit-command", o.exit_command[0]]
+        for argument in o.exit_command[1:]:
+            argv += ["--exit-command-arg", argument]
+    if o.tty:
+        argv.append("-t")
+    elif o.stdin:
+        argv.append("-i")
+    if o.preserve_fds:
+        argv += ["--runtime-opt", "--preserve-fds", "--runtime-opt", str(o.preserve_fds)]
+    if o.exec_process_spec is not None:
+        argv += ["-e", "--exec-process-spec", str(o.exec_process_spec)]
+        if o.exec_attach:
+            argv.append("--exec-attach")
+    if o.sync:
+        argv.append("--sync")
+    return argv
+
+
+def fd_table(
+    preserved: Sequence[int], sync_fd: int, start_fd: int, extra: Sequence[int]
+) -> dict[int, int]:
+    """{child fd: parent fd}: preserved fds at 3.., the two pipes, then `extra`."""
+    table: dict[int, int] = {}
+    for offset, fd in enumerate([*preserved, sync_fd, start_fd, *extra]):
+        table[SD_LISTEN_FDS_START + offset] = fd
+    return table
+
+
+def parse_sync_records(data: bytes) -> list[dict[str, Any]]:
+    """Newline-terminated JSON records from conmon's sync pipe (partial last line ignored)."""
+    records = []
+    for line in data.split(b"\n"):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def classify_runtime_error(message: str, runtime: str) -> PodunitError:
+    """The runtime's error as the spec's exit status (§4): 127 not found, 126 not executable."""
+    text = " ".join(message.split())
+    lowered = text.lower()
+    name = os.path.basename(runtime)
+    if "executable file not found" in lowered or (
+        "executable file" in lowered and "not found" in lowered
+    ):
+        return CommandNotFoundInContainer(f"{name}: {text}")
+    if ("exec" in lowered or "execve" in lowered) and (
+        "permission denied" in lowered or "exec format error" in lowered
+    ):
+        return CannotInvoke(f"{name}: {text}")
+    if "no such file or directory" in lowered and ("exec:" in lowered or "execve" in lowered):
+        return CommandNotFoundInContainer(f"{name}: {text}")
+    return RuntimeFailed(f"{name}: {text}")
+
+
+class ConmonProcess:
+    """A conmon that has been spawned; see the module docstring for the protocol."""
+
+    def __init__(
+        self, options: ConmonOptions, popen: Any, sync: socket.socket, start: socket.socket
+    ):
+        self.options = options
+        self._popen = popen
+        self._sync = sync
+        self._start: socket.socket | None = start
+        self._buffer = b""
+        self._records: list[dict[str, Any]] = []
+
+    @property
+    def launcher_pid(self) -> int:
+        """The pid of the conmon we spawned (before it forks): the one to place in a cgroup."""
+        pid: int = self._popen.pid
+        return pid
+
+    def start(self) -> None:
+        """Let conmon go on: it forks and runs the runtime."""
+        if self._start is None:
+            return
+        try:
+            self._start.send(b"\0")
+        except OSError as error:
+            raise RuntimeFailed(f"conmon exited before it was started ({error.strerror})") from None
+        finally:
+            self._start.close()
+            self._start = None
+
+    def _next_record(self, deadline: float | None) -> dict[str, Any] | None:
+        while not self._records:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([self._sync], [], [], remaining)
+            if not readable:
+                raise RuntimeFailed(
+                    f"conmon did not report within {CREATE_TIMEOUT_SECONDS:.0f}s"
+                    f" for container {self.options.name}"
+                )
+            chunk = self._sync.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+            complete, _, self._buffer = self._buffer.rpartition(b"\n")
+            self._records += parse_sync_records(complete)
+        return self._records.pop(0)
+
+    def container_pid(self, timeout: float = CREATE_TIMEOUT_SECONDS) -> int:
+        """The pid conmon reports once the runtime created the process; raises on failure."""
+        record = self._next_record(time.monotonic() + timeout)
+        if record is None:
+            status = self._popen.poll()
+            detail = f" (conmon exit status {status})" if status not in (None, 0) else ""
+            raise RuntimeFailed(
+                f"{os.path.basename(self.options.runtime)} failed to create container"
+                f" {self.options.name} without an error message{detail}",
+                hint="run with --log-level debug, or check the journal for conmon's messages",
+            )
+        pid = record.get("data", record.get("pid", -1))
+        if not isinstance(pid, int) or pid <= 0:
+            message = str(record.get("message") or "unknown error")
+            raise classify_runtime_error(message, self.options.runtime)
+        return pid
+
+    def exec_exit_code(self, timeout: float | None = None) -> int:
+        """Exec mode: the exec'd process's exit status (the second sync record)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record = self._next_record(deadline)
+        if record is None:
+            raise RuntimeFailed("conmon exited without reporting the exec session's exit code")
+        code = record.get("data", record.get("exit_code"))
+        if not isinstance(code, int):
+            raise RuntimeFailed(f"conmon reported no exit code: {record}")
+        return code
+
+    def wait_launcher(self, timeout: float = CREATE_TIMEOUT_SECONDS) -> int:
+        """Reap the conmon we spawned (it exits after forking the monitor unless --sync)."""
+        status: int = self._popen.wait(timeout)
+        return status
+
+    def monitor_pid(self) -> int:
+        """The long-lived conmon's pid, from its --conmon-pidfile (after `wait_launcher`)."""
+        if self.options.sync:
+            return self.launcher_pid
+        text = self.options.conmon_pidfile.read_text().strip()
+        return int(text)
+
+    def close(self) -> None:
+        if self._start is not None:
+            self._start.close()
+            self._start = None
+        self._sync.close()
+
+
+def launch(
+    options: ConmonOptions,
+    *,
+    environ: Mapping[str, str],
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    preserved_fds: Sequence[int] = (),
+    extra_fds: Sequence[int] = (),
+) -> ConmonProcess:
+    """Spawn conmon with exactly stdio, `preserved_fds` at 3.., the pipes and `extra_fds`.
+
+    `environ` must already be free of LISTEN_* and NOTIFY_SOCKET
+    (`toolkit.activation.environment_for_conmon`). stdio None means /dev/null.
+    conmon then waits on its start pipe: place it, then call `start()`.
+    """
+    if len(preserved_fds) != options.preserve_fds:
+        raise PodunitError("internal error: preserve_fds does not match the fds passed")
+    parent_sync, child_sync = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_start, child_start = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    table = fd_table(preserved_fds, child_sync.fileno(), child_start.fileno(), extra_fds)
+    count = len(preserved_fds)
+    env = dict(environ)
+    env["_OCI_SYNCPIPE"] = str(SD_LISTEN_FDS_START + count)
+    env["_OCI_STARTPIPE"] = str(SD_LISTEN_FDS_START + count + 1)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    argv = conmon_argv(options)
+    try:
+        popen = proc.spawn(
+            argv,
+            env=env,
+            cwd=str(options.bundle_dir),
+            stdin=devnull if stdin is None else stdin,
+            stdout=devnull if stdout is None else stdout,
+            stderr=devnull if stderr is None else stderr,
+            fd_table=table,
+            start_new_session=True,
+        )
+    except ExecutableNotFound as error:
+        raise ExecutableNotFound(
+            "conmon: not found on PATH", hint="install the Debian package conmon"
+        ) from error
+    except OSError as error:
+        raise RuntimeFailed(f"cannot start conmon: {error.strerror}") from None
+    finally:
+        os.close(devnull)
+        child_sync.close()
+        child_start.close()
+    return ConmonProcess(options, popen, parent_sync, parent_start)

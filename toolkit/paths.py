@@ -1,0 +1,131 @@
+"""Where podunit keeps its state (spec §3.1).
+
+System mode: the database under `/var/lib/podunit` (0700), per-boot files under
+`/run/podunit`. User mode: `~/.local/share/podunit` and `$XDG_RUNTIME_DIR/podunit`.
+`PODUNIT_STATE_DIR` and `PODUNIT_RUN_DIR` override either (tests isolate state so).
+
+Layout of the run directory (everything in it disappears at reboot):
+
+    boot-id               the kernel boot id the directory was made in
+    exits/<id>            conmon's exit files (bare decimal status)
+    pidfiles/<name>.pid   conmon's pid, for Type=forking units (PIDFile=)
+    locks/<id>.lock       per-container flock(2) locks; locks/global.lock
+    containers/<id>/      the OCI bundle: config.json, conmon's persist dir (exit, oom)
+    sockets/<id>/attach   conmon's attach sockets
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import PodunitError
+
+SYSTEM_STATE_DIR = Path("/var/lib/podunit")
+SYSTEM_RUN_DIR = Path("/run/podunit")
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    """The state and run directories of one mode, and the file names inside them."""
+
+    user: bool
+    state_dir: Path
+    run_dir: Path
+
+    @classmethod
+    def for_mode(cls, user: bool, environ: Mapping[str, str] = os.environ) -> RuntimePaths:
+        """The directories of system or user mode, honouring the PODUNIT_*_DIR overrides."""
+        state_override = environ.get("PODUNIT_STATE_DIR")
+        run_override = environ.get("PODUNIT_RUN_DIR")
+        if user:
+            home = environ.get("HOME") or os.path.expanduser("~")
+            data_home = environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+            state_dir = Path(data_home) / "podunit"
+            runtime_dir = environ.get("XDG_RUNTIME_DIR")
+            if not runtime_dir and not run_override:
+                raise PodunitError(
+                    "XDG_RUNTIME_DIR is not set: no place for per-boot state in user mode",
+                    hint="log in through systemd-logind, or set PODUNIT_RUN_DIR",
+                )
+            run_dir = Path(runtime_dir or "/nonexistent") / "podunit"
+        else:
+            state_dir, run_dir = SYSTEM_STATE_DIR, SYSTEM_RUN_DIR
+        for name, value in (
+            ("PODUNIT_STATE_DIR", state_override),
+            ("PODUNIT_RUN_DIR", run_override),
+        ):
+            if value is not None and not os.path.isabs(value):
+                raise PodunitError(f"{name}={value!r} is not an absolute path")
+        return cls(
+            user=user,
+            state_dir=Path(state_override) if state_override else state_dir,
+            run_dir=Path(run_override) if run_override else run_dir,
+        )
+
+    # -- state directory (survives reboots) --
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+    def log_file(self, container_id: str) -> Path:
+        """Default k8s-file log of a container (kept until `rm`)."""
+        return self.state_dir / "logs" / f"{container_id}.log"
+
+    # -- run directory (per boot) --
+    @property
+    def boot_id_stamp(self) -> Path:
+        return self.run_dir / "boot-id"
+
+    @property
+    def exits_dir(self) -> Path:
+        return self.run_dir / "exits"
+
+    @property
+    def pidfiles_dir(self) -> Path:
+        return self.run_dir / "pidfiles"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.run_dir / "locks"
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.run_dir / "containers"
+
+    @property
+    def sockets_dir(self) -> Path:
+        return self.run_dir / "sockets"
+
+    def exit_file(self, container_id: str) -> Path:
+        return self.exits_dir / container_id
+
+    def unit_pidfile(self, name: str) -> Path:
+        """`PIDFile=` of a Type=forking unit: `%t/podunit/pidfiles/NAME.pid` holds conmon's pid."""
+        return self.pidfiles_dir / f"{name}.pid"
+
+    def bundle_dir(self, container_id: str) -> Path:
+        return self.containers_dir / container_id
+
+    def lock_file(self, container_id: str) -> Path:
+        return self.locks_dir / f"{container_id}.lock"
+
+    @property
+    def global_lock_file(self) -> Path:
+        return self.locks_dir / "global.lock"
+
+    def ensure(self) -> None:
+        """Create the directories (state dir 0700, run dir 0711) if missing."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
+        self.run_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        for directory in (
+            self.exits_dir,
+            self.pidfiles_dir,
+            self.locks_dir,
+            self.containers_dir,
+            self.sockets_dir,
+        ):
+            directory.mkdir(mode=0o700, exist_ok=True)

@@ -1,0 +1,398 @@
+"""Persistent container state: embedded SQLite plus per-boot files (spec §3.1).
+
+* The database (`RuntimePaths.database`) is opened in WAL mode with
+  `synchronous=FULL` (every commit is fsynced), a busy timeout, and every write
+  runs in `BEGIN IMMEDIATE` (`StateStore.transaction()`), so concurrent podunit
+  processes serialise instead of failing with "database is locked".
+* Per-container locks are `flock(2)` locks on files under the run directory:
+  they die with their holder, and a reboot wipes them.
+* The run directory carries the kernel boot id it was made in. The first command
+  that finds the stamp missing or different reconciles under the global lock:
+  containers that were alive become `exited` with a reason, exec sessions are
+  cleared.
+* Exit codes are also written to `exit_codes`, which `rm` does not touch, so
+  `podunit wait` answers after removal.
+
+Exec sessions (owned by `toolkit.exec_sessions`) live in the `exec_sessions`
+table; that module writes its own queries inside `StateStore.transaction()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ContainerNotFound, PodunitError
+from toolkit.paths import RuntimePaths
+
+BUSY_TIMEOUT_SECONDS = 60.0
+SCHEMA_VERSION = 1
+
+# Container statuses, as `ps` shows them.
+CREATED = "created"
+RUNNING = "running"
+PAUSED = "paused"
+EXITED = "exited"
+ALIVE_STATUSES = (CREATED, RUNNING, PAUSED)
+
+REBOOT_REASON = "the system was restarted while the container was running"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    runtime TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    pid_start_time INTEGER,
+    conmon_pid INTEGER,
+    conmon_start_time INTEGER,
+    exit_code INTEGER,
+    exit_reason TEXT,
+    oom INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    spec TEXT NOT NULL,
+    options TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exit_codes (
+    container_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    reason TEXT,
+    finished_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exit_codes_by_name ON exit_codes (name, finished_at);
+CREATE TABLE IF NOT EXISTS exec_sessions (
+    id TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL REFERENCES containers (id) ON DELETE CASCADE,
+    pid INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('created', 'running', 'stopped')),
+    exit_code INTEGER,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """One row of `containers`. `spec` is the OCI config.json; `options` how it is run."""
+
+    id: str
+    name: str
+    runtime: str  # absolute path of the OCI runtime binary
+    status: str
+    created_at: float
+    spec: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    pid_start_time: int | None = None
+    conmon_pid: int | None = None
+    conmon_start_time: int | None = None
+    exit_code: int | None = None
+    exit_reason: str | None = None
+    oom: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.status in ALIVE_STATUSES
+
+
+_COLUMNS = [
+    "id",
+    "name",
+    "runtime",
+    "status",
+    "pid",
+    "pid_start_time",
+    "conmon_pid",
+    "conmon_start_time",
+    "exit_code",
+    "exit_reason",
+    "oom",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "spec",
+    "options",
+]
+
+
+def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
+    values = {column: row[column] for column in _COLUMNS}
+    values["spec"] = json.loads(values["spec"])
+    values["options"] = json.loads(values["options"])
+    values["oom"] = bool(values["oom"])
+    return ContainerRecord(**values)
+
+
+def _row_from_record(record: ContainerRecord) -> dict[str, Any]:
+    values = {column: getattr(record, column) for column in _COLUMNS}
+    values["spec"] = json.dumps(record.spec, sort_keys=True)
+    values["options"] = json.dumps(record.options, sort_keys=True)
+    values["oom"] = int(record.oom)
+    return values
+
+
+def current_boot_id() -> str:
+    """The kernel's boot id (random per boot), from /proc/sys/kernel/random/boot_id."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold flock(2) on `path` (created if missing) for the duration of the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class StateStore:
+    """The database of one mode plus its per-boot run directory."""
+
+    def __init__(self, paths: RuntimePaths) -> None:
+        self.paths = paths
+        paths.ensure()
+        self._db = sqlite3.connect(
+            paths.database, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        os.chmod(paths.database, 0o600)
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._create_schema()
+        self._check_configuration()
+        self._reconcile_after_reboot()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions and locks --
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An exclusive write transaction (BEGIN IMMEDIATE), committed on success."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def container_lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
+        """The per-container lock; never hold it while waiting for the container to exit."""
+        return flocked(self.paths.lock_file(container_id))
+
+    # -- setup --
+    def _create_schema(self) -> None:
+        with self.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _check_configuration(self) -> None:
+        """Refuse to use a database that was made for other directories."""
+        wanted = {"state_dir": str(self.paths.state_dir), "run_dir": str(self.paths.run_dir)}
+        with self.transaction() as db:
+            stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            for key, value in wanted.items():
+                if key not in stored:
+                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+        for key, value in wanted.items():
+            if key in stored and stored[key] != value:
+                raise PodunitError(
+                    f"state database {self.paths.database} was created with {key} "
+                    f"{stored[key]!r}, but this invocation uses {value!r}",
+                    hint="use the same PODUNIT_STATE_DIR/PODUNIT_RUN_DIR as when it was created",
+                )
+
+    def _reconcile_after_reboot(self) -> None:
+        """If the run directory is not from this boot, mark stale state (spec §3.1)."""
+        boot_id = current_boot_id()
+        if self._stamped_boot_id() == boot_id:
+            return
+        with flocked(self.paths.global_lock_file):
+            if self._stamped_boot_id() == boot_id:
+                return  # another process reconciled while we waited
+            now = time.time()
+            with self.transaction() as db:
+                stale = db.execute(
+                    "SELECT id, name FROM containers WHERE status IN (?, ?, ?)", ALIVE_STATUSES
+                ).fetchall()
+                for row in stale:
+                    db.execute(
+                        "UPDATE containers SET status = ?, exit_code = -1, exit_reason = ?, "
+                        "finished_at = ?, pid = NULL, conmon_pid = NULL WHERE id = ?",
+                        (EXITED, REBOOT_REASON, now, row["id"]),
+                    )
+                    _insert_exit_code(db, row["id"], row["name"], -1, REBOOT_REASON, now)
+                db.execute("DELETE FROM exec_sessions")
+            stamp = self.paths.boot_id_stamp
+            temporary = stamp.with_suffix(".tmp")
+            temporary.write_text(boot_id + "\n")
+            os.replace(temporary, stamp)
+
+    def _stamped_boot_id(self) -> str | None:
+        try:
+            return self.paths.boot_id_stamp.read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    # -- containers --
+    def add(self, record: ContainerRecord) -> None:
+        """Insert a new container; a name already in use is an error naming it."""
+        values = _row_from_record(record)
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    f"INSERT INTO containers ({', '.join(values)}) "
+                    f"VALUES ({', '.join('?' for _ in values)})",
+                    tuple(values.values()),
+                )
+        except sqlite3.IntegrityError as error:
+            raise PodunitError(
+                f"the container name {record.name!r} is already in use",
+                hint=f"remove it first: podunit rm -f {record.name}",
+            ) from error
+
+    def save(self, record: ContainerRecord) -> None:
+        """Write every field of an existing container."""
+        values = _row_from_record(record)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE containers SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+                (*values.values(), record.id),
+            )
+
+    def update(self, record: ContainerRecord, **changes: Any) -> ContainerRecord:
+        """Save `record` with `changes` applied and return the new record."""
+        updated = replace(record, **changes)
+        self.save(updated)
+        return updated
+
+    def find(self, name_or_id: str) -> ContainerRecord | None:
+        """The container with that name, full id, or unique id prefix (at least 4 chars)."""
+        row = self._db.execute(
+            "SELECT * FROM containers WHERE name = ? OR id = ?", (name_or_id, name_or_id)
+        ).fetchone()
+        if (
+            row is None
+            and len(name_or_id) >= 4
+            and all(c in "0123456789abcdef" for c in name_or_id)
+        ):
+            rows = self._db.execute(
+                "SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (name_or_id + "%",)
+            ).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return _record_from_row(row) if row is not None else None
+
+    def get(self, name_or_id: str) -> ContainerRecord:
+        record = self.find(name_or_id)
+        if record is None:
+            raise ContainerNotFound(f"no such container: {name_or_id}")
+        return record
+
+    def reload(self, record: ContainerRecord) -> ContainerRecord:
+        """The current row of `record` (it may have changed in another process)."""
+        row = self._db.execute("SELECT * FROM containers WHERE id = ?", (record.id,)).fetchone()
+        if row is None:
+            raise ContainerNotFound(f"no such container: {record.name}")
+        return _record_from_row(row)
+
+    def all(self) -> list[ContainerRecord]:
+        rows = self._db.execute("SELECT * FROM containers ORDER BY created_at").fetchall()
+        return [_record_from_row(row) for row in rows]
+
+    def remove(self, record: ContainerRecord) -> None:
+        """Delete the container's row (its exit code stays in `exit_codes`)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (record.id,))
+
+    def record_exit(
+        self,
+        record: ContainerRecord,
+        exit_code: int,
+        *,
+        reason: str | None,
+        finished_at: float,
+        oom: bool = False,
+    ) -> ContainerRecord:
+        """Mark the container exited, once: a second caller gets the first result back."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM containers WHERE id = ?", (record.id,)).fetchone()
+            if row is None:
+                raise ContainerNotFound(f"no such container: {record.name}")
+            current = _record_from_row(row)
+            if current.status == EXITED:
+                return current
+            db.execute(
+                "UPDATE containers SET status = ?, exit_code = ?, exit_reason = ?, "
+                "finished_at = ?, oom = ? WHERE id = ?",
+                (EXITED, exit_code, reason, finished_at, int(oom), record.id),
+            )
+            _insert_exit_code(db, record.id, record.name, exit_code, reason, finished_at)
+        return replace(
+            current,
+            status=EXITED,
+            exit_code=exit_code,
+            exit_reason=reason,
+            finished_at=finished_at,
+            oom=oom,
+        )
+
+    def exit_code(self, name_or_id: str) -> tuple[int, str | None] | None:
+        """The latest recorded exit code (and reason) of a container, removed or not."""
+        row = self._db.execute(
+            "SELECT exit_code, reason FROM exit_codes WHERE container_id = ? OR name = ? "
+            "ORDER BY finished_at DESC LIMIT 1",
+            (name_or_id, name_or_id),
+        ).fetchone()
+        return (row["exit_code"], row["reason"]) if row is not None else None
+
+
+def _insert_exit_code(
+    db: sqlite3.Connection,
+    container_id: str,
+    name: str,
+    code: int,
+    reason: str | None,
+    finished_at: float,
+) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO exit_codes (container_id, name, exit_code, reason, finished_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (container_id, name, code, reason, finished_at),
+    )
