@@ -166,10 +166,10 @@ def units_to_mask(enabled: Sequence[str]) -> list[str]:
     return sorted(names - NEVER_MASKED)
 
 
-def proc_stat_fields(stat_text: str) -> tuple[int, int]:
-    """(ppid, starttime) from the text of ``/proc/PID/stat`` (proc(5) fields 4 and 22)."""
+def proc_stat_fields(stat_text: str) -> tuple[str, int, int]:
+    """(state, ppid, starttime) from the text of ``/proc/PID/stat`` (proc(5) fields 3, 4, 22)."""
     fields = stat_text.rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[19])
+    return fields[0], int(fields[1]), int(fields[19])
 
 
 def cgroup_parents(proc_cgroup: str, mountinfo: str) -> list[Path]:
@@ -260,9 +260,13 @@ def _read_text(path: Path) -> str | None:
 
 
 def process_start(pid: int) -> int | None:
-    """The start time of process `pid` (clock ticks since boot), None if it does not exist."""
+    """The start time of process `pid` (clock ticks since boot); None if it does not exist
+    or has exited (a zombie whose new parent has not reaped it yet)."""
     text = _read_text(Path(f"/proc/{pid}/stat"))
-    return proc_stat_fields(text)[1] if text else None
+    if not text:
+        return None
+    state, _ppid, start = proc_stat_fields(text)
+    return None if state in ("Z", "X") else start
 
 
 def _alive(pid: int | None, start: int | None) -> bool:
@@ -597,7 +601,7 @@ class Sandbox:
         proc.run(["mount", "-t", "overlay", "-o", options, "podunit-sandbox", str(self.root)])
 
     def _neutralise(self) -> None:
-        """Mask host units, empty fstab, fresh machine-id: a fast, quiet, private boot."""
+        """Mask host units, empty fstab, fresh machine-id and hostname: a fast, quiet boot."""
         system = self.root / "etc" / "systemd" / "system"
         system.mkdir(parents=True, exist_ok=True)
         for unit in units_to_mask(_host_enabled_units()):
@@ -607,6 +611,7 @@ class Sandbox:
             link.symlink_to("/dev/null")
         (self.root / "etc" / "fstab").write_text("# podunit sandbox: no mounts\n")
         (self.root / "etc" / "machine-id").write_text(secrets.token_hex(16) + "\n")
+        (self.root / "etc" / "hostname").write_text(self.name + "\n")
 
     def _cgroup_dirs(self) -> list[Path]:
         recorded = self._record.get("cgroups")
@@ -705,7 +710,7 @@ class Sandbox:
             if not entry.isdigit():
                 continue
             stat = _read_text(Path(f"/proc/{entry}/stat"))
-            if not stat or proc_stat_fields(stat)[0] != self.nspawn_pid:
+            if not stat or proc_stat_fields(stat)[1] != self.nspawn_pid:
                 continue
             with contextlib.suppress(OSError):
                 comm = Path(f"/proc/{entry}/comm").read_text().strip()
