@@ -70,15 +70,11 @@ def unsupported(loc: Location, key: str) -> DefinitionError:
     return fail(loc, f"Compose key {v.quote(key)} is not supported by podunit")
 
 
-def _entry(loc: Location, node: Node) -> Entry:
-    return Entry(loc, node)
-
-
 def _put_nested(out: dict[str, Entry], parent: str, key: str, entry: Entry) -> None:
     """out[parent][key] = entry, creating the parent mapping at the entry's place."""
     holder = out.get(parent)
     if holder is None:
-        holder = out[parent] = Entry(entry.key_loc, Node({}, entry.key_loc))
+        holder = out[parent] = Entry(entry.key, Node.at({}, entry.key_loc))
     if key in holder.node.value:
         raise fail(entry.key_loc, f"{parent}.{key} is set twice (by two Compose keys)")
     holder.node.value[key] = entry
@@ -92,7 +88,7 @@ def _cpu_shares_to_weight(node: Node) -> Node:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 262144:
         raise fail(node, f"cpu_shares {v.quote(node.raw)} must be an integer 2..262144")
-    return Node(1 + ((value - 2) * 9999) // 262142, node.loc, node.raw)
+    return Node(1 + ((value - 2) * 9999) // 262142, node.path, node.line, node.column, node.raw)
 
 
 def _deploy(node: Node, out: dict[str, Entry]) -> None:
@@ -131,7 +127,7 @@ def _logging(node: Node, out: dict[str, Entry]) -> None:
                 f"logging driver {v.quote(driver)} is not supported by "
                 "podunit (journald, k8s-file, none)",
             )
-        out["log_driver"] = Entry(keys["driver"].key_loc, driver_node)
+        out["log_driver"] = keys["driver"]
     if "options" in keys:
         options_node = keys["options"].node
         if not options_node.is_mapping:
@@ -171,7 +167,7 @@ def translate_service(name: str, node: Node) -> Node:
             if key == "network_mode":
                 entry = _network_mode(entry)
             if key == "cpu_shares":
-                entry = Entry(entry.key_loc, _cpu_shares_to_weight(entry.node))
+                entry = Entry(entry.key, _cpu_shares_to_weight(entry.node))
             parent, dot, child = target.partition(".")
             if dot:
                 _put_nested(out, parent, child, entry)
@@ -204,7 +200,7 @@ def translate_service(name: str, node: Node) -> Node:
                 entry.key_loc,
                 f"unknown Compose key {v.quote(key)}{v.did_you_mean(key, COMPOSE_KEYS)}",
             )
-    return Node(out, node.loc)
+    return Node(out, node.path, node.line, node.column)
 
 
 def check_top_level(document: Node, errors: list[DefinitionError]) -> None:

@@ -11,7 +11,7 @@ undone where a string was meant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -21,6 +21,7 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _INT, _FLOAT, _BOOL, _NULL = _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"
 _STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
+_SEQ, _MAP = _TAG + "seq", _TAG + "map"
 _BOOLS = {"yes": True, "true": True, "on": True, "y": True,
           "no": False, "false": False, "off": False, "n": False}  # fmt: skip
 
@@ -31,14 +32,25 @@ class Node:
     `value` is a `str`, `int`, `float`, `bool` or `None` for scalars, a
     `list[Node]` for sequences and a `dict[str, Entry]` for mappings.
     `raw` is the scalar's text exactly as written (None for collections).
+    The `Location` is built only when asked for (errors are the rare path).
     """
 
-    __slots__ = ("loc", "raw", "value")
+    __slots__ = ("column", "line", "path", "raw", "value")
 
-    def __init__(self, value: Any, loc: Location, raw: str | None = None) -> None:
+    def __init__(self, value: Any, path: str, line: int, column: int, raw: str | None = None):
         self.value = value
-        self.loc = loc
+        self.path = path
+        self.line = line
+        self.column = column
         self.raw = raw
+
+    @classmethod
+    def at(cls, value: Any, loc: Location, raw: str | None = None) -> Node:
+        return cls(value, loc.path, loc.line, loc.column, raw)
+
+    @property
+    def loc(self) -> Location:
+        return Location(self.path, self.line, self.column)
 
     @property
     def is_mapping(self) -> bool:
@@ -57,13 +69,17 @@ class Node:
 
 
 class Entry:
-    """A mapping entry: the key's location and the value node."""
+    """A mapping entry: the key (as a scalar node, for its location) and the value node."""
 
-    __slots__ = ("key_loc", "node")
+    __slots__ = ("key", "node")
 
-    def __init__(self, key_loc: Location, node: Node) -> None:
-        self.key_loc = key_loc
+    def __init__(self, key: Node, node: Node) -> None:
+        self.key = key
         self.node = node
+
+    @property
+    def key_loc(self) -> Location:
+        return self.key.loc
 
 
 Mapping = dict[str, Entry]
@@ -106,6 +122,30 @@ def _scalar(tag: str, text: str) -> Any:
     raise ValueError(tag)
 
 
+class _Loader(_LOADER):  # type: ignore[misc]
+    """The safe loader with a memoised tag resolver (no path resolvers exist in it)."""
+
+    _tags: ClassVar[dict[str, str]] = {}
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode:
+            return _SEQ if kind is yaml.SequenceNode else _MAP
+        if not implicit[0]:
+            return _STR
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(self._tags) < 4096:
+                self._tags[value] = tag
+        return tag
+
+
 class _Converter:
     """Turns PyYAML nodes of one file into `Node`s (aliases shared, cycles refused)."""
 
@@ -114,30 +154,36 @@ class _Converter:
         self.done: dict[int, Node] = {}
         self.active: set[int] = set()
 
-    def loc(self, mark: Any) -> Location:
+    def loc(self, yaml_node: Any) -> Location:
+        mark = yaml_node.start_mark
         return Location(self.path, mark.line + 1, mark.column + 1)
 
     def convert(self, node: Any) -> Node:
         known = self.done.get(id(node))
         if known is not None:
             return known
-        if id(node) in self.active:
-            raise DefinitionError(self.loc(node.start_mark), "recursive YAML alias")
         value = node.value
+        mark = node.start_mark
         if isinstance(value, str):
             try:
-                result = Node(_scalar(node.tag, value), self.loc(node.start_mark), value)
+                scalar = _scalar(node.tag, value)
             except ValueError:
                 raise DefinitionError(
-                    self.loc(node.start_mark), f"YAML tag '{node.tag}' is not allowed"
+                    self.loc(node), f"YAML tag '{node.tag}' is not allowed"
                 ) from None
+            return Node(scalar, self.path, mark.line + 1, mark.column + 1, value)
+        if id(node) in self.active:
+            raise DefinitionError(self.loc(node), "recursive YAML alias")
+        self.active.add(id(node))
+        if node.tag != _MAP and node.tag != _SEQ:
+            raise DefinitionError(self.loc(node), f"YAML tag '{node.tag}' is not allowed")
+        if isinstance(node, yaml.SequenceNode):
+            result = Node(
+                [self.convert(item) for item in value], self.path, mark.line + 1, mark.column + 1
+            )
         else:
-            self.active.add(id(node))
-            if isinstance(node, yaml.SequenceNode):
-                result = Node([self.convert(item) for item in value], self.loc(node.start_mark))
-            else:
-                result = Node(self.mapping(node), self.loc(node.start_mark))
-            self.active.discard(id(node))
+            result = Node(self.mapping(node), self.path, mark.line + 1, mark.column + 1)
+        self.active.discard(id(node))
         self.done[id(node)] = result
         return result
 
@@ -149,11 +195,13 @@ class _Converter:
                 merged = {**self.merge_sources(value_node), **merged}
                 continue
             if not isinstance(key_node.value, str):
-                raise DefinitionError(self.loc(key_node.start_mark), "mapping keys must be scalars")
+                raise DefinitionError(self.loc(key_node), "mapping keys must be scalars")
             key = key_node.value
             if key in entries:
-                raise DefinitionError(self.loc(key_node.start_mark), f"duplicate key '{key}'")
-            entries[key] = Entry(self.loc(key_node.start_mark), self.convert(value_node))
+                raise DefinitionError(self.loc(key_node), f"duplicate key '{key}'")
+            mark = key_node.start_mark
+            key_at = Node(key, self.path, mark.line + 1, mark.column + 1, key)
+            entries[key] = Entry(key_at, self.convert(value_node))
         return {**merged, **entries} if merged else entries
 
     def merge_sources(self, value_node: Any) -> Mapping:
@@ -177,7 +225,12 @@ def read_file(path: Path) -> Node | None:
     name = str(path)
     try:
         with open(path, "rb") as stream:
-            document = yaml.compose(stream, Loader=_LOADER)
+            data = stream.read()
+        loader = _Loader(data)
+        try:
+            document = loader.get_single_node()
+        finally:
+            loader.dispose()
     except OSError as error:
         raise DefinitionError(Location(name, 1, 1), f"cannot read: {error.strerror}") from None
     except yaml.MarkedYAMLError as error:
@@ -202,7 +255,7 @@ def merge(base: Node, overlay: Node) -> Node:
         if entry.node.value is None and entry.node.is_scalar:
             result.pop(key, None)
         elif key in result:
-            result[key] = Entry(entry.key_loc, merge(result[key].node, entry.node))
+            result[key] = Entry(entry.key, merge(result[key].node, entry.node))
         else:
             result[key] = entry
-    return Node(result, base.loc)
+    return Node(result, base.path, base.line, base.column)
