@@ -1,0 +1,473 @@
+"""Rendering: a pure function from a `Container` to its unit files and install symlinks.
+
+Implements the unit shape of the spec, section 2. No I/O here: the generator
+(`toolkit.generator`) loads definitions and writes what `render`/`render_all`
+return. Every value goes through `toolkit.escape`.
+
+Decisions (documented here and in the golden tests, tests/golden/):
+
+- `notify: ignore` -> `Type=forking` with `PIDFile=%t/podunit/pidfiles/NAME.pid`
+  (the runtime writes conmon's pid there and `podunit run` exits once conmon is
+  up); every other mode -> `Type=notify` and `podunit run` sends MAINPID + READY.
+  `NotifyAccess=all` is written in both cases (spec §2: every service has it).
+- `TimeoutStopSec=` = stop_timeout + `STOP_TIMEOUT_MARGIN` (30 s): `ExecStop=`
+  itself waits stop_timeout before SIGKILL; the margin covers the kill and the
+  runtime's cleanup, so systemd's own SIGKILL only comes if podunit hangs.
+- `restart: unless-stopped` -> `Restart=always`: under systemd a unit stopped
+  with `systemctl stop` is never restarted anyway, which is what unless-stopped means.
+- `depends_on` -> `Requires=` + `After=` (an instance `worker@a` of a template
+  is `worker@a.service`). `condition: service_healthy` requires the dependency
+  to use `notify: healthy` (checked by `render_all`), so its READY=1, which
+  `After=` waits for, means "healthy".
+- `resources` -> `MemoryMax=`, `MemoryLow=`, `CPUQuota=` (percent), `CPUWeight=`,
+  `TasksMax=` on the service when the payload lives in the service's cgroup
+  (`cgroups: split` or `disabled`); with `cgroups: enabled` the runtime puts
+  them on the container's scope instead.
+- `healthcheck` with `notify: healthy` -> `TimeoutStartSec=` long enough for
+  start_period plus every retry (interval + timeout each) plus the margin.
+- `sockets` -> `NAME.socket` (one `Listen*=` per socket, `FileDescriptorName=`
+  when named; systemd names every fd of one socket unit alike, so different
+  names in one container are an error), and the service gets
+  `Requires=`/`After=NAME.socket` so a direct start also receives the fds.
+- Passthrough (`unit:`, `service:`, `socket:`): a key podunit also writes
+  replaces podunit's lines, except list-valued keys (`LIST_KEYS`: dependencies,
+  Environment=, Listen*=) which are appended. Values are verbatim (specifiers allowed).
+- `install` is applied as relative symlinks in the output directory: the
+  service defaults to `multi-user.target.wants/` when it has no sockets; the
+  socket is always in `sockets.target.wants/`. Templates get no default install
+  and cannot be installed (no instance to enable).
+- User units (`user=True`) run `podunit --user ...` so the runtime uses the
+  per-user directories.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from toolkit.definitions.model import (
+    CgroupMode,
+    Container,
+    DependencyCondition,
+    Notify,
+    Restart,
+)
+from toolkit.errors import DefinitionError
+from toolkit.escape import (
+    UNIT_TYPES,
+    UnsafeValue,
+    check_unit_key,
+    command_line,
+    environment_assignment,
+    exec_word,
+    is_unit_name,
+    plain_value,
+    unit_type,
+    verbatim_value,
+)
+
+STOP_TIMEOUT_MARGIN = timedelta(seconds=30)
+DEFAULT_START_TIMEOUT = timedelta(seconds=90)  # systemd's DefaultTimeoutStartSec
+PIDFILE_DIR = "%t/podunit/pidfiles"
+GENERATOR_NAME = "podunit-generator"
+
+RESTART = {
+    Restart.NO: "no",
+    Restart.ON_FAILURE: "on-failure",
+    Restart.ALWAYS: "always",
+    Restart.UNLESS_STOPPED: "always",
+}
+
+# Keys systemd treats as lists: a passthrough value is added to podunit's, not replacing them.
+LIST_KEYS = frozenset(
+    [
+        "After",
+        "Before",
+        "Requires",
+        "Wants",
+        "BindsTo",
+        "PartOf",
+        "Upholds",
+        "Conflicts",
+        "Requisite",
+        "OnFailure",
+        "OnSuccess",
+        "RequiresMountsFor",
+        "Environment",
+        "EnvironmentFile",
+        "ListenStream",
+        "ListenDatagram",
+        "ListenSequentialPacket",
+        "ListenFIFO",
+        "ListenSpecial",
+        "ListenNetlink",
+        "ListenMessageQueue",
+        "ListenUSBFunction",
+    ]
+)
+
+Lines = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class UnitFiles:
+    """What one container produces: unit file texts and install symlinks.
+
+    `files` maps a unit file name (`web.service`) to its text; `symlinks` maps a
+    link path relative to the output directory (`multi-user.target.wants/web.service`)
+    to the link's relative target (`../web.service`).
+    """
+
+    files: dict[str, str] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+
+
+def seconds(duration: timedelta) -> str:
+    """A duration as decimal seconds without trailing zeros (`10`, `1.5`), as systemd reads it."""
+    text = f"{duration.total_seconds():.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def cpu_quota(cpus: float) -> str:
+    """`cpus: 1.5` -> `150%` (systemd.resource-control(5) CPUQuota=, two decimals at most)."""
+    text = f"{cpus * 100:.2f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def signal_name(number: int) -> str:
+    """`1` -> `SIGHUP`; numbers without a name (real-time signals) stay numbers."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _located(container: Container, error: DefinitionError) -> DefinitionError:
+    """Attach the container's location to an error raised without one."""
+    if error.location is not None:
+        return error
+    return DefinitionError(
+        container.source, f"container {container.unit_name!r}: {error.message}", hint=error.hint
+    )
+
+
+def _apply_passthrough(lines: Lines, extra: Iterable[tuple[str, str]], section: str) -> Lines:
+    """Merge `unit:`/`service:`/`socket:` keys into a section (see module docstring).
+
+    A replacing key takes the place of podunit's first line with that key.
+    """
+    pending: dict[str, Lines] = {}
+    for key, value in extra:
+        check_unit_key(key, section)
+        pending.setdefault(key, []).append((key, verbatim_value(value, f"{section}: {key}")))
+    replaced = {key for key in pending if key not in LIST_KEYS}
+    merged: Lines = []
+    for key, value in lines:
+        if key not in replaced:
+            merged.append((key, value))
+        elif key in pending:
+            merged += pending.pop(key)
+    for added in pending.values():
+        merged += added
+    return merged
+
+
+def _text(header: Sequence[str], sections: Sequence[tuple[str, Lines]]) -> str:
+    out = [f"# {line}" for line in header]
+    for name, lines in sections:
+        if not lines:
+            continue
+        out.append("")
+        out.append(f"[{name}]")
+        out.extend(f"{key}={value}" for key, value in lines)
+    return "\n".join(out) + "\n"
+
+
+def _header(sources: Sequence[str]) -> list[str]:
+    lines = [f"Automatically generated by {GENERATOR_NAME} from {sources[0]}"]
+    lines.extend(f"with drop-in {path}" for path in sources[1:])
+    lines.append("Edit the definition, not this file; then run: systemctl daemon-reload")
+    return lines
+
+
+def _install_symlinks(container: Container, service: str, socket: str | None) -> dict[str, str]:
+    """The symlinks for [Install], relative to the output directory (systemd.unit(5) [Install])."""
+    links: dict[str, str] = {}
+    if socket is not None and not container.template:
+        links[f"sockets.target.wants/{socket}"] = f"../{socket}"
+    install = container.install
+    if install is None:
+        if socket is None and not container.template:
+            links[f"multi-user.target.wants/{service}"] = f"../{service}"
+        return links
+    if container.template and (install.wanted_by or install.required_by or install.alias):
+        raise UnsafeValue(
+            "install: a template has no instance to enable; start instances explicitly "
+            "or list them in another unit's Wants="
+        )
+    for kind, targets in (("wants", install.wanted_by), ("requires", install.required_by)):
+        for target in targets:
+            if not is_unit_name(target) or target.endswith("@." + unit_type(target)):
+                raise UnsafeValue(
+                    f"install: {target!r} is not a unit name (e.g. 'multi-user.target')"
+                )
+            links[f"{target}.{kind}/{service}"] = f"../{service}"
+    for alias in install.alias:
+        name = alias if unit_type(alias) in UNIT_TYPES else f"{alias}.service"
+        if not is_unit_name(name) or unit_type(name) != "service" or "@" in name:
+            raise UnsafeValue(
+                f"install: alias {alias!r} must be a plain service name such as 'www.service'"
+            )
+        if name == service:
+            raise UnsafeValue(f"install: alias {alias!r} is the unit's own name")
+        links[name] = service
+    return links
+
+
+def _check_socket_names(container: Container) -> str | None:
+    names = {socket.name for socket in container.sockets if socket.name is not None}
+    if len(names) > 1:
+        raise UnsafeValue(
+            f"sockets: names {sorted(names)!r} differ, but systemd gives every fd of one socket "
+            "unit the same FileDescriptorName= (systemd.socket(5)); use one name"
+        )
+    return names.pop() if names else None
+
+
+def _socket_text(container: Container, sources: Sequence[str], socket: str) -> str:
+    unit: Lines = [
+        ("Description", plain_value(f"podunit sockets of container {container.unit_name}", "name")),
+        ("SourcePath", plain_value(sources[0], "definition path")),
+    ]
+    section: Lines = [
+        (spec.type.value, plain_value(spec.listen, "sockets: listen")) for spec in container.sockets
+    ]
+    name = _check_socket_names(container)
+    if name is not None:
+        section.append(("FileDescriptorName", plain_value(name, "sockets: name")))
+    return _text(
+        _header(sources),
+        [
+            ("Unit", _apply_passthrough(unit, container.unit_extra, "unit")),
+            ("Socket", _apply_passthrough(section, container.socket_extra, "socket")),
+        ],
+    )
+
+
+def _start_timeout(container: Container) -> timedelta | None:
+    """Worst case until the first passing health check, when READY waits for it."""
+    check = container.healthcheck
+    if container.notify is not Notify.HEALTHY or check is None:
+        return None
+    worst = check.start_period + (check.retries + 1) * (check.interval + check.timeout)
+    return max(worst + STOP_TIMEOUT_MARGIN, DEFAULT_START_TIMEOUT)
+
+
+def _service_text(
+    container: Container,
+    sources: Sequence[str],
+    podunit: Sequence[str],
+    socket: str | None,
+    environment: Sequence[tuple[str, str]],
+) -> str:
+    name = container.unit_name + ("%i" if container.template else "")
+    description = f"podunit container {container.unit_name}"
+    origin = container.image or container.rootfs
+    if origin:
+        description += f" ({origin})"
+    description = plain_value(description, "image")
+    if container.template:
+        description = description.replace("@", "@%i", 1)
+    unit: Lines = [
+        ("Description", description),
+        ("SourcePath", plain_value(sources[0], "definition path")),
+    ]
+    for dependency in container.depends_on:
+        dependency_unit = f"{dependency.name}.service"
+        if not is_unit_name(dependency_unit) or dependency.name.endswith("@"):
+            raise UnsafeValue(
+                f"depends_on: {dependency.name!r} is not a container or template instance name"
+            )
+        unit += [("Requires", dependency_unit), ("After", dependency_unit)]
+    if socket is not None:
+        unit += [("Requires", socket), ("After", socket)]
+
+    # `%i` in the container name is an intended specifier: quote it as one word by hand.
+    name_word = exec_word(container.unit_name) + ("%i" if container.template else "")
+    podunit_words = command_line(list(podunit))
+
+    def podunit_command(*args: str, prefix: str = "") -> str:
+        return " ".join([prefix + podunit_words, *(exec_word(arg) for arg in args)])
+
+    service: Lines = []
+    if container.notify is Notify.IGNORE:
+        service += [("Type", "forking"), ("PIDFile", f"{PIDFILE_DIR}/{name}.pid")]
+    else:
+        service.append(("Type", "notify"))
+    service += [
+        ("NotifyAccess", "all"),
+        ("KillMode", "mixed"),
+        ("Delegate", "yes"),
+        ("SyslogIdentifier", "%N"),
+    ]
+    service += [("Environment", environment_assignment(k, v)) for k, v in environment]
+    service += [
+        ("ExecStart", podunit_command("run") + " " + name_word),
+        (
+            "ExecStop",
+            podunit_command("stop", "-t", seconds(container.stop_timeout)) + " " + name_word,
+        ),
+        ("ExecStopPost", podunit_command("rm", "-f", prefix="-") + " " + name_word),
+    ]
+    reload = container.reload
+    if reload is not None and reload.signal is not None:
+        kill = podunit_command("kill", "-s", signal_name(reload.signal))
+        service.append(("ExecReload", f"{kill} {name_word}"))
+    elif reload is not None and reload.command:
+        words = " ".join(exec_word(word, "reload: command") for word in reload.command)
+        service.append(("ExecReload", f"{podunit_command('exec')} {name_word} -- {words}"))
+    start_timeout = _start_timeout(container)
+    if start_timeout is not None:
+        service.append(("TimeoutStartSec", seconds(start_timeout)))
+    service += [
+        ("TimeoutStopSec", seconds(container.stop_timeout + STOP_TIMEOUT_MARGIN)),
+        ("Restart", RESTART[container.restart]),
+    ]
+    if container.cgroups is not CgroupMode.ENABLED:
+        limits = container.resources
+        for key, value in (
+            ("MemoryMax", limits.memory),
+            ("MemoryLow", limits.memory_reservation),
+            ("CPUQuota", None if limits.cpus is None else cpu_quota(limits.cpus)),
+            ("CPUWeight", limits.cpu_weight),
+            ("TasksMax", limits.pids),
+        ):
+            if value is not None:
+                service.append((key, str(value)))
+    return _text(
+        _header(sources),
+        [
+            ("Unit", _apply_passthrough(unit, container.unit_extra, "unit")),
+            ("Service", _apply_passthrough(service, container.service_extra, "service")),
+        ],
+    )
+
+
+def podunit_argv(podunit: str, *, user: bool) -> list[str]:
+    """The command prefix of every Exec line: the podunit executable (+ `--user`)."""
+    return [podunit, "--user"] if user else [podunit]
+
+
+def render(
+    container: Container,
+    *,
+    podunit: str,
+    user: bool = False,
+    sources: Sequence[str] = (),
+    environment: Sequence[tuple[str, str]] = (),
+) -> UnitFiles:
+    """The unit files and install symlinks of one container (spec §2).
+
+    `podunit` is the absolute path of the podunit executable written into the
+    Exec lines; `sources` the definition file then its drop-ins (default: the
+    container's own location); `environment` extra `Environment=` pairs for the
+    service (e.g. PODUNIT_DEFINITION_DIRS, so the runtime finds the definition).
+    Raises `DefinitionError` located at the container.
+    """
+    source_paths = list(sources) or [container.source.path]
+    service = f"{container.unit_name}.service"
+    socket = f"{container.unit_name}.socket" if container.sockets else None
+    try:
+        files = {
+            service: _service_text(
+                container, source_paths, podunit_argv(podunit, user=user), socket, environment
+            )
+        }
+        if socket is not None:
+            files[socket] = _socket_text(container, source_paths, socket)
+        symlinks = _install_symlinks(container, service, socket)
+    except DefinitionError as error:
+        raise _located(container, error) from None
+    return UnitFiles(files, symlinks)
+
+
+def dependency_errors(
+    container: Container, containers: Mapping[str, Container]
+) -> list[DefinitionError]:
+    """`condition: service_healthy` needs the dependency to use `notify: healthy`.
+
+    Whether a dependency is defined at all is the loader's check
+    (`toolkit.definitions.loader`); unknown names are skipped here.
+    """
+    errors: list[DefinitionError] = []
+    for dependency in container.depends_on:
+        base, at, _ = dependency.name.partition("@")
+        target = containers.get(base + at)  # `worker@foo` is an instance of `worker@`
+        if (
+            target is not None
+            and dependency.condition is DependencyCondition.HEALTHY
+            and target.notify is not Notify.HEALTHY
+        ):
+            errors.append(
+                DefinitionError(
+                    container.source,
+                    f"container {container.unit_name!r}: depends_on {dependency.name!r} "
+                    f"with condition service_healthy needs {base + at!r} to use "
+                    "'notify: healthy' (its READY=1 then means healthy)",
+                    hint=f"add 'notify: healthy' and a healthcheck to {base + at!r}",
+                )
+            )
+    return errors
+
+
+def render_all(
+    containers: Mapping[str, Container],
+    *,
+    podunit: str,
+    user: bool = False,
+    sources: Mapping[str, Sequence[str]] | None = None,
+    environment: Sequence[tuple[str, str]] = (),
+) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
+    """Render every container (keyed by unit name); one bad container never stops the others.
+
+    Returns the units of every good container and the errors of the bad ones,
+    including cross-container problems: service_healthy dependencies on a
+    container without `notify: healthy`, and a symlink (alias, install link)
+    that another container already generates.
+    """
+    errors: list[DefinitionError] = []
+    rendered: dict[str, UnitFiles] = {}
+    for name in sorted(containers):
+        container = containers[name]
+        problems = dependency_errors(container, containers)
+        if problems:
+            errors += problems
+            continue
+        try:
+            rendered[name] = render(
+                container,
+                podunit=podunit,
+                user=user,
+                sources=(sources or {}).get(name, ()),
+                environment=environment,
+            )
+        except DefinitionError as error:
+            errors.append(error)
+    # Unit files are unique (one name per container); symlinks may clash with them or each other.
+    claimed = {path: name for name, units in rendered.items() for path in units.files}
+    for name in list(rendered):
+        clashes = sorted(path for path in rendered[name].symlinks if path in claimed)
+        if clashes:
+            errors.append(
+                DefinitionError(
+                    containers[name].source,
+                    f"container {name!r}: {clashes[0]!r} is already generated for "
+                    f"container {claimed[clashes[0]]!r}",
+                )
+            )
+            del rendered[name]
+            continue
+        claimed.update(dict.fromkeys(rendered[name].symlinks, name))
+    return rendered, errors
