@@ -123,11 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("cleanup", help=argparse.SUPPRESS)  # conmon's --exit-command
     _names(p)
     p = verbs.add_parser("sandbox", help="a throwaway real-systemd sandbox (systemd-nspawn)")
-    p.add_argument("action", choices=["up", "exec", "down", "list"])
-    p.add_argument("--name", default="podunit-sandbox")
-    p.add_argument("--bind", action="append", default=[], metavar="DIR")
-    p.add_argument("-a", "--all", action="store_true", help="down: every ownerless or stale one")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="boot a sandbox that stays until `down`")
+    up.add_argument("--bind", action="append", default=[], metavar="DIR", help="also bind DIR")
+    ex = actions.add_parser("exec", help="run a command inside (default: a login shell)")
+    down = actions.add_parser("down", help="power off and remove a sandbox")
+    down.add_argument("-a", "--all", action="store_true", help="all ownerless and stale ones")
+    actions.add_parser("list", help="list sandboxes")
+    for action in (up, ex, down):
+        action.add_argument("--name", default="podunit-sandbox")
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     return parser
 
 

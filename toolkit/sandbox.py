@@ -855,7 +855,7 @@ def cli_sandbox(args: argparse.Namespace) -> int:
         )
         return 0
     if action == "down":
-        if getattr(args, "all", False):
+        if args.all:
             for name in reap_stale(include_detached=True):
                 print(f"{name}: removed")
             return 0

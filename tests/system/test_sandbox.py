@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from toolkit.errors import CommandFailed, SandboxError
-from toolkit.sandbox import BASE, VENV_PYTHON, Sandbox, cgroup_parents
+from toolkit.sandbox import BASE, VENV_PYTHON, Sandbox, cgroup_parents, list_sandboxes, reap_stale
 
 pytestmark = pytest.mark.system
 
@@ -233,3 +237,152 @@ def test_an_existing_name_is_refused_and_the_existing_sandbox_survives() -> None
             Sandbox(name=sb.name).up()
         assert sb.run(["systemctl", "is-system-running"]).stdout == b"running\n"
         assert sb.root.is_mount()
+
+
+# --- interrupted and killed owners ---------------------------------------------------
+
+INNER_TESTS = """
+import os, time
+from toolkit.sandbox import Sandbox
+
+def test_raises_inside():
+    with Sandbox.booted(name=os.environ["SANDBOX_NAME"] + "-a") as sb:
+        sb.run(["true"])
+        raise RuntimeError("the test failed")
+
+def test_hangs_until_signalled():
+    with Sandbox.booted(name=os.environ["SANDBOX_NAME"] + "-b"):
+        print("BOOTED", flush=True)
+        time.sleep(120)
+"""
+
+OWNER_SCRIPT = """
+import os, time
+from toolkit.sandbox import Sandbox
+sandbox = Sandbox(name=os.environ["SANDBOX_NAME"])
+sandbox.up()
+print("BOOTED", flush=True)
+time.sleep(120)
+"""
+
+
+def start(argv: list[str], name: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "SANDBOX_NAME": name, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_boot(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("BOOTED"):
+            return
+    pytest.fail("the inner process ended before booting: " + "".join(lines[-20:]))
+
+
+def inner_pytest(tmp_path: Path, test: str) -> list[str]:
+    (tmp_path / "test_inner.py").write_text(INNER_TESTS)
+    return [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-k", test]
+
+
+def test_a_test_failing_inside_booted_leaks_nothing(tmp_path: Path) -> None:
+    name = unique_name()
+    inner = start(inner_pytest(tmp_path, "test_raises_inside"), name, tmp_path)
+    output, _ = inner.communicate(timeout=60)
+    assert inner.returncode == 1, output
+    assert "the test failed" in output
+    assert leftovers(name + "-a") == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_test_run_leaks_nothing(tmp_path: Path, signum: int) -> None:
+    name = unique_name()
+    inner = start(inner_pytest(tmp_path, "test_hangs_until_signalled"), name, tmp_path)
+    try:
+        wait_for_boot(inner)
+        assert (BASE / f"{name}-b").is_dir()
+        inner.send_signal(signum)
+        output, _ = inner.communicate(timeout=30)
+    finally:
+        inner.kill()
+    assert inner.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert leftovers(name + "-b") == []
+
+
+def test_reaper_removes_sandboxes_of_killed_owners_only(tmp_path: Path) -> None:
+    killed, living = unique_name(), unique_name()
+    owners = [start([sys.executable, "-c", OWNER_SCRIPT], n, tmp_path) for n in (killed, living)]
+    try:
+        for owner in owners:
+            wait_for_boot(owner)
+        owners[0].kill()
+        owners[0].wait()
+        records = {r.name: r for r in list_sandboxes()}
+        assert records[killed].stale and records[killed].running
+        assert not records[living].stale and records[living].owner_alive
+        removed = reap_stale()
+        assert killed in removed and living not in removed
+        assert leftovers(killed) == []
+        assert (BASE / living / "root").is_mount()
+    finally:
+        for owner in owners:
+            owner.kill()
+            owner.wait()
+        reap_stale()
+    assert leftovers(living) == []
+
+
+# --- podunit sandbox up|exec|list|down -------------------------------------------
+
+
+def podunit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit.cli", "sandbox", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_up_exec_list_down() -> None:
+    name = unique_name()
+    try:
+        up = podunit("up", "--name", name)
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith(f"{name}: running")
+        state = podunit("exec", "--name", name, "--", "systemctl", "is-system-running")
+        assert (state.returncode, state.stdout) == (0, "running\n")
+        assert podunit("exec", "--name", name, "--", "sh", "-c", "exit 3").returncode == 3
+        listed = podunit("list").stdout.splitlines()
+        assert any(line.split("\t")[:3] == [name, "running", "detached"] for line in listed)
+        # a detached sandbox is not stale: the fixture's reaper leaves it alone
+        assert name not in reap_stale()
+        down = podunit("down", "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert leftovers(name) == []
+    finally:
+        podunit("down", "--name", name)
+
+
+def test_cli_errors_are_one_line_without_traceback() -> None:
+    missing = podunit("down", "--name", "pu-test-never-made")
+    assert missing.returncode == 125
+    assert missing.stderr.startswith("podunit: no sandbox named pu-test-never-made")
+    assert "Traceback" not in missing.stderr
+    exec_missing = podunit("exec", "--name", "pu-test-never-made", "--", "true")
+    assert exec_missing.returncode == 125 and "Traceback" not in exec_missing.stderr
+    invalid = podunit("up", "--name", "../x")
+    assert invalid.returncode == 125
+    assert "invalid sandbox name" in invalid.stderr and "Traceback" not in invalid.stderr
+
+
+def test_cli_refuses_to_remove_a_sandbox_of_a_live_owner(sandbox: Sandbox) -> None:
+    refused = podunit("down", "--name", sandbox.name)
+    assert refused.returncode == 125
+    assert "belongs to the running process" in refused.stderr
+    assert sandbox.run(["systemctl", "is-system-running"]).stdout == b"running\n"
+    # (`down --all` is not run here: it would remove other people's detached sandboxes)
