@@ -1,0 +1,245 @@
+"""The systemd generator protocol and `podunit generate` / `podunit validate` (spec §2).
+
+systemd.generator(7): the generator is called with three output directories
+(normal, early, late) and writes into the normal one only; it must not use
+D-Bus and must be fast (it runs at boot and at every daemon-reload). Messages go
+to /dev/kmsg when it is writable (`<3>podunit-generator[PID]: message`), else to
+stderr. A bad definition never stops the others: every good one is written, and
+the exit status is 1 if any failed.
+
+Manual runs: with no directory argument the generator prints what it would
+write (like `podunit generate --dry-run`) and logs to stderr.
+
+The podunit executable written into the units (`<podunit>` in the Exec lines) is,
+in order: `$PODUNIT_EXECUTABLE` (absolute path), the `podunit` next to the
+running interpreter (`Path(sys.executable).parent`, i.e. the venv's bin/ when run
+as `podunit generate`), or what the generators/ scripts pass: the checkout's
+`.venv/bin/podunit`. `$PODUNIT_KMSG` replaces /dev/kmsg (tests use a plain file).
+
+This module is imported by the generator executables at every boot: keep its
+imports few (no subprocess, no argparse at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from toolkit.errors import DefinitionError, PodunitError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from toolkit.definitions.loader import LoadResult
+    from toolkit.units import UnitFiles
+
+KMSG = "/dev/kmsg"
+# Passed on to the runtime, so `podunit run NAME` finds the definition the unit came from.
+FORWARDED_ENVIRONMENT = ("PODUNIT_DEFINITION_DIRS",)
+
+
+class GeneratorLog:
+    """systemd.generator(7) logging: /dev/kmsg records when writable, else stderr lines."""
+
+    ERROR, INFO = 3, 6
+
+    def __init__(self, ident: str, *, kmsg: str | None, stderr: TextIO = sys.stderr) -> None:
+        self.prefix = f"{ident}[{os.getpid()}]: "
+        self.stderr = stderr
+        self.kmsg_fd: int | None = None
+        if kmsg is not None:
+            try:
+                self.kmsg_fd = os.open(kmsg, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError:
+                self.kmsg_fd = None
+
+    def log(self, priority: int, message: str) -> None:
+        if self.kmsg_fd is not None:
+            try:  # one write is one kernel log record
+                os.write(self.kmsg_fd, f"<{priority}>{self.prefix}{message}\n".encode())
+                return
+            except OSError:
+                pass
+        print(f"{self.prefix}{message}", file=self.stderr)
+
+    def error(self, error: PodunitError) -> None:
+        self.log(self.ERROR, describe(error))
+
+    def close(self) -> None:
+        if self.kmsg_fd is not None:
+            os.close(self.kmsg_fd)
+            self.kmsg_fd = None
+
+
+def describe(error: PodunitError) -> str:
+    """One line: `FILE:LINE:COLUMN: message (hint: ...)`."""
+    return f"{error} (hint: {error.hint})" if error.hint else str(error)
+
+
+def podunit_executable(environ: Mapping[str, str] = os.environ, default: str | None = None) -> str:
+    """The absolute path of `podunit` to write into Exec lines (see module docstring).
+
+    `$PODUNIT_EXECUTABLE` wins, then `default` (what the generator scripts pass),
+    then the `podunit` next to the running interpreter.
+    """
+    configured = environ.get("PODUNIT_EXECUTABLE")
+    if configured:
+        if not os.path.isabs(configured):
+            raise PodunitError(f"PODUNIT_EXECUTABLE={configured!r} must be an absolute path")
+        return configured
+    if default is not None:
+        return default
+    sibling = os.path.join(os.path.dirname(sys.executable), "podunit")
+    if os.access(sibling, os.X_OK):
+        return os.path.abspath(sibling)
+    raise PodunitError(
+        f"cannot find the podunit executable next to {sys.executable}",
+        hint="set PODUNIT_EXECUTABLE to its absolute path",
+    )
+
+
+def _source_paths(loaded: LoadResult) -> dict[str, list[str]]:
+    return {name: [str(path) for path in paths] for name, paths in loaded.sources.items()}
+
+
+def generate(
+    *, user: bool, podunit: str, environ: Mapping[str, str] = os.environ
+) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
+    """Load every definition on the search path and render it; errors never stop the rest."""
+    from toolkit.definitions.loader import load_all, search_dirs
+    from toolkit.units import render_all
+
+    loaded = load_all(search_dirs(user=user, environ=environ))
+    rendered, errors = render_all(
+        loaded.containers,
+        podunit=podunit,
+        user=user,
+        sources=_source_paths(loaded),
+        environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
+    )
+    return rendered, [*loaded.errors, *errors]
+
+
+def _confined(output_dir: Path, relative: str) -> Path:
+    """`output_dir/relative`, refusing anything that would land outside `output_dir`."""
+    parts = relative.split("/")
+    if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise PodunitError(f"refusing to write {relative!r} outside {output_dir}")
+    return output_dir.joinpath(*parts)
+
+
+def write_units(output_dir: Path, units: UnitFiles) -> None:
+    """Write one container's unit files and install symlinks into `output_dir`."""
+    for name, text in units.files.items():
+        path = _confined(output_dir, name)
+        temporary = path.with_name(f".{name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    for link, target in units.symlinks.items():
+        path = _confined(output_dir, link)
+        destination = os.path.normpath(os.path.join(path.parent, target))
+        if os.path.dirname(destination) != os.path.normpath(output_dir):
+            raise PodunitError(f"refusing symlink {link!r} -> {target!r} outside {output_dir}")
+        path.parent.mkdir(exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.symlink_to(target)
+
+
+def write_all(
+    output_dir: Path, rendered: Mapping[str, UnitFiles], log: GeneratorLog
+) -> list[PodunitError]:
+    """Write every container's units; a failure is logged and the rest still written."""
+    failures: list[PodunitError] = []
+    for units in rendered.values():
+        try:
+            write_units(output_dir, units)
+        except (OSError, PodunitError) as error:
+            failure = error if isinstance(error, PodunitError) else PodunitError(str(error))
+            log.error(failure)
+            failures.append(failure)
+    return failures
+
+
+def dry_run_text(rendered: Mapping[str, UnitFiles]) -> str:
+    """Every unit under a `---NAME.service---` header, in name order (spec §2)."""
+    chunks = []
+    for name in sorted(rendered):
+        for file_name, text in rendered[name].files.items():
+            chunks.append(f"---{file_name}---\n{text}")
+    return "".join(chunks)
+
+
+def generator_main(
+    argv: Sequence[str],
+    *,
+    user: bool,
+    podunit: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """The generator executables' entry point (systemd.generator(7)); returns the exit status.
+
+    argv: `NORMAL_DIR [EARLY_DIR LATE_DIR]` (only NORMAL_DIR is used), or nothing
+    for a manual dry run to stdout. `podunit`: the executable for the Exec lines
+    unless `$PODUNIT_EXECUTABLE` is set.
+    """
+    ident = "podunit-user-generator" if user else "podunit-generator"
+    manual = len(argv) == 0
+    if len(argv) not in (0, 1, 3) or any(arg.startswith("-") for arg in argv):
+        print(f"usage: {ident} [NORMAL_DIR [EARLY_DIR LATE_DIR]]", file=sys.stderr)
+        return 2
+    log = GeneratorLog(ident, kmsg=None if manual else environ.get("PODUNIT_KMSG", KMSG))
+    try:
+        rendered, errors = generate(
+            user=user, podunit=podunit_executable(environ, podunit), environ=environ
+        )
+        for error in errors:
+            log.error(error)
+        if manual:
+            sys.stdout.write(dry_run_text(rendered))
+            return 1 if errors else 0
+        failures = write_all(Path(argv[0]), rendered, log)
+        return 1 if errors or failures else 0
+    except PodunitError as error:
+        log.error(error)
+        return 1
+    finally:
+        log.close()
+
+
+def cli_generate(args: argparse.Namespace) -> int:
+    """`podunit generate [--dry-run] [OUTPUT_DIR]`: print or write every unit (spec §2)."""
+    rendered, errors = generate(user=args.user, podunit=podunit_executable())
+    for error in errors:
+        print(describe(error), file=sys.stderr)
+    if args.dry_run or args.output_dir is None:
+        sys.stdout.write(dry_run_text(rendered))
+        return 1 if errors else 0
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = GeneratorLog("podunit", kmsg=None)
+    failures = write_all(output_dir, rendered, log)
+    return 1 if errors or failures else 0
+
+
+def cli_validate(args: argparse.Namespace) -> int:
+    """`podunit validate [PATH...]`: print only problems, `FILE:LINE:COLUMN: message`."""
+    from toolkit.definitions.loader import load_all, load_paths, search_dirs
+    from toolkit.units import render_all
+
+    if args.paths:
+        loaded = load_paths([Path(path) for path in args.paths])
+    else:
+        loaded = load_all(search_dirs(user=args.user))
+    _, errors = render_all(
+        loaded.containers,
+        podunit="/usr/bin/podunit",  # any absolute path: validation does not write units
+        user=args.user,
+        sources=_source_paths(loaded),
+    )
+    for error in [*loaded.errors, *errors]:
+        print(describe(error))
+    return 1 if loaded.errors or errors else 0
