@@ -264,7 +264,7 @@ def _parse_one(
         except DefinitionError as error:
             errors.append(error)
             return None
-    return parse_container(name, key_loc, spec, str(source.parent), errors)
+    return parse_container(name, key_loc, spec, os.path.abspath(source.parent), errors)
 
 
 def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> None:

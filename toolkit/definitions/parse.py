@@ -811,7 +811,8 @@ def parse_container(
             handler(entry.node, ctx, fields)
         except DefinitionError as error:
             errors.append(error)
-    _check_whole(name, key_loc, entries, fields, errors)
+    if len(errors) == count:  # rules across keys only once every key is right
+        _check_whole(name, key_loc, entries, fields, errors)
     if len(errors) > count:
         return None
     return Container(name=plain_name, source=key_loc, template=template, **fields)
@@ -831,11 +832,7 @@ def _check_whole(
         )
     elif "image" not in entries and "rootfs" not in entries:
         errors.append(fail(key_loc, f"container {v.quote(name)} needs 'image' or 'rootfs'"))
-    if (
-        fields.get("notify") is Notify.HEALTHY
-        and fields.get("healthcheck") is None
-        and ("healthcheck" not in entries or "healthcheck" in fields)
-    ):
+    if fields.get("notify") is Notify.HEALTHY and fields.get("healthcheck") is None:
         errors.append(fail(entries["notify"].node, "notify 'healthy' needs a healthcheck"))
-    if "socket" in entries and not fields.get("sockets") and "sockets" not in entries:
+    if "socket" in entries and not fields.get("sockets"):
         errors.append(fail(entries["socket"].key_loc, "'socket' keys given but no 'sockets'"))
