@@ -334,10 +334,11 @@ def _substitute_all(value: Any, instance: str) -> Any:
     if isinstance(value, tuple):
         return tuple(_substitute_all(item, instance) for item in value)
     if is_dataclass(value) and not isinstance(value, type):
+        kept = ("source", "name") if isinstance(value, Container) else ()
         changes = {
             f.name: _substitute_all(getattr(value, f.name), instance)
             for f in fields(value)
-            if f.name not in ("source", "name")
+            if f.name not in kept
         }
         return replace(value, **changes)
     return value

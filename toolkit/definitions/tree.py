@@ -255,7 +255,7 @@ def merge(base: Node, overlay: Node) -> Node:
         if entry.node.value is None and entry.node.is_scalar:
             result.pop(key, None)
         elif key in result:
-            result[key] = Entry(entry.key, merge(result[key].node, entry.node))
+            result[key] = Entry(result[key].key, merge(result[key].node, entry.node))
         else:
             result[key] = entry
     return Node(result, base.path, base.line, base.column)
