@@ -218,7 +218,7 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
         tmp_path / "c.yaml", "containers:\n  c1: {image: x, stop_signal: NOPE}\n  c2: {image: y}\n"
     )
     write(tmp_path / "d.yaml", "")  # empty: nothing defined, no error
-    write(tmp_path / "e.yaml", "\xff\xfe")
+    write(tmp_path / "e.yaml", "just a string")
     (tmp_path / "f.yaml").write_bytes(b'containers:\n  f: {image: "\xff"}\n')
     result = load_all([tmp_path])
     assert sorted(result.containers) == ["a", "c2"]
@@ -231,7 +231,8 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
 def test_several_errors_in_one_container_are_all_reported(tmp_path: Path) -> None:
     path = write(
         tmp_path / "a.yaml",
-        "containers:\n  a:\n    image: x\n    stop_timeout: later\n    notify: loud\n    bogus: 1\n",
+        "containers:\n  a:\n    image: x\n    stop_timeout: later\n"
+        "    notify: loud\n    bogus: 1\n",
     )
     assert [str(e) for e in load_paths([path]).errors] == [
         f"{path}:4:19: invalid duration 'later' (use e.g. 10s, 1m30s, 500ms)",
