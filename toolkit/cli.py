@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cgroups", choices=["split", "enabled", "disabled"])
         p.add_argument("--log-driver", choices=["journald", "k8s-file", "passthrough", "none"])
         p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+        p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
+        p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR")
+        p.add_argument("-w", "--workdir", help="working directory inside the container")
+        p.add_argument("-u", dest="user_spec", metavar="USER[:GROUP]", help="user in the container")
         p.add_argument("target", help="definition name, or an image for an ad-hoc container")
         p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD... (ad-hoc only)")
 

@@ -81,6 +81,7 @@ class ConmonOptions:
     exec_attach: bool = False
     exec_session_id: str | None = None  # exec mode: conmon -u (attach socket name)
     sync: bool = False  # --sync: conmon stays our child instead of double-forking
+    runtime_log: Path | None = None  # the runtime's --log (JSON): its error when conmon has none
 
     @property
     def exec_mode(self) -> bool:
@@ -111,7 +112,10 @@ def conmon_argv(options: ConmonOptions) -> list[str]:
         argv += ["--log-tag", o.log_tag]
     argv += ["--exit-dir", str(o.exit_dir), "-0", str(o.persist_dir)]
     argv += ["--socket-dir-path", str(o.socket_dir), "--log-level", o.log_level]
-    for argument in o.runtime_args:
+    runtime_args = list(o.runtime_args)
+    if o.runtime_log is not None:
+        runtime_args += ["--log", str(o.runtime_log), "--log-format", "json"]
+    for argument in runtime_args:
         argv += ["--runtime-arg", argument]
     if o.exit_command:
         argv += ["--exit-command", o.exit_command[0]]
@@ -156,6 +160,19 @@ def parse_sync_records(data: bytes) -> list[dict[str, Any]]:
         if isinstance(value, dict):
             records.append(value)
     return records
+
+
+def last_runtime_error(log_text: str) -> str | None:
+    """The last error message in a runtime's JSON log (runc/crun `--log-format json`)."""
+    message = None
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            message = str(entry.get("msg", "")) or message
+    return message
 
 
 def classify_runtime_error(message: str, runtime: str) -> PodunitError:
@@ -227,6 +244,9 @@ class ConmonProcess:
     def container_pid(self, timeout: float = CREATE_TIMEOUT_SECONDS) -> int:
         """The pid conmon reports once the runtime created the process; raises on failure."""
         record = self._next_record(time.monotonic() + timeout)
+        logged = self._logged_runtime_error()
+        if record is None and logged is not None:
+            raise classify_runtime_error(logged, self.options.runtime)
         if record is None:
             status = self._popen.poll()
             detail = f" (conmon exit status {status})" if status not in (None, 0) else ""
@@ -237,9 +257,17 @@ class ConmonProcess:
             )
         pid = record.get("data", record.get("pid", -1))
         if not isinstance(pid, int) or pid <= 0:
-            message = str(record.get("message") or "unknown error")
+            message = str(record.get("message") or logged or "unknown error")
             raise classify_runtime_error(message, self.options.runtime)
         return pid
+
+    def _logged_runtime_error(self) -> str | None:
+        if self.options.runtime_log is None:
+            return None
+        try:
+            return last_runtime_error(self.options.runtime_log.read_text(errors="replace"))
+        except OSError:
+            return None
 
     def exec_exit_code(self, timeout: float | None = None) -> int:
         """Exec mode: the exec'd process's exit status (the second sync record)."""

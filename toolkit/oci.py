@@ -218,7 +218,7 @@ class SpecInputs:
     env_file_vars: tuple[tuple[str, str], ...] = ()
     devices: tuple[DeviceNode, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)  # activation, notify
-    extra_mounts: tuple[Mapping[str, Any], ...] = ()  # OCI mount objects (notify socket)
+    extra_mounts: tuple[Mount, ...] = ()  # added by podunit itself (notify socket)
     cgroups_path: str | None = None
     tty: bool = False
     held_capabilities: tuple[str, ...] = CAPABILITY_NAMES  # what `privileged` grants
@@ -233,7 +233,8 @@ def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         "ociVersion": OCI_VERSION,
         "process": _process(container, inputs, hostname),
         "root": {"path": inputs.rootfs, "readonly": container.read_only},
-        "mounts": _mounts(container, network_is_host) + [dict(m) for m in inputs.extra_mounts],
+        "mounts": _mounts(container, network_is_host)
+        + [_volume_mount(m) for m in inputs.extra_mounts],
         "linux": _linux(container, inputs, network_is_host, hostname is not None),
     }
     if hostname is not None:
@@ -361,7 +362,8 @@ def _volume_mount(mount: Mount) -> dict[str, Any]:
             f"named volume {mount.source!r} for {mount.target}: named volumes are not supported",
             hint="use a bind mount of a host directory",
         )
-    options = ["rbind", "ro" if mount.read_only else "rw", *mount.options]
+    extra = [option for option in mount.options if option != "nocopy"]  # a Docker-ism
+    options = ["rbind", "ro" if mount.read_only else "rw", *extra]
     return {"destination": mount.target, "type": "bind", "source": mount.source, "options": options}
 
 
@@ -569,7 +571,7 @@ def gather_inputs(
     rootfs: str,
     tty: bool = False,
     extra_env: Mapping[str, str] | None = None,
-    extra_mounts: Sequence[Mapping[str, Any]] = (),
+    extra_mounts: Sequence[Mount] = (),
     cgroups_path: str | None = None,
 ) -> SpecInputs:
     """Read from the host and the rootfs what `build_spec` needs for `container`."""

@@ -1,0 +1,1084 @@
+"""Container lifecycle: create, start, run, stop, kill, rm, pause, wait, ps, inspect.
+
+Spec §3.1 and §4; modelled on libpod's oci.go. Each verb is a library call
+(`create_container`, `stop_container`, ...) plus a `cli_*` handler that
+`toolkit.cli` dispatches to.
+
+The run path (`podunit run NAME`, a unit's ExecStart): load the definition ->
+reconcile state -> take the socket-activation fds -> plan cgroups -> write the
+bundle -> spawn conmon (`toolkit.conmon`) -> place it -> start -> read the pid
+-> record -> pidfile -> notify -> exit 0. conmon is then the unit's main
+process and exits with the container's status.
+
+`podunit run` knows it runs as a unit's ExecStart when `NOTIFY_SOCKET` is set
+(generated units always have `NotifyAccess=all`): it then detaches after
+notifying. From a shell it stays attached (stdio passed straight through with
+the `passthrough` log driver) and exits with the container's status; `-d`
+detaches.
+
+Status is derived from conmon's exit files and the runtime's `state`: an exit
+file means the container exited (code, time, `oom` marker); no exit file and a
+dead conmon means a runaway: the container is killed and -1 recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from toolkit import activation, cgroups, conmon, notify, oci, proc
+from toolkit.definitions import values
+from toolkit.definitions.model import (
+    CgroupMode,
+    Container,
+    LogDriver,
+    Notify,
+    PortMapping,
+    Resources,
+)
+from toolkit.errors import (
+    CommandFailed,
+    ContainerNotFound,
+    ExecutableNotFound,
+    InvalidState,
+    Location,
+    PodunitError,
+)
+from toolkit.paths import RuntimePaths
+from toolkit.state import (
+    ALIVE_STATUSES,
+    CREATED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    ContainerRecord,
+    StateStore,
+)
+
+KILL_WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.05
+RUNAWAY_REASON = "conmon exited without writing an exit file; the container was killed"
+NAME_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def open_store(user: bool, environ: Mapping[str, str] = os.environ) -> StateStore:
+    """The state of this mode, reconciled after a reboot."""
+    return StateStore(RuntimePaths.for_mode(user, environ))
+
+
+def runtime_binary(name: str | None) -> str:
+    """Absolute path of the OCI runtime: `name`, else crun if installed, else runc."""
+    if name is None:
+        for candidate in ("crun", "runc"):
+            if shutil.which(candidate):
+                return proc.which(candidate)
+        raise ExecutableNotFound(
+            "no OCI runtime found: neither crun nor runc is on PATH",
+            hint="install the Debian package crun or runc",
+        )
+    try:
+        return proc.which(name)
+    except ExecutableNotFound:
+        raise ExecutableNotFound(
+            f"OCI runtime {name}: not found on PATH", hint=f"install the Debian package {name}"
+        ) from None
+
+
+def parse_signal(text: str) -> int:
+    """A signal by name (`TERM`, `SIGTERM`, `SIGRTMIN+3`) or number, validated."""
+    try:
+        return values.parse_signal(text)
+    except ValueError as error:
+        raise PodunitError(
+            str(error), hint="use a name such as SIGTERM or a number 1..64"
+        ) from None
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), None if no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text.rpartition(")")[2].split()[19])
+
+
+def same_process_alive(pid: int | None, start_time: int | None) -> bool:
+    """Whether `pid` still names the process that had `start_time` (no pid reuse)."""
+    if not pid:
+        return False
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    if start_time is not None and current != start_time:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def podunit_command(user: bool) -> list[str]:
+    """How conmon's exit command calls podunit back."""
+    script = Path(sys.executable).parent / "podunit"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "toolkit.cli"]
+    return [*base, *(["--user"] if user else [])]
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
+
+
+# --- the runtime binary -----------------------------------------------------------------------
+
+
+def runtime_global_args(record: ContainerRecord) -> list[str]:
+    return list(record.options.get("runtime_args", []))
+
+
+def runtime_call(
+    record: ContainerRecord, *args: str, check: bool = True, timeout: float = 30
+) -> Any:
+    """Run `RUNTIME [global args] ARGS...` for this container."""
+    return proc.run([record.runtime, *runtime_global_args(record), *args], check=check,
+                    timeout=timeout)  # fmt: skip
+
+
+def runtime_state(record: ContainerRecord) -> dict[str, Any] | None:
+    """The runtime's `state` of the container, None when the runtime does not know it."""
+    result = runtime_call(record, "state", record.id, check=False)
+    if result.returncode != 0:
+        return None
+    try:
+        state: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        return None
+    return state
+
+
+def runtime_delete(record: ContainerRecord) -> None:
+    """`RUNTIME delete --force ID`, tolerating a container the runtime no longer knows."""
+    runtime_call(record, "delete", "--force", record.id, check=False)
+
+
+# --- plans and options stored with the container ---------------------------------------------
+
+
+def plan_to_json(plan: cgroups.CgroupPlan) -> dict[str, Any]:
+    data = dataclasses.asdict(plan)
+    data["requested"] = plan.requested.value
+    data["mode"] = plan.mode.value
+    data["annotations"] = [list(pair) for pair in plan.annotations]
+    return data
+
+
+def plan_from_json(data: Mapping[str, Any]) -> cgroups.CgroupPlan:
+    fields = dict(data)
+    fields["requested"] = CgroupMode(fields["requested"])
+    fields["mode"] = CgroupMode(fields["mode"])
+    fields["annotations"] = tuple(tuple(pair) for pair in fields.get("annotations", ()))
+    fields["resources"] = Resources(**fields.get("resources", {}))
+    return cgroups.CgroupPlan(**fields)
+
+
+def runtime_args_for(plan: cgroups.CgroupPlan, paths: RuntimePaths, runtime: str) -> list[str]:
+    """Global runtime options every call for this container needs (`--root`, cgroup manager)."""
+    args = ["--root", str(paths.run_dir / f"runtime-{os.path.basename(runtime)}")]
+    if plan.systemd_cgroup:
+        args.append("--systemd-cgroup")
+    elif plan.mode is CgroupMode.DISABLED:
+        args.append("--cgroup-manager=disabled")
+    return args
+
+
+def spec_resources(resources: Resources) -> dict[str, Any]:
+    """`resources:` as config.json linux.resources (cgroupfs manager only)."""
+    out: dict[str, Any] = {}
+    if resources.memory is not None:
+        out["memory"] = {"limit": resources.memory}
+        if resources.memory_reservation is not None:
+            out["memory"]["reservation"] = resources.memory_reservation
+    if resources.cpus is not None:
+        out.setdefault("cpu", {}).update(
+            {"quota": round(resources.cpus * 100_000), "period": 100_000}
+        )
+    if resources.cpu_weight is not None:
+        out.setdefault("cpu", {})["shares"] = max(2, resources.cpu_weight * 1024 // 100)
+    if resources.pids is not None:
+        out["pids"] = {"limit": resources.pids}
+    return out
+
+
+# --- ports ------------------------------------------------------------------------------------
+
+
+def reserve_ports(ports: Sequence[PortMapping]) -> list[socket.socket]:
+    """Bind every host port (libpod bindPorts): conmon holds them while the container runs."""
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            address = port.host_ip or "0.0.0.0"
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
+            sock = socket.socket(family, kind)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port.host_port))
+            except OSError as error:
+                raise PodunitError(
+                    f"cannot reserve host port {address}:{port.host_port}/{port.protocol}:"
+                    f" {error.strerror}"
+                ) from None
+            if kind == socket.SOCK_STREAM:
+                sock.listen(16)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+# --- create and start -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stdio:
+    """conmon's stdio: fds of this process, None for /dev/null."""
+
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+
+def new_container_id() -> str:
+    return secrets.token_hex(32)
+
+
+def choose_log_driver(requested: LogDriver | None, attached: bool) -> LogDriver:
+    """Explicit choice, else passthrough when attached, journald if running, else k8s-file."""
+    if requested is not None:
+        return requested
+    if attached:
+        return LogDriver.PASSTHROUGH
+    if os.path.exists("/run/systemd/journal/socket"):
+        return LogDriver.JOURNALD
+    return LogDriver.K8S_FILE
+
+
+def prepare_record(
+    store: StateStore,
+    container: Container,
+    *,
+    log_driver: LogDriver,
+    tty: bool = False,
+    interactive: bool = False,
+    auto_remove: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
+    """Decide everything about a new container and build its config.json (not yet stored)."""
+    if container.rootfs is None:
+        raise PodunitError(f"container {container.name!r} has neither rootfs nor image")
+    container_id = new_container_id()
+    runtime = runtime_binary(container.runtime)
+    activation_fds = activation.inherited_sockets(environ)
+    plan = cgroups.plan_cgroups(container.cgroups, container_id, environ=environ,
+                                container=container)  # fmt: skip
+    plan.conmon_args(runtime)  # validates the mode against the runtime
+    bundle = store.paths.bundle_dir(container_id)
+    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    notify_setup = notify.prepare_container_notify(bundle, container)
+    try:
+        extra_env = {**activation.container_environment(activation_fds), **notify_setup.env}
+        inputs = oci.gather_inputs(
+            container,
+            container_id,
+            rootfs=container.rootfs,
+            tty=tty,
+            extra_env=extra_env,
+            extra_mounts=notify_setup.mounts,
+            cgroups_path=plan.cgroups_path,
+        )
+        spec = oci.build_spec(container, inputs)
+        if plan.annotations:
+            spec.setdefault("annotations", {}).update(dict(plan.annotations))
+        if plan.resources_in_spec:
+            spec["linux"]["resources"].update(spec_resources(plan.resources))
+        log_path = store.paths.log_file(container_id) if log_driver is LogDriver.K8S_FILE else None
+        options = {
+            "log_driver": log_driver.value,
+            "log_path": str(log_path) if log_path else None,
+            "log_size_max": container.log_max_size,
+            "tty": tty,
+            "interactive": interactive,
+            "auto_remove": auto_remove,
+            "stop_signal": container.stop_signal,
+            "stop_timeout": container.stop_timeout.total_seconds(),
+            "notify": container.notify.value,
+            "ports": [dataclasses.asdict(port) for port in container.ports],
+            "cgroup_plan": plan_to_json(plan),
+            "runtime_args": runtime_args_for(plan, store.paths, runtime),
+            "own_pid_namespace": True,
+            "preserve_fds": len(activation_fds),
+            "image": container.image,
+            "rootfs": container.rootfs,
+            "labels": dict(container.labels),
+        }
+        record = ContainerRecord(
+            id=container_id,
+            name=container.name,
+            runtime=runtime,
+            status=CREATED,
+            created_at=time.time(),
+            spec=spec,
+            options=options,
+        )
+    except BaseException:
+        notify_setup.close()
+        shutil.rmtree(bundle, ignore_errors=True)
+        raise
+    return record, notify_setup, activation_fds
+
+
+def conmon_options(
+    store: StateStore, record: ContainerRecord, *, sync: bool = False
+) -> conmon.ConmonOptions:
+    o = record.options
+    plan = plan_from_json(o["cgroup_plan"])
+    bundle = store.paths.bundle_dir(record.id)
+    return conmon.ConmonOptions(
+        container_id=record.id,
+        name=record.name,
+        runtime=record.runtime,
+        bundle_dir=bundle,
+        exit_dir=store.paths.exits_dir,
+        persist_dir=bundle,
+        socket_dir=store.paths.sockets_dir,
+        container_pidfile=bundle / "pidfile",
+        conmon_pidfile=bundle / "conmon.pid",
+        log_driver=LogDriver(o["log_driver"]),
+        log_path=Path(o["log_path"]) if o.get("log_path") else None,
+        log_size_max=o.get("log_size_max"),
+        log_tag=record.name,
+        tty=bool(o.get("tty")),
+        stdin=bool(o.get("interactive")),
+        preserve_fds=int(o.get("preserve_fds", 0)),
+        cgroup_args=tuple(a for a in plan.conmon_args(record.runtime) if a == "-s"),
+        runtime_args=tuple(runtime_global_args(record)),
+        exit_command=(*podunit_command(store.paths.user), "cleanup", record.id),
+        runtime_log=bundle / "runtime.log",
+        sync=sync,
+    )
+
+
+def launch_container(
+    store: StateStore,
+    record: ContainerRecord,
+    *,
+    stdio: Stdio,
+    preserved_fds: Sequence[int] = (),
+    environ: Mapping[str, str] = os.environ,
+) -> ContainerRecord:
+    """Write the bundle, reserve ports, run conmon + `RUNTIME create`; status `created`.
+
+    On any failure nothing is left behind: the runtime's container, the bundle,
+    the cgroups, the port sockets and the state row are all removed.
+    """
+    bundle = store.paths.bundle_dir(record.id)
+    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = bundle / "config.json"
+    config.write_text(json.dumps(record.spec, indent=2))
+    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    for stale in ("exit", "oom", "pidfile", "conmon.pid"):
+        (bundle / stale).unlink(missing_ok=True)
+    if record.options.get("log_path"):
+        Path(record.options["log_path"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    plan = plan_from_json(record.options["cgroup_plan"])
+    ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
+    monitor: conmon.ConmonProcess | None = None
+    try:
+        cgroups.prepare_before_conmon(plan)
+        options = conmon_options(store, record)
+        monitor = conmon.launch(
+            options,
+            environ=activation.environment_for_conmon(environ),
+            stdin=stdio.stdin,
+            stdout=stdio.stdout,
+            stderr=stdio.stderr,
+            preserved_fds=preserved_fds,
+            extra_fds=[s.fileno() for s in ports],
+        )
+        cgroups.place_conmon(plan, monitor.launcher_pid)
+        monitor.start()
+        pid = monitor.container_pid()
+        monitor.wait_launcher()
+        conmon_pid = monitor.monitor_pid()
+    except BaseException:
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.wait_launcher(timeout=5)
+        _discard_half_made(store, record, plan)
+        raise
+    finally:
+        if monitor is not None:
+            monitor.close()
+        for sock in ports:
+            sock.close()
+    return store.update(
+        record,
+        status=CREATED,
+        pid=pid,
+        pid_start_time=process_start_time(pid),
+        conmon_pid=conmon_pid,
+        conmon_start_time=process_start_time(conmon_pid),
+        exit_code=None,
+        exit_reason=None,
+        oom=False,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def _discard_half_made(
+    store: StateStore, record: ContainerRecord, plan: cgroups.CgroupPlan
+) -> None:
+    with contextlib.suppress(Exception):
+        runtime_delete(record)
+    with contextlib.suppress(Exception):
+        cgroups.cleanup_cgroups(plan)
+    shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+    shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
+    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    with contextlib.suppress(Exception):
+        if record.options.get("fresh", True):
+            store.remove(record)
+
+
+def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """`RUNTIME start`: the created container's process runs its command."""
+    try:
+        runtime_call(record, "start", record.id)
+    except CommandFailed as error:
+        raise conmon.classify_runtime_error(error.stderr or str(error), record.runtime) from None
+    return store.update(record, status=RUNNING, started_at=time.time())
+
+
+def create_container(
+    store: StateStore,
+    container: Container,
+    *,
+    stdio: Stdio,
+    log_driver: LogDriver,
+    tty: bool = False,
+    interactive: bool = False,
+    auto_remove: bool = False,
+    replace: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[ContainerRecord, notify.NotifySetup]:
+    """Create `container` (conmon + runtime create). `replace` removes an exited namesake."""
+    existing = store.find(container.name)
+    if existing is not None:
+        existing = sync_status(store, existing)
+        if existing.alive:
+            raise InvalidState(
+                f"container {container.name} is already {existing.status}",
+                hint=f"stop it first: podunit stop {container.name}",
+            )
+        if replace:
+            remove_container(store, existing)
+    record, notify_setup, fds = prepare_record(
+        store, container, log_driver=log_driver, tty=tty, interactive=interactive,
+        auto_remove=auto_remove, environ=environ,
+    )  # fmt: skip
+    try:
+        try:
+            store.add(record)
+        except PodunitError:
+            shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+            raise
+        record = launch_container(store, record, stdio=stdio, preserved_fds=fds.fds,
+                                  environ=environ)  # fmt: skip
+    except BaseException:
+        notify_setup.close()
+        raise
+    return record, notify_setup
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def read_exit_file(path: Path) -> tuple[int, float] | None:
+    """conmon's exit file: (status, mtime), None if missing or still being written."""
+    try:
+        text = path.read_text().strip()
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    if not text.lstrip("-").isdigit():
+        return None
+    return int(text), mtime
+
+
+def _exit_file_of(store: StateStore, record: ContainerRecord) -> tuple[int, float] | None:
+    return read_exit_file(store.paths.exit_file(record.id)) or read_exit_file(
+        store.paths.bundle_dir(record.id) / "exit"
+    )
+
+
+def sync_status(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """Bring `record` up to date from conmon's exit files, conmon's liveness and the runtime."""
+    record = store.reload(record)
+    if not record.alive or record.conmon_pid is None:
+        return record
+    exited = _exit_file_of(store, record)
+    if exited is not None:
+        return finalize(store, record)
+    if same_process_alive(record.conmon_pid, record.conmon_start_time):
+        return record
+    # conmon is gone: it may have written the exit file meanwhile.
+    if _exit_file_of(store, record) is not None:
+        return finalize(store, record)
+    return finalize(store, record, runaway=True)
+
+
+def finalize(
+    store: StateStore, record: ContainerRecord, *, runaway: bool = False
+) -> ContainerRecord:
+    """Record the exit and release everything of an exited container (conmon's exit command).
+
+    With `runaway` (conmon died without an exit file) the container is killed first
+    and -1 recorded with the reason. Idempotent and safe to race with itself.
+    """
+    with store.container_lock(record.id):
+        record = store.reload(record)
+        if record.status != EXITED:
+            exited = _exit_file_of(store, record)
+            if runaway and exited is None:
+                _kill_runaway(record)
+                code, finished, reason = -1, time.time(), RUNAWAY_REASON
+            elif exited is None:
+                return record
+            else:
+                (code, finished), reason = exited, None
+            oom = (store.paths.bundle_dir(record.id) / "oom").exists()
+            record = store.record_exit(record, code, reason=reason, finished_at=finished, oom=oom)
+        _release(store, record)
+        if record.options.get("auto_remove"):
+            _forget(store, record)
+    return record
+
+
+def _kill_runaway(record: ContainerRecord) -> None:
+    state = runtime_state(record)
+    if state is not None and state.get("status") in ("running", "paused", "created"):
+        runtime_call(record, "kill", "--all", record.id, "KILL", check=False)
+        if state.get("status") == "paused":
+            runtime_call(record, "resume", record.id, check=False)
+        pid = state.get("pid") or record.pid
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while isinstance(pid, int) and pid > 0 and time.monotonic() < deadline:
+            if not same_process_alive(pid, record.pid_start_time if pid == record.pid else None):
+                break
+            time.sleep(POLL_SECONDS)
+
+
+def _release(store: StateStore, record: ContainerRecord) -> None:
+    """Everything of the run but the state row and the log: runtime state, bundle, cgroups."""
+    if record.options.get("released"):
+        return
+    runtime_delete(record)
+    with contextlib.suppress(Exception):
+        cgroups.cleanup_cgroups(plan_from_json(record.options["cgroup_plan"]))
+    shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+    shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
+    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    pidfile = store.paths.unit_pidfile(record.name)
+    with contextlib.suppress(OSError):
+        if pidfile.read_text().strip() == str(record.conmon_pid):
+            pidfile.unlink()
+    store.update(record, options={**record.options, "released": True})
+
+
+def _forget(store: StateStore, record: ContainerRecord) -> None:
+    store.remove(record)
+    if record.options.get("log_path"):
+        Path(record.options["log_path"]).unlink(missing_ok=True)
+
+
+def wait_for_exit(
+    store: StateStore, record: ContainerRecord, timeout: float | None = None
+) -> ContainerRecord:
+    """Block (without any lock) until the container exited or `timeout` passed; sync status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pidfd = None
+    if record.conmon_pid and same_process_alive(record.conmon_pid, record.conmon_start_time):
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(record.conmon_pid)
+    try:
+        while True:
+            record = sync_status(store, record)
+            if not record.alive:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return record
+            step = 0.5 if remaining is None else min(0.5, remaining)
+            if pidfd is not None:
+                select.select([pidfd], [], [], step)
+                if _exit_file_of(store, record) is None and not same_process_alive(
+                    record.conmon_pid, record.conmon_start_time
+                ):
+                    time.sleep(POLL_SECONDS)  # the exit command may be finishing
+            else:
+                time.sleep(min(step, POLL_SECONDS * 2))
+            if _exit_file_of(store, record) is not None:
+                continue
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+# --- stop, kill, rm, pause --------------------------------------------------------------------
+
+
+def kill_container(store: StateStore, record: ContainerRecord, signum: int) -> ContainerRecord:
+    """Send `signum` to the container's process (`RUNTIME kill`)."""
+    record = sync_status(store, record)
+    if record.status not in (RUNNING, PAUSED, CREATED):
+        raise InvalidState(f"container {record.name} is not running ({record.status})")
+    result = runtime_call(record, "kill", record.id, str(signum), check=False)
+    if result.returncode != 0:
+        record = sync_status(store, record)
+        if record.alive:
+            raise CommandFailed(
+                [os.path.basename(record.runtime), "kill"], result.returncode,
+                result.stderr.decode(errors="replace"),
+            )  # fmt: skip
+    return record
+
+
+def stop_container(
+    store: StateStore, record: ContainerRecord, timeout: float | None = None
+) -> ContainerRecord:
+    """Stop signal, wait `timeout` (default: the container's stop_timeout), then SIGKILL."""
+    record = sync_status(store, record)
+    if not record.alive:
+        return record
+    if timeout is None:
+        timeout = float(record.options.get("stop_timeout", 10))
+    stop_signal = int(record.options.get("stop_signal", signal.SIGTERM))
+    if timeout > 0:
+        runtime_call(record, "kill", record.id, str(stop_signal), check=False)
+        if record.status == PAUSED:
+            runtime_call(record, "resume", record.id, check=False)
+        record = wait_for_exit(store, record, timeout)
+        if not record.alive:
+            return record
+    kill_args = ["kill"] + ([] if record.options.get("own_pid_namespace", True) else ["--all"])
+    runtime_call(record, *kill_args, record.id, "KILL", check=False)
+    if record.status == PAUSED:
+        runtime_call(record, "resume", record.id, check=False)
+    record = wait_for_exit(store, record, KILL_WAIT_SECONDS)
+    if record.alive:
+        raise PodunitError(
+            f"container {record.name} did not exit within {KILL_WAIT_SECONDS:.0f}s of SIGKILL"
+        )
+    return record
+
+
+def remove_container(
+    store: StateStore, record: ContainerRecord, *, force: bool = False,
+    timeout: float | None = None,
+) -> None:  # fmt: skip
+    """Remove a container; a running one only with `force` (it is stopped first)."""
+    record = sync_status(store, record)
+    if record.alive:
+        if not force:
+            raise InvalidState(
+                f"container {record.name} is {record.status}: cannot remove it",
+                hint=f"stop it first, or use: podunit rm -f {record.name}",
+            )
+        record = stop_container(store, record, timeout)
+    with store.container_lock(record.id), contextlib.suppress(ContainerNotFound):
+        record = store.reload(record)
+        _release(store, store.reload(record))
+        _forget(store, record)
+
+
+def set_paused(store: StateStore, record: ContainerRecord, paused: bool) -> ContainerRecord:
+    """`RUNTIME pause` / `resume`."""
+    record = sync_status(store, record)
+    wanted, needed = (PAUSED, RUNNING) if paused else (RUNNING, PAUSED)
+    if record.status != needed:
+        raise InvalidState(f"container {record.name} is {record.status}, not {needed}")
+    runtime_call(record, "pause" if paused else "resume", record.id)
+    return store.update(record, status=wanted)
+
+
+# --- presentation -----------------------------------------------------------------------------
+
+
+def describe(record: ContainerRecord) -> dict[str, Any]:
+    """The JSON of `inspect` and `ps --format json`."""
+    process = record.spec.get("process", {})
+    return {
+        "Id": record.id,
+        "Name": record.name,
+        "State": {
+            "Status": record.status,
+            "Running": record.status == RUNNING,
+            "Paused": record.status == PAUSED,
+            "Pid": record.pid if record.alive else 0,
+            "ConmonPid": record.conmon_pid if record.alive else 0,
+            "ExitCode": record.exit_code,
+            "Reason": record.exit_reason,
+            "OOMKilled": record.oom,
+            "StartedAt": _iso(record.started_at),
+            "FinishedAt": _iso(record.finished_at),
+        },
+        "Created": _iso(record.created_at),
+        "Image": record.options.get("image"),
+        "Rootfs": record.options.get("rootfs"),
+        "Command": process.get("args", []),
+        "Runtime": record.runtime,
+        "LogDriver": record.options.get("log_driver"),
+        "LogPath": record.options.get("log_path"),
+        "Labels": record.options.get("labels", {}),
+        "Ports": record.options.get("ports", []),
+        "StopSignal": record.options.get("stop_signal"),
+        "StopTimeout": record.options.get("stop_timeout"),
+        "CgroupsPath": record.spec.get("linux", {}).get("cgroupsPath"),
+    }
+
+
+def _status_text(record: ContainerRecord) -> str:
+    if record.status == EXITED:
+        return f"exited ({record.exit_code})"
+    return record.status
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> StateStore:
+    return open_store(bool(getattr(args, "user", False)))
+
+
+def _under_unit(environ: Mapping[str, str] = os.environ) -> bool:
+    """ExecStart of a generated unit: they all have NotifyAccess=all, hence NOTIFY_SOCKET."""
+    return bool(environ.get("NOTIFY_SOCKET"))
+
+
+def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
+    name = args.name or new_container_id()[:12]
+    if not name[0].isalnum() or any(c not in NAME_ALPHABET for c in name):
+        raise PodunitError(f"invalid container name {name!r}")
+    words = [args.target, *args.command] if args.rootfs and args.target else args.command
+    command = tuple(words or ())
+    environment = []
+    for item in args.env:
+        key, equals, value = item.partition("=")
+        if not equals:
+            value = os.environ.get(key, "")
+        environment.append((key, value))
+    try:
+        mounts = tuple(values.parse_volume(v, os.getcwd()) for v in args.volume)
+        ports = tuple(p for text in args.publish for p in values.parse_port_mapping(text))
+    except ValueError as error:
+        raise PodunitError(str(error)) from None
+    container = Container(
+        name=name,
+        source=Location("<command line>", 1, 1),
+        rootfs=os.path.abspath(args.rootfs) if args.rootfs else None,
+        image=None if args.rootfs else args.target,
+        command=command or None,
+        environment=tuple(environment),
+        mounts=mounts,
+        ports=ports,
+        network=args.network or "private",
+        runtime=args.runtime,
+        cgroups=CgroupMode(args.cgroups) if args.cgroups else CgroupMode.SPLIT,
+        user=args.user_spec,
+        working_dir=args.workdir,
+    )
+    return container
+
+
+def _resolve_image(container: Container, store: StateStore) -> Container:
+    if container.rootfs is not None or container.image is None:
+        return container
+    from toolkit import images
+
+    unpacked = images.resolve_image(container.image, store.paths.state_dir)
+    return images.apply_image_defaults(container, unpacked.config, unpacked.rootfs)
+
+
+def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Container, bool]:
+    """The container to create and whether it comes from a definition."""
+    if args.rootfs or args.command:
+        return _resolve_image(_adhoc_container(args, store), store), False
+    from toolkit.definitions import loader
+
+    container = loader.find_definition(args.target, user=bool(args.user))
+    overrides: dict[str, Any] = {}
+    if args.runtime:
+        overrides["runtime"] = args.runtime
+    if args.cgroups:
+        overrides["cgroups"] = CgroupMode(args.cgroups)
+    if args.network:
+        overrides["network"] = args.network
+    if overrides:
+        container = dataclasses.replace(container, **overrides)
+    return _resolve_image(container, store), True
+
+
+def _create_from_args(
+    args: argparse.Namespace, store: StateStore, *, attached: bool
+) -> tuple[ContainerRecord, notify.NotifySetup, Container]:
+    container, from_definition = _container_for(args, store)
+    explicit = LogDriver(args.log_driver) if args.log_driver else None
+    if explicit is None and from_definition and not attached:
+        explicit = container.log_driver
+    log_driver = choose_log_driver(explicit, attached)
+    if attached and log_driver is LogDriver.PASSTHROUGH:
+        stdio = Stdio(stdin=0 if args.interactive else None, stdout=1, stderr=2)
+    elif _under_unit():
+        stdio = Stdio(stdout=1, stderr=2)  # the unit's journal stream: conmon's own messages
+    else:
+        stdio = Stdio()
+    record, setup = create_container(
+        store, container, stdio=stdio, log_driver=log_driver, tty=args.tty,
+        interactive=args.interactive, auto_remove=args.rm, replace=from_definition,
+    )  # fmt: skip
+    return record, setup, container
+
+
+def cli_create(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        record, setup, _ = _create_from_args(args, store, attached=False)
+        setup.close()
+        print(record.id)
+    return 0
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    under_unit = _under_unit()
+    attached = not (args.detach or under_unit)
+    with _store(args) as store:
+        record, setup, container = _create_from_args(args, store, attached=attached)
+        try:
+            record = start_created(store, record)
+        except BaseException:
+            setup.close()
+            with contextlib.suppress(Exception):
+                remove_container(store, record, force=True, timeout=0)
+            raise
+        try:
+            if under_unit:
+                _announce(store, record, setup, container)
+            elif args.detach:
+                print(record.id)
+        finally:
+            setup.close()
+        if not attached:
+            return 0
+        with _forward_signals(record):
+            record = wait_for_exit(store, record)
+        code = record.exit_code if record.exit_code is not None else -1
+        if args.rm and store.find(record.id) is not None:
+            remove_container(store, record, force=True)
+        return code if 0 <= code <= 255 else 125
+
+
+def _announce(
+    store: StateStore, record: ContainerRecord, setup: notify.NotifySetup, container: Container
+) -> None:
+    """Unit mode: pidfile for Type=forking, then the readiness protocol of spec §3.2."""
+    assert record.conmon_pid is not None
+    pidfile = store.paths.unit_pidfile(record.name)
+    temporary = pidfile.with_suffix(".tmp")
+    temporary.write_text(f"{record.conmon_pid}\n")
+    os.replace(temporary, pidfile)
+    if container.notify is Notify.CONMON:
+        notify.notify_ready(record.conmon_pid)
+    elif container.notify is Notify.CONTAINER:
+        setup.start(record.conmon_pid)
+    elif container.notify is Notify.HEALTHY:
+        from toolkit import health  # type: ignore[attr-defined, unused-ignore]
+
+        health.wait_until_healthy(store, record, container)
+        notify.notify_ready(record.conmon_pid)
+
+
+@contextlib.contextmanager
+def _forward_signals(record: ContainerRecord) -> Iterator[None]:
+    """Attached run: SIGINT/SIGTERM/SIGHUP to podunit go to the container."""
+
+    def forward(signum: int, frame: object) -> None:
+        runtime_call(record, "kill", record.id, str(signum), check=False)
+
+    previous = {
+        s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def cli_start(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            record = sync_status(store, store.get(name))
+            if record.status == EXITED:
+                record = _relaunch(store, record)
+            if record.status != CREATED:
+                raise InvalidState(f"container {record.name} is already {record.status}")
+            start_created(store, record)
+            print(record.name)
+    return 0
+
+
+def _relaunch(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """Start an exited container again: a new conmon with its stored config.json."""
+    options = {**record.options, "released": False, "fresh": False}
+    record = store.update(record, options=options, status=CREATED)
+    return launch_container(store, record, stdio=Stdio())
+
+
+def cli_stop(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        records = store.all() if args.all else [store.get(name) for name in args.names]
+        if not records and not args.all:
+            raise PodunitError("stop: name a container, or use --all")
+        for record in records:
+            stop_container(store, record, args.time)
+            if not args.all:
+                print(record.name)
+    return 0
+
+
+def cli_kill(args: argparse.Namespace) -> int:
+    signum = parse_signal(args.signal)
+    with _store(args) as store:
+        for name in args.names:
+            kill_container(store, store.get(name), signum)
+            print(name)
+    return 0
+
+
+def cli_rm(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            record = store.find(name)
+            if record is None:
+                if args.force:
+                    continue
+                raise ContainerNotFound(f"no such container: {name}")
+            remove_container(store, record, force=args.force, timeout=args.time)
+            print(name)
+    return 0
+
+
+def cli_pause(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            set_paused(store, store.get(name), True)
+            print(name)
+    return 0
+
+
+def cli_unpause(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            set_paused(store, store.get(name), False)
+            print(name)
+    return 0
+
+
+def cli_wait(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            record = store.find(name)
+            if record is not None:
+                record = wait_for_exit(store, record)
+                code = record.exit_code
+            else:
+                recorded = store.exit_code(name)
+                if recorded is None:
+                    raise ContainerNotFound(f"no such container: {name}")
+                code = recorded[0]
+            print(code)
+    return 0
+
+
+def cli_cleanup(args: argparse.Namespace) -> int:
+    """conmon's exit command: record the exit code, release the container's resources."""
+    with _store(args) as store:
+        record = store.find(args.names)
+        if record is not None:
+            finalize(store, record, runaway=False)
+    return 0
+
+
+def cli_ps(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        records = [sync_status(store, r) for r in store.all()]
+    if not args.all:
+        records = [r for r in records if r.status in ALIVE_STATUSES]
+    if args.format == "json":
+        print(json.dumps([describe(r) for r in records], indent=2))
+        return 0
+    print(f"{'CONTAINER ID':<14}{'NAME':<24}{'STATUS':<16}COMMAND")
+    for r in records:
+        command = " ".join(r.spec.get("process", {}).get("args", []))
+        print(f"{r.id[:12]:<14}{r.name:<24}{_status_text(r):<16}{command}")
+    return 0
+
+
+def cli_inspect(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        described = []
+        for name in args.names:
+            record = sync_status(store, store.get(name))
+            data = describe(record)
+            if record.alive:
+                data["RuntimeState"] = runtime_state(record)
+            described.append(data)
+    print(json.dumps(described, indent=2))
+    return 0
+
+
+def cli_checkpoint(args: argparse.Namespace) -> int:
+    from toolkit import checkpoint  # type: ignore[attr-defined, unused-ignore]
+
+    result: int = checkpoint.cli_checkpoint(args)
+    return result
+
+
+def cli_restore(args: argparse.Namespace) -> int:
+    from toolkit import checkpoint  # type: ignore[attr-defined, unused-ignore]
+
+    result: int = checkpoint.cli_restore(args)
+    return result
