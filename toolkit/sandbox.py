@@ -223,7 +223,9 @@ def mountpoints_under(mountinfo: str, directory: Path) -> list[Path]:
     return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
 
 
-def nspawn_argv(name: str, root: Path, binds: Sequence[str]) -> list[str]:
+def nspawn_argv(
+    name: str, root: Path, binds: Sequence[str], *, private_network: bool = False
+) -> list[str]:
     """The systemd-nspawn command line that boots the sandbox (notes/real-systemd-in-tests.md)."""
     return [
         "systemd-nspawn",
@@ -237,6 +239,7 @@ def nspawn_argv(name: str, root: Path, binds: Sequence[str]) -> list[str]:
         f"--system-call-filter={SYSTEM_CALL_FILTER}",
         "-M",
         name,
+        *(["--private-network"] if private_network else []),
         *(f"--bind={bind}" for bind in binds),
     ]
 
@@ -371,6 +374,7 @@ class Sandbox:
         binds: Sequence[str | Path] = (),
         setup: Callable[[Path], None] | None = None,
         detached: bool = False,
+        private_network: bool = False,
     ) -> None:
         self.name = name or new_name()
         if not valid_name(self.name):
@@ -381,6 +385,7 @@ class Sandbox:
         repo = [str(REPO_ROOT)] if (REPO_ROOT / "pyproject.toml").is_file() else []
         self.binds: tuple[str, ...] = tuple(dict.fromkeys([*repo, *map(str, binds)]))
         self.setup = setup
+        self.private_network = private_network  # own network namespace with loopback only
         self.directory = BASE / self.name
         self.root = self.directory / "root"
         self.detached = detached  # no owner process: only `down` removes it (the CLI's `up`)
@@ -401,9 +406,12 @@ class Sandbox:
         name: str | None = None,
         setup: Callable[[Path], None] | None = None,
         timeout: float = BOOT_TIMEOUT,
+        private_network: bool = False,
     ) -> Iterator[Sandbox]:
-        """Boot a sandbox, yield it, and always tear it down (also on errors, Ctrl-C, SIGTERM)."""
-        sandbox = cls(name=name, binds=binds, setup=setup)
+        """Boot a sandbox, yield it, and always tear it down (also on errors, Ctrl-C, SIGTERM).
+        By default it shares the host's network (TCP ports can collide with the host and
+        other sandboxes); `private_network` gives it a namespace with loopback only."""
+        sandbox = cls(name=name, binds=binds, setup=setup, private_network=private_network)
         with _sigterm_interrupts():
             try:
                 sandbox.up(timeout=timeout)
@@ -647,7 +655,9 @@ class Sandbox:
                     script,
                     "sh",
                     hide,
-                    *nspawn_argv(self.name, self.root, self.binds),
+                    *nspawn_argv(
+                        self.name, self.root, self.binds, private_network=self.private_network
+                    ),
                 ],
                 env=env,
                 cwd="/",
@@ -807,7 +817,8 @@ def list_sandboxes() -> list[SandboxRecord]:
     records = []
     for directory in sorted(BASE.iterdir()):
         if directory.is_dir() and valid_name(directory.name):
-            records.append(Sandbox.attach(directory.name).record())
+            with contextlib.suppress(SandboxError):  # removed meanwhile
+                records.append(Sandbox.attach(directory.name).record())
     return records
 
 
@@ -816,18 +827,26 @@ def reap_stale(*, include_detached: bool = False) -> list[str]:
     made by ``podunit sandbox up``). Sandboxes of live owners are never touched, nor are
     ownerless directories younger than a minute (another process may be creating them).
     Returns the names removed."""
-    removed = []
+    removed, problems = [], []
     with _reaper_lock():
         for record in list_sandboxes():
-            sandbox = Sandbox.attach(record.name)
-            if not sandbox._record:
-                age = time.time() - record.directory.stat().st_mtime
-                if age < 60:
+            try:
+                sandbox = Sandbox.attach(record.name)
+                if not sandbox._record:
+                    if time.time() - record.directory.stat().st_mtime < 60:
+                        continue
+                elif not (record.stale or (include_detached and record.owner_pid is None)):
                     continue
-            elif not (record.stale or (include_detached and record.owner_pid is None)):
+                sandbox.down()
+            except FileNotFoundError:
+                continue  # removed meanwhile by its owner
+            except SandboxError as error:
+                if record.directory.exists():
+                    problems.append(str(error))
                 continue
-            sandbox.down()
             removed.append(record.name)
+    if problems:
+        raise SandboxError("; ".join(problems), hint=f"see {BASE} and findmnt")
     return removed
 
 
