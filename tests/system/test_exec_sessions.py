@@ -1,0 +1,273 @@
+"""`podunit exec` end to end in the sandbox: conmon exec mode, attach, sessions.
+
+The container is started with `runc run -d` and recorded in an isolated state
+directory, so these tests depend only on the state store and conmon, not on the
+`podunit run` path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from rootfs import busybox_rootfs
+
+from toolkit.sandbox import VENV_PYTHON, Sandbox
+
+pytestmark = pytest.mark.system
+
+PODUNIT = str(VENV_PYTHON.parent / "podunit")
+BASE = "/var/tmp/podunit-exec-test"
+ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-exec-test"}
+ROOTFS = f"{BASE}/rootfs"
+
+# Runs inside the sandbox: start a busybox container with runc and record it as running.
+START_CONTAINER = """
+import json, shutil, subprocess, sys, time, secrets
+from toolkit import oci
+from toolkit.definitions.model import Container
+from toolkit.errors import Location
+from toolkit.exec_sessions import process_start_time
+from toolkit.paths import RuntimePaths
+from toolkit.state import RUNNING, ContainerRecord, StateStore
+
+name, rootfs = sys.argv[1], sys.argv[2]
+paths = RuntimePaths.for_mode(False)
+cid = secrets.token_hex(32)
+container = Container(name=name, source=Location("/test.yaml", 1, 1), rootfs=rootfs,
+                      command=("sleep", "3600"))
+inputs = oci.SpecInputs(container_id=cid, rootfs=rootfs, hard_limits=oci.current_hard_limits())
+spec = oci.build_spec(container, inputs)
+with StateStore(paths) as store:
+    bundle = paths.bundle_dir(cid)
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(spec))
+    subprocess.run(["runc", "run", "-d", "--pid-file", "pid", cid], cwd=bundle, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid = int((bundle / "pid").read_text())
+    store.add(ContainerRecord(id=cid, name=name, runtime=shutil.which("runc"), status=RUNNING,
+                              created_at=time.time(), spec=spec, pid=pid,
+                              pid_start_time=process_start_time(pid),
+                              options={"stop_timeout": 2}))
+print(cid)
+"""
+
+STOP_ALL = """
+import sys
+from toolkit.exec_sessions import stop_all_sessions
+from toolkit.paths import RuntimePaths
+from toolkit.state import StateStore
+with StateStore(RuntimePaths.for_mode(False)) as store:
+    stop_all_sessions(store, store.get(sys.argv[1]))
+"""
+
+
+@dataclass(frozen=True)
+class ExecTarget:
+    name: str
+    id: str
+
+
+def podunit(sandbox: Sandbox, *args: str, input: bytes | None = None):  # type: ignore[no-untyped-def]
+    return sandbox.run([PODUNIT, *args], check=False, env=ENV, input=input, timeout=60)
+
+
+def python_inside(sandbox: Sandbox, script: str, *args: str) -> str:
+    path = f"{BASE}/script-{secrets.token_hex(4)}.py"
+    sandbox.write(path, script)
+    try:
+        result = sandbox.run([str(VENV_PYTHON), path, *args], env=ENV)
+    finally:
+        sandbox.run(["rm", "-f", path])
+    return result.stdout.decode().strip()
+
+
+def start_container(sandbox: Sandbox, name: str) -> ExecTarget:
+    return ExecTarget(name, python_inside(sandbox, START_CONTAINER, name, ROOTFS))
+
+
+def remove_container(sandbox: Sandbox, container: ExecTarget) -> None:
+    sandbox.run(["runc", "delete", "--force", container.id], check=False)
+
+
+@pytest.fixture(scope="module")
+def web(sandbox: Sandbox) -> Iterator[ExecTarget]:
+    busybox_rootfs(sandbox, ROOTFS)
+    sandbox.write(f"{ROOTFS}/not-executable", "#!/bin/sh\necho never\n", mode=0o644)
+    container = start_container(sandbox, "exec-web")
+    yield container
+    remove_container(sandbox, container)
+    sandbox.run(["rm", "-rf", BASE, ENV["PODUNIT_RUN_DIR"]], check=False)
+
+
+def sessions(sandbox: Sandbox, container: ExecTarget) -> list[dict[str, object]]:
+    result = podunit(sandbox, "exec", "--list", container.name)
+    assert result.returncode == 0, result.stderr
+    listed: list[dict[str, object]] = json.loads(result.stdout)
+    return listed
+
+
+def leftovers(sandbox: Sandbox, container: ExecTarget) -> list[str]:
+    """Files of exec sessions under the container's bundle and conmon's attach symlinks."""
+    script = (
+        f"find {ENV['PODUNIT_RUN_DIR']}/containers/{container.id}/exec -mindepth 1 2>/dev/null;"
+        f"find {ENV['PODUNIT_RUN_DIR']}/sockets -mindepth 1 2>/dev/null; true"
+    )
+    return sandbox.sh(script).stdout.decode().split()
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_exit_status_and_separate_streams(sandbox: Sandbox, web: ExecTarget, code: int) -> None:
+    result = podunit(
+        sandbox, "exec", web.name, "--", "sh", "-c", f"echo out; echo err >&2; exit {code}"
+    )
+    assert result.returncode == code
+    assert result.stdout == b"out\n"
+    assert result.stderr == b"err\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "needle"),
+    [
+        ("no-such-command", 127, "executable file not found"),
+        ("/not-executable", 126, "permission denied"),
+    ],
+)
+def test_cannot_invoke_and_not_found_leave_no_session(
+    sandbox: Sandbox, web: ExecTarget, command: str, status: int, needle: str
+) -> None:
+    before = len(sessions(sandbox, web))
+    result = podunit(sandbox, "exec", web.name, "--", command)
+    assert result.returncode == status
+    stderr = result.stderr.decode()
+    assert needle in stderr
+    assert "Traceback" not in stderr
+    assert len(sessions(sandbox, web)) == before
+    assert leftovers(sandbox, web) == []
+
+
+def test_interactive_stdin_is_exact(sandbox: Sandbox, web: ExecTarget) -> None:
+    data = os.urandom(1_500_000)
+    result = podunit(sandbox, "exec", "-i", web.name, "--", "md5sum", input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+    echoed = podunit(sandbox, "exec", "-i", web.name, "--", "cat", input=data)
+    assert echoed.stdout == data
+
+
+def test_without_interactive_stdin_is_empty(sandbox: Sandbox, web: ExecTarget) -> None:
+    result = podunit(sandbox, "exec", web.name, "--", "wc", "-c", input=b"ignored")
+    assert result.stdout.split()[0] == b"0"
+
+
+def test_user_workdir_and_environment(sandbox: Sandbox, web: ExecTarget) -> None:
+    result = podunit(
+        sandbox, "exec", "-u", "nobody", "-w", "/tmp", "-e", "GREETING=hi there",
+        web.name, "--", "sh", "-c", 'echo "$(id -u) $(pwd) $GREETING"',
+    )
+    assert result.stdout == b"65534 /tmp hi there\n", result.stderr
+
+
+def test_three_execs_leave_nothing_behind(sandbox: Sandbox, web: ExecTarget) -> None:
+    before = len(sessions(sandbox, web))
+    for _ in range(3):
+        assert podunit(sandbox, "exec", web.name, "--", "true").returncode == 0
+    assert len(sessions(sandbox, web)) == before
+    assert leftovers(sandbox, web) == []
+
+
+def test_tty_is_a_pseudo_terminal(sandbox: Sandbox, web: ExecTarget) -> None:
+    inner = f"{PODUNIT} exec -t {web.name} -- tty"
+    result = sandbox.run(["script", "-qec", inner, "/dev/null"], env=ENV, check=False)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rb"/dev/pts/\d+", result.stdout), result.stdout
+    status = sandbox.run(
+        ["script", "-qec", f"{PODUNIT} exec -t {web.name} -- sh -c 'exit 3'", "/dev/null"],
+        env=ENV, check=False,
+    )
+    assert status.returncode == 3
+
+
+def test_detached_session_runs_then_stops(sandbox: Sandbox, web: ExecTarget) -> None:
+    started = podunit(sandbox, "exec", "-d", web.name, "--", "sleep", "1000")
+    assert started.returncode == 0, started.stderr
+    session_id = started.stdout.decode().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", session_id)
+    listed = {s["ID"]: s for s in sessions(sandbox, web)}
+    assert listed[session_id]["State"] == "running"
+    pid = listed[session_id]["Pid"]
+    assert sandbox.run(["kill", "-0", str(pid)], check=False).returncode == 0
+
+    stopped = podunit(sandbox, "exec", "--stop", session_id[:12], web.name)
+    assert stopped.returncode == 0, stopped.stderr
+    after = {s["ID"]: s for s in sessions(sandbox, web)}[session_id]
+    assert after["State"] == "stopped"
+    assert after["ExitCode"] == 128 + 15  # SIGTERM
+    assert sandbox.run(["kill", "-0", str(pid)], check=False).returncode != 0
+
+    again = podunit(sandbox, "exec", "--stop", session_id, web.name)
+    assert again.returncode == 125
+    assert b"only running sessions can be stopped" in again.stderr
+    assert podunit(sandbox, "exec", "--rm", session_id, web.name).returncode == 0
+    assert session_id not in {s["ID"] for s in sessions(sandbox, web)}
+
+
+def test_remove_running_session_needs_force(sandbox: Sandbox, web: ExecTarget) -> None:
+    started = podunit(
+        sandbox, "exec", "-d", web.name, "--", "sh", "-c", "trap '' TERM; sleep 1000"
+    )
+    session_id = started.stdout.decode().strip()
+    refused = podunit(sandbox, "exec", "--rm", session_id, web.name)
+    assert refused.returncode == 125
+    assert b"still running" in refused.stderr
+    forced = podunit(sandbox, "exec", "--rm", session_id, "-f", "--time", "0.5", web.name)
+    assert forced.returncode == 0, forced.stderr
+    assert session_id not in {s["ID"] for s in sessions(sandbox, web)}
+    assert leftovers(sandbox, web) == []
+
+
+def test_unknown_session_is_a_clear_error(sandbox: Sandbox, web: ExecTarget) -> None:
+    result = podunit(sandbox, "exec", "--stop", "0123456789ab", web.name)
+    assert result.returncode == 125
+    assert b"has no exec session 0123456789ab" in result.stderr
+
+
+def test_stop_all_sessions_ends_them(sandbox: Sandbox, web: ExecTarget) -> None:
+    ids = [
+        podunit(sandbox, "exec", "-d", web.name, "--", "sleep", "1000").stdout.decode().strip()
+        for _ in range(2)
+    ]
+    pids = [s["Pid"] for s in sessions(sandbox, web) if s["ID"] in ids]
+    assert len(pids) == 2
+    python_inside(sandbox, STOP_ALL, web.name)
+    assert sessions(sandbox, web) == []
+    for pid in pids:
+        assert sandbox.run(["kill", "-0", str(pid)], check=False).returncode != 0
+    assert leftovers(sandbox, web) == []
+
+
+def test_exec_in_a_stopped_container_is_refused(sandbox: Sandbox, web: ExecTarget) -> None:
+    gone = start_container(sandbox, "exec-gone")
+    remove_container(sandbox, gone)  # the process dies; the record still says running
+    result = podunit(sandbox, "exec", gone.name, "--", "true")
+    assert result.returncode == 125
+    assert b"is not running" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_exec_in_a_missing_container(sandbox: Sandbox, web: ExecTarget) -> None:
+    result = podunit(sandbox, "exec", "no-such-container", "--", "true")
+    assert result.returncode == 125
+    assert b"no such container: no-such-container" in result.stderr
+
+
+def test_exec_without_command(sandbox: Sandbox, web: ExecTarget) -> None:
+    result = podunit(sandbox, "exec", web.name)
+    assert result.returncode == 125
+    assert b"exec needs a command" in result.stderr

@@ -1,0 +1,745 @@
+"""`podunit exec`: exec sessions in running containers (spec §4; libpod container_exec.go).
+
+A session is created (id, config) in the `exec_sessions` table, started through
+conmon's exec mode (`--exec --exec-process-spec FILE`, its own exit directory),
+recorded as running with the process's pid, and on exit stopped with its exit
+code; an attached session is then removed, so nothing is left behind. `-d` prints
+the session id and leaves the session running; it is reaped (marked stopped) the
+next time sessions are listed.
+
+Attached sessions use conmon's attach protocol (conmon 2.1.6 conn_sock.c): conmon
+reports on `_OCI_ATTACHPIPE` that `<socket-dir>/<session>/attach` (SOCK_SEQPACKET)
+listens; we connect, then a second byte on the start pipe lets the runtime exec
+the process. Packets from conmon start with 2 (stdout) or 3 (stderr); what we send
+is the process's stdin, and shutdown(SHUT_WR) closes it. With `-t` the process
+gets a pseudo-terminal; `<exec dir>/ctl` takes `1 ROWS COLS` to resize it.
+
+Session management (`podunit exec` options, documented in the README):
+`--list NAME` prints the sessions as JSON, `--stop SESSION NAME` stops one (its
+container's stop signal, then SIGKILL after `--time`), `--rm SESSION NAME` removes
+a stopped one and `--rm SESSION -f NAME` a running one. `stop_all_sessions` is
+what stopping or removing a container calls first.
+
+Files of a session live in `<run>/containers/<container id>/exec/<session id>/`:
+process.json, exec_pid (the runtime's pid file), conmon.pid, exit (the status, from
+conmon's persist dir), exits/<container id>, ctl, exec_log (conmon's copy of the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import conmon, oci
+from toolkit.definitions.model import LogDriver
+from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
+from toolkit.paths import RuntimePaths
+from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
+
+CREATED = "created"
+STARTED = "running"
+STOPPED = "stopped"
+DEFAULT_STOP_TIMEOUT = 10.0
+STDIN_CHUNK = 4096  # below conmon's CONN_SOCK_BUF_SIZE, so no SEQPACKET is truncated
+ATTACH_STDOUT = 2
+ATTACH_STDERR = 3
+EXIT_FILE_GRACE_SECONDS = 5.0
+
+
+class ExecSessionNotFound(PodunitError):
+    """No exec session with that id in the container."""
+
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """What the user asked for (libpod ExecConfig)."""
+
+    command: tuple[str, ...]
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+    environment: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    workdir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
+        return cls(
+            command=tuple(data["command"]),
+            tty=bool(data.get("tty")),
+            interactive=bool(data.get("interactive")),
+            detach=bool(data.get("detach")),
+            environment=tuple((k, v) for k, v in data.get("environment", ())),
+            user=data.get("user"),
+            workdir=data.get("workdir"),
+        )
+
+
+@dataclass(frozen=True)
+class ExecSession:
+    """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
+
+    id: str
+    container_id: str
+    state: str
+    config: ExecConfig
+    created_at: float
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The session as `podunit exec --list` and `inspect` show it."""
+        return {
+            "ID": self.id,
+            "ContainerID": self.container_id,
+            "State": self.state,
+            "Running": self.state == STARTED,
+            "Pid": self.pid or 0,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": {
+                "Entrypoint": self.config.command[0],
+                "Arguments": list(self.config.command[1:]),
+                "Tty": self.config.tty,
+                "User": self.config.user or "",
+                "WorkDir": self.config.workdir or "",
+            },
+            "OpenStdin": self.config.interactive,
+            "Detached": self.config.detach,
+            "CreatedAt": self.created_at,
+            "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+
+
+def parse_env_options(
+    values: Sequence[str], environ: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """`-e K=V` pairs; `-e K` takes K from our environment (skipped if unset), like podman."""
+    pairs = []
+    for value in values:
+        key, equals, rest = value.partition("=")
+        if not key:
+            raise PodunitError(f"invalid -e {value!r}: expected KEY=VALUE")
+        if equals:
+            pairs.append((key, rest))
+        elif key in environ:
+            pairs.append((key, environ[key]))
+    return tuple(pairs)
+
+
+def exec_process_spec(
+    container_spec: Mapping[str, Any], config: ExecConfig, user: oci.ResolvedUser | None
+) -> dict[str, Any]:
+    """The runtime-spec `process` for the session: the container's, with the exec's overrides.
+
+    Capabilities, rlimits, noNewPrivileges, apparmor/selinux labels are inherited
+    from the container's process; args, terminal, env additions, cwd and user are
+    the session's.
+    """
+    base = dict(container_spec.get("process") or {})
+    env: dict[str, str] = {}
+    for item in base.get("env", []):
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    if config.tty:
+        env.setdefault("TERM", "xterm")
+    env.update(config.environment)
+    process: dict[str, Any] = {
+        key: value for key, value in base.items() if key not in ("consoleSize", "args")
+    }
+    process["args"] = list(config.command)
+    process["terminal"] = config.tty
+    process["env"] = [f"{key}={value}" for key, value in env.items()]
+    process["cwd"] = config.workdir or base.get("cwd") or "/"
+    if user is not None:
+        identity: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
+        if user.additional_gids:
+            identity["additionalGids"] = list(user.additional_gids)
+        process["user"] = identity
+    return process
+
+
+def attach_packet(packet: bytes) -> tuple[int, bytes]:
+    """(stream, data) of a packet conmon sent on the attach socket."""
+    if not packet:
+        return 0, b""
+    return packet[0], packet[1:]
+
+
+def resize_message(rows: int, columns: int) -> bytes:
+    """The line conmon's ctl fifo takes to resize the terminal (ctrl.c: `1 HEIGHT WIDTH`)."""
+    return f"1 {rows} {columns}\n".encode()
+
+
+# --- the table -------------------------------------------------------------------------------
+
+_SESSION_COLUMNS = (
+    "id, container_id, pid, state, exit_code, config, created_at, started_at, finished_at"
+)
+
+
+def _session_from_row(row: Any) -> ExecSession:
+    stored = json.loads(row["config"])
+    return ExecSession(
+        id=row["id"],
+        container_id=row["container_id"],
+        state=row["state"],
+        config=ExecConfig.from_json(stored["config"]),
+        created_at=row["created_at"],
+        pid=row["pid"],
+        exit_code=row["exit_code"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        runtime=stored.get("runtime", {}),
+    )
+
+
+def _save_session(store: StateStore, session: ExecSession) -> None:
+    stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
+    with store.transaction() as db:
+        db.execute(
+            f"INSERT OR REPLACE INTO exec_sessions ({_SESSION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id, session.container_id, session.pid, session.state,
+                session.exit_code, stored, session.created_at, session.started_at,
+                session.finished_at,
+            ),
+        )
+
+
+def _delete_session(store: StateStore, session_id: str) -> None:
+    with store.transaction() as db:
+        db.execute("DELETE FROM exec_sessions WHERE id = ?", (session_id,))
+
+
+def _sessions(store: StateStore, container_id: str) -> list[ExecSession]:
+    with store.transaction() as db:
+        rows = db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM exec_sessions WHERE container_id = ? "
+            "ORDER BY created_at",
+            (container_id,),
+        ).fetchall()
+    return [_session_from_row(row) for row in rows]
+
+
+def _session(store: StateStore, record: ContainerRecord, session_id: str) -> ExecSession:
+    matches = [s for s in _sessions(store, record.id) if s.id.startswith(session_id)]
+    if len(matches) != 1 or len(session_id) < 4:
+        raise ExecSessionNotFound(
+            f"container {record.name} has no exec session {session_id}",
+            hint=f"list them: podunit exec --list {record.name}",
+        )
+    return matches[0]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def _same_process_alive(pid: int | None, start_time: int | None) -> bool:
+    if not pid:
+        return False
+    current = process_start_time(pid)
+    return current is not None and (start_time is None or current == start_time)
+
+
+def session_dir(paths: RuntimePaths, container_id: str, session_id: str) -> Path:
+    return paths.bundle_dir(container_id) / "exec" / session_id
+
+
+def _exit_file(paths: RuntimePaths, session: ExecSession) -> Path:
+    """conmon's persist-dir exit file (bare decimal status)."""
+    return session_dir(paths, session.container_id, session.id) / "exit"
+
+
+def _read_exit_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _remove_session_files(paths: RuntimePaths, session: ExecSession) -> None:
+    shutil.rmtree(session_dir(paths, session.container_id, session.id), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (paths.sockets_dir / session.id).unlink()  # conmon's attach symlink
+
+
+def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
+    """A running session whose process is gone becomes stopped, with the exit code if known."""
+    if session.state != STARTED:
+        return session
+    code = _read_exit_file(_exit_file(store.paths, session))
+    if code is None and _same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+        return session
+    stopped = _replace(session, state=STOPPED, exit_code=code, finished_at=time.time())
+    _save_session(store, stopped)
+    return stopped
+
+
+def _replace(session: ExecSession, **changes: Any) -> ExecSession:
+    values = {**session.__dict__, **changes}
+    return ExecSession(**values)
+
+
+def list_sessions(store: StateStore, container_id: str) -> list[ExecSession]:
+    """The container's sessions, reaped (for `inspect` and `exec --list`)."""
+    return [refresh_session(store, s) for s in _sessions(store, container_id)]
+
+
+def _signal_session(session: ExecSession, signum: int) -> bool:
+    """Send `signum` to the session's process if it is still the same process."""
+    if not _same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+        return False
+    assert session.pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(session.pid, signum)
+        return True
+    return False
+
+
+def stop_session(
+    store: StateStore, session: ExecSession, *, stop_signal: int, timeout: float
+) -> ExecSession:
+    """Stop signal, then SIGKILL after `timeout` seconds (libpod ExecStopContainer)."""
+    session = refresh_session(store, session)
+    if session.state != STARTED:
+        raise InvalidState(
+            f"exec session {session.id[:12]} is {session.state}: "
+            "only running sessions can be stopped"
+        )
+    deadline = time.monotonic() + timeout
+    _signal_session(session, stop_signal)
+    while time.monotonic() < deadline and refresh_session(store, session).state == STARTED:
+        time.sleep(0.05)
+    if refresh_session(store, session).state == STARTED:
+        _signal_session(session, signal.SIGKILL)
+    # conmon writes the exit file right after the process is reaped
+    deadline = time.monotonic() + EXIT_FILE_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        current = refresh_session(store, session)
+        if current.state != STARTED and current.exit_code is not None:
+            return current
+        time.sleep(0.05)
+    return refresh_session(store, session)
+
+
+def remove_session(
+    store: StateStore, session: ExecSession, *, force: bool, stop_signal: int, timeout: float
+) -> None:
+    """Remove a session; a running one only with `force` (stopped first)."""
+    session = refresh_session(store, session)
+    if session.state == STARTED:
+        if not force:
+            raise InvalidState(
+                f"exec session {session.id[:12]} is still running, cannot remove it",
+                hint="stop it first, or remove it with -f",
+            )
+        stop_session(store, session, stop_signal=stop_signal, timeout=timeout)
+    _remove_session_files(store.paths, session)
+    _delete_session(store, session.id)
+
+
+def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: float = 0.0) -> None:
+    """Stop and remove every session of the container (before the container is stopped/removed).
+
+    The sessions' processes die with the container anyway; this ends them first
+    (SIGKILL after `timeout`), so their monitors report and nothing stays behind.
+    """
+    for session in _sessions(store, record.id):
+        with contextlib.suppress(PodunitError):
+            remove_session(
+                store, session, force=True, stop_signal=_stop_signal(record), timeout=timeout
+            )
+    shutil.rmtree(store.paths.bundle_dir(record.id) / "exec", ignore_errors=True)
+
+
+def _stop_signal(record: ContainerRecord) -> int:
+    value = record.options.get("stop_signal", signal.SIGTERM)
+    return int(value)
+
+
+def _stop_timeout(record: ContainerRecord) -> float:
+    return float(record.options.get("stop_timeout", DEFAULT_STOP_TIMEOUT))
+
+
+# --- starting a session ----------------------------------------------------------------------
+
+
+def require_running(record: ContainerRecord) -> None:
+    """Exec only in a running container (libpod: "can only create exec sessions on running")."""
+    if record.status == PAUSED:
+        raise InvalidState(
+            f"container {record.name} is paused", hint=f"podunit unpause {record.name}"
+        )
+    if record.status != RUNNING or not _same_process_alive(record.pid, record.pid_start_time):
+        raise InvalidState(
+            f"container {record.name} is not running: exec needs a running container",
+            hint=f"start it first: systemctl start {record.name}",
+        )
+
+
+def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.ResolvedUser | None:
+    if not user:
+        return None
+    rootfs = str((record.spec.get("root") or {}).get("path", "/"))
+    if not os.path.isabs(rootfs):
+        rootfs = str(Path(record.options.get("bundle_dir", "/")) / rootfs)
+    return oci.resolve_user(
+        user, (), oci.read_rootfs_file(rootfs, "/etc/passwd"),
+        oci.read_rootfs_file(rootfs, "/etc/group"),
+    )
+
+
+def create_session(store: StateStore, record: ContainerRecord, config: ExecConfig) -> ExecSession:
+    """Write the session's process.json and its `created` row (libpod ExecCreate)."""
+    if not config.command:
+        raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
+    require_running(record)
+    process = exec_process_spec(record.spec, config, _resolve_exec_user(record, config.user))
+    session = ExecSession(
+        id=secrets.token_hex(32), container_id=record.id, state=CREATED, config=config,
+        created_at=time.time(),
+    )
+    directory = session_dir(store.paths, record.id, session.id)
+    (directory / "exits").mkdir(mode=0o700, parents=True)
+    (directory / "process.json").write_text(json.dumps(process))
+    _save_session(store, session)
+    return session
+
+
+def _conmon_options(
+    paths: RuntimePaths, record: ContainerRecord, session: ExecSession, *, attach: bool
+) -> conmon.ConmonOptions:
+    directory = session_dir(paths, record.id, session.id)
+    return conmon.ConmonOptions(
+        container_id=record.id,
+        name=record.name,
+        runtime=record.runtime,
+        bundle_dir=directory,
+        exit_dir=directory / "exits",
+        persist_dir=directory,
+        socket_dir=paths.sockets_dir,
+        container_pidfile=directory / "exec_pid",
+        conmon_pidfile=directory / "conmon.pid",
+        log_driver=LogDriver.K8S_FILE,
+        log_path=directory / "exec_log",
+        tty=session.config.tty,
+        stdin=session.config.interactive,
+        runtime_args=tuple(record.options.get("runtime_args", ())),
+        exec_process_spec=directory / "process.json",
+        exec_attach=attach,
+        exec_session_id=session.id,
+    )
+
+
+def _connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket:
+    """Connect through an O_PATH fd of the directory: its path may exceed sun_path's 108 bytes."""
+    directory = os.open(paths.sockets_dir / session_id, os.O_PATH | os.O_CLOEXEC)
+    try:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client.connect(f"/proc/self/fd/{directory}/attach")
+    finally:
+        os.close(directory)
+    return client
+
+
+def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | None:
+    channel.settimeout(timeout)
+    try:
+        data = channel.recv(65536)
+    except TimeoutError:
+        raise conmon.RuntimeFailed("conmon did not report the attach socket in time") from None
+    records = conmon.parse_sync_records(data)
+    return records[0] if records else None
+
+
+@dataclass
+class _Started:
+    session: ExecSession
+    monitor: conmon.ConmonProcess
+    attach: socket.socket | None
+
+
+def start_session(
+    store: StateStore, record: ContainerRecord, session: ExecSession, *, environ: Mapping[str, str]
+) -> _Started:
+    """Launch conmon in exec mode and record the session as running (libpod ExecStartAndAttach)."""
+    attach = not session.config.detach
+    options = _conmon_options(store.paths, record, session, attach=attach)
+    env = {k: v for k, v in environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET"))}
+    parent_attach = child_attach = None
+    if attach:
+        parent_attach, child_attach = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env["_OCI_ATTACHPIPE"] = str(conmon.SD_LISTEN_FDS_START + 2)
+    try:
+        monitor = conmon.launch(
+            options, environ=env, extra_fds=[child_attach.fileno()] if child_attach else []
+        )
+    except BaseException:
+        _fail_session(store, session)
+        raise
+    finally:
+        if child_attach is not None:
+            child_attach.close()
+    client = None
+    try:
+        _first_start_byte(monitor, keep_open=attach)
+        monitor.wait_launcher()
+        if parent_attach is not None:
+            if _read_record(parent_attach, conmon.CREATE_TIMEOUT_SECONDS) is None:
+                monitor.container_pid()  # raises with conmon's error, if it sent one
+                raise conmon.RuntimeFailed("conmon exited before its attach socket was ready")
+            client = _connect_attach_socket(store.paths, session.id)
+            monitor.start()  # the second byte: the runtime may exec the process now
+        pid = monitor.container_pid()
+    except BaseException:
+        if client is not None:
+            client.close()
+        monitor.close()
+        _fail_session(store, session)
+        raise
+    finally:
+        if parent_attach is not None:
+            parent_attach.close()
+    running = _replace(
+        session, state=STARTED, pid=pid, started_at=time.time(),
+        runtime={"pid_start_time": process_start_time(pid), "conmon_pid": _monitor_pid(monitor)},
+    )
+    _save_session(store, running)
+    return _Started(running, monitor, client)
+
+
+def _first_start_byte(monitor: conmon.ConmonProcess, *, keep_open: bool) -> None:
+    """Let conmon fork; with --exec-attach keep the start pipe for the second byte.
+
+    conmon 2.1.6 reads the start pipe twice in attached exec mode: once before it
+    forks and once in the runtime's child, which must wait until we are connected
+    to the attach socket (or output is lost). `ConmonProcess.start` sends one byte
+    and closes; this is the missing "send and keep open" (to move into
+    toolkit.conmon as `start(keep_open=True)`).
+    """
+    if not keep_open:
+        monitor.start()
+        return
+    start_pipe: socket.socket | None = monitor._start
+    if start_pipe is None:
+        return
+    try:
+        start_pipe.send(b"\0")
+    except OSError as error:
+        raise conmon.RuntimeFailed(
+            f"conmon exited before it was started ({error.strerror})"
+        ) from None
+
+
+def _monitor_pid(monitor: conmon.ConmonProcess) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return monitor.monitor_pid()
+    return None
+
+
+def _fail_session(store: StateStore, session: ExecSession) -> None:
+    """A session that never ran leaves nothing behind (no row, no files)."""
+    _remove_session_files(store.paths, session)
+    _delete_session(store, session.id)
+
+
+# --- attaching -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
+    """Our terminal in raw mode while a `-t` session runs, restored afterwards."""
+    if not enabled or not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _send_window_size(ctl: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        columns, rows = os.get_terminal_size(fd)
+        descriptor = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(descriptor, resize_message(rows, columns))
+        finally:
+            os.close(descriptor)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def relay(
+    attach: socket.socket, *, stdin: int | None, stdout: int, stderr: int
+) -> None:
+    """Copy stdin to the attach socket and its packets to stdout/stderr until conmon closes it."""
+    selector = selectors.SelectSelector()  # select(2) also takes regular files (stdin < file)
+    selector.register(attach, selectors.EVENT_READ, "attach")
+    if stdin is not None:
+        selector.register(stdin, selectors.EVENT_READ, "stdin")
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.data == "attach":
+                    packet = attach.recv(65536)
+                    if not packet:
+                        return
+                    stream, data = attach_packet(packet)
+                    _write_all(stderr if stream == ATTACH_STDERR else stdout, data)
+                else:
+                    assert stdin is not None
+                    chunk = os.read(stdin, STDIN_CHUNK)
+                    if chunk:
+                        attach.sendall(chunk)
+                    else:
+                        selector.unregister(stdin)
+                        attach.shutdown(socket.SHUT_WR)  # conmon closes the process's stdin
+    finally:
+        selector.close()
+
+
+def run_attached(
+    store: StateStore, record: ContainerRecord, config: ExecConfig, *,
+    environ: Mapping[str, str], stdin: int = 0, stdout: int = 1, stderr: int = 2,
+) -> int:
+    """Create, start, attach, wait and remove: `podunit exec` without -d (libpod Exec)."""
+    session = create_session(store, record, config)
+    started = start_session(store, record, session, environ=environ)
+    assert started.attach is not None
+    ctl = session_dir(store.paths, record.id, session.id) / "ctl"
+    previous_winch = None
+    try:
+        if config.tty:
+            _send_window_size(ctl, stdin)
+            previous_winch = signal.signal(
+                signal.SIGWINCH, lambda *_: _send_window_size(ctl, stdin)
+            )
+        with _raw_terminal(stdin, config.tty):
+            relay(
+                started.attach,
+                stdin=stdin if (config.interactive or config.tty) else None,
+                stdout=stdout, stderr=stderr,
+            )
+        code = started.monitor.exec_exit_code()
+    finally:
+        if previous_winch is not None:
+            signal.signal(signal.SIGWINCH, previous_winch)
+        started.attach.close()
+        started.monitor.close()
+    stopped = _replace(
+        started.session, state=STOPPED, exit_code=code, finished_at=time.time()
+    )
+    _save_session(store, stopped)
+    _remove_session_files(store.paths, stopped)
+    _delete_session(store, stopped.id)
+    return code
+
+
+def run_detached(
+    store: StateStore, record: ContainerRecord, config: ExecConfig, *, environ: Mapping[str, str]
+) -> ExecSession:
+    """`podunit exec -d`: start the session and leave it running."""
+    session = create_session(store, record, config)
+    started = start_session(store, record, session, environ=environ)
+    started.monitor.close()
+    return started.session
+
+
+# --- the CLI handler ---------------------------------------------------------------------------
+
+
+def cli_exec(args: argparse.Namespace) -> int:
+    """Handler of `podunit exec` (and its --list/--stop/--rm session management)."""
+    paths = RuntimePaths.for_mode(args.user)
+    with StateStore(paths) as store:
+        record = store.get(args.names)
+        if getattr(args, "list", False):
+            sessions = [s.to_json() for s in list_sessions(store, record.id)]
+            print(json.dumps(sessions, indent=2))
+            return 0
+        timeout = args.time if getattr(args, "time", None) is not None else _stop_timeout(record)
+        if getattr(args, "stop", None):
+            session = _session(store, record, args.stop)
+            stopped = stop_session(
+                store, session, stop_signal=_stop_signal(record), timeout=timeout
+            )
+            print(stopped.id)
+            return 0
+        if getattr(args, "rm", None):
+            session = _session(store, record, args.rm)
+            remove_session(
+                store, session, force=args.force, stop_signal=_stop_signal(record),
+                timeout=timeout,
+            )
+            print(session.id)
+            return 0
+        config = ExecConfig(
+            command=tuple(args.command),
+            tty=args.tty,
+            interactive=args.interactive,
+            detach=args.detach,
+            environment=parse_env_options(args.env, os.environ),
+            user=args.exec_user,
+            workdir=args.workdir,
+        )
+        if config.detach:
+            print(run_detached(store, record, config, environ=os.environ).id)
+            return 0
+        sys.stdout.flush()
+        return run_attached(store, record, config, environ=os.environ)
+
+
+__all__ = [
+    "ContainerNotFound",
+    "ExecConfig",
+    "ExecSession",
+    "cli_exec",
+    "list_sessions",
+    "remove_session",
+    "stop_all_sessions",
+    "stop_session",
+]
