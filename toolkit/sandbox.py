@@ -857,6 +857,7 @@ def reap_stale(*, include_detached: bool = False) -> list[str]:
 def cli_sandbox(args: argparse.Namespace) -> int:
     """``podunit sandbox``: a long-lived sandbox for demos and debugging."""
     action: str = args.action
+    _require_root()
     if action == "list":
         for record in list_sandboxes():
             if record.owner_pid is None:

@@ -274,9 +274,13 @@ def test_raises_inside():
         raise RuntimeError("the test failed")
 
 def test_hangs_until_signalled():
-    with Sandbox.booted(name=os.environ["SANDBOX_NAME"] + "-b"):
-        print("BOOTED", flush=True)
+    with Sandbox.booted(name=os.environ["SANDBOX_NAME"] + "-b") as sb:
+        print("BOOTED", sb.name, flush=True)
         time.sleep(120)
+
+def test_session_fixture_until_signalled(sandbox):
+    print("BOOTED", sandbox.name, flush=True)
+    time.sleep(120)
 """
 
 OWNER_SCRIPT = """
@@ -296,18 +300,22 @@ def start(argv: list[str], name: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_boot(process: subprocess.Popen[str]) -> None:
+def wait_for_boot(process: subprocess.Popen[str]) -> str:
+    """The name of the sandbox the process reports as booted."""
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
         lines.append(line)
         if line.startswith("BOOTED"):
-            return
+            return line.split()[-1]
     pytest.fail("the inner process ended before booting: " + "".join(lines[-20:]))
 
 
 def inner_pytest(tmp_path: Path, test: str) -> list[str]:
     (tmp_path / "test_inner.py").write_text(INNER_TESTS)
+    (tmp_path / "conftest.py").write_text(
+        Path(__file__).parent.parent.joinpath("conftest.py").read_text()
+    )
     return [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-k", test]
 
 
@@ -321,18 +329,18 @@ def test_a_test_failing_inside_booted_leaks_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_test_run_leaks_nothing(tmp_path: Path, signum: int) -> None:
-    name = unique_name()
-    inner = start(inner_pytest(tmp_path, "test_hangs_until_signalled"), name, tmp_path)
+@pytest.mark.parametrize("test", ["test_hangs_until_signalled", "test_session_fixture"])
+def test_an_interrupted_test_run_leaks_nothing(tmp_path: Path, signum: int, test: str) -> None:
+    inner = start(inner_pytest(tmp_path, test), unique_name(), tmp_path)
     try:
-        wait_for_boot(inner)
-        assert (BASE / f"{name}-b").is_dir()
+        name = wait_for_boot(inner)
+        assert (BASE / name / "root").is_mount()
         inner.send_signal(signum)
         output, _ = inner.communicate(timeout=30)
     finally:
         inner.kill()
     assert inner.returncode == pytest.ExitCode.INTERRUPTED, output
-    assert leftovers(name + "-b") == []
+    assert leftovers(name) == []
 
 
 def test_reaper_removes_sandboxes_of_killed_owners_only(tmp_path: Path) -> None:
