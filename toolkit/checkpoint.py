@@ -151,3 +151,18 @@ def cli_checkpoint(args: argparse.Namespace) -> int:
         export = Path(args.export) if args.export else None
         print(checkpoint(store, record, export=export, leave_running=args.leave_running))
     return 0
+
+
+def cli_restore(args: argparse.Namespace) -> int:
+    """Handler of `podunit restore NAME`: every check, then the launch that is still missing."""
+    from toolkit.paths import RuntimePaths
+
+    with StateStore(RuntimePaths.for_mode(args.user)) as store:
+        record = store.get(args.names)
+        import_file = Path(args.import_file) if args.import_file else None
+        image_dir = restore(store, record, import_file=import_file)
+    raise CheckpointError(
+        f"cannot restore {record.name} from {image_dir}: launching conmon with --restore "
+        "is not implemented yet",
+        hint="start the container afresh: systemctl start " + record.name,
+    )
