@@ -28,7 +28,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -371,7 +371,15 @@ class _SystemdConnection:
         if getattr(self, "_watching", False):
             return
         self.manager.Manager.Subscribe()
-        on_job_removed: Callable[..., None] = self._on_job_removed
+        finished = self._finished_jobs
+
+        def on_job_removed(message: Any, error: object = None, userdata: object = None) -> None:
+            # a plain function: pystemd stores metadata on the callback object
+            message.process_reply(True)
+            _job_id, job_path, _unit, result = message.body
+            finished[bytes(job_path)] = bytes(result)
+
+        self._job_callback = on_job_removed  # pystemd keeps only a borrowed pointer to it
         self._bus.match_signal(
             b"org.freedesktop.systemd1",
             b"/org/freedesktop/systemd1",
@@ -380,11 +388,6 @@ class _SystemdConnection:
             on_job_removed,
         )
         self._watching = True
-
-    def _on_job_removed(self, message: Any, error: object = None, userdata: object = None) -> None:
-        message.process_reply(True)
-        _job_id, job_path, _unit, result = message.body
-        self._finished_jobs[bytes(job_path)] = bytes(result)
 
     def _wait_for_job(self, job: bytes) -> bytes:
         """Dispatch bus messages until JobRemoved for `job` arrived (or the timeout)."""
