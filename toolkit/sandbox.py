@@ -395,6 +395,9 @@ class Sandbox:
         self.failed_units: list[str] = []
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._record: dict[str, Any] = {}
+        # Whether `down` may remove self.directory: we made it, or attached to it on purpose
+        # (never true for a Sandbox whose `up` found the name taken by another one).
+        self._ours = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -413,8 +416,8 @@ class Sandbox:
         other sandboxes); `private_network` gives it a namespace with loopback only."""
         sandbox = cls(name=name, binds=binds, setup=setup, private_network=private_network)
         with _sigterm_interrupts():
+            sandbox.up(timeout=timeout)  # undoes itself when it fails
             try:
-                sandbox.up(timeout=timeout)
                 yield sandbox
             finally:
                 sandbox.down()
@@ -435,6 +438,7 @@ class Sandbox:
                 f"sandbox {self.name} already exists",
                 hint=f"podunit sandbox down --name {self.name}",
             ) from None
+        self._ours = True
         try:
             self._save(owner_pid=None if self.detached else os.getpid())
             self._mount_overlay()
@@ -451,6 +455,8 @@ class Sandbox:
     def down(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Power off, kill what is left, unmount, remove the directory. Idempotent.
         Raises SandboxError (after trying every step) if something could not be removed."""
+        if not self._ours:
+            return
         problems: list[str] = []
         with _signals_deferred():
             if self._nspawn_alive() and self.leader and _alive(self.leader, None):
@@ -547,6 +553,7 @@ class Sandbox:
         if not valid_name(name):
             raise SandboxError(f"invalid sandbox name {name!r}")
         sandbox = cls(name=name)
+        sandbox._ours = True
         text = _read_text(sandbox.directory / "sandbox.json")
         if text is None:
             if sandbox.directory.exists():

@@ -258,6 +258,9 @@ def test_an_existing_name_is_refused_and_the_existing_sandbox_survives() -> None
     with Sandbox.booted() as sb:
         with pytest.raises(SandboxError, match="already exists"):
             Sandbox(name=sb.name).up()
+        with pytest.raises(SandboxError, match="already exists"), Sandbox.booted(name=sb.name):
+            pytest.fail("must not boot")
+        Sandbox(name=sb.name).down()  # not attached: does nothing
         assert sb.run(["systemctl", "is-system-running"]).stdout == b"running\n"
         assert sb.root.is_mount()
 
