@@ -18,6 +18,7 @@ is not valid Unicode) raises `UnsafeValue`; callers add the definition's locatio
 
 from __future__ import annotations
 
+import functools
 import re
 
 from toolkit.errors import DefinitionError
@@ -49,6 +50,7 @@ _NON_SYSTEMD_UNICODE_RE = re.compile(
     + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
     + "]"
 )
+_UNSAFE_RE = re.compile(f"{_CONTROL_RE.pattern}|{_NON_SYSTEMD_UNICODE_RE.pattern}")
 _UNIT_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # Characters that make an Exec*= word need quotes: separators, quotes, escapes, `;`.
 _NEEDS_QUOTES_RE = re.compile(r"""[\s"'\\;]""")
@@ -71,18 +73,19 @@ def check_safe(value: str, what: str) -> str:
     surrogates and Unicode noncharacters (systemd's `utf8_is_valid()` refuses
     them). Everything else, C1 controls included, reaches systemd unchanged.
     """
+    if _UNSAFE_RE.search(value) is None:
+        return value
     bad = _CONTROL_RE.search(value)
     if bad is not None:
         char = bad.group()
         kind = "a newline" if char in "\n\r" else f"the control character U+{ord(char):04X}"
         raise UnsafeValue(f"{what} {value!r} contains {kind}, which a unit file cannot hold")
     bad = _NON_SYSTEMD_UNICODE_RE.search(value)
-    if bad is not None:
-        raise UnsafeValue(
-            f"{what} {value!r} contains U+{ord(bad.group()):04X}, a surrogate or noncharacter "
-            "that systemd does not accept as UTF-8"
-        )
-    return value
+    assert bad is not None
+    raise UnsafeValue(
+        f"{what} {value!r} contains U+{ord(bad.group()):04X}, a surrogate or noncharacter "
+        "that systemd does not accept as UTF-8"
+    )
 
 
 def escape_specifiers(value: str) -> str:
@@ -95,6 +98,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.lru_cache(maxsize=4096)  # the same words recur in every unit: run, stop, -t, ...
 def exec_word(value: str, what: str = "argument") -> str:
     """One argument of an `Exec*=` command line, read back by systemd as exactly `value`.
 

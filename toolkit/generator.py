@@ -131,22 +131,33 @@ def _confined(output_dir: Path, relative: str) -> Path:
     return output_dir.joinpath(*parts)
 
 
-def write_units(output_dir: Path, units: UnitFiles) -> None:
-    """Write one container's unit files and install symlinks into `output_dir`."""
+def write_units(output_dir: Path, units: UnitFiles, made: set[str] | None = None) -> None:
+    """Write one container's unit files and install symlinks into `output_dir`.
+
+    Existing files and links are replaced. `made` remembers the `.wants/`
+    directories already created (the generator writes thousands of links).
+    """
+    made = set() if made is None else made
     for name, text in units.files.items():
-        path = _confined(output_dir, name)
-        temporary = path.with_name(f".{name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+        file_path = str(_confined(output_dir, name))
+        fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
     for link, target in units.symlinks.items():
         path = _confined(output_dir, link)
         destination = os.path.normpath(os.path.join(path.parent, target))
         if os.path.dirname(destination) != os.path.normpath(output_dir):
             raise PodunitError(f"refusing symlink {link!r} -> {target!r} outside {output_dir}")
-        path.parent.mkdir(exist_ok=True)
-        if path.is_symlink() or path.exists():
-            path.unlink()
-        path.symlink_to(target)
+        if str(path.parent) not in made:
+            path.parent.mkdir(exist_ok=True)
+            made.add(str(path.parent))
+        try:
+            os.symlink(target, path)
+        except FileExistsError:
+            os.unlink(path)
+            os.symlink(target, path)
 
 
 def write_all(
@@ -154,9 +165,10 @@ def write_all(
 ) -> list[PodunitError]:
     """Write every container's units; a failure is logged and the rest still written."""
     failures: list[PodunitError] = []
+    made: set[str] = set()
     for units in rendered.values():
         try:
-            write_units(output_dir, units)
+            write_units(output_dir, units, made)
         except (OSError, PodunitError) as error:
             failure = error if isinstance(error, PodunitError) else PodunitError(str(error))
             log.error(failure)
