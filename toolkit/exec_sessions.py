@@ -270,7 +270,7 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _same_process_alive(pid: int | None, start_time: int | None) -> bool:
+def same_process_alive(pid: int | None, start_time: int | None) -> bool:
     if not pid:
         return False
     current = process_start_time(pid)
@@ -304,7 +304,7 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     if session.state != STARTED:
         return session
     code = _read_exit_file(_exit_file(store.paths, session))
-    if code is None and _same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+    if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return session
     stopped = _replace(session, state=STOPPED, exit_code=code, finished_at=time.time())
     _save_session(store, stopped)
@@ -323,7 +323,7 @@ def list_sessions(store: StateStore, container_id: str) -> list[ExecSession]:
 
 def _signal_session(session: ExecSession, signum: int) -> bool:
     """Send `signum` to the session's process if it is still the same process."""
-    if not _same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+    if not same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return False
     assert session.pid is not None
     with contextlib.suppress(ProcessLookupError):
@@ -406,7 +406,7 @@ def require_running(record: ContainerRecord) -> None:
         raise InvalidState(
             f"container {record.name} is paused", hint=f"podunit unpause {record.name}"
         )
-    if record.status != RUNNING or not _same_process_alive(record.pid, record.pid_start_time):
+    if record.status != RUNNING or not same_process_alive(record.pid, record.pid_start_time):
         raise InvalidState(
             f"container {record.name} is not running: exec needs a running container",
             hint=f"start it first: systemctl start {record.name}",

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from toolkit.errors import PodunitError
+from toolkit.exec_sessions import same_process_alive
+from toolkit.paths import RuntimePaths
+from toolkit.state import StateStore
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -310,17 +313,33 @@ class LogTarget:
     still_running: Callable[[], bool]
 
 
-def lookup_log_target(name: str, *, user: bool) -> LogTarget:
-    """The container `name` as recorded in the state database."""
-    raise PodunitError(f"no such container: {name}")
+def lookup_log_target(store: StateStore, name: str) -> LogTarget:
+    """The container `name` as recorded in the state database (options log_driver, log_path)."""
+    record = store.get(name)
+    log_path = record.options.get("log_path")
+
+    def still_running() -> bool:
+        current = store.reload(record)
+        return current.alive and same_process_alive(
+            current.conmon_pid, current.conmon_start_time
+        )
+
+    return LogTarget(
+        name=record.name,
+        container_id=record.id,
+        driver=str(record.options.get("log_driver", LogSource.JOURNALD.value)),
+        log_path=Path(log_path) if log_path else None,
+        still_running=still_running,
+    )
 
 
 def cli_logs(args: argparse.Namespace) -> int:
     """Handler of `podunit logs`."""
-    target = lookup_log_target(args.names, user=args.user)
-    show_logs(
-        name=target.name, container_id=target.container_id, driver=target.driver,
-        log_path=target.log_path, tail=args.tail, follow=args.follow,
-        still_running=target.still_running,
-    )
+    with StateStore(RuntimePaths.for_mode(args.user)) as store:
+        target = lookup_log_target(store, args.names)
+        show_logs(
+            name=target.name, container_id=target.container_id, driver=target.driver,
+            log_path=target.log_path, tail=args.tail, follow=args.follow,
+            still_running=target.still_running,
+        )
     return 0

@@ -204,3 +204,66 @@ def test_show_logs_k8s_file_tail(tmp_path: Path) -> None:
         tail=2, follow=False, still_running=lambda: False, emit=shown.append,
     )
     assert [line.text for line in shown] == [b"", b" two  spaces  kept "]
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PODUNIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PODUNIT_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
+def _add_container(name: str, options: dict[str, object]) -> None:
+    from toolkit.paths import RuntimePaths
+    from toolkit.state import ContainerRecord, StateStore
+
+    with StateStore(RuntimePaths.for_mode(False)) as store:
+        store.add(
+            ContainerRecord(
+                id=name.ljust(64, "0"), name=name, runtime="/usr/sbin/runc", status="exited",
+                created_at=0.0, spec={}, options=options,
+            )
+        )
+
+
+def test_cli_logs_k8s_file_splits_streams(
+    store_env: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit.cli import main
+
+    log = store_env / "web.log"
+    log.write_bytes(CONMON_SAMPLE)
+    _add_container("web", {"log_driver": "k8s-file", "log_path": str(log)})
+    assert main(["logs", "web"]) == 0
+    out, err = capfd.readouterr()
+    assert out == "hello\nfirst half second half\n\n two  spaces  kept \n"
+    assert err == "oops: error\nerr-part err-end\n"
+    assert main(["logs", "--tail", "1", "web"]) == 0
+    assert capfd.readouterr().out == " two  spaces  kept \n"
+
+
+def test_cli_logs_follow_of_an_exited_container_ends(
+    store_env: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit.cli import main
+
+    log = store_env / "done.log"
+    log.write_bytes(b"2026-11-23T09:01:02.1+00:00 stdout F last words\n")
+    _add_container("done", {"log_driver": "k8s-file", "log_path": str(log)})
+    assert main(["logs", "-f", "done"]) == 0
+    assert capfd.readouterr().out == "last words\n"
+
+
+def test_cli_logs_errors(store_env: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from toolkit.cli import main
+
+    _add_container("pt", {"log_driver": "passthrough"})
+    assert main(["logs", "pt"]) == 125
+    assert "see journalctl -u pt" in capfd.readouterr().err
+    assert main(["logs", "missing"]) == 125
+    assert "no such container: missing" in capfd.readouterr().err
+    log = store_env / "neg.log"
+    log.write_bytes(CONMON_SAMPLE)
+    _add_container("neg", {"log_driver": "k8s-file", "log_path": str(log)})
+    assert main(["logs", "--tail", "-2", "neg"]) == 125
+    assert "--tail must not be negative" in capfd.readouterr().err
