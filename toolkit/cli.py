@@ -56,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("generate", help="print or write the units for all definitions")
     p.add_argument("--dry-run", action="store_true", help="print units instead of writing them")
     p.add_argument("output_dir", nargs="?", help="write units here (default: print)")
+    # `--user` also after the verb (`podunit generate --dry-run --user`); SUPPRESS keeps
+    # a global `podunit --user generate` from being reset by this option's default.
+    p.add_argument("--user", action="store_true", default=argparse.SUPPRESS, help="user units")
 
     p = verbs.add_parser("validate", help="check definitions, print only problems")
     p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--user", action="store_true", default=argparse.SUPPRESS, help="user paths")
 
     for verb, text in (("run", "create and start a container"), ("create", "create a container")):
         p = verbs.add_parser(verb, help=text)

@@ -347,3 +347,23 @@ def test_compose_file_becomes_a_unit(
     assert "\nExecStop=" in out and " stop -t 90 cache\n" in out
     assert "\nTimeoutStopSec=120\n" in out
     assert "\nRestart=always\n" in out
+
+
+@pytest.mark.parametrize("argv", [["generate", "--dry-run", "--user"], ["--user", "generate"]])
+def test_cli_generate_user_units(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "podunit").mkdir()
+    (tmp_path / "podunit" / "web.yaml").write_text(GOOD)
+    monkeypatch.delenv("PODUNIT_DEFINITION_DIRS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert cli.main(argv) == 0
+    assert (
+        f"ExecStart={Path(sys.executable).parent}/podunit --user run web\n"
+        in capsys.readouterr().out
+    )
+    assert cli.main(["validate", "--user"]) == 0
