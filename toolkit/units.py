@@ -16,9 +16,10 @@ Decisions (documented here and in the golden tests, tests/golden/):
 - `restart: unless-stopped` -> `Restart=always`: under systemd a unit stopped
   with `systemctl stop` is never restarted anyway, which is what unless-stopped means.
 - `depends_on` -> `Requires=` + `After=` (an instance `worker@a` of a template
-  is `worker@a.service`). `condition: service_healthy` requires the dependency
-  to use `notify: healthy` (checked by `render_all`), so its READY=1, which
-  `After=` waits for, means "healthy".
+  is `worker@a.service`; a template may name `db@%i`, the same instance).
+  `condition: service_healthy` requires the dependency to use `notify: healthy`
+  (checked by `render_all`), so its READY=1, which `After=` waits for, means
+  "healthy".
 - `resources` -> `MemoryMax=`, `MemoryLow=`, `CPUQuota=` (percent), `CPUWeight=`,
   `TasksMax=` on the service when the payload lives in the service's cgroup
   (`cgroups: split` or `disabled`); with `cgroups: enabled` the runtime puts
@@ -286,7 +287,9 @@ def _service_text(
     ]
     for dependency in container.depends_on:
         dependency_unit = f"{dependency.name}.service"
-        if not is_unit_name(dependency_unit) or dependency.name.endswith("@"):
+        # A template may depend on the same instance of another: `db@%i` (intended specifier).
+        checked = dependency_unit.replace("@%i.", "@i.") if container.template else dependency_unit
+        if not is_unit_name(checked) or dependency.name.endswith("@"):
             raise UnsafeValue(
                 f"depends_on: {dependency.name!r} is not a container or template instance name"
             )

@@ -197,6 +197,16 @@ def test_depends_on_requires_and_orders() -> None:
     assert values(text, "Unit", "After") == ["db.service", "worker@a.service"]
 
 
+def test_template_may_depend_on_the_same_instance_of_another_template() -> None:
+    worker = container("worker", template=True, depends_on=(Dependency("db@%i"),))
+    text = render(worker, podunit=PODUNIT).files["worker@.service"]
+    assert values(text, "Unit", "Requires") == ["db@%i.service"]
+    with pytest.raises(DefinitionError, match="not a container or template instance"):
+        render(container(depends_on=(Dependency("db@%i"),)), podunit=PODUNIT)
+    with pytest.raises(DefinitionError, match="not a container or template instance"):
+        render(container("w", template=True, depends_on=(Dependency("db@%n"),)), podunit=PODUNIT)
+
+
 def test_resources_on_the_unit_unless_the_runtime_makes_a_scope() -> None:
     limits = Resources(
         memory=512 << 20, memory_reservation=1 << 20, cpus=1.5, cpu_weight=200, pids=64
