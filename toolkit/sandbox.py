@@ -459,7 +459,7 @@ class Sandbox:
             return
         problems: list[str] = []
         with _signals_deferred():
-            if self._nspawn_alive() and self.leader and _alive(self.leader, None):
+            if self._leader_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.leader, signal.SIGRTMIN + 4)  # systemd(1): poweroff
                 self._wait_nspawn(timeout)
@@ -503,6 +503,10 @@ class Sandbox:
             raise SandboxError(
                 f"{argv[0]} did not finish within {timeout} s in sandbox {self.name}"
             ) from None
+        if result.returncode != 0 and not self._leader_alive():
+            raise SandboxError(
+                f"sandbox {self.name} is no longer running", hint=self._console_tail()
+            )
         if check and result.returncode != 0:
             raise CommandFailed(
                 list(argv), result.returncode, result.stderr.decode(errors="replace")
@@ -691,7 +695,7 @@ class Sandbox:
             if not self.leader:
                 self._deadline_check(deadline, "systemd did not start")
                 time.sleep(0.02)
-        self._save(leader=self.leader)
+        self._save(leader=self.leader, leader_start=process_start(self.leader))
         while True:
             self._check_nspawn_alive()
             remaining = max(1.0, deadline - time.monotonic())
@@ -750,6 +754,16 @@ class Sandbox:
         text = _read_text(self.directory / "console.log") or ""
         tail = text.strip().splitlines()[-lines:]
         return "console: " + " | ".join(tail) if tail else "no console output"
+
+    def _leader_alive(self) -> bool:
+        """Whether the sandbox's PID 1 lives (an exiting one has already lost its namespaces)."""
+        if not _alive(self.leader, self._record.get("leader_start")) or not self._nspawn_alive():
+            return False
+        try:
+            os.readlink(f"/proc/{self.leader}/ns/mnt")
+        except OSError:
+            return False
+        return True
 
     def _nspawn_alive(self) -> bool:
         if self._nspawn is not None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,17 @@ def test_private_network_has_loopback_only_and_its_own_ports() -> None:
             f"socket.create_connection(('127.0.0.1', {port})); print('own port')"
         )
         assert sb.run(["python3", "-c", same_port]).stdout == b"own port\n"
+
+
+def test_a_sandbox_that_died_says_so_and_still_tears_down() -> None:
+    with Sandbox.booted() as sb:
+        os.kill(sb.leader, signal.SIGKILL)
+        with pytest.raises(SandboxError, match="no longer running"):
+            for _ in range(100):  # nspawn notices within moments
+                sb.run(["true"])
+                time.sleep(0.05)
+        name = sb.name
+    assert leftovers(name) == []
 
 
 def test_a_failing_setup_leaves_nothing_behind() -> None:
