@@ -362,6 +362,52 @@ def _unpack(store: ImageStore, name: str, digest: str) -> Path:
     return target
 
 
+def container_rootfs(image_rootfs: Path, layer_dir: Path, mountpoint: Path) -> Path:
+    """A private writable root file system for one container over a shared image rootfs.
+
+    An overlayfs (lower = the cached image, upper/work under `layer_dir`, which
+    should live in the state directory until `rm`) mounted at `mountpoint`, so
+    containers of one image never see each other's writes. Where overlayfs
+    cannot be used (upper directory on overlayfs itself, no permission), the
+    image is copied once into `layer_dir/rootfs` instead. Returns the path to use
+    as the container's root.
+    """
+    if os.path.ismount(mountpoint):
+        return mountpoint
+    copy = layer_dir / "rootfs"
+    if copy.is_dir():
+        return copy
+    upper, work = layer_dir / "upper", layer_dir / "work"
+    for directory in (upper, work, mountpoint):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    options = f"lowerdir={image_rootfs},upperdir={upper},workdir={work}"
+    try:
+        proc.run(["mount", "-t", "overlay", "overlay", "-o", options, str(mountpoint)])
+        return mountpoint
+    except CommandFailed:
+        pass  # fall back to a private copy
+    scratch = layer_dir / ".rootfs-copy"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        proc.run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(scratch)], timeout=1800)
+    except CommandFailed as error:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise ImageError(f"cannot make a root file system from {image_rootfs}: {error}") from None
+    os.rename(scratch, copy)
+    shutil.rmtree(upper, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return copy
+
+
+def release_container_rootfs(mountpoint: Path) -> None:
+    """Unmount what `container_rootfs` mounted (the layer stays until the container is removed)."""
+    if os.path.ismount(mountpoint):
+        try:
+            proc.run(["umount", str(mountpoint)])
+        except CommandFailed:
+            proc.run(["umount", "--lazy", str(mountpoint)])
+
+
 def resolve_image(image: str, state_dir: Path) -> ImageRootfs:
     """Make `image` available as a root file system; return it with the image's defaults."""
     reference = parse_image_reference(image)

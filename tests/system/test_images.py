@@ -7,6 +7,7 @@ systemd, so these run on the host against a temporary state directory.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.images import ImageError, ImageStore, resolve_image
+from toolkit.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("skopeo", "umoci", "busybox")),
@@ -120,3 +122,56 @@ def test_unreachable_registry_is_a_pull_error(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"cannot pull image 127.0.0.1:9/busybox:latest") as caught:
         resolve_image("127.0.0.1:9/busybox", tmp_path)
     assert caught.value.hint and "network" in caught.value.hint
+
+
+# Runs inside the sandbox: two containers over one image rootfs, on tmpfs (overlayfs works)
+# and on the sandbox's own overlayfs root (an overlay upper dir cannot be overlayfs: copy).
+PRIVATE_LAYERS = """
+import json, os, sys
+from pathlib import Path
+from toolkit.images import container_rootfs, release_container_rootfs
+image, layers = Path(sys.argv[1]), Path(sys.argv[2])
+image.mkdir(parents=True, exist_ok=True)
+(image / "shared").write_text("image")
+a = container_rootfs(image, layers / "a", layers / "a-mnt")
+b = container_rootfs(image, layers / "b", layers / "b-mnt")
+(a / "shared").write_text("written by a")
+(a / "new").write_text("a")
+report = {
+    "a": str(a), "b": str(b), "a_mounted": os.path.ismount(a),
+    "b_sees": (b / "shared").read_text(), "b_has_new": (b / "new").exists(),
+    "image_sees": (image / "shared").read_text(),
+    "again": str(container_rootfs(image, layers / "a", layers / "a-mnt")),
+}
+release_container_rootfs(layers / "a-mnt")
+release_container_rootfs(layers / "b-mnt")
+report["a_mounted_after"] = os.path.ismount(layers / "a-mnt")
+report["a_kept"] = any((layers / "a" / d / "new").exists() for d in ("upper", "rootfs"))
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(
+    ("layers", "overlay"), [("/run/podunit-images-test", True), ("/var/tmp/pi-layers", False)]
+)
+def test_containers_of_one_image_do_not_share_writes(
+    sandbox: Sandbox, layers: str, overlay: bool
+) -> None:
+    image = "/var/tmp/podunit-images-test/image"
+    sandbox.write("/var/tmp/podunit-images-test/layers.py", PRIVATE_LAYERS)
+    try:
+        result = sandbox.run(
+            [str(VENV_PYTHON), "/var/tmp/podunit-images-test/layers.py", image, layers]
+        )
+        report = json.loads(result.stdout)
+    finally:
+        sandbox.run(["rm", "-rf", "/var/tmp/podunit-images-test", layers], check=False)
+    assert report["b_sees"] == "image"
+    assert report["b_has_new"] is False
+    assert report["image_sees"] == "image"
+    assert report["again"] == report["a"]
+    assert report["a_mounted"] is overlay
+    assert report["a"].endswith("a-mnt" if overlay else "a/rootfs")
+    assert report["a_mounted_after"] is False
+    assert report["a_kept"] is True
