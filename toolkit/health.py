@@ -1,0 +1,190 @@
+"""Health checks and ``notify: healthy`` (spec §1.1 ``healthcheck``, §3.2).
+
+Design:
+
+- `podunit run` (the unit's ExecStart) stays the unit's main process while it
+  waits: it runs the check at once, then every ``interval`` (at most every
+  `READINESS_POLL`, so a 30 s Compose default does not delay readiness), and only
+  when a check passes does the run path send ``MAINPID=<conmon>`` + ``READY=1``.
+  ``STATUS=`` tells `systemctl status` what is awaited.
+- Each check is ``RUNTIME exec`` of the ``test`` argv in the container with the
+  container's own process settings, bounded by ``timeout``: on expiry the checked
+  process (``--pid-file``) is killed and the attempt counts as failed.
+- Failures within ``start_period`` do not count; after it, ``retries`` failures
+  in a row make the container unhealthy: `Unhealthy` (exit 125), so the unit
+  fails and ``ExecStopPost=`` removes the container. If the container exits
+  first, `ContainerExited`. ``TimeoutStartSec=`` (the generator sizes it for
+  start_period + retries) bounds everything: systemd then kills `podunit run`.
+- Every failed attempt is one journal line on stderr (the unit's stream).
+- After readiness no further checks are scheduled (no timer units): health
+  gates readiness and ``depends_on: {x: {condition: service_healthy}}``, which
+  the generator maps onto ``After=`` a ``notify: healthy`` unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from toolkit import notify, proc
+from toolkit.activation import environment_for_conmon
+from toolkit.definitions.model import Container, Healthcheck
+from toolkit.errors import PodunitError
+from toolkit.state import ContainerRecord, StateStore
+
+READINESS_POLL = timedelta(seconds=1)
+OUTPUT_LIMIT = 200  # characters of a failed check's output shown in the journal
+
+
+class Unhealthy(PodunitError):
+    """The health check failed `retries` times in a row after the start period."""
+
+
+class ContainerExited(PodunitError):
+    """The container ended before its health check passed."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One run of the check: its exit status (None: timed out) and combined output."""
+
+    exit_code: int | None
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        """`exit 1: output` / `timed out`, on one line for the journal."""
+        what = "timed out" if self.exit_code is None else f"exit {self.exit_code}"
+        text = " ".join(self.output.split())
+        if len(text) > OUTPUT_LIMIT:
+            text = text[: OUTPUT_LIMIT - 1] + "…"
+        return f"{what}: {text}" if text else what
+
+
+def poll_interval(check: Healthcheck) -> float:
+    """Seconds between attempts while waiting for readiness."""
+    return min(check.interval, READINESS_POLL).total_seconds()
+
+
+def wait_for_health(
+    name: str,
+    check: Healthcheck,
+    run_check: Callable[[], CheckResult],
+    pause: Callable[[float], bool],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
+    """Run `run_check` until it passes; returns the number of attempts.
+
+    `pause(seconds)` waits and returns True if the container exited meanwhile.
+    Raises `Unhealthy` after `retries` counted failures in a row, `ContainerExited`.
+    """
+    started = clock()
+    attempts = counted_failures = 0
+    while True:
+        attempts += 1
+        result = run_check()
+        if result.passed:
+            return attempts
+        in_start_period = clock() - started < check.start_period.total_seconds()
+        if not in_start_period:
+            counted_failures += 1
+        progress = "start period" if in_start_period else f"{counted_failures}/{check.retries}"
+        log(f"podunit: health check of {name} failed ({progress}): {result.describe()}")
+        if counted_failures >= check.retries:
+            raise Unhealthy(
+                f"container {name} is unhealthy: its health check failed"
+                f" {counted_failures} times in a row ({result.describe()})",
+                hint=f"see `journalctl -u {name}` and `podunit exec {name} -- ...`",
+            )
+        if pause(poll_interval(check)):
+            raise ContainerExited(f"container {name} exited before its health check passed")
+
+
+def run_check_in_container(
+    runtime: str,
+    runtime_args: list[str],
+    container_id: str,
+    check: Healthcheck,
+    *,
+    environ: Mapping[str, str] = os.environ,
+) -> CheckResult:
+    """``RUNTIME exec`` of the check's argv; killed after ``timeout`` (then exit_code None)."""
+    with tempfile.TemporaryDirectory(prefix="podunit-health-") as scratch:
+        pidfile = Path(scratch) / "pid"
+        argv = [runtime, *runtime_args, "exec", "--pid-file", str(pidfile), container_id]
+        try:
+            result = proc.run(
+                [*argv, *check.test],
+                check=False,
+                env=environment_for_conmon(environ),
+                timeout=check.timeout.total_seconds(),
+            )
+        except subprocess.TimeoutExpired as expired:
+            _kill_checked_process(pidfile)
+            output = (expired.stdout or b"") + (expired.stderr or b"")
+            return CheckResult(None, output.decode(errors="replace"))
+    output = result.stdout + result.stderr
+    return CheckResult(result.returncode, output.decode(errors="replace"))
+
+
+def _kill_checked_process(pidfile: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+
+
+def pause_watching(pid: int | None) -> Callable[[float], bool]:
+    """A `pause` for `wait_for_health` that returns early (True) when `pid` exits."""
+    pidfd: int | None = None
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            pidfd = os.pidfd_open(pid)
+
+    def pause(seconds: float) -> bool:
+        if pidfd is None:
+            return True
+        readable, _, _ = select.select([pidfd], [], [], seconds)
+        return bool(readable)
+
+    return pause
+
+
+def wait_until_healthy(
+    store: StateStore,
+    record: ContainerRecord,
+    container: Container,
+    *,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """``notify: healthy``: return once the container's check passes (see module docstring).
+
+    `store` is not needed today; the run path passes it for symmetry.
+    """
+    check = container.healthcheck
+    if check is None:
+        raise PodunitError(f"container {container.name}: notify 'healthy' needs a healthcheck")
+    runtime_args = list(record.options.get("runtime_args", []))
+    notify.notify_status("waiting for the health check to pass", environ)
+    wait_for_health(
+        container.name,
+        check,
+        lambda: run_check_in_container(
+            record.runtime, runtime_args, record.id, check, environ=environ
+        ),
+        pause_watching(record.conmon_pid),
+    )
+    notify.notify_status("healthy", environ)
