@@ -168,6 +168,35 @@ def test_broken_definition_is_skipped_and_reported_with_its_location(
     assert f"---{PREFIX}-web.service---" in manual.stdout.decode()
 
 
+def test_user_generator_in_a_user_manager(generated: Sandbox, repo_root: object) -> None:
+    """podunit-user-generator runs in root's user manager and reads /etc/podunit/users/0."""
+    definition = f"/etc/podunit/users/0/{PREFIX}-user.yaml"
+    generated.write(definition, f"containers:\n  {PREFIX}-user:\n    image: x\n")
+    user_env = {"XDG_RUNTIME_DIR": "/run/user/0"}
+    try:
+        generated.run(["systemctl", "start", "user@0.service"], timeout=60)
+        result = generated.run(
+            [
+                "systemctl",
+                "--user",
+                "show",
+                f"{PREFIX}-user.service",
+                "-p",
+                "LoadState,SourcePath,ExecStart",
+            ],
+            env=user_env,
+        )
+        props = dict(line.partition("=")[::2] for line in result.stdout.decode().splitlines())
+        assert props["LoadState"] == "loaded"
+        assert props["SourcePath"] == definition
+        assert (
+            f"argv[]={repo_root}/.venv/bin/podunit --user run {PREFIX}-user ;" in props["ExecStart"]
+        )
+    finally:
+        generated.run(["systemctl", "stop", "user@0.service"], check=False, timeout=60)
+        generated.run(["rm", "-rf", "/etc/podunit/users/0"])
+
+
 # --- escaping round trip through systemd's parser and exec ------------------------------------
 
 TRICKY = [
