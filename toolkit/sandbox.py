@@ -26,6 +26,9 @@ root, so nothing the booted systemd does reaches the host:
   ``binds`` likewise (``DIR`` or ``SRC:DST``). Files on the host that change after
   boot are visible inside only through such binds (overlayfs caches its lower).
 * Commands run inside with ``nsenter -t LEADER -a`` and a clean environment.
+* ``Sandbox.root`` is the container's root file system, shared live both ways: the host
+  may read and write files there at any time (no nsenter needed), except below the
+  container's own mounts: ``/tmp``, ``/run``, ``/dev``, ``/proc``, ``/sys`` and the binds.
 
 Usage::
 

@@ -70,6 +70,19 @@ def test_write_then_read_a_file_inside(sandbox: Sandbox) -> None:
         sandbox.run(["rm", "-rf", "/etc/podunit-sandbox-test"])
 
 
+def test_root_is_shared_live_with_the_host(sandbox: Sandbox) -> None:
+    directory = sandbox.root / "etc/podunit-sandbox-shared"
+    try:
+        directory.mkdir()
+        (directory / "from-host").write_text("host\n")
+        assert sandbox.read("/etc/podunit-sandbox-shared/from-host") == b"host\n"
+        sandbox.write("/etc/podunit-sandbox-shared/from-inside", "inside\n")
+        assert (directory / "from-inside").read_text() == "inside\n"
+    finally:
+        sandbox.run(["rm", "-rf", "/etc/podunit-sandbox-shared"])
+    assert not Path("/etc/podunit-sandbox-shared").exists(), "the host's /etc is untouched"
+
+
 def test_read_of_a_missing_file_is_file_not_found(sandbox: Sandbox) -> None:
     with pytest.raises(FileNotFoundError):
         sandbox.read("/etc/podunit-sandbox-test/none")
