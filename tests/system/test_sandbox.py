@@ -185,17 +185,20 @@ def test_teardown_leaves_nothing_behind() -> None:
     assert Path("/run/systemd/nspawn").exists() == nspawn_locks_before  # host /run untouched
 
 
+def enable_at_boot(root: Path, unit: str, command: str) -> None:
+    """Place a oneshot unit wanted by multi-user.target into a sandbox root before boot."""
+    system = root / "etc/systemd/system"
+    (system / unit).write_text(
+        f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={command}\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    (system / "multi-user.target.wants").mkdir(exist_ok=True)
+    (system / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
+
+
 def test_setup_runs_before_boot_and_host_units_are_masked() -> None:
     def place_unit(root: Path) -> None:
-        system = root / "etc/systemd/system"
-        (system / "podunit-probe.service").write_text(
-            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
-            "[Install]\nWantedBy=multi-user.target\n"
-        )
-        (system / "multi-user.target.wants").mkdir(exist_ok=True)
-        (system / "multi-user.target.wants/podunit-probe.service").symlink_to(
-            "../podunit-probe.service"
-        )
+        enable_at_boot(root, "podunit-probe.service", "/bin/true")
 
     with Sandbox.booted(setup=place_unit) as sb:
         assert sb.run(["systemctl", "is-active", "podunit-probe.service"]).stdout == b"active\n"
@@ -203,6 +206,18 @@ def test_setup_runs_before_boot_and_host_units_are_masked() -> None:
         assert masked.stdout == b"masked\n"
         assert sb.run(["hostname"]).stdout.decode().strip() == sb.name
     assert not (Path("/etc/systemd/system") / "podunit-probe.service").exists()
+
+
+def test_a_degraded_boot_is_reported_with_the_failed_units(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def place_broken_unit(root: Path) -> None:
+        enable_at_boot(root, "podunit-broken.service", "/bin/false")
+
+    with Sandbox.booted(setup=place_broken_unit) as sb:
+        assert sb.boot_state == "degraded"
+        assert sb.failed_units == ["podunit-broken.service"]
+    assert "failed units: podunit-broken.service" in capsys.readouterr().err
 
 
 def test_two_sandboxes_at_once_do_not_collide() -> None:
