@@ -165,8 +165,6 @@ def pairs(node: Node, what: str, *, check_key: Callable[[str], str] | None = Non
     result: list[tuple[str, str]] = []
     if node.is_mapping:
         for key, entry in node.value.items():
-            if key.startswith("x-") and what != "environment":
-                continue
             if entry.node.value is None:
                 raise fail(
                     entry.node,
@@ -443,8 +441,10 @@ def _sockets(node: Node, ctx: _Context, out: Fields) -> None:
 
 
 def _enum(field: str, enum: Any) -> Callable[[Node, _Context, Fields], None]:
+    options = tuple(member.value for member in enum)
+
     def handler(node: Node, ctx: _Context, out: Fields) -> None:
-        out[field] = enum(choice(node, field, [member.value for member in enum]))
+        out[field] = enum(choice(node, field, options))
 
     return handler
 
@@ -495,6 +495,9 @@ def _stop_timeout(node: Node, ctx: _Context, out: Fields) -> None:
     out["stop_timeout"] = duration(node, "stop_timeout")
 
 
+_RESTARTS = tuple(r.value for r in Restart)
+
+
 def _restart(node: Node, ctx: _Context, out: Fields) -> None:
     if node.value is False:  # YAML 1.1: an unquoted `no` is a boolean
         out["restart"] = Restart.NO
@@ -506,7 +509,7 @@ def _restart(node: Node, ctx: _Context, out: Fields) -> None:
             f"restart {v.quote(value)}: a retry count is not supported; use on-failure and "
             "service: {StartLimitBurst: N}",
         )
-    out["restart"] = Restart(choice(node, "restart", [r.value for r in Restart]))
+    out["restart"] = Restart(choice(node, "restart", _RESTARTS))
 
 
 def resources(node: Node) -> Resources:
@@ -681,13 +684,27 @@ def _reload(node: Node, ctx: _Context, out: Fields) -> None:
         out["reload"] = Reload(command=command)
 
 
+def _is_unit_key(key: str) -> bool:
+    """`TimeoutStartSec`, or an extension key `X-Something` (systemd.unit(5))."""
+    name = key[2:] if key.startswith("X-") else key
+    return (
+        bool(name)
+        and name.isascii()
+        and name[0].isalpha()
+        and name.replace("-", "").isalnum()
+        and (key.startswith("X-") or name.isalnum())
+    )
+
+
 def _section(field: str, section: str) -> Callable[[Node, _Context, Fields], None]:
     def handler(node: Node, ctx: _Context, out: Fields) -> None:
         if not node.is_mapping:
             raise fail(node, f"{section} must be a mapping of [{section.title()}] keys")
         result = []
         for key, entry in node.value.items():
-            if not (key[:1].isascii() and key[:1].isalpha() and key.isascii() and key.isalnum()):
+            if key.startswith("x-"):
+                continue
+            if not _is_unit_key(key):
                 raise fail(entry.key_loc, f"invalid [{section.title()}] key {v.quote(key)}")
             items = entry.node.value if entry.node.is_sequence else [entry.node]
             for item in items:

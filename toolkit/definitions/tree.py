@@ -159,12 +159,9 @@ class _Converter:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
     def convert(self, node: Any) -> Node:
-        known = self.done.get(id(node))
-        if known is not None:
-            return known
         value = node.value
         mark = node.start_mark
-        if isinstance(value, str):
+        if value.__class__ is str:
             try:
                 scalar = _scalar(node.tag, value)
             except ValueError:
@@ -172,19 +169,22 @@ class _Converter:
                     self.loc(node), f"YAML tag '{node.tag}' is not allowed"
                 ) from None
             return Node(scalar, self.path, mark.line + 1, mark.column + 1, value)
-        if id(node) in self.active:
+        key = id(node)
+        known = self.done.get(key)
+        if known is not None:
+            return known
+        if key in self.active:
             raise DefinitionError(self.loc(node), "recursive YAML alias")
-        self.active.add(id(node))
+        self.active.add(key)
         if node.tag != _MAP and node.tag != _SEQ:
             raise DefinitionError(self.loc(node), f"YAML tag '{node.tag}' is not allowed")
-        if isinstance(node, yaml.SequenceNode):
-            result = Node(
-                [self.convert(item) for item in value], self.path, mark.line + 1, mark.column + 1
-            )
+        if value.__class__ is list and node.__class__ is yaml.SequenceNode:
+            content: Any = [self.convert(item) for item in value]
         else:
-            result = Node(self.mapping(node), self.path, mark.line + 1, mark.column + 1)
-        self.active.discard(id(node))
-        self.done[id(node)] = result
+            content = self.mapping(node)
+        result = Node(content, self.path, mark.line + 1, mark.column + 1)
+        self.active.discard(key)
+        self.done[key] = result
         return result
 
     def mapping(self, node: Any) -> Mapping:
