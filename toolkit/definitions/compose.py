@@ -10,7 +10,7 @@ under the service's `x-podunit:` mapping.
 from __future__ import annotations
 
 from toolkit.definitions import values as v
-from toolkit.definitions.parse import check_keys, fail, text
+from toolkit.definitions.parse import check_keys, fail, text, unknown
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError, Location
 
@@ -196,10 +196,7 @@ def translate_service(name: str, node: Node) -> Node:
         elif key in UNSUPPORTED_KEYS:
             raise unsupported(entry.key_loc, key)
         else:
-            raise fail(
-                entry.key_loc,
-                f"unknown Compose key {v.quote(key)}{v.did_you_mean(key, COMPOSE_KEYS)}",
-            )
+            raise unknown(entry.key_loc, "Compose key", key, COMPOSE_KEYS)
     return Node(out, node.path, node.line, node.column)
 
 
@@ -216,10 +213,7 @@ def check_top_level(document: Node, errors: list[DefinitionError]) -> None:
             elif key in UNSUPPORTED_TOP_LEVEL:
                 raise unsupported(entry.key_loc, key)
             else:
-                raise fail(
-                    entry.key_loc,
-                    f"unknown top-level key {v.quote(key)}{v.did_you_mean(key, TOP_LEVEL_KEYS)}",
-                )
+                raise unknown(entry.key_loc, "top-level key", key, TOP_LEVEL_KEYS)
         except DefinitionError as error:
             errors.append(error)
 

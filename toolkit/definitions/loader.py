@@ -20,7 +20,7 @@ from typing import Any
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import Container
-from toolkit.definitions.parse import check_reference, fail, parse_container
+from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
 
@@ -229,12 +229,7 @@ def _container_entries(
     else:
         for key, entry in entries.items():
             if key not in DOCUMENT_KEYS and not key.startswith("x-"):
-                errors.append(
-                    fail(
-                        entry.key_loc,
-                        f"unknown top-level key {v.quote(key)}{v.did_you_mean(key, DOCUMENT_KEYS)}",
-                    )
-                )
+                errors.append(unknown(entry.key_loc, "top-level key", key, DOCUMENT_KEYS))
     holder = entries.get("services" if from_compose else "containers")
     if holder is None or holder.node.value is None:
         return

@@ -41,6 +41,14 @@ def fail(node: Node | Location, message: str) -> DefinitionError:
     return DefinitionError(node if isinstance(node, Location) else node.loc, message)
 
 
+def unknown(
+    loc: Location, what: str, name: str, known: Iterable[str], where: str = ""
+) -> DefinitionError:
+    """`unknown key 'imagee' (did you mean 'image'?)`, `unknown key 'x' in healthcheck`."""
+    place = f" in {where}" if where else ""
+    return fail(loc, f"unknown {what} {v.quote(name)}{place}{v.did_you_mean(name, known)}")
+
+
 def _kind(node: Node) -> str:
     if node.is_mapping:
         return "a mapping"
@@ -63,10 +71,7 @@ def check_keys(node: Node, allowed: Iterable[str], where: str) -> dict[str, Entr
         if key.startswith("x-"):
             continue
         if key not in allowed:
-            raise fail(
-                entry.key_loc,
-                f"unknown key {v.quote(key)} in {where}{v.did_you_mean(key, allowed)}",
-            )
+            raise unknown(entry.key_loc, "key", key, allowed, where)
         entries[key] = entry
     return entries
 
@@ -596,9 +601,7 @@ def _ulimits(node: Node, ctx: _Context, out: Fields) -> None:
         if name.startswith("x-"):
             continue
         if name not in v.ULIMITS:
-            raise fail(
-                entry.key_loc, f"unknown ulimit {v.quote(name)}{v.did_you_mean(name, v.ULIMITS)}"
-            )
+            raise unknown(entry.key_loc, "ulimit", name, v.ULIMITS)
         if entry.node.is_mapping:
             keys = check_keys(entry.node, ULIMIT_KEYS, f"ulimit {name}")
             if set(keys) != ULIMIT_KEYS:
@@ -817,12 +820,7 @@ def parse_container(
     for key, entry in entries.items():
         handler = HANDLERS.get(key)
         if handler is None:
-            errors.append(
-                fail(
-                    entry.key_loc,
-                    f"unknown key {v.quote(key)}{v.did_you_mean(key, CONTAINER_KEYS)}",
-                )
-            )
+            errors.append(unknown(entry.key_loc, "key", key, CONTAINER_KEYS))
             continue
         try:
             handler(entry.node, ctx, fields)
