@@ -414,9 +414,10 @@ def launch_container(
     if record.options.get("log_path"):
         Path(record.options["log_path"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     plan = plan_from_json(record.options["cgroup_plan"])
-    ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
+    ports: list[socket.socket] = []
     monitor: conmon.ConmonProcess | None = None
     try:
+        ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
         cgroups.prepare_before_conmon(plan)
         options = conmon_options(store, record)
         monitor = conmon.launch(

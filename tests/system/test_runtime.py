@@ -1,0 +1,403 @@
+"""The core runtime against real conmon + runc inside the sandbox (spec §3.1, §4).
+
+podunit runs as a transient service (`systemd-run --wait --pipe`, Delegate=yes),
+as it would from a unit or a login shell; state is isolated in this module's own
+PODUNIT_STATE_DIR / PODUNIT_RUN_DIR. Detached containers use `--cgroups enabled`
+so that conmon lives in its own scope and outlives the transient service.
+runc is used throughout: crun cannot create cgroups on this machine
+(see /work/shared/notes/crun-memlock-here.md); crun gets its own test with
+`--cgroups disabled`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from rootfs import busybox_rootfs
+
+from toolkit.sandbox import Sandbox
+
+pytestmark = pytest.mark.system
+
+BASE = "/var/tmp/podunit-test-runtime"
+ROOTFS = f"{BASE}/busybox"
+STATE_DIR = "/var/lib/podunit-test-runtime"
+RUN_DIR = "/run/podunit-test-runtime"
+ENV = {"PODUNIT_STATE_DIR": STATE_DIR, "PODUNIT_RUN_DIR": RUN_DIR}
+
+
+class Podunit:
+    """Runs podunit inside the sandbox with this module's isolated state."""
+
+    def __init__(self, sandbox: Sandbox, repo_root: Path) -> None:
+        self.sandbox = sandbox
+        self.binary = f"{repo_root}/.venv/bin/podunit"
+
+    def service_argv(self, args: Sequence[str], *, properties: Sequence[str] = ()) -> list[str]:
+        argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "-p", "Delegate=yes"]
+        for key, value in ENV.items():
+            argv += ["--setenv", f"{key}={value}"]
+        for prop in properties:
+            argv += ["-p", prop]
+        return [*argv, self.binary, *args]
+
+    def run(
+        self, *args: str, input: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`podunit ARGS` as a transient service (stdio piped through)."""
+        return self.sandbox.run(
+            self.service_argv(args), check=False, input=input, timeout=timeout, env=ENV
+        )
+
+    def direct(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """`podunit ARGS` directly (for verbs that need no cgroup of their own)."""
+        return self.sandbox.run([self.binary, *args], check=False, timeout=timeout, env=ENV)
+
+    def detached(self, name: str, *command: str, extra: Sequence[str] = ()) -> str:
+        result = self.run(
+            "run", "-d", "--name", name, "--runtime", "runc", "--cgroups", "enabled",
+            *extra, "--rootfs", ROOTFS, "--", *command,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode().strip()
+
+    def attached(self, *command: str, extra: Sequence[str] = (), input: bytes | None = None
+                 ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+        return self.run(
+            "run", "--runtime", "runc", *extra, "--rootfs", ROOTFS, "--", *command, input=input
+        )
+
+    def inspect(self, name: str) -> dict[str, object]:
+        result = self.direct("inspect", name)
+        assert result.returncode == 0, result.stderr.decode()
+        data: dict[str, object] = json.loads(result.stdout)[0]
+        return data
+
+    def state(self, name: str) -> dict[str, object]:
+        state = self.inspect(name)["State"]
+        assert isinstance(state, dict)
+        return state
+
+
+@pytest.fixture(scope="module")
+def pu(sandbox: Sandbox, repo_root: Path) -> Iterator[Podunit]:
+    busybox_rootfs(sandbox, ROOTFS)
+    podunit = Podunit(sandbox, repo_root)
+    yield podunit
+    podunit.direct("rm", "-f", "-t", "0", *_all_names(podunit))
+    sandbox.sh(f"rm -rf {STATE_DIR} {RUN_DIR} {BASE}", check=False)
+
+
+def _all_names(podunit: Podunit) -> list[str]:
+    result = podunit.direct("ps", "-a", "--format", "json")
+    if result.returncode != 0:
+        return []
+    return [entry["Name"] for entry in json.loads(result.stdout)]
+
+
+def stderr_of(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stderr.decode(errors="replace")
+
+
+# --- attached runs: exit codes, output, stdin, fds --------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_run_exits_with_the_container_status(pu: Podunit, code: int) -> None:
+    result = pu.attached("sh", "-c", f"echo out; echo err >&2; exit {code}")
+    assert result.returncode == code, stderr_of(result)
+    assert result.stdout == b"out\n"
+    assert b"err\n" in result.stderr
+
+
+def test_missing_command_is_127_and_not_executable_is_126(pu: Podunit) -> None:
+    missing = pu.attached("no-such-command")
+    assert missing.returncode == 127, stderr_of(missing)
+    assert "no-such-command" in stderr_of(missing)
+    assert "executable file not found" in stderr_of(missing)
+    not_executable = pu.attached("/etc/passwd")
+    assert not_executable.returncode == 126, stderr_of(not_executable)
+    assert "permission denied" in stderr_of(not_executable).lower()
+    assert "Traceback" not in stderr_of(missing) + stderr_of(not_executable)
+    # nothing of the failed creations is left behind
+    listed = json.loads(pu.direct("ps", "-a", "--format", "json").stdout)
+    assert not [c for c in listed if "no-such-command" in c["Command"]]
+    leftovers = pu.sandbox.sh(f"ls {RUN_DIR}/containers").stdout.split()
+    running = {c["Id"].encode() for c in listed if c["State"]["Status"] != "exited"}
+    assert set(leftovers) <= running
+
+
+def test_one_megabyte_of_binary_output_is_byte_exact(pu: Podunit) -> None:
+    data = os.urandom(1 << 20)
+    pu.sandbox.write(f"{BASE}/data/blob.bin", data)
+    result = pu.attached("cat", "/data/blob.bin", extra=["-v", f"{BASE}/data:/data:ro"])
+    assert result.returncode == 0, stderr_of(result)
+    assert len(result.stdout) == len(data)
+    assert result.stdout == data
+
+
+def test_stdin_is_delivered_and_closed_with_dash_i(pu: Podunit) -> None:
+    payload = b"line one\n\x00\xffbinary\n" * 1000
+    result = pu.attached("sh", "-c", "cat; echo END", extra=["-i"], input=payload)
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == payload + b"END\n"
+    without = pu.attached("sh", "-c", "cat; echo END", input=b"ignored")
+    assert without.stdout == b"END\n"  # no -i: stdin is /dev/null
+
+
+def test_container_sees_only_stdio_fds(pu: Podunit) -> None:
+    # PID 1 (the shell) lists its own fds through a child `ls`, which adds none to PID 1.
+    result = pu.attached("sh", "-c", "ls /proc/1/fd; true")  # `; true`: sh must not exec ls
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout.split() == [b"0", b"1", b"2"]
+
+
+def test_crun_runs_with_cgroups_disabled(pu: Podunit) -> None:
+    result = pu.run(
+        "run", "--runtime", "crun", "--cgroups", "disabled", "--rootfs", ROOTFS, "--",
+        "sh", "-c", "echo via crun; exit 5",
+    )  # fmt: skip
+    assert result.returncode == 5, stderr_of(result)
+    assert result.stdout == b"via crun\n"
+
+
+# --- detached containers: stop, kill, rm, wait, pause -----------------------------------------
+
+
+def test_stop_escalates_to_sigkill_for_a_container_ignoring_sigterm(pu: Podunit) -> None:
+    pu.detached("ignorer", "sh", "-c", "trap '' TERM; while :; do sleep 0.1; done")
+    started = time.monotonic()
+    result = pu.direct("stop", "-t", "1", "ignorer")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, stderr_of(result)
+    assert 1.0 <= elapsed < 8, elapsed
+    state = pu.state("ignorer")
+    assert state["Status"] == "exited"
+    assert state["ExitCode"] == 137
+    assert pu.direct("rm", "ignorer").returncode == 0
+
+
+def test_stop_of_a_trapping_container_returns_promptly_with_its_code(pu: Podunit) -> None:
+    pu.detached("trapper", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done")
+    started = time.monotonic()
+    result = pu.direct("stop", "-t", "30", "trapper")
+    assert result.returncode == 0, stderr_of(result)
+    assert time.monotonic() - started < 5
+    assert pu.state("trapper")["ExitCode"] == 7
+    # stopping an exited container again is fine (ExecStop after the container exited)
+    assert pu.direct("stop", "trapper").returncode == 0
+    pu.direct("rm", "trapper")
+
+
+def test_rm_refuses_a_running_container_and_wait_works_after_rm(pu: Podunit) -> None:
+    pu.detached("keeper", "sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.1; done")
+    refused = pu.direct("rm", "keeper")
+    assert refused.returncode == 125
+    assert "running" in stderr_of(refused) and "rm -f" in stderr_of(refused)
+    assert pu.state("keeper")["Status"] == "running"
+    forced = pu.direct("rm", "-f", "keeper")
+    assert forced.returncode == 0, stderr_of(forced)
+    assert pu.direct("inspect", "keeper").returncode == 125
+    waited = pu.direct("wait", "keeper")
+    assert waited.returncode == 0, stderr_of(waited)
+    assert waited.stdout == b"3\n"
+    unknown = pu.direct("wait", "never-existed")
+    assert unknown.returncode == 125
+    assert "no such container" in stderr_of(unknown)
+
+
+SIGNALS_BY_NAME = ["HUP", "INT", "QUIT", "USR1", "USR2", "PIPE", "ALRM", "TERM", "TSTP", "WINCH"]
+SIGNALS_BY_NUMBER = {
+    "SIGURG": 23, "SIGXCPU": 24, "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27,
+    "SIGIO": 29, "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN+1": 35, "SIGRTMAX-1": 63,
+}  # fmt: skip
+
+
+def test_kill_delivers_signals_by_name_and_number_and_rejects_bad_ones(pu: Podunit) -> None:
+    import signal as host_signal
+
+    numbers = [int(host_signal.Signals["SIG" + n]) for n in SIGNALS_BY_NAME]
+    numbers += list(SIGNALS_BY_NUMBER.values())
+    traps = " ".join(f"trap 'echo {n} >> /out/got' {n};" for n in numbers)
+    pu.sandbox.sh(f"mkdir -p {BASE}/kill && rm -f {BASE}/kill/got")
+    pu.detached(
+        "signalled",
+        "sh", "-c", f"{traps} echo ready > /out/ready; while :; do sleep 0.05; done",
+        extra=["-v", f"{BASE}/kill:/out"],
+    )  # fmt: skip
+    _wait_for_file(pu, f"{BASE}/kill/ready")
+    sent = [f"SIG{n}" if i % 2 else n.lower() for i, n in enumerate(SIGNALS_BY_NAME)]
+    sent += [str(number) for number in SIGNALS_BY_NUMBER.values()]
+    for spec in sent:
+        result = pu.direct("kill", "-s", spec, "signalled")
+        assert result.returncode == 0, (spec, stderr_of(result))
+        deadline = time.monotonic() + 5  # one at a time: standard signals do not queue
+        while time.monotonic() < deadline:
+            got = pu.sandbox.sh(f"cat {BASE}/kill/got 2>/dev/null || true").stdout.split()
+            if len(got) == sent.index(spec) + 1:
+                break
+            time.sleep(0.05)
+    got = [int(x) for x in pu.sandbox.sh(f"cat {BASE}/kill/got").stdout.split()]
+    assert got == numbers
+    for bad in ("SIGNOPE", "0", "65", "-3", "RTMIN+40", ""):
+        result = pu.direct("kill", "-s", bad, "signalled")
+        assert result.returncode == 125, bad
+        assert "signal" in stderr_of(result) and "Traceback" not in stderr_of(result)
+    assert pu.state("signalled")["Status"] == "running"
+    assert pu.direct("kill", "-s", "KILL", "signalled").returncode == 0
+    assert pu.direct("wait", "signalled").stdout == b"137\n"
+    pu.direct("rm", "signalled")
+
+
+def _wait_for_file(pu: Podunit, path: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while pu.sandbox.sh(f"test -e {path}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_pause_and_unpause(pu: Podunit) -> None:
+    pu.detached("pausable", "sh", "-c", "while :; do sleep 0.1; done")
+    assert pu.direct("pause", "pausable").returncode == 0
+    assert pu.state("pausable")["Status"] == "paused"
+    runtime_state = pu.inspect("pausable")["RuntimeState"]
+    assert isinstance(runtime_state, dict) and runtime_state["status"] == "paused"
+    again = pu.direct("pause", "pausable")
+    assert again.returncode == 125 and "paused" in stderr_of(again)
+    assert pu.direct("unpause", "pausable").returncode == 0
+    assert pu.state("pausable")["Status"] == "running"
+    assert pu.direct("rm", "-f", "-t", "0", "pausable").returncode == 0
+
+
+def test_ps_lists_running_and_with_all_exited_containers(pu: Podunit) -> None:
+    pu.detached("listed", "sh", "-c", "while :; do sleep 0.1; done")
+    pu.attached("true", extra=["--name", "listed-exited"])
+    running = json.loads(pu.direct("ps", "--format", "json").stdout)
+    everything = json.loads(pu.direct("ps", "-a", "--format", "json").stdout)
+    assert "listed" in [c["Name"] for c in running]
+    assert "listed-exited" not in [c["Name"] for c in running]
+    assert "listed-exited" in [c["Name"] for c in everything]
+    table = pu.direct("ps", "-a").stdout.decode()
+    assert "listed-exited" in table and "exited (0)" in table
+    pu.direct("rm", "-f", "-t", "0", "listed", "listed-exited")
+
+
+# --- failure handling -------------------------------------------------------------------------
+
+
+def test_conmon_killed_with_sigkill_records_minus_one_and_cleans_up(pu: Podunit) -> None:
+    pu.detached("orphan", "sh", "-c", "while :; do sleep 0.1; done")
+    conmon_pid = pu.state("orphan")["ConmonPid"]
+    container_pid = pu.state("orphan")["Pid"]
+    pu.sandbox.run(["kill", "-KILL", str(conmon_pid)])
+    time.sleep(0.2)
+    result = pu.direct("stop", "-t", "1", "orphan")
+    assert result.returncode == 0, stderr_of(result)
+    state = pu.state("orphan")
+    assert state["Status"] == "exited"
+    assert state["ExitCode"] == -1
+    assert "conmon" in str(state["Reason"])
+    alive = pu.sandbox.sh(f"test -d /proc/{container_pid}", check=False).returncode == 0
+    assert not alive, "the runaway container was not killed"
+    assert pu.direct("rm", "orphan").returncode == 0
+    assert pu.direct("wait", "orphan").stdout == b"-1\n"
+
+
+def test_concurrent_stop_and_kill_record_one_exit_code(pu: Podunit) -> None:
+    pu.detached("raced", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.1; done")
+    command = (
+        f"{pu.binary} stop -t 5 raced & {pu.binary} kill -s TERM raced & "
+        f"{pu.binary} stop -t 5 raced & wait"
+    )
+    pu.sandbox.sh(command, check=False, env=ENV)
+    state = pu.state("raced")
+    assert state["Status"] == "exited"
+    assert state["ExitCode"] == 9
+    db = f"{STATE_DIR}/state.db"
+    rows = pu.sandbox.run(
+        ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
+         "print(c.execute(\"select count(*) from exit_codes e join containers c "
+         "on c.id = e.container_id where c.name = 'raced'\").fetchone()[0])", db]
+    ).stdout  # fmt: skip
+    assert rows == b"1\n"
+    pu.direct("rm", "raced")
+
+
+def test_twenty_parallel_runs_without_database_errors(pu: Podunit) -> None:
+    jobs = " ".join(
+        f"( {shlex.join(pu.service_argv(['run', '--runtime', 'runc', '--name', f'par{i}', '--rootfs', ROOTFS, '--', 'sh', '-c', f'exit {i}']))} ; echo par{i}=$? ) &"  # noqa: E501
+        for i in range(20)
+    )
+    result = pu.sandbox.sh(f"{jobs} wait", timeout=180, check=False)
+    out = result.stdout.decode()
+    codes = dict(line.split("=") for line in out.split())
+    assert codes == {f"par{i}": str(i) for i in range(20)}, out + stderr_of(result)
+    assert "database" not in stderr_of(result).lower()
+    listed = json.loads(pu.direct("ps", "-a", "--format", "json").stdout)
+    by_name = {c["Name"]: c["State"]["ExitCode"] for c in listed}
+    assert all(by_name[f"par{i}"] == i for i in range(20))
+    assert pu.direct("rm", *[f"par{i}" for i in range(20)]).returncode == 0
+
+
+def test_reboot_is_reconciled_on_first_use(pu: Podunit) -> None:
+    pu.detached("survivor", "sh", "-c", "while :; do sleep 0.1; done")
+    state = pu.state("survivor")
+    # a reboot: every process gone, /run wiped, /var/lib kept
+    pu.sandbox.sh(f"kill -KILL {state['ConmonPid']} {state['Pid']}")
+    pu.sandbox.sh(f"rm -rf {RUN_DIR}")
+    after = pu.state("survivor")
+    assert after["Status"] == "exited"
+    assert after["ExitCode"] == -1
+    assert "restarted" in str(after["Reason"])
+    assert pu.sandbox.sh(f"test -s {RUN_DIR}/boot-id", check=False).returncode == 0
+    # the state is usable again: same name, new container
+    assert pu.attached("true", extra=["--name", "after-reboot"]).returncode == 0
+    assert pu.direct("rm", "survivor", "after-reboot").returncode == 0
+
+
+def test_mismatched_run_dir_is_refused(pu: Podunit) -> None:
+    result = pu.sandbox.run(
+        [pu.binary, "ps"], check=False,
+        env={"PODUNIT_STATE_DIR": STATE_DIR, "PODUNIT_RUN_DIR": "/run/somewhere-else"},
+    )  # fmt: skip
+    assert result.returncode == 125
+    assert "run_dir" in stderr_of(result) and RUN_DIR in stderr_of(result)
+    pu.sandbox.sh("rm -rf /run/somewhere-else")
+
+
+def test_missing_conmon_or_runtime_is_127_naming_it(pu: Podunit) -> None:
+    no_runtime = pu.run("run", "--runtime", "no-such-runtime", "--rootfs", ROOTFS, "--", "true")
+    assert no_runtime.returncode == 127
+    assert "no-such-runtime" in stderr_of(no_runtime)
+    # a PATH with runc but without conmon
+    pu.sandbox.sh(f"mkdir -p {BASE}/bin && ln -sf /usr/sbin/runc {BASE}/bin/runc")
+    argv = pu.service_argv(["run", "--runtime", "runc", "--rootfs", ROOTFS, "--", "true"])
+    argv[1:1] = ["--setenv", f"PATH={BASE}/bin"]
+    no_conmon = pu.sandbox.run(argv, check=False, env=ENV)
+    assert no_conmon.returncode == 127, stderr_of(no_conmon)
+    assert "conmon" in stderr_of(no_conmon) and "Traceback" not in stderr_of(no_conmon)
+
+
+def test_host_ports_are_reserved_while_the_container_runs(pu: Podunit) -> None:
+    loop = "while :; do sleep 0.1; done"
+    pu.detached("porty", "sh", "-c", loop, extra=["-p", "127.0.0.1:18471:80"])
+    probe = "import socket; s=socket.socket(); s.bind(('127.0.0.1', 18471))"
+    busy = pu.sandbox.run(["python3", "-c", probe], check=False)
+    assert busy.returncode != 0 and b"Address already in use" in busy.stderr
+    clash = pu.run(
+        "run", "-d", "--name", "porty2", "--runtime", "runc", "--cgroups", "enabled",
+        "-p", "127.0.0.1:18471:80", "--rootfs", ROOTFS, "--", "true",
+    )  # fmt: skip
+    assert clash.returncode == 125
+    assert "18471" in stderr_of(clash) and "in use" in stderr_of(clash)
+    assert pu.direct("inspect", "porty2").returncode == 125  # nothing left behind
+    pu.direct("rm", "-f", "-t", "0", "porty")
+    free = pu.sandbox.run(["python3", "-c", probe], check=False)
+    assert free.returncode == 0, free.stderr.decode()
