@@ -224,7 +224,7 @@ class RoundTrip:
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(commands=_commands, env_values=_environment)
 def test_exec_words_and_environment_reach_the_process_unchanged(
