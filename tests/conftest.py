@@ -31,7 +31,7 @@ def system_tests_unavailable() -> str | None:
     """Why system tests cannot run on this machine, or None if they can."""
     if os.geteuid() != 0:
         return "system tests need root (they mount an overlay and boot systemd-nspawn)"
-    for program in ("systemd-nspawn", "nsenter", "unshare", "mount"):
+    for program in ("systemd-nspawn", "nsenter", "unshare", "setpriv", "mount"):
         if shutil.which(program) is None:
             return f"system tests need {program} (Debian: systemd-container, util-linux)"
     return None

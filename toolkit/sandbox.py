@@ -657,9 +657,15 @@ class Sandbox:
             'shift; exec "$@" </dev/null'
         )
         env = {"PATH": INSIDE_PATH, "LANG": "C.UTF-8", "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        # An owned sandbox halts when its owner dies without tearing it down (SIGKILL): nspawn
+        # gets SIGTERM and halts the container; `reap_stale` removes the rest. Only from the
+        # main thread: the signal comes when the thread that started nspawn ends.
+        owned = not self.detached and threading.current_thread() is threading.main_thread()
+        pdeathsig = ["setpriv", "--pdeathsig", "TERM"] if owned else []
         with open(self.directory / "console.log", "wb") as console:
             self._nspawn = proc.spawn(
                 [
+                    *pdeathsig,
                     "unshare",
                     "--mount",
                     "--propagation",
@@ -830,8 +836,8 @@ def _cgroup_pids(cgroups: Sequence[Path]) -> set[int]:
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise SandboxError("the sandbox needs root (mounts, cgroups, systemd-nspawn)")
-    proc.which("systemd-nspawn")
-    proc.which("nsenter")
+    for program in ("systemd-nspawn", "nsenter", "unshare", "setpriv", "mount", "umount"):
+        proc.which(program)
 
 
 def list_sandboxes() -> list[SandboxRecord]:
