@@ -356,3 +356,22 @@ def test_find_definition(tmp_path: Path) -> None:
         find_definition("../etc", environ=environ)
     with pytest.raises(ContainerNotFound):
         find_definition("web@1", environ=environ)  # web is not a template
+
+
+def test_pure_python_loader_gives_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from toolkit.definitions import tree
+
+    write(tmp_path / "a.yaml", simple("a", extra="    restart: no\n    ports: [22:22]\n"))
+    write(tmp_path / "b.yaml", "containers:\n  b: {image: [x\n")
+    write(tmp_path / "c.yaml", "containers:\n  c: {image: !!python/name:os.system x}\n")
+    with_c = load_all([tmp_path])
+    monkeypatch.setattr(tree, "_Loader", tree.loader_class(yaml.SafeLoader))
+    pure = load_all([tmp_path])
+    assert pure.containers == with_c.containers and list(pure.containers) == ["a"]
+    assert [e.location for e in pure.errors] == [e.location for e in with_c.errors]
+    assert len(pure.errors) == 2 and pure.errors[1].message == with_c.errors[1].message
+    assert pure.errors[0].message.startswith("YAML syntax error: ")  # libyaml words it differently

@@ -122,28 +122,34 @@ def _scalar(tag: str, text: str) -> Any:
     raise ValueError(tag)
 
 
-class _Loader(_LOADER):  # type: ignore[misc]
-    """The safe loader with a memoised tag resolver (no path resolvers exist in it)."""
+def loader_class(base: Any) -> Any:
+    """`base` (a safe loader class) with a memoised tag resolver; it has no path resolvers."""
 
-    _tags: ClassVar[dict[str, str]] = {}
+    class Loader(base):  # type: ignore[misc]
+        _tags: ClassVar[dict[str, str]] = {}
 
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        pass
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            pass
 
-    def ascend_resolver(self) -> None:
-        pass
+        def ascend_resolver(self) -> None:
+            pass
 
-    def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
-        if kind is not yaml.ScalarNode:
-            return _SEQ if kind is yaml.SequenceNode else _MAP
-        if not implicit[0]:
-            return _STR
-        tag = self._tags.get(value)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(self._tags) < 4096:
-                self._tags[value] = tag
-        return tag
+        def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
+            if kind is not yaml.ScalarNode:
+                return _SEQ if kind is yaml.SequenceNode else _MAP
+            if not implicit[0]:
+                return _STR
+            tag = self._tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(self._tags) < 4096:
+                    self._tags[value] = tag
+            return tag
+
+    return Loader
+
+
+_Loader = loader_class(_LOADER)
 
 
 class _Converter:
