@@ -231,7 +231,10 @@ def cli_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(dry_run_text(rendered))
         return 1 if errors else 0
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PodunitError(f"cannot create {output_dir}: {error.strerror}") from None
     log = GeneratorLog("podunit", kmsg=None)
     failures = write_all(output_dir, rendered, log)
     return 1 if errors or failures else 0

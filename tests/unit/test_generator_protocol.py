@@ -276,6 +276,18 @@ def test_cli_generate_dry_run_and_output_dir(
     assert (target / "web.service").read_text() == out.split("---web.service---\n")[1]
 
 
+def test_cli_generate_into_an_impossible_directory(
+    defs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (defs / "web.yaml").write_text(GOOD)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("PODUNIT_DEFINITION_DIRS", str(defs))
+    assert cli.main(["generate", str(tmp_path / "file" / "out")]) == 125
+    assert (
+        capsys.readouterr().err == f"podunit: cannot create {tmp_path}/file/out: Not a directory\n"
+    )
+
+
 def test_cli_generate_reports_errors_and_still_prints_the_good(
     defs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
