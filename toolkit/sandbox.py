@@ -11,16 +11,17 @@ root, so nothing the booted systemd does reaches the host:
 * Before boot, host units that are irrelevant or harmful in a test sandbox (every
   unit enabled in the host's ``/etc/systemd/system/*.wants``, gettys, timers,
   databases, sshd ...; see `units_to_mask`) are masked in the overlay's
-  ``/etc/systemd/system``, ``/etc/fstab`` is emptied and ``/etc/machine-id`` is
-  fresh. Boot to ``running`` takes well under a second; only journald, D-Bus and
-  logind run. A test that needs a masked unit can ``systemctl unmask`` it.
+  ``/etc/systemd/system``, ``/etc/fstab`` is emptied, ``/etc/machine-id`` is fresh
+  and the hostname is NAME. Boot to ``running`` takes about half a second; only
+  journald, D-Bus and logind run. A test that needs a masked unit can unmask it.
 * nspawn runs with ``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1`` (cgroup v2 inside, without
   controllers on hybrid hosts) and the keyring/mount system calls runc needs, in
-  a private mount namespace whose ``/run/systemd/nspawn`` is a tmpfs (nspawn keeps
-  its locks there: the host's ``/run`` is never written), and in a cgroup of its
+  a private mount namespace whose ``/run/systemd/nspawn`` (or ``/run/systemd``) is a
+  tmpfs (nspawn keeps locks there: the host's ``/run`` is never written), in a cgroup of its
   own (``podunit-sandbox.NAME`` below the caller's cgroup in the v2 and
   ``name=systemd`` hierarchies: without it, two nspawns would share ``/payload``).
-  Teardown kills that cgroup, so nothing started inside survives.
+  Teardown kills that cgroup, so nothing started inside survives. The network is the
+  host's unless ``private_network=True`` (own namespace, loopback only: no port clashes).
 * The checkout (``REPO_ROOT``, found from this file) is bind-mounted at the same
   path, so ``REPO_ROOT/.venv/bin/python`` and ``podunit`` work inside; further
   ``binds`` likewise (``DIR`` or ``SRC:DST``). Files on the host that change after
@@ -40,8 +41,10 @@ Teardown (`Sandbox.down`) powers the sandbox off (SIGRTMIN+4 to its PID 1), kill
 whatever is left in its cgroup, unmounts the overlay and the tmpfs and removes the
 directory; `Sandbox.booted` also does it when the body raises, on Ctrl-C and on
 SIGTERM (turned into KeyboardInterrupt while a sandbox is up). Sandboxes left by a
-killed process are removed by `reap_stale` (called by the test fixture) or by
-``podunit sandbox down --all``; a sandbox whose owner is still alive is never touched.
+killed process halt by themselves (nspawn has the owner's death signal: SIGTERM) and
+are removed by `reap_stale` (called by the test fixture) or ``podunit sandbox down
+--all``; a sandbox whose owner is still alive is never touched. ``podunit sandbox up``
+makes a detached sandbox (no owner) that lasts until ``podunit sandbox down``.
 """
 
 from __future__ import annotations
