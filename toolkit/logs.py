@@ -35,7 +35,7 @@ STDOUT = "stdout"
 STDERR = "stderr"
 JOURNAL_PRIORITY_STDERR = 3
 FOLLOW_POLL_SECONDS = 0.1
-JOURNAL_WAIT_USEC = 500_000
+JOURNAL_WAIT_SECONDS = 0.5  # systemd.journal.Reader.wait takes seconds
 
 
 class LogFormatError(PodunitError):
@@ -241,7 +241,7 @@ def read_journal(
     yield from last_lines(journal_lines(reader, joiner), tail)
     while follow:
         running = still_running()
-        reader.wait(JOURNAL_WAIT_USEC)
+        reader.wait(JOURNAL_WAIT_SECONDS)
         yield from journal_lines(reader, joiner)
         follow = running
     yield from joiner.flush()
