@@ -353,3 +353,15 @@ def test_invalid_compose_is_refused_too(tmp_path: Path) -> None:
     assert messages(result, tmp_path / "compose.yaml") == [
         "4:5: unknown Compose key 'imagee' (did you mean 'image'?)"
     ]
+
+
+@pytest.mark.parametrize("key", ["runtime", "notify"])
+def test_podunit_keys_outside_x_podunit_get_a_hint(tmp_path: Path, key: str) -> None:
+    result = load_compose(
+        tmp_path, f"services:\n  web:\n    image: x\n    {key}: runc\n", valid=key == "runtime"
+    )
+    assert len(result.errors) == 1
+    assert (
+        result.errors[0].hint
+        == f"podunit's own '{key}' goes under 'x-podunit:' in a Compose service"
+    )

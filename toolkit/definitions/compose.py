@@ -193,10 +193,15 @@ def translate_service(name: str, node: Node) -> Node:
                     out[sub_key] = sub_entry
         elif key.startswith("x-"):
             continue
-        elif key in UNSUPPORTED_KEYS:
-            raise unsupported(entry.key_loc, key)
         else:
-            raise unknown(entry.key_loc, "Compose key", key, COMPOSE_KEYS)
+            error = (
+                unsupported(entry.key_loc, key)
+                if key in UNSUPPORTED_KEYS
+                else unknown(entry.key_loc, "Compose key", key, COMPOSE_KEYS)
+            )
+            if key in X_PODUNIT_KEYS:
+                error.hint = f"podunit's own '{key}' goes under 'x-podunit:' in a Compose service"
+            raise error
     return Node(out, node.path, node.line, node.column)
 
 
