@@ -429,12 +429,15 @@ def podunit(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_up_exec_list_down() -> None:
+def test_cli_up_exec_list_down(tmp_path: Path) -> None:
     name = unique_name()
+    (tmp_path / "shared").write_text("bound\n")
     try:
-        up = podunit("up", "--name", name)
+        up = podunit("up", "--name", name, "--bind", str(tmp_path))
         assert up.returncode == 0, up.stderr
         assert up.stdout.startswith(f"{name}: running")
+        bound = podunit("exec", "--name", name, "--", "cat", str(tmp_path / "shared"))
+        assert bound.stdout == "bound\n"
         state = podunit("exec", "--name", name, "--", "systemctl", "is-system-running")
         assert (state.returncode, state.stdout) == (0, "running\n")
         assert podunit("exec", "--name", name, "--", "sh", "-c", "exit 3").returncode == 3
