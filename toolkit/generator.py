@@ -123,12 +123,12 @@ def generate(
     return rendered, [*loaded.errors, *errors]
 
 
-def _confined(output_dir: Path, relative: str) -> Path:
-    """`output_dir/relative`, refusing anything that would land outside `output_dir`."""
+def _confined(relative: str) -> list[str]:
+    """The parts of a path relative to the output directory; refuses any way out of it."""
     parts = relative.split("/")
-    if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise PodunitError(f"refusing to write {relative!r} outside {output_dir}")
-    return output_dir.joinpath(*parts)
+    if any(part in ("", ".", "..") for part in parts):
+        raise PodunitError(f"refusing to write {relative!r} outside the output directory")
+    return parts
 
 
 def write_units(output_dir: Path, units: UnitFiles, made: set[str] | None = None) -> None:
@@ -136,23 +136,30 @@ def write_units(output_dir: Path, units: UnitFiles, made: set[str] | None = None
 
     Existing files and links are replaced. `made` remembers the `.wants/`
     directories already created (the generator writes thousands of links).
+    Only plain names and `DIR/NAME` links whose target is `../NAME` or `NAME`
+    (a file in `output_dir` itself) are accepted.
     """
     made = set() if made is None else made
+    base = os.path.normpath(output_dir)
     for name, text in units.files.items():
-        file_path = str(_confined(output_dir, name))
-        fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        if len(_confined(name)) != 1:
+            raise PodunitError(f"refusing to write {name!r}: not a plain file name")
+        fd = os.open(f"{base}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, text.encode())
         finally:
             os.close(fd)
     for link, target in units.symlinks.items():
-        path = _confined(output_dir, link)
-        destination = os.path.normpath(os.path.join(path.parent, target))
-        if os.path.dirname(destination) != os.path.normpath(output_dir):
+        parts = _confined(link)
+        # Alias `www.service` -> `web.service`; `x.wants/web.service` -> `../web.service`.
+        wanted_prefix = "" if len(parts) == 1 else "../"
+        name = target.removeprefix(wanted_prefix)
+        if len(parts) > 2 or not target.startswith(wanted_prefix) or len(_confined(name)) != 1:
             raise PodunitError(f"refusing symlink {link!r} -> {target!r} outside {output_dir}")
-        if str(path.parent) not in made:
-            path.parent.mkdir(exist_ok=True)
-            made.add(str(path.parent))
+        path = f"{base}/{link}"
+        if len(parts) == 2 and parts[0] not in made:
+            os.makedirs(f"{base}/{parts[0]}", exist_ok=True)
+            made.add(parts[0])
         try:
             os.symlink(target, path)
         except FileExistsError:

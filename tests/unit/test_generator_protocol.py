@@ -222,6 +222,11 @@ def test_write_units_refuses_paths_outside_the_output_dir(tmp_path: Path) -> Non
         UnitFiles(symlinks={"a.target.wants/web.service": "../../web.service"}),
         UnitFiles(symlinks={"/etc/evil.service": "web.service"}),
         UnitFiles(symlinks={"www.service": "/etc/passwd"}),
+        UnitFiles(symlinks={"www.service": "../web.service"}),
+        UnitFiles(symlinks={"a/b/web.service": "../../web.service"}),
+        UnitFiles(symlinks={"x.wants/web.service": "web.service"}),
+        UnitFiles(symlinks={"x.wants/web.service": "../sub/web.service"}),
+        UnitFiles(files={"sub/web.service": "x"}),
     ):
         with pytest.raises(PodunitError, match="refusing"):
             write_units(out, units)
