@@ -375,3 +375,13 @@ def test_pure_python_loader_gives_the_same_results(
     assert [e.location for e in pure.errors] == [e.location for e in with_c.errors]
     assert len(pure.errors) == 2 and pure.errors[1].message == with_c.errors[1].message
     assert pure.errors[0].message.startswith("YAML syntax error: ")  # libyaml words it differently
+
+
+def test_file_names_with_control_characters_are_refused(tmp_path: Path) -> None:
+    write(tmp_path / "bad\nname.yaml", simple("a"))
+    write(tmp_path / "good.yaml", simple("b"))
+    result = load_all([tmp_path])
+    assert list(result.containers) == ["b"]
+    assert [str(e) for e in result.errors] == [
+        f"file name '{tmp_path}/bad\\nname.yaml' contains a control character"
+    ]

@@ -155,6 +155,11 @@ def _load(scan: _Scan) -> LoadResult:
     origin: dict[str, Location] = {}  # unit name -> where it was first defined (good or bad)
     for source in scan.sources.values():
         files = [source, *scan.dropins_for(source)]
+        unsafe = [path for path in files if v.has_control(str(path))]
+        if unsafe:  # the path is written into the unit (SourcePath=, comments)
+            message = f"file name {v.quote(str(unsafe[0]))} contains a control character"
+            result.errors.append(DefinitionError(None, message))
+            continue
         document = _read_merged(files, result.errors)
         if document is None:
             continue
