@@ -39,6 +39,11 @@ Decisions (documented here and in the golden tests, tests/golden/):
   and cannot be installed (no instance to enable).
 - User units (`user=True`) run `podunit --user ...` so the runtime uses the
   per-user directories.
+- Templates (`worker@`) run `podunit run worker@%i`: `%i` is an intended
+  specifier, and systemd C-unescapes Exec words after expanding it, so
+  `worker@a\\x2db.service` runs `podunit run worker@a-b`.
+- `<podunit>` in the Exec lines is the absolute path the caller passes (see
+  `toolkit.generator.podunit_executable`).
 """
 
 from __future__ import annotations
