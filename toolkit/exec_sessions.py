@@ -48,6 +48,7 @@ from typing import Any
 from toolkit import conmon, oci
 from toolkit.definitions.model import LogDriver
 from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
+from toolkit.operations import process_start_time, same_process_alive, sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
@@ -260,23 +261,6 @@ def _session(store: StateStore, record: ContainerRecord, session_id: str) -> Exe
 # --- processes -------------------------------------------------------------------------------
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), None if there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[19])
-
-
-def same_process_alive(pid: int | None, start_time: int | None) -> bool:
-    if not pid:
-        return False
-    current = process_start_time(pid)
-    return current is not None and (start_time is None or current == start_time)
-
-
 def session_dir(paths: RuntimePaths, container_id: str, session_id: str) -> Path:
     return paths.bundle_dir(container_id) / "exec" / session_id
 
@@ -400,8 +384,9 @@ def _stop_timeout(record: ContainerRecord) -> float:
 # --- starting a session ----------------------------------------------------------------------
 
 
-def require_running(record: ContainerRecord) -> None:
+def require_running(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """Exec only in a running container (libpod: "can only create exec sessions on running")."""
+    record = sync_status(store, record)
     if record.status == PAUSED:
         raise InvalidState(
             f"container {record.name} is paused", hint=f"podunit unpause {record.name}"
@@ -411,6 +396,7 @@ def require_running(record: ContainerRecord) -> None:
             f"container {record.name} is not running: exec needs a running container",
             hint=f"start it first: systemctl start {record.name}",
         )
+    return record
 
 
 def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.ResolvedUser | None:
@@ -429,7 +415,7 @@ def create_session(store: StateStore, record: ContainerRecord, config: ExecConfi
     """Write the session's process.json and its `created` row (libpod ExecCreate)."""
     if not config.command:
         raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
-    require_running(record)
+    record = require_running(store, record)
     process = exec_process_spec(record.spec, config, _resolve_exec_user(record, config.user))
     session = ExecSession(
         id=secrets.token_hex(32), container_id=record.id, state=CREATED, config=config,

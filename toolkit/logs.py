@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from toolkit.errors import PodunitError
-from toolkit.exec_sessions import same_process_alive
+from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.state import StateStore
 
@@ -319,10 +319,7 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
     log_path = record.options.get("log_path")
 
     def still_running() -> bool:
-        current = store.reload(record)
-        return current.alive and same_process_alive(
-            current.conmon_pid, current.conmon_start_time
-        )
+        return sync_status(store, record).alive
 
     return LogTarget(
         name=record.name,

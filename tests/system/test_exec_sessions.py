@@ -33,7 +33,7 @@ import json, shutil, subprocess, sys, time, secrets
 from toolkit import oci
 from toolkit.definitions.model import Container
 from toolkit.errors import Location
-from toolkit.exec_sessions import process_start_time
+from toolkit.operations import process_start_time
 from toolkit.paths import RuntimePaths
 from toolkit.state import RUNNING, ContainerRecord, StateStore
 

@@ -23,7 +23,7 @@ ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-lo
 # argv: name, conmon pid (0: none). Records a journald container, prints its id.
 RECORD = """
 import secrets, sys, time
-from toolkit.exec_sessions import process_start_time
+from toolkit.operations import process_start_time
 from toolkit.paths import RuntimePaths
 from toolkit.state import ContainerRecord, StateStore
 name, conmon_pid = sys.argv[1], int(sys.argv[2])
