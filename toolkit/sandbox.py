@@ -83,6 +83,12 @@ INSIDE_ENV: Mapping[str, str] = {
     "SYSTEMD_PAGER": "",
     "SYSTEMD_COLORS": "0",
 }
+# libmount (mount, umount, unshare, nspawn) locks /run/mount/utab unless told otherwise.
+MOUNT_ENV: Mapping[str, str] = {
+    "PATH": INSIDE_PATH,
+    "LANG": "C.UTF-8",
+    "LIBMOUNT_UTAB": str(BASE / ".utab"),
+}
 SYSTEM_CALL_FILTER = "@keyring @privileged @mount bpf keyctl add_key request_key"
 BOOT_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 10.0
@@ -619,11 +625,11 @@ class Sandbox:
         rw = self.directory / "rw"
         rw.mkdir(mode=0o700)
         self.root.mkdir(mode=0o755)
-        proc.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "podunit-sandbox", str(rw)])
+        _mount(["-t", "tmpfs", "-o", "mode=0700", "podunit-sandbox", str(rw)])
         (rw / "upper").mkdir()
         (rw / "work").mkdir()
         options = f"lowerdir=/,upperdir={rw / 'upper'},workdir={rw / 'work'}"
-        proc.run(["mount", "-t", "overlay", "-o", options, "podunit-sandbox", str(self.root)])
+        _mount(["-t", "overlay", "-o", options, "podunit-sandbox", str(self.root)])
 
     def _neutralise(self) -> None:
         """Mask host units, empty fstab, fresh machine-id and hostname: a fast, quiet boot."""
@@ -659,7 +665,7 @@ class Sandbox:
             'read -r go || exit 1; mount -t tmpfs -o mode=0755 podunit-sandbox "$1" || exit 1; '
             'shift; exec "$@" </dev/null'
         )
-        env = {"PATH": INSIDE_PATH, "LANG": "C.UTF-8", "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        env = {**MOUNT_ENV, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
         # An owned sandbox halts when its owner dies without tearing it down (SIGKILL): nspawn
         # gets SIGTERM and halts the container; `reap_stale` removes the rest. Only from the
         # main thread: the signal comes when the thread that started nspawn ends.
@@ -810,9 +816,9 @@ class Sandbox:
 
     def _unmount(self, problems: list[str]) -> None:
         for point in mountpoints_under(Path("/proc/self/mountinfo").read_text(), self.directory):
-            result = proc.run(["umount", str(point)], check=False)
+            result = _mount([str(point)], program="umount", check=False)
             if result.returncode != 0:
-                lazy = proc.run(["umount", "--lazy", str(point)], check=False)
+                lazy = _mount(["--lazy", str(point)], program="umount", check=False)
                 if lazy.returncode != 0:
                     problems.append(f"cannot unmount {point}: {lazy.stderr.decode().strip()}")
 
@@ -834,6 +840,13 @@ def _cgroup_pids(cgroups: Sequence[Path]) -> set[int]:
             text = _read_text(Path(directory) / "cgroup.procs") or ""
             pids.update(int(pid) for pid in text.split())
     return pids
+
+
+def _mount(
+    args: Sequence[str], *, program: str = "mount", check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run mount(8) or umount(8) with `MOUNT_ENV` (libmount's lock kept out of /run)."""
+    return proc.run([program, *args], check=check, env=MOUNT_ENV)
 
 
 def _require_root() -> None:

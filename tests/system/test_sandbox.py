@@ -171,7 +171,8 @@ def new_mounts_outside_sandboxes(before: set[str]) -> set[str]:
 def test_teardown_leaves_nothing_behind() -> None:
     name = unique_name()
     mounts_before = host_mounts()
-    nspawn_locks_before = Path("/run/systemd/nspawn").exists()
+    run_paths = [Path("/run/systemd/nspawn"), Path("/run/mount")]  # nspawn's and libmount's
+    run_before = [p.exists() for p in run_paths]
     with Sandbox.booted(name=name) as sb:
         leader, nspawn_pid = sb.leader, sb.nspawn_pid
         assert sb.root.is_mount()
@@ -182,7 +183,7 @@ def test_teardown_leaves_nothing_behind() -> None:
     assert new_mounts_outside_sandboxes(mounts_before) == set()
     assert not Path(f"/proc/{leader}").exists()
     assert not Path(f"/proc/{nspawn_pid}").exists()
-    assert Path("/run/systemd/nspawn").exists() == nspawn_locks_before  # host /run untouched
+    assert [p.exists() for p in run_paths] == run_before  # the host's /run untouched
 
 
 def enable_at_boot(root: Path, unit: str, command: str) -> None:
