@@ -40,8 +40,9 @@ Decisions (documented here and in the golden tests, tests/golden/):
 - User units (`user=True`) run `podunit --user ...` so the runtime uses the
   per-user directories.
 - Templates (`worker@`) run `podunit run worker@%i`: `%i` is an intended
-  specifier, and systemd C-unescapes Exec words after expanding it, so
-  `worker@a\\x2db.service` runs `podunit run worker@a-b`.
+  specifier, expanded after the words are unescaped, so the runtime gets the
+  instance exactly as in the unit name (`worker@a\\x2db.service` runs
+  `podunit run worker@a\\x2db`): the container is named like its unit.
 - `<podunit>` in the Exec lines is the absolute path the caller passes (see
   `toolkit.generator.podunit_executable`).
 """

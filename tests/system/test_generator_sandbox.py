@@ -146,6 +146,9 @@ def test_template_instances_get_their_name(generated: Sandbox, repo_root: object
     assert props["Type"] == "forking"
     assert props["PIDFile"] == f"/run/podunit/pidfiles/{PREFIX}-worker@a-b.pid"
     assert f"argv[]={repo_root}/.venv/bin/podunit run {PREFIX}-worker@a-b ;" in props["ExecStart"]
+    # %i is the instance exactly as in the unit name: the container is named like its unit.
+    escaped = show(generated, f"{PREFIX}-worker@a\\x2db.service", "ExecStart")
+    assert f" run {PREFIX}-worker@a\\x2db ;" in escaped["ExecStart"]
 
 
 def test_compose_file_is_generated(generated: Sandbox) -> None:
