@@ -207,6 +207,19 @@ def test_podunit_executable_override(repo_root: Path, tmp_path: Path, defs: Path
     assert "PODUNIT_EXECUTABLE='podunit' must be an absolute path" in result.stderr
 
 
+def test_bad_search_path_is_logged_not_a_traceback(repo_root: Path, tmp_path: Path) -> None:
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    env = environment(tmp_path, PODUNIT_DEFINITION_DIRS="relative/dir", PODUNIT_KMSG="/nonexistent")
+    result = run_generator(repo_root, [str(normal)], env)
+    assert result.returncode == 1
+    assert re.fullmatch(
+        r"podunit-generator\[\d+\]: PODUNIT_DEFINITION_DIRS entry 'relative/dir' is not an "
+        r"absolute path\n",
+        result.stderr,
+    ), result.stderr
+
+
 def test_podunit_executable_resolution() -> None:
     assert podunit_executable({"PODUNIT_EXECUTABLE": "/x/podunit"}, "/y") == "/x/podunit"
     assert podunit_executable({}, "/y/podunit") == "/y/podunit"
