@@ -159,9 +159,12 @@ def runtime_global_args(record: ContainerRecord) -> list[str]:
 def runtime_call(
     record: ContainerRecord, *args: str, check: bool = True, timeout: float = 30
 ) -> Any:
-    """Run `RUNTIME [global args] ARGS...` for this container."""
+    """Run `RUNTIME [global args] ARGS...` for this container.
+
+    Never with NOTIFY_SOCKET or LISTEN_*: `runc start` would run its own notify proxy.
+    """
     return proc.run([record.runtime, *runtime_global_args(record), *args], check=check,
-                    timeout=timeout)  # fmt: skip
+                    timeout=timeout, env=activation.environment_for_conmon(os.environ))  # fmt: skip
 
 
 def runtime_state(record: ContainerRecord) -> dict[str, Any] | None:
@@ -629,7 +632,11 @@ def _forget(store: StateStore, record: ContainerRecord) -> None:
 def wait_for_exit(
     store: StateStore, record: ContainerRecord, timeout: float | None = None
 ) -> ContainerRecord:
-    """Block (without any lock) until the container exited or `timeout` passed; sync status."""
+    """Block (without any lock) until the container exited or `timeout` passed; sync status.
+
+    Sleeps on a pidfd of conmon (it exits right after writing the exit file), waking
+    at least every half second to look for the exit file.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     pidfd = None
     if record.conmon_pid and same_process_alive(record.conmon_pid, record.conmon_start_time):
@@ -644,16 +651,9 @@ def wait_for_exit(
             if remaining is not None and remaining <= 0:
                 return record
             step = 0.5 if remaining is None else min(0.5, remaining)
-            if pidfd is not None:
-                select.select([pidfd], [], [], step)
-                if _exit_file_of(store, record) is None and not same_process_alive(
-                    record.conmon_pid, record.conmon_start_time
-                ):
-                    time.sleep(POLL_SECONDS)  # the exit command may be finishing
-            else:
-                time.sleep(min(step, POLL_SECONDS * 2))
-            if _exit_file_of(store, record) is not None:
+            if pidfd is not None and not select.select([pidfd], [], [], step)[0]:
                 continue
+            time.sleep(min(step, POLL_SECONDS))  # conmon gone or no pidfd: poll
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -885,6 +885,11 @@ def cli_create(args: argparse.Namespace) -> int:
 def cli_run(args: argparse.Namespace) -> int:
     under_unit = _under_unit()
     attached = not (args.detach or under_unit)
+    if attached and args.tty:
+        raise PodunitError(
+            "an attached run with -t is not supported yet",
+            hint="use -d, then podunit exec -it or podunit logs",
+        )
     with _store(args) as store:
         record, setup, container = _create_from_args(args, store, attached=attached)
         try:
@@ -925,7 +930,7 @@ def _announce(
     elif container.notify is Notify.CONTAINER:
         setup.start(record.conmon_pid)
     elif container.notify is Notify.HEALTHY:
-        from toolkit import health  # type: ignore[attr-defined, unused-ignore]
+        from toolkit import health
 
         health.wait_until_healthy(store, record, container)
         notify.notify_ready(record.conmon_pid)

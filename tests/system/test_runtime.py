@@ -401,3 +401,52 @@ def test_host_ports_are_reserved_while_the_container_runs(pu: Podunit) -> None:
     pu.direct("rm", "-f", "-t", "0", "porty")
     free = pu.sandbox.run(["python3", "-c", probe], check=False)
     assert free.returncode == 0, free.stderr.decode()
+
+
+# --- as a unit's ExecStart (NOTIFY_SOCKET set: detach after READY) ----------------------------
+
+
+def _unit_argv(pu: Podunit, unit: str, *command: str) -> list[str]:
+    stop = f"{pu.binary} stop -t 3 {unit}"
+    argv = ["systemd-run", "--unit", unit, "-p", "Type=notify", "-p", "NotifyAccess=all",
+            "-p", "Delegate=yes", "-p", "KillMode=mixed", "-p", f"ExecStop={stop}",
+            "-p", f"ExecStopPost=-{pu.binary} rm -f {unit}"]  # fmt: skip
+    for key, value in ENV.items():
+        argv += ["--setenv", f"{key}={value}"]
+    return [*argv, pu.binary, "run", "--name", unit, "--runtime", "runc", "--rootfs", ROOTFS,
+            "--", *command]  # fmt: skip
+
+
+def _unit_property(pu: Podunit, unit: str, name: str) -> str:
+    return pu.sandbox.run(["systemctl", "show", "-P", name, unit]).stdout.decode().strip()
+
+
+def test_run_as_notify_unit_makes_conmon_the_main_pid(pu: Podunit) -> None:
+    unit = "pu-rt-web"
+    loop = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
+    pu.sandbox.run(_unit_argv(pu, unit, "sh", "-c", loop))
+    try:
+        assert _unit_property(pu, unit, "ActiveState") == "active"
+        state = pu.state(unit)
+        assert state["Status"] == "running"
+        assert _unit_property(pu, unit, "MainPID") == str(state["ConmonPid"])
+        cgroup = pu.sandbox.sh(f"cat /proc/{state['Pid']}/cgroup").stdout.decode()
+        assert f"/system.slice/{unit}.service/" in cgroup
+    finally:
+        pu.sandbox.run(["systemctl", "stop", f"{unit}.service"], check=False)
+    assert _unit_property(pu, unit, "ActiveState") in ("inactive", "")
+    assert pu.direct("inspect", unit).returncode == 125  # ExecStopPost removed it
+    assert pu.direct("wait", unit).stdout == b"0\n"
+
+
+def test_a_failing_container_fails_its_unit_with_its_status(pu: Podunit) -> None:
+    unit = "pu-rt-failing"
+    pu.sandbox.run(_unit_argv(pu, unit, "sh", "-c", "sleep 0.3; exit 3"))
+    deadline = time.monotonic() + 15
+    while _unit_property(pu, unit, "ActiveState") not in ("failed", "inactive"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _unit_property(pu, unit, "Result") == "exit-code"
+    assert _unit_property(pu, unit, "ExecMainStatus") == "3"
+    assert pu.direct("wait", unit).stdout == b"3\n"
+    pu.sandbox.run(["systemctl", "reset-failed", f"{unit}.service"], check=False)
