@@ -51,7 +51,7 @@ _NON_SYSTEMD_UNICODE_RE = re.compile(
     + "]"
 )
 _UNSAFE_RE = re.compile(f"{_CONTROL_RE.pattern}|{_NON_SYSTEMD_UNICODE_RE.pattern}")
-_UNIT_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_UNIT_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*|X-[A-Za-z][A-Za-z0-9-]*")
 # Characters that make an Exec*= word need quotes: separators, quotes, escapes, `;`.
 _NEEDS_QUOTES_RE = re.compile(r"""[\s"'\\;]""")
 # What systemd-escape keeps as is (systemd's unit-name.c VALID_CHARS minus `-` and `\`).
@@ -158,7 +158,7 @@ def verbatim_value(value: str, what: str) -> str:
 
 
 def check_unit_key(key: str, section: str) -> str:
-    """A unit-file key name such as `TimeoutStartSec` (letters and digits, systemd.syntax(7))."""
+    """A unit-file key: `TimeoutStartSec`, or an extension key `X-Something` (systemd.unit(5))."""
     if not _UNIT_KEY_RE.fullmatch(key):
         raise UnsafeValue(f"{section}: {key!r} is not a valid unit file key")
     return key

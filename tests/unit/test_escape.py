@@ -118,7 +118,8 @@ def test_specifiers_and_plain_values() -> None:
 
 def test_unit_keys() -> None:
     assert check_unit_key("TimeoutStartSec", "service") == "TimeoutStartSec"
-    for key in ("", "A=B", "A B", "9Key", "Key\n", "Key-Dash"):
+    assert check_unit_key("X-Podunit-Note", "unit") == "X-Podunit-Note"
+    for key in ("", "A=B", "A B", "9Key", "Key\n", "Key-Dash", "X-", "X-1", "X-a b", "x-lower"):
         with pytest.raises(UnsafeValue, match="not a valid unit file key"):
             check_unit_key(key, "service")
 
