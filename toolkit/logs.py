@@ -171,6 +171,10 @@ class K8sFileFollower:
         leftover = self._reopen_if_replaced()
         return [*leftover, *self._drain()] if self._file is not None else leftover
 
+    def pending(self) -> list[LogLine]:
+        """Partial lines still waiting for their end, as lines."""
+        return self._joiner.flush()
+
     def follow(
         self, still_running: Callable[[], bool], *, poll: float = FOLLOW_POLL_SECONDS
     ) -> Iterator[LogLine]:
@@ -199,6 +203,7 @@ def journal_entry_line(entry: dict[str, object]) -> tuple[LogLine, bool]:
     """A journal entry of conmon's as (line, partial)."""
     message = entry.get("MESSAGE", b"")
     text = message if isinstance(message, bytes) else str(message).encode()
+    text = text.removesuffix(b"\n")  # conmon sends complete lines with their newline
     priority = entry.get("PRIORITY")
     stream = STDERR if str(priority) == str(JOURNAL_PRIORITY_STDERR) else STDOUT
     stamp = entry.get("__REALTIME_TIMESTAMP")
@@ -286,7 +291,10 @@ def show_logs(
             raise PodunitError(f"container {name} has no k8s-file log path recorded")
         follower = K8sFileFollower(log_path)
         try:
-            for line in last_lines(follower.read_available(), tail):
+            lines = follower.read_available()
+            if not follow:
+                lines += follower.pending()  # a last line the container never ended
+            for line in last_lines(lines, tail):
                 emit(line)
             if follow:
                 for line in follower.follow(still_running):

@@ -104,9 +104,9 @@ def test_negative_tail_is_refused() -> None:
 
 def test_journal_entries_priority_and_partials() -> None:
     entries: list[dict[str, object]] = [
-        {"MESSAGE": b"out", "PRIORITY": 6},
+        {"MESSAGE": b"out\n", "PRIORITY": 6},
         {"MESSAGE": b"err ", "PRIORITY": 3, "CONTAINER_PARTIAL_MESSAGE": "true"},
-        {"MESSAGE": b"continued", "PRIORITY": 3},
+        {"MESSAGE": b"continued\n", "PRIORITY": 3},
         {"MESSAGE": "text", "PRIORITY": "6"},
     ]
     joiner = PartialJoiner()
@@ -267,3 +267,17 @@ def test_cli_logs_errors(store_env: Path, capfd: pytest.CaptureFixture[str]) -> 
     _add_container("neg", {"log_driver": "k8s-file", "log_path": str(log)})
     assert main(["logs", "--tail", "-2", "neg"]) == 125
     assert "--tail must not be negative" in capfd.readouterr().err
+
+
+def test_show_logs_ends_with_an_unfinished_last_line(tmp_path: Path) -> None:
+    log = tmp_path / "ctr.log"
+    log.write_bytes(
+        b"2026-11-23T09:01:02.1+00:00 stdout F done\n"
+        b"2026-11-23T09:01:02.2+00:00 stdout P no-newline\n"
+    )
+    shown: list[LogLine] = []
+    show_logs(
+        name="web", container_id="x" * 64, driver="k8s-file", log_path=log,
+        tail=None, follow=False, still_running=lambda: False, emit=shown.append,
+    )
+    assert [line.text for line in shown] == [b"done", b"no-newline"]
