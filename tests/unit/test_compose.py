@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from toolkit.definitions.compose import (
     COMPOSE_KEYS,
@@ -365,3 +368,39 @@ def test_podunit_keys_outside_x_podunit_get_a_hint(tmp_path: Path, key: str) -> 
         result.errors[0].hint
         == f"podunit's own '{key}' goes under 'x-podunit:' in a Compose service"
     )
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**20), 2**20),
+    st.sampled_from(["", "x", "1m", "512m", "SIGINT", "8080:80", "/abs", "./rel", "A=b", "host"]),
+    st.text(max_size=6),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["resources", "limits", "memory", "cpus", "driver", "options", "test"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(st.sampled_from(sorted(COMPOSE_KEYS | UNSUPPORTED_KEYS)), _VALUES, max_size=4)
+)
+def test_any_compose_service_gives_a_result_or_located_errors(service: dict[str, Any]) -> None:
+    """Whatever the service holds, loading never raises: a container or located errors."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory, "compose.yaml")
+        path.write_text(yaml.safe_dump({"services": {"s": service}}))
+        result = load_paths([path])
+    assert bool(result.containers) != bool(result.errors)
+    for error in result.errors:
+        assert error.location is not None and error.location.path == str(path)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from toolkit.definitions.model import (
     Container,
@@ -15,6 +20,7 @@ from toolkit.definitions.model import (
     SocketSpec,
     SocketType,
 )
+from toolkit.definitions.parse import CONTAINER_KEYS
 
 
 def load(tmp_path: Path, spec: str) -> tuple[Container | None, list[str]]:
@@ -215,3 +221,40 @@ def test_container_must_be_a_mapping(tmp_path: Path) -> None:
         f"{path}:2:6: container 'c' must be a mapping, not 'nginx'"
     ]
     assert list(result.containers) == ["d"]
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "x", "10s", "1G", "SIGTERM", "80:80", "/abs", "rel", "a=b", "%i"]),
+    st.text(max_size=8),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["test", "type", "target", "source", "soft", "listen", "x-a", "z"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(CONTAINER_KEYS)), _VALUES, max_size=4))
+def test_any_value_of_any_key_gives_a_result_or_located_errors(spec: dict[str, Any]) -> None:
+    """Whatever the values, loading never raises: a container or `FILE:LINE:COLUMN` errors."""
+    from toolkit.definitions.loader import load_paths
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory, "c.yaml")
+        path.write_text(yaml.safe_dump({"containers": {"c": spec}}))
+        result = load_paths([path])
+    assert bool(result.containers) != bool(result.errors) or not spec
+    for error in result.errors:
+        assert error.location is not None and error.location.path == str(path)

@@ -96,6 +96,8 @@ def _deploy(node: Node, out: dict[str, Entry]) -> None:
     for key, entry in keys.items():
         if key != "resources":
             raise unsupported(entry.key_loc, f"deploy.{key}")
+    if "resources" not in keys:
+        return
     resources = check_keys(keys["resources"].node, ("limits", "reservations"), "deploy.resources")
     if "limits" in resources:
         limits = check_keys(resources["limits"].node, ("cpus", "memory", "pids"), "limits")
