@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolkit.definitions.loader import (
     find_definition,
@@ -385,3 +388,27 @@ def test_file_names_with_control_characters_are_refused(tmp_path: Path) -> None:
     assert [str(e) for e in result.errors] == [
         f"file name '{tmp_path}/bad\\nname.yaml' contains a control character"
     ]
+
+
+_YAMLISH = st.lists(
+    st.sampled_from(
+        ["containers:", "services:", "\n", "  ", "a:", " image: x", "- ", "[", "]", "{", "}",
+         "&a ", "*a", "<<: ", "!!str ", "!!python/none ", "~", "22:22", "no", "'", '"', ",",
+         "\t", "\xff", "#", "---\n", "x-y:", "%YAML 1.1\n"]
+    ),
+    max_size=25,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_YAMLISH, st.binary(max_size=40)))
+def test_arbitrary_input_never_raises(content: str | bytes) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory, "a.yaml")
+        if isinstance(content, str):
+            path.write_bytes(content.encode("utf-8", "surrogateescape"))
+        else:
+            path.write_bytes(content)
+        result = load_all([Path(directory)])
+    for error in result.errors:
+        assert error.location is not None and error.location.path == str(path)
