@@ -271,3 +271,27 @@ def test_exec_without_command(sandbox: Sandbox, web: ExecTarget) -> None:
     result = podunit(sandbox, "exec", web.name)
     assert result.returncode == 125
     assert b"exec needs a command" in result.stderr
+
+
+def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: ExecTarget) -> None:
+    """The real run path: conmon-monitored, with podunit's runtime arguments (--root ...)."""
+    name = f"exec-run-{secrets.token_hex(3)}"
+    started = podunit(
+        sandbox, "run", "-d", "--runtime", "runc", "--rootfs", ROOTFS, "--name", name,
+        "--", "sleep", "1000",
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        assert podunit(sandbox, "exec", name, "--", "sh", "-c", "exit 5").returncode == 5
+        detached = podunit(sandbox, "exec", "-d", name, "--", "sleep", "1000")
+        session_pid = {s["ID"]: s["Pid"] for s in sessions(sandbox, ExecTarget(name, ""))}[
+            detached.stdout.decode().strip()
+        ]
+        removed = podunit(sandbox, "rm", "-f", "-t", "0", name)
+        assert removed.returncode == 0, removed.stderr
+        assert sandbox.run(["kill", "-0", str(session_pid)], check=False).returncode != 0
+        gone = podunit(sandbox, "exec", name, "--", "true")
+        assert gone.returncode == 125
+        assert b"no such container" in gone.stderr
+    finally:
+        podunit(sandbox, "rm", "-f", "-t", "0", name)
