@@ -12,6 +12,7 @@ schema in /work/shared/data/oci-runtime-spec.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -186,6 +187,41 @@ SECCOMP_DENIED_SYSCALLS = [
 ]
 
 
+INIT_PATH = "/run/podunit-init"
+INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
+                   "/usr/bin/tini")  # fmt: skip
+
+
+def apply_security_opts(container: Container) -> Container:
+    """`security_opt` entries as Docker/Podman spell them, folded into the model's fields.
+
+    Supported: `no-new-privileges[:true|false]`, `seccomp=unconfined|PATH`,
+    `label=disable` and `apparmor=unconfined` (no-ops: no LSM here). Anything else
+    is an error rather than silently ignored.
+    """
+    changes: dict[str, Any] = {}
+    for option in container.security_opt:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            changes["no_new_privileges"] = value != "false"
+        elif key == "seccomp" and (value == "unconfined" or value.startswith("/")):
+            changes["seccomp"] = value
+        elif option in ("label=disable", "label:disable", "apparmor=unconfined"):
+            continue
+        else:
+            raise PodunitError(
+                f"container {container.name!r}: unsupported security_opt {option!r}",
+                hint="supported: no-new-privileges[:false], seccomp=unconfined|/path, "
+                "label=disable, apparmor=unconfined",
+            )
+    return dataclasses.replace(container, **changes) if changes else container
+
+
+def find_init_binary(candidates: Sequence[str] = INIT_CANDIDATES) -> str | None:
+    """A statically usable minimal init on the host (catatonit, as Podman uses), or None."""
+    return next((path for path in candidates if os.access(path, os.X_OK)), None)
+
+
 @dataclass(frozen=True)
 class ResolvedUser:
     """The numeric identity of the container's process."""
@@ -223,10 +259,12 @@ class SpecInputs:
     tty: bool = False
     held_capabilities: tuple[str, ...] = CAPABILITY_NAMES  # what `privileged` grants
     seccomp_profile: Mapping[str, Any] | None = None  # the file of `seccomp: /path`
+    init_binary: str | None = None  # host path of catatonit/tini for `init: true`
 
 
 def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
     """The runtime-spec config.json for `container` (config.md, config-linux.md)."""
+    container = apply_security_opts(container)
     network_is_host = container.network == "host"
     hostname = container.hostname or (None if network_is_host else inputs.container_id[:12])
     spec: dict[str, Any] = {
@@ -237,6 +275,15 @@ def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         + [_volume_mount(m) for m in inputs.extra_mounts],
         "linux": _linux(container, inputs, network_is_host, hostname is not None),
     }
+    if container.init:
+        if inputs.init_binary is None:
+            raise PodunitError(
+                f"container {container.name!r}: `init: true` needs catatonit or tini on the host",
+                hint="install the Debian package catatonit",
+            )
+        init_mount = {"destination": INIT_PATH, "type": "bind", "source": inputs.init_binary}
+        spec["mounts"].append({**init_mount, "options": ["bind", "ro"]})
+        spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
     if hostname is not None:
         spec["hostname"] = hostname
     annotations = dict(container.annotations)
@@ -575,6 +622,7 @@ def gather_inputs(
     cgroups_path: str | None = None,
 ) -> SpecInputs:
     """Read from the host and the rootfs what `build_spec` needs for `container`."""
+    container = apply_security_opts(container)
     if not os.path.isdir(rootfs):
         raise PodunitError(f"root file system {rootfs}: not a directory")
     user = resolve_user(
@@ -602,4 +650,5 @@ def gather_inputs(
         tty=tty,
         held_capabilities=held_capabilities(),
         seccomp_profile=profile,
+        init_binary=find_init_binary() if container.init else None,
     )

@@ -720,9 +720,12 @@ def remove_container(
                 hint=f"stop it first, or use: podunit rm -f {record.name}",
             )
         record = stop_container(store, record, timeout)
+    from toolkit import exec_sessions  # imports this module: import late
+
+    exec_sessions.stop_all_sessions(store, record)
     with store.container_lock(record.id), contextlib.suppress(ContainerNotFound):
         record = store.reload(record)
-        _release(store, store.reload(record))
+        _release(store, record)
         _forget(store, record)
 
 

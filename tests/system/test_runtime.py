@@ -450,3 +450,84 @@ def test_a_failing_container_fails_its_unit_with_its_status(pu: Podunit) -> None
     assert _unit_property(pu, unit, "ExecMainStatus") == "3"
     assert pu.direct("wait", unit).stdout == b"3\n"
     pu.sandbox.run(["systemctl", "reset-failed", f"{unit}.service"], check=False)
+
+
+# --- definitions, init, logs, create/start, restart, signal forwarding ------------------------
+
+DEFINITIONS = f"{BASE}/definitions"
+
+
+def test_run_a_definition_with_init_from_a_shell(pu: Podunit) -> None:
+    pu.sandbox.write(
+        f"{DEFINITIONS}/initdemo.yaml",
+        f"containers:\n  initdemo:\n    rootfs: {ROOTFS}\n    runtime: runc\n    init: true\n"
+        "    environment: {GREETING: hello}\n"
+        "    command: [sh, -c, 'echo $GREETING; tr \"\\\\0\" \" \" < /proc/1/cmdline; exit 4']\n",
+    )
+    argv = pu.service_argv(["run", "initdemo"])
+    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
+    result = pu.sandbox.run(argv, check=False, env=ENV)
+    assert result.returncode == 4, stderr_of(result)
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "hello"
+    assert lines[1].startswith("/run/podunit-init -- sh -c")
+    # a second run replaces the exited container of the same definition
+    again = pu.sandbox.run(argv, check=False, env=ENV)
+    assert again.returncode == 4, stderr_of(again)
+    names = [c["Name"] for c in json.loads(pu.direct("ps", "-a", "--format", "json").stdout)]
+    assert names.count("initdemo") == 1
+    missing = pu.run("run", "no-such-definition")
+    assert missing.returncode == 125
+    assert "no-such-definition" in stderr_of(missing) and "Traceback" not in stderr_of(missing)
+    pu.direct("rm", "initdemo")
+
+
+def test_k8s_file_log_of_a_detached_container(pu: Podunit) -> None:
+    pu.detached("logged", "sh", "-c", "echo to-stdout; echo to-stderr >&2",
+                extra=["--log-driver", "k8s-file"])  # fmt: skip
+    assert pu.direct("wait", "logged").stdout == b"0\n"
+    log_path = pu.inspect("logged")["LogPath"]
+    assert isinstance(log_path, str) and log_path.startswith(STATE_DIR)
+    lines = pu.sandbox.run(["cat", log_path]).stdout.decode().splitlines()
+    assert any(line.endswith(" stdout F to-stdout") for line in lines), lines
+    assert any(line.endswith(" stderr F to-stderr") for line in lines), lines
+    pu.direct("rm", "logged")
+    assert pu.sandbox.sh(f"test -e {log_path}", check=False).returncode != 0
+
+
+def test_create_then_start_and_start_again_after_exit(pu: Podunit) -> None:
+    pu.sandbox.sh(f"mkdir -p {BASE}/starts && rm -f {BASE}/starts/count")
+    created = pu.run(
+        "create", "--name", "twice", "--runtime", "runc", "--cgroups", "enabled",
+        "-v", f"{BASE}/starts:/out", "--rootfs", ROOTFS, "--",
+        "sh", "-c", "echo run >> /out/count; exit 6",
+    )  # fmt: skip
+    assert created.returncode == 0, stderr_of(created)
+    assert pu.state("twice")["Status"] == "created"
+    assert pu.sandbox.sh(f"cat {BASE}/starts/count 2>/dev/null || true").stdout == b""
+    assert pu.run("start", "twice").returncode == 0
+    assert pu.direct("wait", "twice").stdout == b"6\n"
+    restarted = pu.run("start", "twice")
+    assert restarted.returncode == 0, stderr_of(restarted)
+    assert pu.direct("wait", "twice").stdout == b"6\n"
+    assert pu.sandbox.sh(f"cat {BASE}/starts/count").stdout == b"run\nrun\n"
+    pu.direct("rm", "twice")
+
+
+def test_attached_run_forwards_sigterm_to_the_container(pu: Podunit) -> None:
+    script = "trap 'echo got-term; exit 11' TERM; echo ready; while :; do sleep 0.1; done"
+    argv = shlex.join(pu.service_argv(
+        ["run", "--name", "forwarded", "--runtime", "runc", "--rootfs", ROOTFS, "--",
+         "sh", "-c", script]))  # fmt: skip
+    shell = (
+        f"{argv} > {BASE}/forward.out & "
+        f"for i in $(seq 100); do grep -q ready {BASE}/forward.out 2>/dev/null && break; "
+        "sleep 0.05; done; "
+        "pid=$(systemctl show -P MainPID $(systemctl list-units --no-legend 'run-*.service' "
+        "| awk '{print $1}' | while read u; do systemctl show -P ExecStart $u | grep -q "
+        "forwarded && echo $u; done)); kill -TERM $pid; wait $!; echo status=$?"
+    )
+    result = pu.sandbox.sh(shell, check=False, env=ENV, timeout=60)
+    assert b"status=11" in result.stdout, result.stdout + result.stderr
+    assert pu.sandbox.read(f"{BASE}/forward.out") == b"ready\ngot-term\n"
+    pu.direct("rm", "forwarded")

@@ -351,3 +351,32 @@ def test_sync_records_and_runtime_errors() -> None:
     other = conmon.classify_runtime_error("cgroup: permission denied", "runc")
     assert type(other) is conmon.RuntimeFailed and other.exit_code == 125
     assert str(other) == "runc: cgroup: permission denied"
+
+
+def test_security_opts_fold_into_the_spec() -> None:
+    spec = spec_of(container(security_opt=("no-new-privileges:false", "seccomp=unconfined")))
+    assert spec["process"]["noNewPrivileges"] is False
+    assert "seccomp" not in spec["linux"]
+    noop = spec_of(container(security_opt=("label=disable", "apparmor=unconfined")))
+    assert noop["process"]["noNewPrivileges"] is True and "seccomp" in noop["linux"]
+    for bad in ("label=type:foo", "seccomp=relative.json", "unmask=ALL", "bogus"):
+        with pytest.raises(PodunitError, match="unsupported security_opt"):
+            spec_of(container(security_opt=(bad,)))
+
+
+def test_init_wraps_the_command_with_a_bind_mounted_init() -> None:
+    spec = spec_of(container(init=True), init_binary="/usr/bin/catatonit")
+    assert spec["process"]["args"] == ["/run/podunit-init", "--", "sh", "-c", "echo hi"]
+    mount = {m["destination"]: m for m in spec["mounts"]}["/run/podunit-init"]
+    assert mount["source"] == "/usr/bin/catatonit" and "ro" in mount["options"]
+    assert not list(_validator().iter_errors(spec))
+    with pytest.raises(PodunitError, match="catatonit"):
+        spec_of(container(init=True))
+
+
+def test_find_init_binary(tmp_path: Path) -> None:
+    present = tmp_path / "tini"
+    present.write_text("#!/bin/sh\n")
+    present.chmod(0o755)
+    assert oci.find_init_binary([str(tmp_path / "missing"), str(present)]) == str(present)
+    assert oci.find_init_binary([str(tmp_path / "missing")]) is None
