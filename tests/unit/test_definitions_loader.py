@@ -86,11 +86,13 @@ def test_first_file_name_wins_across_search_dirs(tmp_path: Path) -> None:
     assert result.sources["web"] == [high / "web.yaml"]
 
 
-def test_subdirectories_walked_and_d_directories_skipped(tmp_path: Path) -> None:
+def test_subdirectories_walked_d_and_hidden_directories_skipped(tmp_path: Path) -> None:
     write(tmp_path / "group" / "deep" / "a.yaml", simple("a"))
     write(tmp_path / "conf.d" / "b.yaml", simple("b"))
     write(tmp_path / "notes.txt", "not yaml")
     write(tmp_path / "group" / "c.yml", simple("c"))
+    write(tmp_path / ".git" / "d.yaml", simple("d"))
+    write(tmp_path / ".e.yaml", simple("e"))
     result = load_all([tmp_path, tmp_path / "missing"])
     assert result.errors == []
     assert sorted(result.containers) == ["a", "c"]

@@ -91,12 +91,14 @@ class _Scan:
             return
         self.seen.add((status.st_dev, status.st_ino))
         for entry in entries:
+            if entry.name.startswith("."):  # hidden: editors' and VCS files
+                continue
             if entry.is_dir():
                 if entry.name.endswith(".d"):
                     self._dropin_dir(entry.path, entry.name)
                 else:
                     self.walk(entry.path, shadow=shadow)
-            elif entry.name.endswith(SUFFIXES) and not entry.name.startswith("."):
+            elif entry.name.endswith(SUFFIXES):
                 self.add_source(Path(entry.path), shadow=shadow)
 
     def add_source(self, path: Path, *, shadow: bool) -> None:
