@@ -657,7 +657,7 @@ class Sandbox:
         cgroups = self._cgroup_dirs()
         self._save(cgroups=[str(c) for c in cgroups])
         for cgroup in cgroups:
-            cgroup.mkdir()
+            cgroup.mkdir(exist_ok=True)
         hide = next(p for p in ("/run/systemd/nspawn", "/run/systemd", "/run") if Path(p).is_dir())
         # unshare execs sh (same pid) in a private mount namespace; sh waits until we have
         # moved it into the sandbox's cgroups, hides the host's /run/systemd/nspawn, execs nspawn.
