@@ -1,0 +1,763 @@
+"""The benchmark scenarios, run inside the sandbox: ``python -m bench.inside SIZES_JSON OUT``.
+
+Every contender runs in the same booted systemd, in one run, alternating: each
+repetition visits the contenders in a rotated order, so drift (other load on the
+machine, caches) spreads over all of them. Results go to OUT as JSON:
+``{"meta": {...}, "scenarios": {scenario: {contender: measurement}}}`` where a
+measurement holds ``samples`` (milliseconds) or ``error``.
+
+Contenders: ``podunit`` (generated units, runtime runc), ``podunit-crun`` (the
+same with crun), ``podman`` (a unit shaped like Quadlet 4.4's output: ``podman
+run --sdnotify=conmon --cgroups=split --rootfs``, Type=notify, KillMode=mixed,
+Delegate=yes, runtime runc), and the floors ``runc`` and ``crun`` (``run -d``,
+``exec``, ``kill`` + ``delete`` of an OCI bundle, no systemd). Every container is
+the same busybox rootfs running a shell that exits 0 on SIGTERM, without network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from toolkit import proc
+from toolkit.errors import PodunitError
+from toolkit.escape import command_line
+
+REPO = Path(__file__).resolve().parent.parent
+PODUNIT = str(REPO / ".venv" / "bin" / "podunit")
+GENERATOR = str(REPO / "generators" / "podunit-generator")
+WORK = Path("/srv/podunit-bench")
+ROOTFS = WORK / "rootfs"
+PAYLOAD = ("sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait")
+UNIT_DIR = Path("/etc/systemd/system")
+DEFINITION = Path("/etc/podunit/podunit-bench.yaml")
+PODMAN_STORAGE_CONF = """\
+# podunit benchmark: vfs, because overlay cannot stack on the sandbox's overlayfs root
+[storage]
+driver = "vfs"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+"""
+# The issue's reference numbers for Quadlet (podman >= 4.4), not measured here.
+T = TypeVar("T")
+QUADLET_REFERENCE_MS = {1: 3.0, 1000: 114.0}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much to measure; `quick` for a smoke run, `full` (default) for the table."""
+
+    lifecycle_repeats: int = 20
+    exec_repeats: int = 30
+    ps_repeats: int = 10
+    generator_counts: tuple[int, ...] = (1, 100, 1000)
+    generator_repeats: int = 10
+    density: int = 100
+    burst: int = 50
+    burst_repeats: int = 3
+    contenders: tuple[str, ...] = ("podunit", "podunit-crun", "podman", "runc", "crun")
+    scenarios: tuple[str, ...] = ("generator", "lifecycle", "exec", "density", "burst")
+    budget_seconds: float = 780.0  # the whole run; scenarios stop repeating when it is spent
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            lifecycle_repeats=3,
+            exec_repeats=5,
+            ps_repeats=3,
+            generator_counts=(1, 100),
+            generator_repeats=3,
+            density=5,
+            burst=5,
+            burst_repeats=1,
+            budget_seconds=150.0,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sizes:
+        fields = {field.name for field in dataclasses.fields(cls)}
+        values: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in data.items()
+            if key in fields
+        }
+        return cls(**values)
+
+
+class BenchFailure(PodunitError):
+    """A contender could not do what the scenario asks (its measurement becomes an error)."""
+
+
+# ---------------------------------------------------------------------------
+# Running and timing programs
+
+
+def run_timed(argv: Sequence[str], *, env: dict[str, str] | None = None) -> float:
+    """Milliseconds from spawning `argv` to its exit. Its stdio is /dev/null and a file
+    (never a pipe: `runc run -d` hands its stdio to the container, which would keep a
+    pipe open). Raises BenchFailure with the tail of its stderr if it fails."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        child = proc.spawn(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors.fileno())
+        status = child.wait()
+        elapsed = (time.perf_counter() - started) * 1000
+        if status != 0:
+            errors.seek(0)
+            raise BenchFailure(f"{' '.join(argv)}: exit status {status}: {_tail(errors.read())}")
+    return elapsed
+
+
+def peak_memory_kib(argv: Sequence[str], *, env: dict[str, str]) -> int:
+    """Peak resident memory of one run of `argv` in KiB, from GNU time's %M (getrusage's
+    ru_maxrss of a child forked by the small `time`: a child forked or vforked by this
+    Python process would report this process's peak instead, maxrss survives exec)."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        run_timed(["/usr/bin/time", "-f", "%M", "-o", report.name, *argv], env=env)
+        return int(report.read().split()[-1])
+
+
+def _tail(stderr: bytes, lines: int = 3) -> str:
+    text = stderr.decode(errors="replace").strip().splitlines()
+    return " | ".join(text[-lines:]) or "no error output"
+
+
+def quiet(argv: Sequence[str], *, check: bool = True) -> str:
+    """Run an untimed helper command; its stdout (stripped)."""
+    return proc.output(argv, check=check)
+
+
+def rotated(items: Sequence[T], turn: int) -> list[T]:
+    """`items` rotated left by `turn`: each repetition starts with another contender."""
+    if not items:
+        return []
+    shift = turn % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+# ---------------------------------------------------------------------------
+# Contenders
+
+
+class Contender(Protocol):
+    key: str
+
+    def prepare(self, count: int) -> None: ...
+    def name(self, index: int) -> str: ...
+    def start(self, names: Sequence[str]) -> None: ...
+    def stop(self, names: Sequence[str]) -> None: ...
+    def check_active(self, names: Sequence[str]) -> None: ...
+    def exec_argv(self, name: str) -> list[str]: ...
+    def ps_argv(self) -> list[str]: ...
+    def resident_pids(self, names: Sequence[str]) -> list[int]: ...
+    def cleanup(self, names: Sequence[str]) -> None: ...
+
+
+class UnitContender:
+    """Containers as systemd services: start/stop are `systemctl start/stop`, which
+    return once the job is done (Type=notify: when READY=1 arrived)."""
+
+    key = ""
+    prefix = ""
+
+    def name(self, index: int) -> str:
+        return f"{self.prefix}{index}"
+
+    def start(self, names: Sequence[str]) -> None:
+        try:
+            run_timed(["systemctl", "start", *(f"{n}.service" for n in names)])
+        except BenchFailure:
+            raise BenchFailure(
+                f"{self.key}: systemctl start failed; {names[0]}.service said: "
+                + self.journal(names[0])
+            ) from None
+
+    def stop(self, names: Sequence[str]) -> None:
+        run_timed(["systemctl", "stop", *(f"{n}.service" for n in names)])
+
+    def check_active(self, names: Sequence[str]) -> None:
+        result = proc.run(["systemctl", "is-active", *(f"{n}.service" for n in names)], check=False)
+        states = result.stdout.decode().split()
+        if any(state != "active" for state in states):
+            raise BenchFailure(
+                f"{self.key}: units not active after start: {sorted(set(states))}; "
+                f"journal: {self.journal(names[0])}"
+            )
+
+    def journal(self, name: str) -> str:
+        """The last lines the unit's own processes logged (not systemd's about it)."""
+        text = quiet(
+            ["journalctl", "-q", "-o", "cat", "-n", "3", f"_SYSTEMD_UNIT={name}.service"],
+            check=False,
+        )
+        return " | ".join(text.splitlines()) or "nothing in the journal"
+
+    def resident_pids(self, names: Sequence[str]) -> list[int]:
+        """Processes in the units' cgroups that are not the container's (another pid
+        namespace): what the contender leaves behind per container."""
+        own_namespace = os.readlink("/proc/self/ns/pid")
+        found: list[int] = []
+        for name in names:
+            group = quiet(["systemctl", "show", "-P", "ControlGroup", f"{name}.service"])
+            if not group:
+                continue
+            for pid in cgroup_pids(Path("/sys/fs/cgroup") / group.lstrip("/")):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/ns/pid") == own_namespace:
+                        found.append(pid)
+        return found
+
+    def cleanup(self, names: Sequence[str]) -> None:
+        proc.run(["systemctl", "stop", *(f"{n}.service" for n in names)], check=False)
+        proc.run(["systemctl", "reset-failed", *(f"{n}.service" for n in names)], check=False)
+
+
+class PodunitUnits(UnitContender):
+    """podunit's generated units (definitions in /etc/podunit, the generator installed)."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self.key = "podunit" if runtime == "runc" else f"podunit-{runtime}"
+        self.prefix = "bpu-" if runtime == "runc" else f"bpu{runtime[0]}-"
+
+    def definition(self, count: int) -> str:
+        command = json.dumps(list(PAYLOAD))
+        lines = ["containers:"]
+        for index in range(count):
+            lines += [
+                f"  {self.name(index)}:",
+                f"    rootfs: {ROOTFS}",
+                f"    command: {command}",
+                "    network: none",
+                f"    runtime: {self.runtime}",
+                "    log_driver: journald",
+                "    install: {}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def prepare(self, count: int) -> None:
+        path = DEFINITION.with_name(f"{DEFINITION.stem}-{self.key}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.definition(count))
+
+    def exec_argv(self, name: str) -> list[str]:
+        return [PODUNIT, "exec", name, "true"]
+
+    def ps_argv(self) -> list[str]:
+        return [PODUNIT, "ps"]
+
+
+class PodmanUnits(UnitContender):
+    """Hand-written units shaped like Quadlet 4.4's (Podman 4.3.1 has no Quadlet)."""
+
+    key = "podman"
+    prefix = "bpm-"
+
+    def unit(self, name: str) -> str:
+        cidfile = f"/run/{name}.cid"
+        run = [
+            "/usr/bin/podman",
+            "run",
+            f"--name={name}",
+            f"--cidfile={cidfile}",
+            "--replace",
+            "--rm",
+            "-d",
+            "--log-driver=journald",
+            "--sdnotify=conmon",
+            "--cgroups=split",
+            "--network=none",
+            "--pids-limit=0",
+            "--runtime",
+            "runc",
+            "--rootfs",
+            str(ROOTFS),
+            *PAYLOAD,
+        ]
+        remove = ["/usr/bin/podman", "rm", "-f", "-i", f"--cidfile={cidfile}"]
+        return (
+            f"[Unit]\nDescription=podunit benchmark: podman container {name}\n\n"
+            "[Service]\nEnvironment=PODMAN_SYSTEMD_UNIT=%n\nKillMode=mixed\nDelegate=yes\n"
+            "Type=notify\nNotifyAccess=all\nSyslogIdentifier=%N\n"
+            f"ExecStart={command_line(run)}\n"
+            f"ExecStop={command_line(remove)}\n"
+            f"ExecStopPost={command_line(remove, prefix='-')}\n"
+            f"ExecStopPost={command_line(['/bin/rm', '-f', cidfile], prefix='-')}\n"
+        )
+
+    def prepare(self, count: int) -> None:
+        for index in range(count):
+            name = self.name(index)
+            (UNIT_DIR / f"{name}.service").write_text(self.unit(name))
+
+    def exec_argv(self, name: str) -> list[str]:
+        return ["/usr/bin/podman", "exec", name, "true"]
+
+    def ps_argv(self) -> list[str]:
+        return ["/usr/bin/podman", "ps"]
+
+
+class RawRuntime:
+    """The floor: the OCI runtime on a prepared bundle, no systemd, no monitor."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self.key = runtime
+        self.binary = proc.which(runtime)
+        self.bundles = WORK / f"bundles-{runtime}"
+
+    def name(self, index: int) -> str:
+        return f"br{self.runtime[0]}-{index}"
+
+    def prepare(self, count: int) -> None:
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        config = oci_config(self.binary)
+        for index in range(count):
+            bundle = self.bundles / self.name(index)
+            bundle.mkdir(exist_ok=True)
+            (bundle / "config.json").write_text(json.dumps(config))
+
+    def start(self, names: Sequence[str]) -> None:
+        """`run -d` of every container, all at once when there are several (burst)."""
+        children = []
+        with tempfile.TemporaryFile() as errors:
+            for name in names:
+                argv = [self.binary, "run", "-d", "-b", str(self.bundles / name), name]
+                children.append(proc.spawn(argv, stdout=subprocess.DEVNULL, stderr=errors.fileno()))
+            statuses = [child.wait() for child in children]
+            if any(statuses):
+                errors.seek(0)
+                raise BenchFailure(f"{self.runtime} run -d failed: {_tail(errors.read())}")
+
+    def stop(self, names: Sequence[str]) -> None:
+        """SIGTERM, wait until the container process is gone (exited and reaped by the
+        sandbox's PID 1: runc calls a zombie running), delete."""
+        pids = [int(json.loads(quiet([self.binary, "state", name]))["pid"]) for name in names]
+        for name in names:
+            run_timed([self.binary, "kill", name, "TERM"])
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
+            if time.monotonic() > deadline:
+                raise BenchFailure(f"{self.runtime}: {names[0]} did not exit on SIGTERM")
+            time.sleep(0.0005)
+        for name in names:
+            run_timed([self.binary, "delete", name])
+
+    def exec_argv(self, name: str) -> list[str]:
+        return [self.binary, "exec", name, "true"]
+
+    def ps_argv(self) -> list[str]:
+        return [self.binary, "list"]
+
+    def check_active(self, names: Sequence[str]) -> None:
+        for name in names:
+            status = json.loads(quiet([self.binary, "state", name]))["status"]
+            if status != "running":
+                raise BenchFailure(f"{self.runtime}: {name} is {status} after run -d")
+
+    def resident_pids(self, names: Sequence[str]) -> list[int]:
+        return []  # nothing but the container itself
+
+    def cleanup(self, names: Sequence[str]) -> None:
+        for name in names:
+            proc.run([self.binary, "delete", "-f", name], check=False)
+
+
+def oci_config(runtime: str) -> dict[str, Any]:
+    """`runtime spec`'s default config for the shared busybox rootfs and payload."""
+    with tempfile.TemporaryDirectory() as directory:
+        proc.run([runtime, "spec", "-b", directory])
+        config: dict[str, Any] = json.loads((Path(directory) / "config.json").read_text())
+    config["root"] = {"path": str(ROOTFS), "readonly": False}
+    config["process"]["terminal"] = False
+    config["process"]["args"] = list(PAYLOAD)
+    return config
+
+
+def cgroup_pids(group: Path) -> Iterator[int]:
+    """Every pid in the cgroup `group` and below it (cgroups(7): cgroup.procs)."""
+    for directory, _, _ in os.walk(group):
+        with contextlib.suppress(OSError):
+            for line in (Path(directory) / "cgroup.procs").read_text().split():
+                yield int(line)
+
+
+def contender(key: str) -> Contender:
+    if key == "podman":
+        return PodmanUnits()
+    if key.startswith("podunit"):
+        return PodunitUnits("crun" if key == "podunit-crun" else "runc")
+    if key in ("runc", "crun"):
+        return RawRuntime(key)
+    raise ValueError(f"unknown contender {key!r}")
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+
+
+class Recorder:
+    """Samples and errors per scenario and contender; a failing contender is skipped
+    for the rest of that scenario. Repetitions stop when the run's budget is spent."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def entry(self, scenario: str, key: str) -> dict[str, Any]:
+        return self.results.setdefault(scenario, {}).setdefault(key, {"samples": []})
+
+    def add(self, scenario: str, key: str, value: float) -> None:
+        self.entry(scenario, key)["samples"].append(round(value, 3))
+
+    def fail(self, scenario: str, key: str, error: BaseException) -> None:
+        self.entry(scenario, key)["error"] = str(error)
+        log(f"{scenario}/{key}: FAILED: {error}")
+
+    def failed(self, scenario: str, key: str) -> bool:
+        return "error" in self.results.get(scenario, {}).get(key, {})
+
+    def out_of_time(self, scenario: str) -> bool:
+        if time.monotonic() < self.deadline:
+            return False
+        self.results.setdefault(scenario, {}).setdefault("_note", {})["truncated"] = True
+        return True
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def scenario_generator(sizes: Sizes, recorder: Recorder) -> None:
+    """The generator executable as systemd runs it: a fresh process with three output
+    directories on a tmpfs (/run), for 1, 100, 1000 definition files; plus the floor of
+    a Python interpreter started the same way (``python3 -I -S -c pass``)."""
+    output = Path("/run/podunit-bench-generator")
+    sources: dict[int, Path] = {}
+    for count in sizes.generator_counts:
+        sources[count] = WORK / f"definitions-{count}"
+        write_generator_definitions(sources[count], count)
+    targets = [(count, "podunit") for count in sizes.generator_counts] + [(0, "python -IS")]
+    for turn in range(sizes.generator_repeats):
+        if recorder.out_of_time("generator"):
+            break
+        for count, key in rotated(targets, turn):
+            scenario = f"generator-{count}" if count else "generator-floor"
+            if recorder.failed(scenario, key):
+                continue
+            shutil.rmtree(output, ignore_errors=True)
+            dirs = [output / kind for kind in ("normal", "early", "late")]
+            for directory in dirs:
+                directory.mkdir(parents=True)
+            if count:
+                argv = [GENERATOR, *map(str, dirs)]
+                env = {
+                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                    "PODUNIT_DEFINITION_DIRS": str(sources[count]),
+                }
+            else:
+                argv, env = ["/usr/bin/python3", "-I", "-S", "-c", "pass"], {}
+            try:
+                elapsed = run_timed(argv, env=env)
+                if turn == 0:
+                    recorder.entry(scenario, key)["maxrss_kib"] = peak_memory_kib(argv, env=env)
+                if count:
+                    written = len(list(dirs[0].glob("*.service")))
+                    if written != count:
+                        raise BenchFailure(f"generator wrote {written} units for {count}")
+            except PodunitError as error:
+                recorder.fail(scenario, key, error)
+                continue
+            recorder.add(scenario, key, elapsed)
+    shutil.rmtree(output, ignore_errors=True)
+
+
+def write_generator_definitions(directory: Path, count: int) -> None:
+    """`count` files with one typical container each (image, command, environment,
+    volume, port, restart, stop timeout, memory limit)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    for index in range(count):
+        (directory / f"app{index}.yaml").write_text(
+            "containers:\n"
+            f"  app{index}:\n"
+            "    image: docker.io/library/nginx:1.27\n"
+            "    command: [nginx, -g, 'daemon off;']\n"
+            "    environment: {TZ: UTC, WORKERS: '4'}\n"
+            f"    volumes: ['/srv/app{index}:/usr/share/nginx/html:ro']\n"
+            f"    ports: ['{10000 + index}:80']\n"
+            "    restart: on-failure\n"
+            "    stop_timeout: 5s\n"
+            "    resources: {memory: 256M}\n"
+        )
+
+
+def scenario_lifecycle(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
+    """Start (until active) and stop (SIGTERM, the payload exits 0) of one container,
+    alternating the contenders; one untimed warm-up cycle each first."""
+    for item in contenders:
+        name = [item.name(0)]
+        try:
+            item.cleanup(name)
+            item.start(name)
+            item.check_active(name)
+            item.stop(name)
+        except PodunitError as error:
+            recorder.fail("start", item.key, error)
+            recorder.fail("stop", item.key, error)
+            item.cleanup(name)
+    for turn in range(sizes.lifecycle_repeats):
+        if recorder.out_of_time("start"):
+            break
+        for item in rotated(contenders, turn):
+            if recorder.failed("start", item.key):
+                continue
+            name = [item.name(0)]
+            try:
+                recorder.add("start", item.key, timed(item.start, name))
+                item.check_active(name)
+                recorder.add("stop", item.key, timed(item.stop, name))
+            except PodunitError as error:
+                recorder.fail("start", item.key, error)
+                item.cleanup(name)
+
+
+def timed(action: Callable[[Sequence[str]], None], names: Sequence[str]) -> float:
+    """Milliseconds `action(names)` takes."""
+    started = time.perf_counter()
+    action(names)
+    return (time.perf_counter() - started) * 1000
+
+
+def scenario_exec(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
+    """`exec NAME true` in a running container, alternating the contenders."""
+    running = []
+    for item in contenders:
+        name = [item.name(0)]
+        try:
+            item.cleanup(name)
+            item.start(name)
+            item.check_active(name)
+            run_timed(item.exec_argv(name[0]))  # warm-up
+            running.append(item)
+        except PodunitError as error:
+            recorder.fail("exec", item.key, error)
+    try:
+        for turn in range(sizes.exec_repeats):
+            if recorder.out_of_time("exec"):
+                break
+            for item in rotated(running, turn):
+                if recorder.failed("exec", item.key):
+                    continue
+                try:
+                    recorder.add("exec", item.key, run_timed(item.exec_argv(item.name(0))))
+                except PodunitError as error:
+                    recorder.fail("exec", item.key, error)
+    finally:
+        for item in contenders:
+            item.cleanup([item.name(0)])
+
+
+def scenario_density(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
+    """N containers of every unit contender running at once (started interleaved, in
+    groups of 10): PSS of every process each leaves behind besides the containers, per
+    container; then `ps` latency with them all running, alternating."""
+    started: dict[str, list[str]] = {}
+    groups = [range(first, min(first + 10, sizes.density)) for first in range(0, sizes.density, 10)]
+    try:
+        for group in groups:
+            for item in contenders:
+                if recorder.failed("density", item.key):
+                    continue
+                names = [item.name(index) for index in group]
+                started.setdefault(item.key, []).extend(names)
+                try:
+                    item.start(names)
+                    item.check_active(names)
+                except PodunitError as error:
+                    recorder.fail("density", item.key, error)
+                    recorder.fail("ps", item.key, error)
+        for item in contenders:
+            if recorder.failed("density", item.key):
+                continue
+            names = started[item.key]
+            pids = item.resident_pids(names)
+            usage = [process_memory(pid) for pid in pids]
+            entry = recorder.entry("density", item.key)
+            entry["containers"] = len(names)
+            entry["processes"] = sorted({comm for comm, _, _ in usage})
+            entry["process_count"] = len(usage)
+            entry["podunit_processes"] = sum(1 for comm, _, _ in usage if comm == "podunit")
+            entry["samples"] = [round(sum(pss for _, pss, _ in usage) / len(names), 1)]
+            entry["rss_kib_per_container"] = round(sum(rss for _, _, rss in usage) / len(names), 1)
+            entry["resident_elsewhere"] = stray_processes(item.key)
+        measured = [item for item in contenders if not recorder.failed("ps", item.key)]
+        for item in measured:
+            run_timed(item.ps_argv())  # warm-up
+        for turn in range(sizes.ps_repeats):
+            if recorder.out_of_time("ps"):
+                break
+            for item in rotated(measured, turn):
+                if recorder.failed("ps", item.key):
+                    continue
+                try:
+                    recorder.add("ps", item.key, run_timed(item.ps_argv()))
+                except PodunitError as error:
+                    recorder.fail("ps", item.key, error)
+    finally:
+        for item in contenders:
+            item.cleanup(started.get(item.key, []) or [item.name(0)])
+
+
+def process_memory(pid: int) -> tuple[str, float, float]:
+    """(comm, PSS KiB, RSS KiB) of `pid` from /proc/PID/smaps_rollup (proc(5))."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        fields = {}
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, value = line.partition(":")
+            fields[key] = float(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return ("gone", 0.0, 0.0)
+    return comm, fields.get("Pss", 0.0), fields.get("Rss", 0.0)
+
+
+def stray_processes(key: str) -> list[str]:
+    """Processes of the contender outside its units (a daemon, a leftover helper)."""
+    marker = PODUNIT if key.startswith("podunit") else "/usr/bin/podman"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(word.decode(errors="replace") == marker for word in argv[:2]):
+                found.append(f"{entry.name}: {b' '.join(argv).decode(errors='replace')[:120]}")
+    return found
+
+
+def scenario_burst(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
+    """`systemctl start u1 ... uN` (the floors: N `run -d` at once) until all are
+    active; stopped untimed between repetitions."""
+    for turn in range(sizes.burst_repeats):
+        if recorder.out_of_time("burst"):
+            break
+        for item in rotated(contenders, turn):
+            if recorder.failed("burst", item.key):
+                continue
+            names = [item.name(index) for index in range(sizes.burst)]
+            try:
+                recorder.add("burst", item.key, timed(item.start, names))
+                item.check_active(names)
+            except PodunitError as error:
+                recorder.fail("burst", item.key, error)
+            finally:
+                item.cleanup(names)
+
+
+# ---------------------------------------------------------------------------
+# Setup and entry point
+
+
+def setup(sizes: Sizes, contenders: Sequence[Contender]) -> None:
+    """The busybox rootfs, Podman's storage configuration, the generator, the units."""
+    sys.path.insert(0, str(REPO / "tests"))
+    rootfs = importlib.import_module("rootfs")  # tests/rootfs.py, the suite's busybox rootfs
+    rootfs.busybox_rootfs(LocalShell(), str(ROOTFS))
+    Path("/etc/containers/storage.conf").write_text(PODMAN_STORAGE_CONF)
+    proc.run([str(REPO / "scripts" / "install-generator")])
+    count = max(sizes.density, sizes.burst, 1)
+    for item in contenders:
+        item.prepare(count)
+    proc.run(["systemctl", "daemon-reload"])
+
+
+class LocalShell:
+    """`tests.rootfs`'s sandbox protocol, for scripts already running inside."""
+
+    def sh(self, script: str, **kwargs: object) -> object:
+        return proc.run(["sh", "-c", script])
+
+
+def versions() -> dict[str, str]:
+    found = {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count()),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                found["cpu"] = line.split(":", 1)[1].strip()
+                break
+    for program, argv in {
+        "systemd": ["systemctl", "--version"],
+        "podman": ["podman", "--version"],
+        "conmon": ["conmon", "--version"],
+        "runc": ["runc", "--version"],
+        "crun": ["crun", "--version"],
+    }.items():
+        try:
+            found[program] = quiet(argv).splitlines()[0]
+        except PodunitError as error:
+            found[program] = f"unavailable ({error})"
+    return found
+
+
+def main(argv: Sequence[str]) -> int:
+    sizes = Sizes.from_json(json.loads(argv[0]))
+    out = Path(argv[1])
+    started = time.monotonic()
+    recorder = Recorder(started + sizes.budget_seconds)
+    items = [contender(key) for key in sizes.contenders]
+    units = [item for item in items if isinstance(item, UnitContender)]
+    log("setup: rootfs, podman storage, generator, units")
+    setup(sizes, items)
+    steps: dict[str, Callable[[], None]] = {
+        "generator": lambda: scenario_generator(sizes, recorder),
+        "lifecycle": lambda: scenario_lifecycle(items, sizes, recorder),
+        "exec": lambda: scenario_exec(items, sizes, recorder),
+        "density": lambda: scenario_density(
+            [item for item in units if item.key in ("podunit", "podman")], sizes, recorder
+        ),
+        "burst": lambda: scenario_burst(
+            [item for item in items if item.key in ("podunit", "podman", "runc")],
+            sizes,
+            recorder,
+        ),
+    }
+    for scenario in sizes.scenarios:
+        log(f"{scenario} ({time.monotonic() - started:.0f} s so far)")
+        steps[scenario]()
+    results = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "versions": versions(),
+            "sizes": sizes.to_json(),
+            "seconds": round(time.monotonic() - started, 1),
+            "quadlet_reference_ms": QUADLET_REFERENCE_MS,
+        },
+        "scenarios": recorder.results,
+    }
+    out.write_text(json.dumps(results, indent=1))
+    log(f"done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
