@@ -48,7 +48,7 @@ X_PODUNIT_KEYS = frozenset(
 TOP_LEVEL_KEYS = frozenset({"services", "name", "version", "volumes"})
 UNSUPPORTED_TOP_LEVEL = frozenset({"networks", "configs", "secrets", "include", "models"})
 NAMED_VOLUME_KEYS = frozenset({"name"})
-LOGGING_DRIVERS = {"journald": "journald", "none": "none", "k8s-file": "k8s-file"}
+LOGGING_DRIVERS = frozenset({"journald", "k8s-file", "none"})
 
 # Every service key of the Compose specification that podunit refuses, for the message.
 UNSUPPORTED_KEYS = frozenset(
