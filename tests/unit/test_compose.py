@@ -396,7 +396,10 @@ _VALUES = st.recursive(
     st.dictionaries(st.sampled_from(sorted(COMPOSE_KEYS | UNSUPPORTED_KEYS)), _VALUES, max_size=4)
 )
 def test_any_compose_service_gives_a_result_or_located_errors(service: dict[str, Any]) -> None:
-    """Whatever the service holds, loading never raises: a container or located errors."""
+    """Whatever the service holds, loading never raises: a container or located errors.
+
+    The one test whose input is not schema-checked: it is arbitrary on purpose (robustness).
+    """
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory, "compose.yaml")
         path.write_text(yaml.safe_dump({"services": {"s": service}}))
