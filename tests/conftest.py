@@ -68,3 +68,13 @@ def sandbox() -> Iterator[Sandbox]:
         warnings.warn(f"stale sandboxes could not be removed: {error}", stacklevel=1)
     with Sandbox.booted() as booted:
         yield booted
+
+
+@pytest.fixture(autouse=True)
+def _shared_sandbox_survives(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Name the test that killed the shared sandbox (the later ones only see it gone)."""
+    yield
+    if "sandbox" in request.fixturenames:
+        shared: Sandbox = request.getfixturevalue("sandbox")
+        if not shared.alive:
+            pytest.fail(f"the shared sandbox {shared.name} died during this test", pytrace=False)

@@ -773,6 +773,11 @@ class Sandbox:
         tail = text.strip().splitlines()[-lines:]
         return "console: " + " | ".join(tail) if tail else "no console output"
 
+    @property
+    def alive(self) -> bool:
+        """Whether the sandbox is up: its PID 1 and nspawn live."""
+        return self._leader_alive()
+
     def _leader_alive(self) -> bool:
         """Whether the sandbox's PID 1 lives (an exiting one has already lost its namespaces)."""
         if not _alive(self.leader, self._record.get("leader_start")) or not self._nspawn_alive():

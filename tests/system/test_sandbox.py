@@ -252,11 +252,13 @@ def test_private_network_has_loopback_only_and_its_own_ports() -> None:
 
 def test_a_sandbox_that_died_says_so_and_still_tears_down() -> None:
     with Sandbox.booted() as sb:
+        assert sb.alive
         os.kill(sb.leader, signal.SIGKILL)
         with pytest.raises(SandboxError, match="no longer running"):
             for _ in range(100):  # nspawn notices within moments
                 sb.run(["true"])
                 time.sleep(0.05)
+        assert not sb.alive
         name = sb.name
     assert leftovers(name) == []
 
@@ -325,6 +327,11 @@ def test_hangs_until_signalled():
 def test_session_fixture_until_signalled(sandbox):
     print("BOOTED", sandbox.name, flush=True)
     time.sleep(120)
+
+def test_kills_the_shared_sandbox(sandbox):
+    print("BOOTED", sandbox.name, flush=True)
+    os.kill(sandbox.leader, 9)
+    time.sleep(1)
 """
 
 OWNER_SCRIPT = """
@@ -370,6 +377,16 @@ def test_a_test_failing_inside_booted_leaks_nothing(tmp_path: Path) -> None:
     assert inner.returncode == 1, output
     assert "the test failed" in output
     assert leftovers(name + "-a") == []
+
+
+def test_a_test_killing_the_shared_sandbox_is_named_and_nothing_leaks(tmp_path: Path) -> None:
+    inner = start(inner_pytest(tmp_path, "test_kills_the_shared_sandbox"), "unused", tmp_path)
+    name = wait_for_boot(inner)
+    output, _ = inner.communicate(timeout=60)
+    assert inner.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert f"the shared sandbox {name} died during this test" in output
+    assert "ERROR test_inner.py::test_kills_the_shared_sandbox" in output
+    assert leftovers(name) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
