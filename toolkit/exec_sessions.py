@@ -153,7 +153,10 @@ def parse_env_options(
 
 
 def exec_process_spec(
-    container_spec: Mapping[str, Any], config: ExecConfig, user: oci.ResolvedUser | None
+    container_spec: Mapping[str, Any],
+    config: ExecConfig,
+    user: oci.ResolvedUser | None,
+    console_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The runtime-spec `process` for the session: the container's, with the exec's overrides.
 
@@ -176,6 +179,9 @@ def exec_process_spec(
     process["terminal"] = config.tty
     process["env"] = [f"{key}={value}" for key, value in env.items()]
     process["cwd"] = config.workdir or base.get("cwd") or "/"
+    if config.tty and console_size is not None:
+        rows, columns = console_size  # the runtime sizes the new terminal before the exec
+        process["consoleSize"] = {"height": rows, "width": columns}
     if user is not None:
         identity: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
         if user.additional_gids:
@@ -411,12 +417,18 @@ def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.Resolve
     )
 
 
-def create_session(store: StateStore, record: ContainerRecord, config: ExecConfig) -> ExecSession:
+def create_session(
+    store: StateStore,
+    record: ContainerRecord,
+    config: ExecConfig,
+    console_size: tuple[int, int] | None = None,
+) -> ExecSession:
     """Write the session's process.json and its `created` row (libpod ExecCreate)."""
     if not config.command:
         raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
     record = require_running(store, record)
-    process = exec_process_spec(record.spec, config, _resolve_exec_user(record, config.user))
+    user = _resolve_exec_user(record, config.user)
+    process = exec_process_spec(record.spec, config, user, console_size)
     session = ExecSession(
         id=secrets.token_hex(32), container_id=record.id, state=CREATED, config=config,
         created_at=time.time(),
@@ -582,6 +594,15 @@ def _raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    """(rows, columns) of the terminal on `fd`, None if it is no terminal."""
+    try:
+        columns, rows = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return (rows, columns) if rows and columns else None
+
+
 def _send_window_size(ctl: Path, fd: int) -> None:
     with contextlib.suppress(OSError):
         columns, rows = os.get_terminal_size(fd)
@@ -633,7 +654,7 @@ def run_attached(
     environ: Mapping[str, str], stdin: int = 0, stdout: int = 1, stderr: int = 2,
 ) -> int:
     """Create, start, attach, wait and remove: `podunit exec` without -d (libpod Exec)."""
-    session = create_session(store, record, config)
+    session = create_session(store, record, config, terminal_size(stdin) if config.tty else None)
     started = start_session(store, record, session, environ=environ)
     assert started.attach is not None
     ctl = session_dir(store.paths, record.id, session.id) / "ctl"

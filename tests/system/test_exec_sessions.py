@@ -194,6 +194,43 @@ def test_tty_is_a_pseudo_terminal(sandbox: Sandbox, web: ExecTarget) -> None:
     assert status.returncode == 3
 
 
+# Runs inside: `podunit exec -t` on a pseudo-terminal of 33x101 that becomes 20x70 (SIGWINCH).
+RESIZE = """
+import fcntl, os, pty, signal, struct, subprocess, sys, termios, time
+master, slave = pty.openpty()
+fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+child = subprocess.Popen(sys.argv[1:], stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True)
+time.sleep(1.0)
+fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+os.kill(child.pid, signal.SIGWINCH)
+os.close(slave)
+out = b""
+while True:
+    try:
+        chunk = os.read(master, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.buffer.write(out)
+sys.exit(child.wait())
+"""
+
+
+def test_tty_size_and_resize(sandbox: Sandbox, web: ExecTarget) -> None:
+    script = f"{BASE}/resize.py"
+    sandbox.write(script, RESIZE)
+    result = sandbox.run(
+        [str(VENV_PYTHON), script, PODUNIT, "exec", "-t", web.name, "--",
+         "sh", "-c", "stty size; sleep 2; stty size; exit 6"],
+        env=ENV, check=False,
+    )
+    assert result.returncode == 6, result.stderr
+    assert result.stdout == b"33 101\r\n20 70\r\n"
+
+
 def test_detached_session_runs_then_stops(sandbox: Sandbox, web: ExecTarget) -> None:
     started = podunit(sandbox, "exec", "-d", web.name, "--", "sleep", "1000")
     assert started.returncode == 0, started.stderr

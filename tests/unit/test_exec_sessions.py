@@ -50,6 +50,13 @@ def test_session_overrides() -> None:
     user = ResolvedUser(uid=65534, gid=65534, additional_gids=(10,))
     process = exec_process_spec(CONTAINER_SPEC, config, user)
     assert process["terminal"] is True
+    assert "consoleSize" not in process
+    assert exec_process_spec(CONTAINER_SPEC, config, user, (24, 80))["consoleSize"] == {
+        "height": 24, "width": 80
+    }
+    assert "consoleSize" not in exec_process_spec(
+        CONTAINER_SPEC, ExecConfig(command=("ls",)), None, (24, 80)
+    )
     assert process["cwd"] == "/tmp"
     assert process["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [10]}
     assert process["env"] == [
