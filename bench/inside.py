@@ -1,4 +1,5 @@
-"""The benchmark scenarios, run inside the sandbox: ``python -m bench.inside SIZES_JSON OUT``.
+"""The benchmark scenarios, run inside the sandbox: ``python -m bench.inside SIZES_JSON OUT``
+(``python -m bench.inside teardown`` removes everything it set up).
 
 Every contender runs in the same booted systemd, in one run, alternating: each
 repetition visits the contenders in a rotated order, so drift (other load on the
@@ -679,11 +680,36 @@ def setup(sizes: Sizes, contenders: Sequence[Contender]) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     rootfs = importlib.import_module("rootfs")  # tests/rootfs.py, the suite's busybox rootfs
     rootfs.busybox_rootfs(LocalShell(), str(ROOTFS))
-    Path("/etc/containers/storage.conf").write_text(PODMAN_STORAGE_CONF)
+    if any(item.key == "podman" for item in contenders):
+        Path("/etc/containers/storage.conf").write_text(PODMAN_STORAGE_CONF)
     proc.run([str(REPO / "scripts" / "install-generator")])
     count = max(sizes.density, sizes.burst, 1)
     for item in contenders:
         item.prepare(count)
+    proc.run(["systemctl", "daemon-reload"])
+
+
+def teardown() -> None:
+    """Undo `setup` (for a shared sandbox, e.g. the smoke test): stop and remove every
+    benchmark unit and definition, the bundles, the rootfs and Podman's storage.conf."""
+    units = [p.name for p in Path("/run/systemd/generator").glob("bpu*-*.service")]
+    units += [p.name for p in UNIT_DIR.glob("bpm-*.service")]
+    if units:
+        proc.run(["systemctl", "stop", *units], check=False)
+        proc.run(["systemctl", "reset-failed", *units], check=False)
+    for raw in ("runc", "crun"):
+        if shutil.which(raw):
+            for bundle in (WORK / f"bundles-{raw}").glob("*"):
+                proc.run([raw, "delete", "-f", bundle.name], check=False)
+    for path in [
+        *DEFINITION.parent.glob(f"{DEFINITION.stem}-*.yaml"),
+        *UNIT_DIR.glob("bpm-*.service"),
+    ]:
+        path.unlink()
+    storage = Path("/etc/containers/storage.conf")
+    if storage.exists() and storage.read_text() == PODMAN_STORAGE_CONF:
+        storage.unlink()
+    shutil.rmtree(WORK, ignore_errors=True)
     proc.run(["systemctl", "daemon-reload"])
 
 
@@ -720,6 +746,9 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> int:
+    if list(argv) == ["teardown"]:
+        teardown()
+        return 0
     sizes = Sizes.from_json(json.loads(argv[0]))
     out = Path(argv[1])
     started = time.monotonic()

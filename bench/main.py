@@ -92,16 +92,16 @@ def commit() -> str:
     return head
 
 
-def write_results(text: str) -> None:
-    """Replace the generated part of RESULTS.md (between the markers), keep the rest."""
+def write_results(text: str, path: Path = RESULTS) -> None:
+    """Replace the generated part of `path` (between the markers), keep the rest."""
     section = f"{BEGIN}\n{text}{END}"
-    old = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
+    old = path.read_text() if path.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
     if BEGIN in old and END in old:
         before, rest = old.split(BEGIN, 1)
         after = rest.split(END, 1)[1]
-        RESULTS.write_text(before + section + after)
+        path.write_text(before + section + after)
     else:
-        RESULTS.write_text(old.rstrip("\n") + "\n\n" + section + "\n")
+        path.write_text(old.rstrip("\n") + "\n\n" + section + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

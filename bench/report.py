@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.inside import QUADLET_REFERENCE_MS
 from bench.stats import (
     Verdict,
     all_of,
@@ -84,9 +85,8 @@ def main_table(results: Mapping[str, Any]) -> list[str]:
 
 def generator_table(results: Mapping[str, Any]) -> list[str]:
     scenarios = _scenarios(results)
-    reference = {
-        int(k): v for k, v in results.get("meta", {}).get("quadlet_reference_ms", {}).items()
-    }
+    saved = results.get("meta", {}).get("quadlet_reference_ms", QUADLET_REFERENCE_MS)
+    reference = {int(count): float(ms) for count, ms in saved.items()}
     counts = sorted(
         int(key.rsplit("-", 1)[1])
         for key in scenarios
