@@ -182,9 +182,12 @@ def test_a_dropin_with_a_syntax_error_disables_its_file_only(tmp_path: Path) -> 
 def test_duplicate_name_names_both_files(tmp_path: Path) -> None:
     first = write(tmp_path / "a.yaml", simple("web"))
     second = write(tmp_path / "b.yaml", "containers:\n  db: {image: x}\n  web: {image: y}\n")
+    third = write(tmp_path / "c.yaml", "containers:\n  web: {image: z, init: 2}\n")
     result = load_all([tmp_path])
     assert [str(e) for e in result.errors] == [
-        f"{second}:3:3: container 'web' is already defined in {first}:2"
+        f"{second}:3:3: container 'web' is already defined in {first}:2",
+        f"{third}:2:3: container 'web' is already defined in {first}:2",
+        f"{third}:2:25: init must be true or false, not '2'",  # its own problems are shown too
     ]
     assert result.containers["web"].image == "busybox"
     assert "db" in result.containers

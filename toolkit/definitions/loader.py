@@ -167,19 +167,16 @@ def _load(scan: _Scan) -> LoadResult:
             continue
         for name, key_loc, spec, from_compose in _container_entries(document, result.errors):
             unit_name = name
-            if unit_name in origin:
-                first = origin[unit_name]
-                result.errors.append(
-                    fail(
-                        key_loc,
-                        f"container {v.quote(name)} is already "
-                        f"defined in {first.path}:{first.line}",
-                    )
-                )
-                continue
-            origin[unit_name] = key_loc
             errors: list[DefinitionError] = []
             container = _parse_one(name, key_loc, spec, source, from_compose, errors)
+            if unit_name in origin:  # the first definition stays; this one's problems are shown
+                first = origin[unit_name]
+                message = (
+                    f"container {v.quote(name)} is already defined in {first.path}:{first.line}"
+                )
+                result.errors += [fail(key_loc, message), *errors]
+                continue
+            origin[unit_name] = key_loc
             if container is None:
                 result.failed[unit_name] = errors
                 result.errors.extend(errors)
