@@ -175,3 +175,107 @@ def test_containers_of_one_image_do_not_share_writes(
     assert report["a"].endswith("a-mnt" if overlay else "a/rootfs")
     assert report["a_mounted_after"] is False
     assert report["a_kept"] is True
+
+
+# Runs inside the sandbox: a plain-HTTP registry (the read side of the registry API v2,
+# serving one OCI layout) on 127.0.0.1, declared insecure in registries.conf.d as an
+# administrator would, then pulls through it. argv: layout dir, state dir.
+REGISTRY_PULL = r"""
+import http.server, json, re, sys, threading
+from pathlib import Path
+from toolkit.images import REF_NAME_ANNOTATION, ImageError, resolve_image
+
+layout, state = Path(sys.argv[1]), Path(sys.argv[2])
+requests = []
+
+class Registry(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body=b"", headers=()):
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def blob(self, digest):
+        path = layout / "blobs" / digest.replace(":", "/", 1)
+        return path.read_bytes() if path.is_file() else None
+
+    def do_GET(self):
+        requests.append(self.path)
+        match = re.fullmatch(r"/v2/(.+)/(manifests|blobs)/([^/]+)", self.path)
+        if self.path == "/v2/":
+            return self.send(200, b"{}", [("Content-Type", "application/json")])
+        if match is None:
+            return self.send(404)
+        if match[2] == "blobs":
+            blob = self.blob(match[3])
+            return self.send(404) if blob is None else self.send(200, blob)
+        for descriptor in json.loads((layout / "index.json").read_bytes())["manifests"]:
+            tag = (descriptor.get("annotations") or {}).get(REF_NAME_ANNOTATION)
+            if match[3] in (tag, descriptor["digest"]):
+                return self.send(200, self.blob(descriptor["digest"]), [
+                    ("Content-Type", descriptor["mediaType"]),
+                    ("Docker-Content-Digest", descriptor["digest"])])
+        return self.send(404, b'{"errors": [{"code": "MANIFEST_UNKNOWN"}]}')
+
+    do_HEAD = do_GET
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+address = f"127.0.0.1:{server.server_address[1]}"
+conf = Path("/etc/containers/registries.conf.d/podunit-test.conf")
+conf.write_text(f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')
+report = {}
+try:
+    pulled = resolve_image(f"{address}/test/busybox:v1", state)
+    report["marker"] = (pulled.rootfs / "marker").read_text()
+    report["entrypoint"] = list(pulled.config.entrypoint or ())
+    report["asked_for_manifest"] = any("/manifests/v1" in path for path in requests)
+    try:
+        resolve_image(f"{address}/test/busybox:nope", state)
+    except ImageError as error:
+        report["unknown_tag"] = str(error)
+    server.shutdown()  # pull policy "missing": the stored image serves from now on
+    report["same_digest_offline"] = (
+        resolve_image(f"docker://{address}/test/busybox:v1", state).digest == pulled.digest
+    )
+finally:
+    conf.unlink()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.system
+def test_pull_from_an_insecure_registry_then_use_the_store(sandbox: Sandbox) -> None:
+    base = "/var/tmp/podunit-registry-test"
+    layout, bundle = f"{base}/layout", f"{base}/bundle"
+    sandbox.sh(
+        f"""
+set -e
+rm -rf {base}; mkdir -p {base}
+umoci init --layout {layout}
+umoci new --image {layout}:base
+umoci unpack --image {layout}:base {bundle}
+mkdir -p {bundle}/rootfs/bin && cp /bin/busybox {bundle}/rootfs/bin/
+echo v1 > {bundle}/rootfs/marker
+umoci repack --image {layout}:base {bundle}
+umoci config --image {layout}:base --tag v1 --config.entrypoint /bin/busybox
+"""
+    )
+    sandbox.write(f"{base}/pull.py", REGISTRY_PULL)
+    try:
+        result = sandbox.run([str(VENV_PYTHON), f"{base}/pull.py", layout, f"{base}/state"])
+        report = json.loads(result.stdout)
+    finally:
+        sandbox.run(["rm", "-rf", base], check=False)
+    assert report["marker"] == "v1\n"
+    assert report["entrypoint"] == ["/bin/busybox"]
+    assert report["asked_for_manifest"] is True
+    assert "cannot pull image 127.0.0.1:" in report["unknown_tag"]
+    assert "/test/busybox:nope" in report["unknown_tag"]
+    assert report["same_digest_offline"] is True
