@@ -649,6 +649,29 @@ def relay(
         selector.close()
 
 
+PROXIED_SIGNALS = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+)
+
+
+@contextlib.contextmanager
+def _proxied_signals(session: ExecSession) -> Iterator[None]:
+    """Signals podunit gets while attached go to the session's process (podman's sig-proxy).
+
+    So `systemctl reload` timing out, or Ctrl-C without -t, ends the exec'd command
+    rather than orphaning it; its exit status is then reported as usual.
+    """
+    previous = {
+        signum: signal.signal(signum, lambda signum, _: _signal_session(session, signum))
+        for signum in PROXIED_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_attached(
     store: StateStore, record: ContainerRecord, config: ExecConfig, *,
     environ: Mapping[str, str], stdin: int = 0, stdout: int = 1, stderr: int = 2,
@@ -665,7 +688,7 @@ def run_attached(
             previous_winch = signal.signal(
                 signal.SIGWINCH, lambda *_: _send_window_size(ctl, stdin)
             )
-        with _raw_terminal(stdin, config.tty):
+        with _raw_terminal(stdin, config.tty), _proxied_signals(started.session):
             relay(
                 started.attach,
                 stdin=stdin if (config.interactive or config.tty) else None,

@@ -332,3 +332,14 @@ def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: Exe
         assert b"no such container" in gone.stderr
     finally:
         podunit(sandbox, "rm", "-f", "-t", "0", name)
+
+
+def test_signals_to_an_attached_exec_reach_its_process(sandbox: Sandbox, web: ExecTarget) -> None:
+    inner = "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait"
+    script = (
+        f"{PODUNIT} exec {web.name} -- sh -c \"{inner}\" & pid=$!; "
+        "sleep 1.5; kill -TERM $pid; wait $pid; echo status=$?"
+    )
+    result = sandbox.run(["sh", "-c", script], env=ENV, timeout=30)
+    assert result.stdout == b"ready\ngot-term\nstatus=9\n", result.stderr
+    assert leftovers(sandbox, web) == []
