@@ -35,7 +35,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -607,12 +607,14 @@ def _kill_runaway(record: ContainerRecord) -> None:
 
 
 def _release(store: StateStore, record: ContainerRecord) -> None:
-    """Everything of the run but the state row and the log: runtime state, bundle, cgroups."""
+    """Everything of the run but the state row and the log: runtime state, bundle, cgroups.
+
+    The cgroups go last, and not at all from inside the conmon scope they would
+    remove (conmon's exit command runs there): systemd drops an empty scope itself.
+    """
     if record.options.get("released"):
         return
     runtime_delete(record)
-    with contextlib.suppress(Exception):
-        cgroups.cleanup_cgroups(plan_from_json(record.options["cgroup_plan"]))
     shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
     shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
     store.paths.exit_file(record.id).unlink(missing_ok=True)
@@ -621,6 +623,11 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
         if pidfile.read_text().strip() == str(record.conmon_pid):
             pidfile.unlink()
     store.update(record, options={**record.options, "released": True})
+    plan = plan_from_json(record.options["cgroup_plan"])
+    own_cgroup = Path("/proc/self/cgroup").read_text()
+    if plan.conmon_scope is None or f"/{plan.conmon_scope}" not in own_cgroup:
+        with contextlib.suppress(Exception):
+            cgroups.cleanup_cgroups(plan)
 
 
 def _forget(store: StateStore, record: ContainerRecord) -> None:
@@ -956,17 +963,29 @@ def _forward_signals(record: ContainerRecord) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def cli_start(args: argparse.Namespace) -> int:
+def _each_named(
+    args: argparse.Namespace, action: Callable[[StateStore, ContainerRecord], Any]
+) -> int:
+    """Apply `action` to every named container, printing each name (as Podman does)."""
     with _store(args) as store:
         for name in args.names:
-            record = sync_status(store, store.get(name))
-            if record.status == EXITED:
-                record = _relaunch(store, record)
-            if record.status != CREATED:
-                raise InvalidState(f"container {record.name} is already {record.status}")
-            start_created(store, record)
-            print(record.name)
+            action(store, store.get(name))
+            print(name)
     return 0
+
+
+def start_container(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """`podunit start`: a created container runs; an exited one is created again first."""
+    record = sync_status(store, record)
+    if record.status == EXITED:
+        record = _relaunch(store, record)
+    if record.status != CREATED:
+        raise InvalidState(f"container {record.name} is already {record.status}")
+    return start_created(store, record)
+
+
+def cli_start(args: argparse.Namespace) -> int:
+    return _each_named(args, start_container)
 
 
 def _relaunch(store: StateStore, record: ContainerRecord) -> ContainerRecord:
@@ -990,11 +1009,7 @@ def cli_stop(args: argparse.Namespace) -> int:
 
 def cli_kill(args: argparse.Namespace) -> int:
     signum = parse_signal(args.signal)
-    with _store(args) as store:
-        for name in args.names:
-            kill_container(store, store.get(name), signum)
-            print(name)
-    return 0
+    return _each_named(args, lambda store, record: kill_container(store, record, signum))
 
 
 def cli_rm(args: argparse.Namespace) -> int:
@@ -1011,19 +1026,11 @@ def cli_rm(args: argparse.Namespace) -> int:
 
 
 def cli_pause(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        for name in args.names:
-            set_paused(store, store.get(name), True)
-            print(name)
-    return 0
+    return _each_named(args, lambda store, record: set_paused(store, record, True))
 
 
 def cli_unpause(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        for name in args.names:
-            set_paused(store, store.get(name), False)
-            print(name)
-    return 0
+    return _each_named(args, lambda store, record: set_paused(store, record, False))
 
 
 def cli_wait(args: argparse.Namespace) -> int:

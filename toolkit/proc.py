@@ -87,37 +87,28 @@ def spawn(
     every other descriptor of this process is closed on exec.
     """
     args = [which(argv[0]), *argv[1:]]
-    if fd_table is None:
-        return subprocess.Popen(
-            args,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            pass_fds=tuple(pass_fds),
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=start_new_session,
-            close_fds=True,
-        )
-    # Park the sources above every target, so no dup2 clobbers a later source, and
-    # fill the free low numbers so Popen's own error pipe is not among the targets.
-    floor = max([*fd_table, 2]) + 1
-    parked = {target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
-              for target, source in fd_table.items()}  # fmt: skip
+    # With a table: park the sources above every target, so no dup2 clobbers a later
+    # source, and fill the free low numbers so Popen's own error pipe is not a target.
+    parked: dict[int, int] = {}
     fillers: list[int] = []
-    while not fillers or fillers[-1] < floor:
-        fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    if fd_table is not None:
+        floor = max([*fd_table, 2]) + 1
+        for target, source in fd_table.items():
+            parked[target] = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
+        while not fillers or fillers[-1] < floor:
+            fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     try:
         return subprocess.Popen(
             args,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            pass_fds=tuple(pass_fds) if fd_table is None else (),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             start_new_session=start_new_session,
-            close_fds=False,
-            preexec_fn=lambda: _install_fd_table(parked),
+            close_fds=fd_table is None,
+            preexec_fn=None if fd_table is None else lambda: _install_fd_table(parked),
         )
     finally:
         for fd in [*parked.values(), *fillers]:

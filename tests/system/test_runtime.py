@@ -432,6 +432,12 @@ def test_run_as_notify_unit_makes_conmon_the_main_pid(pu: Podunit) -> None:
         assert _unit_property(pu, unit, "MainPID") == str(state["ConmonPid"])
         cgroup = pu.sandbox.sh(f"cat /proc/{state['Pid']}/cgroup").stdout.decode()
         assert f"/system.slice/{unit}.service/" in cgroup
+        conmon_env = pu.sandbox.run(["cat", f"/proc/{state['ConmonPid']}/environ"]).stdout
+        assert b"NOTIFY_SOCKET" not in conmon_env and b"LISTEN_" not in conmon_env
+        container_env = pu.sandbox.run(["cat", f"/proc/{state['Pid']}/environ"]).stdout
+        assert b"NOTIFY_SOCKET" not in container_env
+        pidfile = pu.sandbox.read(f"{RUN_DIR}/pidfiles/{unit}.pid")
+        assert pidfile.strip() == str(state["ConmonPid"]).encode()
     finally:
         pu.sandbox.run(["systemctl", "stop", f"{unit}.service"], check=False)
     assert _unit_property(pu, unit, "ActiveState") in ("inactive", "")
@@ -531,3 +537,20 @@ def test_attached_run_forwards_sigterm_to_the_container(pu: Podunit) -> None:
     assert b"status=11" in result.stdout, result.stdout + result.stderr
     assert pu.sandbox.read(f"{BASE}/forward.out") == b"ready\ngot-term\n"
     pu.direct("rm", "forwarded")
+
+
+def test_conmon_exit_command_records_and_releases_without_podunit(pu: Podunit) -> None:
+    cid = pu.detached("selfclean", "sh", "-c", "sleep 0.2; exit 12")
+    bundle = f"{RUN_DIR}/containers/{cid}"
+    deadline = time.monotonic() + 15
+    while pu.sandbox.sh(f"test -e {bundle}", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "podunit cleanup (conmon's exit command) never ran"
+        time.sleep(0.1)
+    db = f"{STATE_DIR}/state.db"
+    query = f"select status, exit_code from containers where id = '{cid}'"
+    row = pu.sandbox.run(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect("
+                          f"sys.argv[1]).execute({query!r}).fetchone())", db]).stdout  # fmt: skip
+    assert row == b"('exited', 12)\n"
+    runtime_list = pu.sandbox.run(["runc", "--root", f"{RUN_DIR}/runtime-runc", "list", "-q"])
+    assert cid.encode() not in runtime_list.stdout
+    pu.direct("rm", "selfclean")
