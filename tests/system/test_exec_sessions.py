@@ -320,6 +320,11 @@ def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: Exe
     assert started.returncode == 0, started.stderr
     try:
         assert podunit(sandbox, "exec", name, "--", "sh", "-c", "exit 5").returncode == 5
+        assert podunit(sandbox, "pause", name).returncode == 0
+        paused = podunit(sandbox, "exec", name, "--", "true")
+        assert paused.returncode == 125
+        assert b"is paused" in paused.stderr
+        assert podunit(sandbox, "unpause", name).returncode == 0
         detached = podunit(sandbox, "exec", "-d", name, "--", "sleep", "1000")
         session_pid = {s["ID"]: s["Pid"] for s in sessions(sandbox, ExecTarget(name, ""))}[
             detached.stdout.decode().strip()
