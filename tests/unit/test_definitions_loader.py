@@ -20,7 +20,7 @@ from toolkit.definitions.loader import (
     search_dirs,
     substitute,
 )
-from toolkit.definitions.model import Restart
+from toolkit.definitions.model import Notify, Restart
 from toolkit.errors import ContainerNotFound, DefinitionError
 
 
@@ -217,6 +217,27 @@ def test_depends_on_targets(tmp_path: Path) -> None:
     )
     # a dependency on a defined-but-broken container is not a second error
     assert sorted(result.containers) == ["db", "uses-broken", "web", "worker@"]
+
+
+def test_service_healthy_targets_report_ready_when_healthy(tmp_path: Path) -> None:
+    """A `service_healthy` dependency with a healthcheck and default notify gets notify=healthy."""
+    write(
+        tmp_path / "app.yaml",
+        "containers:\n"
+        "  db: {image: db, healthcheck: {test: [CMD, 'true']}}\n"
+        "  cache: {image: cache, healthcheck: {test: [CMD, 'true']}, notify: container}\n"
+        "  plain: {image: plain, healthcheck: {test: [CMD, 'true']}}\n"
+        "  web:\n"
+        "    image: web\n"
+        "    depends_on: {db: {condition: service_healthy}, cache: {condition: service_healthy},\n"
+        "                 plain: {condition: service_started}}\n",
+    )
+    result = load_all([tmp_path])
+    assert result.errors == []
+    assert result.containers["db"].notify is Notify.HEALTHY
+    assert result.containers["cache"].notify is Notify.CONTAINER  # explicit modes are kept
+    assert result.containers["plain"].notify is Notify.CONMON  # only awaited ones change
+    assert result.containers["web"].notify is Notify.CONMON
 
 
 def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:

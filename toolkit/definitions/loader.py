@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.definitions import values as v
-from toolkit.definitions.model import Container
+from toolkit.definitions.model import Container, DependencyCondition, Notify
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
@@ -184,6 +184,7 @@ def _load(scan: _Scan) -> LoadResult:
             result.containers[unit_name] = container
             result.sources[unit_name] = files
     _check_dependencies(result, origin)
+    _ready_when_healthy(result)
     return result
 
 
@@ -282,6 +283,26 @@ def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> N
                 del result.containers[unit_name]
                 result.sources.pop(unit_name, None)
                 break
+
+
+def _ready_when_healthy(result: LoadResult) -> None:
+    """A container others wait for with `condition: service_healthy` reports READY when healthy.
+
+    Compose's `service_healthy` maps onto systemd ordering (`After=`/`Requires=`), which
+    waits for the dependency's READY=1; so a dependency that has a healthcheck and the
+    default `notify: conmon` is switched to `notify: healthy` (spec §3.2). One without a
+    healthcheck, or with `notify: container`/`ignore`, is reported by the generator.
+    """
+    awaited = {
+        dependency.name
+        for container in result.containers.values()
+        for dependency in container.depends_on
+        if dependency.condition is DependencyCondition.HEALTHY
+    }
+    for name in awaited:
+        target = result.containers.get(name)
+        if target and target.healthcheck is not None and target.notify is Notify.CONMON:
+            result.containers[name] = replace(target, notify=Notify.HEALTHY)
 
 
 def find_definition(
