@@ -651,7 +651,14 @@ def wait_for_exit(
             pidfd = os.pidfd_open(record.conmon_pid)
     try:
         while True:
-            record = sync_status(store, record)
+            try:
+                record = sync_status(store, record)
+            except ContainerNotFound:  # removed meanwhile (--rm): its exit code remains
+                recorded = store.exit_code(record.id)
+                code, reason = recorded if recorded is not None else (None, None)
+                return dataclasses.replace(
+                    record, status=EXITED, exit_code=code, exit_reason=reason
+                )
             if not record.alive:
                 return record
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -554,3 +554,16 @@ def test_conmon_exit_command_records_and_releases_without_podunit(pu: Podunit) -
     runtime_list = pu.sandbox.run(["runc", "--root", f"{RUN_DIR}/runtime-runc", "list", "-q"])
     assert cid.encode() not in runtime_list.stdout
     pu.direct("rm", "selfclean")
+
+
+def test_rm_flag_removes_the_container_but_keeps_its_exit_code(pu: Podunit) -> None:
+    attached = pu.attached("sh", "-c", "exit 21", extra=["--rm", "--name", "gone-attached"])
+    assert attached.returncode == 21, stderr_of(attached)
+    assert pu.direct("inspect", "gone-attached").returncode == 125
+    assert pu.direct("wait", "gone-attached").stdout == b"21\n"
+    pu.detached("gone-detached", "sh", "-c", "sleep 0.2; exit 22", extra=["--rm"])
+    deadline = time.monotonic() + 15
+    while pu.direct("inspect", "gone-detached").returncode == 0:
+        assert time.monotonic() < deadline, "--rm did not remove the detached container"
+        time.sleep(0.1)
+    assert pu.direct("wait", "gone-detached").stdout == b"22\n"
