@@ -725,10 +725,10 @@ def remove_container(
     store: StateStore, record: ContainerRecord, *, force: bool = False,
     timeout: float | None = None,
 ) -> None:  # fmt: skip
-    """Remove a container; a running one only with `force` (it is stopped first)."""
+    """Remove a container; a running or paused one only with `force` (it is stopped first)."""
     record = sync_status(store, record)
     if record.alive:
-        if not force:
+        if not force and record.status != CREATED:
             raise InvalidState(
                 f"container {record.name} is {record.status}: cannot remove it",
                 hint=f"stop it first, or use: podunit rm -f {record.name}",

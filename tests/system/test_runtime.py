@@ -518,6 +518,11 @@ def test_create_then_start_and_start_again_after_exit(pu: Podunit) -> None:
     assert pu.direct("wait", "twice").stdout == b"6\n"
     assert pu.sandbox.sh(f"cat {BASE}/starts/count").stdout == b"run\nrun\n"
     pu.direct("rm", "twice")
+    # a created (never started) container can be removed without -f; it never ran
+    assert pu.run("create", "--name", "unstarted", "--runtime", "runc", "--cgroups", "enabled",
+                  "--rootfs", ROOTFS, "--", "true").returncode == 0  # fmt: skip
+    assert pu.direct("rm", "unstarted").returncode == 0
+    assert pu.direct("inspect", "unstarted").returncode == 125
 
 
 def test_attached_run_forwards_sigterm_to_the_container(pu: Podunit) -> None:
