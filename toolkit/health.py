@@ -10,12 +10,15 @@ Design:
 - Each check is ``RUNTIME exec`` of the ``test`` argv in the container with the
   container's own process settings, bounded by ``timeout``: on expiry the checked
   process (``--pid-file``) is killed and the attempt counts as failed.
-- Failures within ``start_period`` do not count; after it, ``retries`` failures
-  in a row make the container unhealthy: `Unhealthy` (exit 125), so the unit
+- Failures within ``start_period`` do not count; after it, a failure counts at
+  most once per ``interval`` (polling faster does not make a container unhealthy
+  sooner than Compose would), and ``retries`` counted failures in a row make the
+  container unhealthy: `Unhealthy` (exit 125), so the unit
   fails and ``ExecStopPost=`` removes the container. If the container exits
   first, `ContainerExited`. ``TimeoutStartSec=`` (the generator sizes it for
   start_period + retries) bounds everything: systemd then kills `podunit run`.
-- Every failed attempt is one journal line on stderr (the unit's stream).
+- Every counted failure is one journal line on stderr (the unit's stream), and
+  so is the first failure within the start period.
 - After readiness no further checks are scheduled (no timer units): health
   gates readiness and ``depends_on: {x: {condition: service_healthy}}``, which
   the generator maps onto ``After=`` a ``notify: healthy`` unit.
@@ -93,18 +96,23 @@ def wait_for_health(
     `pause(seconds)` waits and returns True if the container exited meanwhile.
     Raises `Unhealthy` after `retries` counted failures in a row, `ContainerExited`.
     """
-    started = clock()
+    count_from = clock() + check.start_period.total_seconds()
     attempts = counted_failures = 0
+    start_period_logged = False
     while True:
         attempts += 1
         result = run_check()
         if result.passed:
             return attempts
-        in_start_period = clock() - started < check.start_period.total_seconds()
-        if not in_start_period:
+        now = clock()
+        if now >= count_from:
             counted_failures += 1
-        progress = "start period" if in_start_period else f"{counted_failures}/{check.retries}"
-        log(f"podunit: health check of {name} failed ({progress}): {result.describe()}")
+            count_from = now + check.interval.total_seconds()
+            progress = f"{counted_failures}/{check.retries}"
+            log(f"podunit: health check of {name} failed ({progress}): {result.describe()}")
+        elif not start_period_logged and counted_failures == 0:
+            start_period_logged = True
+            log(f"podunit: health check of {name} failed (start period): {result.describe()}")
         if counted_failures >= check.retries:
             raise Unhealthy(
                 f"container {name} is unhealthy: its health check failed"

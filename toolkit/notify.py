@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import os
 import select
 import socket
@@ -231,19 +232,22 @@ def run_proxy(
     container_name: str,
     environ: Mapping[str, str] = os.environ,
 ) -> int:
-    """Forward the container's notifications until conmon exits (the proxy process's body)."""
+    """Forward the container's notifications until it or conmon exits (the proxy's body).
+
+    Besides conmon, the proxy watches conmon's children (the container's PID 1): it
+    learns of the container's end as early as conmon does, so its journal line is
+    written before systemd, seeing conmon exit, kills what is left of the unit.
+    """
     ready = False
+    watched = _pidfds([conmon_pid, *_children(conmon_pid)])
     try:
-        exited: int | None = os.pidfd_open(conmon_pid)
-    except ProcessLookupError:
-        exited = None
-    try:
-        while exited is not None:
-            readable, _, _ = select.select([listener.fileno(), exited], [], [])
-            if listener.fileno() not in readable:
+        while len(watched) > 0 and conmon_pid in watched:
+            readable, _, _ = select.select([listener.fileno(), *watched.values()], [], [])
+            if listener.fileno() in readable:
+                ready = _forward_one(listener, environ) or ready
+            if set(readable) & set(watched.values()):
                 break
-            ready = _forward_one(listener, environ) or ready
-        # conmon is gone: forward what the container sent just before exiting
+        # the container is gone: forward what it sent just before exiting
         listener.setblocking(False)
         while True:
             try:
@@ -251,8 +255,8 @@ def run_proxy(
             except BlockingIOError:
                 break
     finally:
-        if exited is not None:
-            os.close(exited)
+        for pidfd in watched.values():
+            os.close(pidfd)
     if not ready:
         print(
             f"podunit: container {container_name} exited before it sent READY=1"
@@ -262,6 +266,25 @@ def run_proxy(
         )
         return 1
     return 0
+
+
+def _children(pid: int) -> list[int]:
+    """The children of `pid` (Linux /proc/PID/task/PID/children), [] if it is gone."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def _pidfds(pids: Sequence[int]) -> dict[int, int]:
+    """pidfd_open(2) of each pid still alive: {pid: pidfd}."""
+    pidfds: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            pidfds[pid] = os.pidfd_open(pid)
+    return pidfds
 
 
 def _forward_one(listener: socket.socket, environ: Mapping[str, str]) -> bool:

@@ -64,10 +64,17 @@ def test_long_intervals_do_not_delay_readiness() -> None:
     assert poll_interval(Healthcheck(test=("true",), interval=timedelta(seconds=0.2))) == 0.2
 
 
+def test_fast_polling_counts_a_failure_only_once_per_interval() -> None:
+    # interval 30 s, polled every second: 61 failures are 3 counted ones (at 0, 30, 60 s)
+    script = Script([FAIL] * 61 + [PASS])
+    assert script.run(Healthcheck(test=("true",), retries=4)) == 62
+    assert [line.split("(")[1].split(")")[0] for line in script.lines] == ["1/4", "2/4", "3/4"]
+
+
 def test_retries_failures_in_a_row_make_the_container_unhealthy() -> None:
     script = Script([FAIL, FAIL])
     with pytest.raises(Unhealthy) as caught:
-        script.run(Healthcheck(test=("true",), retries=2))
+        script.run(Healthcheck(test=("true",), interval=timedelta(seconds=1), retries=2))
     assert str(caught.value) == (
         "container web is unhealthy: its health check failed 2 times in a row"
         " (exit 1: connection refused)"
@@ -75,16 +82,14 @@ def test_retries_failures_in_a_row_make_the_container_unhealthy() -> None:
     assert len(script.lines) == 2
 
 
-def test_failures_in_the_start_period_do_not_count() -> None:
+def test_failures_in_the_start_period_do_not_count_and_are_logged_once() -> None:
     results = [FAIL] * 5 + [CheckResult(None)] + [PASS]
     script = Script(results)
     check = Healthcheck(
         test=("true",), interval=timedelta(seconds=1), retries=2, start_period=timedelta(seconds=5)
     )
     assert script.run(check) == 7
-    assert [line.split("(")[1].split(")")[0] for line in script.lines] == ["start period"] * 5 + [
-        "1/2"
-    ]
+    assert [line.split("(")[1].split(")")[0] for line in script.lines] == ["start period", "1/2"]
     assert script.lines[-1].endswith(": timed out")
 
 

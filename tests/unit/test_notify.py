@@ -298,3 +298,34 @@ def test_proxy_for_an_already_gone_conmon_drains_and_exits(
     finally:
         listener.close()
     assert receiver.wait_for(1) == [b"READY=1"]
+
+
+def test_proxy_ends_when_the_container_ends_even_before_conmon(
+    tmp_path: Path, systemd_socket: tuple[Receiver, dict[str, str]]
+) -> None:
+    _, environ = systemd_socket
+    listener = bind_datagram_socket(tmp_path / "notify.sock")
+    conmon = subprocess.Popen(["sh", "-c", "sleep 60; sleep 60"])  # its child plays the payload
+    try:
+        wait = time.monotonic() + 10
+        children: list[str] = []
+        while not children and time.monotonic() < wait:
+            children = Path(f"/proc/{conmon.pid}/task/{conmon.pid}/children").read_text().split()
+        (payload,) = children
+        from toolkit.notify import run_proxy
+
+        result: list[int] = []
+        proxy = threading.Thread(
+            target=lambda: result.append(run_proxy(listener, conmon.pid, "web", environ))
+        )
+        proxy.start()
+        time.sleep(0.2)
+        assert proxy.is_alive()
+        os.kill(int(payload), 9)
+        proxy.join(timeout=10)
+        assert result == [1]  # never READY
+        assert conmon.poll() is None  # conmon itself was still there
+    finally:
+        conmon.kill()
+        conmon.wait()
+        listener.close()
