@@ -306,9 +306,32 @@ def _replace(session: ExecSession, **changes: Any) -> ExecSession:
     return ExecSession(**values)
 
 
+def _abandoned(session: ExecSession) -> bool:
+    """An attached session that ended after the `podunit exec` attached to it died."""
+    owner = session.runtime.get("owner_pid")
+    return (
+        session.state == STOPPED
+        and not session.config.detach
+        and owner is not None
+        and not same_process_alive(owner, session.runtime.get("owner_start_time"))
+    )
+
+
 def list_sessions(store: StateStore, container_id: str) -> list[ExecSession]:
-    """The container's sessions, reaped (for `inspect` and `exec --list`)."""
-    return [refresh_session(store, s) for s in _sessions(store, container_id)]
+    """The container's sessions, reaped (for `inspect` and `exec --list`).
+
+    Attached sessions are removed by their `podunit exec`; if that was killed, the
+    session is removed here once its command has ended, so nothing piles up.
+    """
+    sessions = []
+    for session in _sessions(store, container_id):
+        session = refresh_session(store, session)
+        if _abandoned(session):
+            _remove_session_files(store.paths, session)
+            _delete_session(store, session.id)
+        else:
+            sessions.append(session)
+    return sessions
 
 
 def _signal_session(session: ExecSession, signum: int) -> bool:
@@ -536,7 +559,12 @@ def start_session(
             parent_attach.close()
     running = _replace(
         session, state=STARTED, pid=pid, started_at=time.time(),
-        runtime={"pid_start_time": process_start_time(pid), "conmon_pid": _monitor_pid(monitor)},
+        runtime={
+            "pid_start_time": process_start_time(pid),
+            "conmon_pid": _monitor_pid(monitor),
+            "owner_pid": os.getpid(),
+            "owner_start_time": process_start_time(os.getpid()),
+        },
     )
     _save_session(store, running)
     return _Started(running, monitor, client)

@@ -348,3 +348,16 @@ def test_signals_to_an_attached_exec_reach_its_process(sandbox: Sandbox, web: Ex
     result = sandbox.run(["sh", "-c", script], env=ENV, timeout=30)
     assert result.stdout == b"ready\ngot-term\nstatus=9\n", result.stderr
     assert leftovers(sandbox, web) == []
+
+
+def test_session_of_a_killed_podunit_exec_is_reaped(sandbox: Sandbox, web: ExecTarget) -> None:
+    before = {s["ID"] for s in sessions(sandbox, web)}
+    sandbox.sh(
+        f"{PODUNIT} exec {web.name} -- sleep 2 >/dev/null & pid=$!; sleep 1; kill -KILL $pid",
+        env=ENV,
+    )
+    running = [s for s in sessions(sandbox, web) if s["ID"] not in before]
+    assert [s["State"] for s in running] == ["running"]  # the command goes on meanwhile
+    sandbox.run(["sleep", "2"])
+    assert {s["ID"] for s in sessions(sandbox, web)} == before
+    assert leftovers(sandbox, web) == []
