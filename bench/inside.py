@@ -755,6 +755,7 @@ def main(argv: Sequence[str]) -> int:
     recorder = Recorder(started + sizes.budget_seconds)
     items = [contender(key) for key in sizes.contenders]
     units = [item for item in items if isinstance(item, UnitContender)]
+    load_at_start = os.getloadavg()
     log("setup: rootfs, podman storage, generator, units")
     setup(sizes, items)
     steps: dict[str, Callable[[], None]] = {
@@ -776,6 +777,7 @@ def main(argv: Sequence[str]) -> int:
     results = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_average": [load_at_start, os.getloadavg()],
             "versions": versions(),
             "sizes": sizes.to_json(),
             "seconds": round(time.monotonic() - started, 1),

@@ -248,6 +248,13 @@ def header(results: Mapping[str, Any]) -> list[str]:
         f"- repetitions: {repeats}; contenders alternate (rotated order each repetition); "
         "cells are median (min-max)",
     ]
+    load = meta.get("load_average")
+    if load:
+        lines.append(
+            "- load average (1/5/15 min) at start and end: "
+            + " and ".join("/".join(f"{value:.1f}" for value in sample) for sample in load)
+            + " (the machine is shared; ratios within the run are what count)"
+        )
     if truncated:
         lines.append(f"- time budget spent: fewer repetitions in {', '.join(sorted(truncated))}")
     return lines
