@@ -114,10 +114,11 @@ def sessions(sandbox: Sandbox, container: ExecTarget) -> list[dict[str, object]]
 
 
 def leftovers(sandbox: Sandbox, container: ExecTarget) -> list[str]:
-    """Files of exec sessions under the container's bundle and conmon's attach symlinks."""
+    """Files of the container's exec sessions: its bundle's exec/ and conmon's attach symlinks."""
     script = (
         f"find {ENV['PODUNIT_RUN_DIR']}/containers/{container.id}/exec -mindepth 1 2>/dev/null;"
-        f"find {ENV['PODUNIT_RUN_DIR']}/sockets -mindepth 1 2>/dev/null; true"
+        f"find {ENV['PODUNIT_RUN_DIR']}/sockets -mindepth 1 -lname '*{container.id}*' "
+        "2>/dev/null; true"
     )
     return sandbox.sh(script).stdout.decode().split()
 
