@@ -232,6 +232,56 @@ def spec_resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
+def apply_plan(spec: dict[str, Any], plan: cgroups.CgroupPlan) -> dict[str, Any]:
+    """config.json with the cgroup plan's cgroupsPath, scope annotations and limits."""
+    spec = json.loads(json.dumps(spec))  # a deep copy
+    linux = spec.setdefault("linux", {})
+    if plan.cgroups_path is None:
+        linux.pop("cgroupsPath", None)
+    else:
+        linux["cgroupsPath"] = plan.cgroups_path
+    annotations = {
+        key: value
+        for key, value in spec.get("annotations", {}).items()
+        if not key.startswith("org.systemd.property.")
+    }
+    annotations.update(dict(plan.annotations))
+    if annotations:
+        spec["annotations"] = annotations
+    else:
+        spec.pop("annotations", None)
+    resources = linux.setdefault("resources", {})
+    for key in ("memory", "cpu", "pids"):
+        resources.pop(key, None)
+    if plan.resources_in_spec:
+        resources.update(spec_resources(plan.resources))
+    return spec
+
+
+def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
+    """The container with cgroups planned anew for this process (a restart elsewhere)."""
+    old = plan_from_json(record.options["cgroup_plan"])
+    plan = cgroups.plan_cgroups(old.requested, record.id)
+    stop_usec = int(float(record.options.get("stop_timeout", 10)) * 1_000_000)
+    annotations = (
+        cgroups.payload_scope_annotations(
+            old.resources, int(record.options.get("stop_signal", signal.SIGTERM)), stop_usec
+        )
+        if plan.systemd_cgroup
+        else ()
+    )
+    plan = dataclasses.replace(
+        plan, resources=old.resources, container_name=record.name, annotations=annotations
+    )
+    plan.conmon_args(record.runtime)  # validates the mode against the runtime
+    options = {
+        **record.options,
+        "cgroup_plan": plan_to_json(plan),
+        "runtime_args": runtime_args_for(plan, paths, record.runtime),
+    }
+    return dataclasses.replace(record, spec=apply_plan(record.spec, plan), options=options)
+
+
 # --- ports ------------------------------------------------------------------------------------
 
 
@@ -322,11 +372,7 @@ def prepare_record(
             extra_mounts=notify_setup.mounts,
             cgroups_path=plan.cgroups_path,
         )
-        spec = oci.build_spec(container, inputs)
-        if plan.annotations:
-            spec.setdefault("annotations", {}).update(dict(plan.annotations))
-        if plan.resources_in_spec:
-            spec["linux"]["resources"].update(spec_resources(plan.resources))
+        spec = apply_plan(oci.build_spec(container, inputs), plan)
         log_path = store.paths.log_file(container_id) if log_driver is LogDriver.K8S_FILE else None
         options = {
             "log_driver": log_driver.value,
@@ -476,6 +522,9 @@ def _discard_half_made(
     with contextlib.suppress(Exception):
         if record.options.get("fresh", True):
             store.remove(record)
+        else:  # a restart of an exited container: it stays exited
+            options = {**record.options, "released": True}
+            store.update(record, status=EXITED, pid=None, conmon_pid=None, options=options)
 
 
 def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
@@ -997,8 +1046,9 @@ def cli_start(args: argparse.Namespace) -> int:
 
 def _relaunch(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """Start an exited container again: a new conmon with its stored config.json."""
+    record = replan(record, store.paths)
     options = {**record.options, "released": False, "fresh": False}
-    record = store.update(record, options=options, status=CREATED)
+    record = store.update(record, options=options, status=CREATED, pid=None, conmon_pid=None)
     return launch_container(store, record, stdio=Stdio())
 
 

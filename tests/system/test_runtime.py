@@ -572,3 +572,16 @@ def test_rm_flag_removes_the_container_but_keeps_its_exit_code(pu: Podunit) -> N
         assert time.monotonic() < deadline, "--rm did not remove the detached container"
         time.sleep(0.1)
     assert pu.direct("wait", "gone-detached").stdout == b"22\n"
+
+
+def test_a_failed_restart_leaves_the_container_exited(pu: Podunit) -> None:
+    pu.sandbox.sh(f"rm -rf {BASE}/fragile && cp -a {ROOTFS} {BASE}/fragile")
+    result = pu.run("run", "--name", "fragile", "--runtime", "runc",
+                    "--rootfs", f"{BASE}/fragile", "--", "sh", "-c", "exit 5")  # fmt: skip
+    assert result.returncode == 5, stderr_of(result)
+    pu.sandbox.sh(f"rm -f {BASE}/fragile/bin/sh")
+    restart = pu.run("start", "fragile")
+    assert restart.returncode == 127, stderr_of(restart)
+    state = pu.state("fragile")
+    assert state["Status"] == "exited" and state["ExitCode"] == 5
+    assert pu.direct("rm", "fragile").returncode == 0

@@ -1,0 +1,136 @@
+"""Pure parts of toolkit.operations: cgroup plans in config.json, exit files, log drivers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from toolkit import cgroups, operations
+from toolkit.definitions.model import CgroupMode, LogDriver, Resources
+from toolkit.errors import PodunitError
+from toolkit.state import EXITED, RUNNING, ContainerRecord
+
+CID = "cd" * 32
+
+
+def plan(mode: CgroupMode, **facts: object) -> cgroups.CgroupPlan:
+    defaults: dict[str, object] = {"own_cgroup": "/user.slice", "in_service": False,
+                                   "bus_reachable": True}  # fmt: skip
+    defaults.update(facts)
+    return cgroups.decide_plan(mode, CID, **defaults)  # type: ignore[arg-type]
+
+
+def test_plans_survive_the_json_round_trip() -> None:
+    enabled = cgroups.decide_plan(
+        CgroupMode.ENABLED, CID, own_cgroup="/", in_service=False, bus_reachable=True
+    )
+    enabled = replace(
+        enabled,
+        resources=Resources(memory=1 << 20),
+        annotations=(("org.systemd.property.A", "uint64 1"),),
+    )
+    split = plan(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True)
+    for original in (enabled, split, plan(CgroupMode.DISABLED)):
+        assert operations.plan_from_json(operations.plan_to_json(original)) == original
+
+
+def test_apply_plan_replaces_cgroup_settings_of_an_earlier_plan() -> None:
+    spec = {
+        "annotations": {"org.systemd.property.KillSignal": "int32 15", "mine": "kept"},
+        "linux": {"cgroupsPath": "/system.slice/old.service/payload",
+                  "resources": {"devices": [{"allow": False, "access": "rwm"}],
+                                "memory": {"limit": 5}}},
+    }  # fmt: skip
+    cgroupfs = plan(CgroupMode.SPLIT, bus_reachable=False)
+    cgroupfs = replace(cgroupfs, resources=Resources(pids=7, cpus=0.5))
+    applied = operations.apply_plan(spec, cgroupfs)
+    assert applied["linux"]["cgroupsPath"] == f"/podunit/{CID}"
+    assert applied["annotations"] == {"mine": "kept"}
+    assert applied["linux"]["resources"]["pids"] == {"limit": 7}
+    assert applied["linux"]["resources"]["cpu"] == {"quota": 50000, "period": 100000}
+    assert "memory" not in applied["linux"]["resources"]
+    assert applied["linux"]["resources"]["devices"] == spec["linux"]["resources"]["devices"]
+    assert spec["linux"]["cgroupsPath"] == "/system.slice/old.service/payload"  # not mutated
+    disabled = operations.apply_plan(spec, plan(CgroupMode.DISABLED))
+    assert "cgroupsPath" not in disabled["linux"]
+
+
+def test_spec_resources() -> None:
+    everything = Resources(memory=1 << 30, memory_reservation=1 << 20, cpus=1.5, cpu_weight=100,
+                           pids=64)  # fmt: skip
+    assert operations.spec_resources(everything) == {
+        "memory": {"limit": 1 << 30, "reservation": 1 << 20},
+        "cpu": {"quota": 150000, "period": 100000, "shares": 1024},
+        "pids": {"limit": 64},
+    }
+    assert operations.spec_resources(Resources()) == {}
+
+
+def test_runtime_args_follow_the_plan(tmp_path: Path) -> None:
+    from toolkit.paths import RuntimePaths
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
+    systemd = plan(CgroupMode.ENABLED)
+    assert operations.runtime_args_for(systemd, paths, "/usr/sbin/runc") == [
+        "--root", str(tmp_path / "r" / "runtime-runc"), "--systemd-cgroup",
+    ]  # fmt: skip
+    disabled = operations.runtime_args_for(plan(CgroupMode.DISABLED), paths, "/usr/bin/crun")
+    assert disabled[-1] == "--cgroup-manager=disabled"
+
+
+def test_read_exit_file(tmp_path: Path) -> None:
+    exit_file = tmp_path / "exit"
+    assert operations.read_exit_file(exit_file) is None
+    exit_file.write_text("")
+    assert operations.read_exit_file(exit_file) is None  # still being written
+    exit_file.write_text("137")
+    code, mtime = operations.read_exit_file(exit_file) or (None, None)
+    assert code == 137 and mtime == pytest.approx(time.time(), abs=60)
+
+
+def test_log_driver_choice() -> None:
+    assert operations.choose_log_driver(LogDriver.NONE, True) is LogDriver.NONE
+    assert operations.choose_log_driver(None, True) is LogDriver.PASSTHROUGH
+    assert operations.choose_log_driver(None, False) in (LogDriver.JOURNALD, LogDriver.K8S_FILE)
+
+
+def test_signal_parsing_names_numbers_and_errors() -> None:
+    assert operations.parse_signal("SIGTERM") == 15
+    assert operations.parse_signal("hup") == 1
+    assert operations.parse_signal("9") == 9
+    assert operations.parse_signal("SIGRTMIN+2") == 36
+    for bad in ("0", "65", "SIGNOPE", "", "TERM2"):
+        with pytest.raises(PodunitError) as raised:
+            operations.parse_signal(bad)
+        assert raised.value.hint and "SIGTERM" in raised.value.hint
+
+
+def test_same_process_alive_detects_reuse() -> None:
+    import os
+
+    me = os.getpid()
+    start = operations.process_start_time(me)
+    assert start is not None
+    assert operations.same_process_alive(me, start)
+    assert operations.same_process_alive(me, None)
+    assert not operations.same_process_alive(me, start + 1)
+    assert not operations.same_process_alive(None, None)
+    assert not operations.same_process_alive(2**22 + 12345, None)
+
+
+def test_describe_shows_exit_details_only_when_exited() -> None:
+    base = ContainerRecord(id=CID, name="web", runtime="/usr/sbin/runc", status=RUNNING,
+                           created_at=0.0, spec={"process": {"args": ["sleep", "1"]}},
+                           options={"log_driver": "journald"}, pid=10, conmon_pid=9)  # fmt: skip
+    running = operations.describe(base)
+    assert running["State"]["Running"] is True and running["State"]["Pid"] == 10
+    assert running["Command"] == ["sleep", "1"] and running["LogDriver"] == "journald"
+    exited = operations.describe(
+        replace(base, status=EXITED, exit_code=-1, exit_reason="gone", finished_at=0.0)
+    )
+    assert exited["State"]["Pid"] == 0 and exited["State"]["ExitCode"] == -1
+    assert exited["State"]["Reason"] == "gone"
+    assert exited["State"]["FinishedAt"] == "1970-01-01T00:00:00+00:00"
