@@ -585,3 +585,67 @@ def test_a_failed_restart_leaves_the_container_exited(pu: Podunit) -> None:
     state = pu.state("fragile")
     assert state["Status"] == "exited" and state["ExitCode"] == 5
     assert pu.direct("rm", "fragile").returncode == 0
+
+
+def _report(pu: Podunit, script: str, *extra: str, runtime: str = "runc") -> dict[str, str]:
+    """Run `script` (lines `key=value`) in a container and return them as a mapping."""
+    result = pu.run("run", "--runtime", runtime, *extra, "--rootfs", ROOTFS, "--", "sh", "-c",
+                    script)  # fmt: skip
+    assert result.returncode == 0, stderr_of(result)
+    return dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
+
+
+ISOLATION_SCRIPT = """
+echo host=$(hostname)
+echo uid=$(id -u):$(id -g)
+echo nets=$(ls /sys/class/net | tr '\\n' ' ')
+echo lo=$(ip link show lo | head -1)
+echo caps=$(grep CapEff /proc/self/status | cut -f2)
+echo nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)
+echo seccomp=$(grep Seccomp: /proc/self/status | cut -f2)
+echo timer_list=$(wc -c < /proc/timer_list)
+echo proc_sys=$( (echo 1 > /proc/sys/kernel/domainname) 2>&1 | grep -c Read-only)
+echo root_writable=$(touch /probe 2>/dev/null && rm /probe && echo yes || echo no)
+"""
+
+
+def test_isolation_defaults_of_a_private_container(pu: Podunit) -> None:
+    seen = _report(pu, ISOLATION_SCRIPT, "--name", "isolated")
+    container_id = pu.inspect("isolated")["Id"]
+    assert isinstance(container_id, str)
+    assert seen["host"] == container_id[:12]
+    assert seen["uid"] == "0:0"
+    assert seen["nets"].split() == ["lo"]
+    assert "UP" in seen["lo"]
+    assert seen["caps"] == "00000000800405fb"  # Podman's default 11 capabilities
+    assert seen["nnp"] == "1" and seen["seccomp"] == "2"
+    assert seen["timer_list"] == "0"  # masked
+    assert seen["proc_sys"] == "1"  # read-only
+    assert seen["root_writable"] == "yes"
+    pu.direct("rm", "isolated")
+
+
+def test_user_host_network_and_read_only_root(pu: Podunit) -> None:
+    pu.sandbox.write(
+        f"{DEFINITIONS}/hardened.yaml",
+        f"containers:\n  hardened:\n    rootfs: {ROOTFS}\n    runtime: runc\n    user: app\n"
+        "    network: host\n    read_only: true\n    cap_drop: [ALL]\n    tmpfs: [/scratch]\n"
+        f"    command: [sh, -c, {ISOLATION_SCRIPT!r}]\n",
+    )
+    argv = pu.service_argv(["run", "hardened"])
+    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
+    result = pu.sandbox.run(argv, check=False, env=ENV)
+    assert result.returncode == 0, stderr_of(result)
+    seen = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
+    assert seen["uid"] == "1000:1000"
+    host_nets = pu.sandbox.sh("ls /sys/class/net").stdout.decode().split()
+    assert seen["nets"].split() == host_nets
+    assert seen["caps"] == "0000000000000000"
+    assert seen["root_writable"] == "no"
+    pu.direct("rm", "hardened")
+
+
+def test_crun_private_network_has_loopback_up(pu: Podunit) -> None:
+    seen = _report(pu, "echo lo=$(ip link show lo | head -1)", "--cgroups", "disabled",
+                   runtime="crun")  # fmt: skip
+    assert "UP" in seen["lo"]
