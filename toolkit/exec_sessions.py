@@ -551,6 +551,7 @@ def start_session(
     except BaseException:
         if client is not None:
             client.close()
+        _kill_monitor(monitor)  # before closing the start pipe, which would let the exec go on
         monitor.close()
         _fail_session(store, session)
         raise
@@ -591,6 +592,20 @@ def _first_start_byte(monitor: conmon.ConmonProcess, *, keep_open: bool) -> None
         raise conmon.RuntimeFailed(
             f"conmon exited before it was started ({error.strerror})"
         ) from None
+
+
+def _kill_monitor(monitor: conmon.ConmonProcess) -> None:
+    """SIGKILL a conmon that is still waiting to exec (its runtime child has PDEATHSIG)."""
+    pid = _monitor_pid(monitor)
+    if pid is None:
+        return
+    try:  # only the conmon of this session, never a process that reused the pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if str(monitor.options.exec_session_id).encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _monitor_pid(monitor: conmon.ConmonProcess) -> int | None:
