@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import report
 from bench.inside import PodmanUnits, PodunitUnits, Sizes, rotated
 from bench.main import BEGIN, END, parse_args, sizes_from, write_results
+from bench.profile import collapsed_inclusive, import_times
 from bench.stats import Summary, all_of, at_most, cell, number, ratio, summary
 from toolkit.errors import PodunitError
 
@@ -165,3 +166,27 @@ def test_contender_units_are_equivalent() -> None:
     # podman run stops parsing options at the rootfs: every option must come before it
     run_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert run_line.index("--rootfs") > run_line.index("--network=none")
+
+
+def test_import_times_take_the_minimum_per_module() -> None:
+    header = "import time: self [us] | cumulative | imported package\n"
+    runs = [
+        header + "import time:       300 |        500 |   yaml.reader\n"
+        "import time:      1000 |       9000 | yaml\n",
+        header + "import time:       200 |        700 |   yaml.reader\n"
+        "import time:      1200 |       8000 | yaml\nnoise\n",
+    ]
+    assert import_times(runs) == [("yaml", 8.0, 1.0), ("yaml.reader", 0.5, 0.2)]
+
+
+def test_collapsed_stacks_count_a_frame_once_per_sample() -> None:
+    raw = (
+        "podunit;main (toolkit/cli.py:1);run (toolkit/ops.py:5);run (toolkit/ops.py:5) 3\n"
+        "podunit;main (toolkit/cli.py:1);select (selectors.py:9) 1\n"
+        "garbage line\n"
+    )
+    assert collapsed_inclusive(raw) == [
+        ("main (toolkit/cli.py:1)", 100.0),
+        ("run (toolkit/ops.py:5)", 75.0),
+    ]
+    assert collapsed_inclusive("") == []
