@@ -35,7 +35,8 @@ DEFINITION = "/etc/podunit/e2e.yaml"
 PORT = random.randint(20000, 40000)  # the shared sandbox uses the host's network
 
 SERVE_PY = r"""
-import json, os, select, socket, sys
+import json, os, select, signal, socket, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 has no default action
 fds = list(range(3, 3 + int(os.environ.get("LISTEN_FDS", "0"))))
 open_fds = []
 for n in os.listdir("/proc/self/fd"):  # listdir's own fd is closed again by now
@@ -65,7 +66,8 @@ while True:
 """
 
 NOTIFY_PY = r"""
-import os, socket, sys, time
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 mode = sys.argv[1]
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.connect(os.environ["NOTIFY_SOCKET"])
@@ -77,6 +79,9 @@ if mode == "crash":
 sock.send(b"MAINPID=1\nREADY=1\nSTATUS=serving")
 time.sleep(1000)
 """
+
+# PID 1 ignores signals it has no handler for: idle payloads exit 0 on TERM/INT at once
+IDLE = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 0.1; done"]
 
 BUSYBOX_CONTAINERS = {
     # notify: conmon, split (the defaults); exits 0 on SIGTERM; writes to stdout and stderr
@@ -91,7 +96,7 @@ BUSYBOX_CONTAINERS = {
         "resources": {"memory": "64M", "cpus": 0.5, "pids": 40, "cpu_weight": 50},
     },
     # PID 1 without a TERM handler ignores SIGTERM: stop must escalate to SIGKILL
-    "e2e-stubborn": {"command": ["sleep", "1000"], "stop_timeout": "1s"},
+    "e2e-stubborn": {"command": ["sleep", "1000"], "stop_timeout": "1s"},  # no handler
     "e2e-crashy": {
         "command": ["sh", "-c", "sleep 0.2; exit 3"],
         "restart": "on-failure",
@@ -99,7 +104,7 @@ BUSYBOX_CONTAINERS = {
         "unit": {"StartLimitBurst": 3, "StartLimitIntervalSec": 60},
     },
     "e2e-healthy": {
-        "command": ["sh", "-c", "sleep 1.5; touch /tmp/ready; sleep 1000"],
+        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1.5; touch /tmp/ready; " + IDLE[2]],
         "notify": "healthy",
         "healthcheck": {
             "test": ["CMD", "test", "-f", "/tmp/ready"],
@@ -110,7 +115,7 @@ BUSYBOX_CONTAINERS = {
         },
     },
     "e2e-unhealthy": {
-        "command": ["sleep", "1000"],
+        "command": IDLE,
         "notify": "healthy",
         "healthcheck": {
             "test": ["CMD-SHELL", "echo not yet; exit 1"],
@@ -120,18 +125,18 @@ BUSYBOX_CONTAINERS = {
         },
     },
     "e2e-after-healthy": {
-        "command": ["sleep", "1000"],
+        "command": IDLE,
         "depends_on": {"e2e-healthy": {"condition": "service_healthy"}},
     },
-    "e2e-ignore": {"command": ["sleep", "1000"], "notify": "ignore"},
+    "e2e-ignore": {"command": IDLE, "notify": "ignore"},
     "e2e-enabled": {
-        "command": ["sleep", "1000"],
+        "command": IDLE,
         "cgroups": "enabled",
         "stop_signal": "SIGINT",
         "stop_timeout": "4s",
         "resources": {"memory": "32M", "pids": 20},
     },
-    "e2e-disabled": {"command": ["sleep", "1000"], "cgroups": "disabled", "runtime": "crun"},
+    "e2e-disabled": {"command": IDLE, "cgroups": "disabled", "runtime": "crun"},
 }
 
 TOOLS_CONTAINERS = {
@@ -558,7 +563,7 @@ def test_twenty_units_started_at_once_all_become_active(systemd: Systemd, sandbo
     names = [f"e2e-burst{i}" for i in range(20)]
     units = [f"{name}.service" for name in names]
     burst = {
-        name: {"rootfs": BUSYBOX, "runtime": "runc", "command": ["sleep", "1000"], "install": {}}
+        name: {"rootfs": BUSYBOX, "runtime": "runc", "command": IDLE, "install": {}}
         for name in names
     }
     sandbox.write("/etc/podunit/e2e-burst.yaml", json.dumps({"containers": burst}))
