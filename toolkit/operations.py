@@ -361,12 +361,14 @@ def prepare_record(
     bundle = store.paths.bundle_dir(container_id)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     notify_setup = notify.prepare_container_notify(bundle, container)
+    image_options = {"image_rootfs": container.rootfs} if container.image else {}
     try:
+        rootfs = _container_root(store.paths, container_id, image_options) or container.rootfs
         extra_env = {**activation.container_environment(activation_fds), **notify_setup.env}
         inputs = oci.gather_inputs(
             container,
             container_id,
-            rootfs=container.rootfs,
+            rootfs=rootfs,
             tty=tty,
             extra_env=extra_env,
             extra_mounts=notify_setup.mounts,
@@ -390,7 +392,8 @@ def prepare_record(
             "own_pid_namespace": True,
             "preserve_fds": len(activation_fds),
             "image": container.image,
-            "rootfs": container.rootfs,
+            "rootfs": rootfs,
+            **image_options,
             "labels": dict(container.labels),
         }
         record = ContainerRecord(
@@ -405,8 +408,38 @@ def prepare_record(
     except BaseException:
         notify_setup.close()
         shutil.rmtree(bundle, ignore_errors=True)
+        _drop_image_layer(store.paths, container_id, image_options)
         raise
     return record, notify_setup, activation_fds
+
+
+def _container_root(
+    paths: RuntimePaths, container_id: str, options: Mapping[str, Any]
+) -> str | None:
+    """An image container's private root (toolkit.images overlay), mounted if needed."""
+    if not options.get("image_rootfs"):
+        return None
+    from toolkit import images
+
+    layer, mountpoint = paths.image_layer(container_id), paths.rootfs_mount(container_id)
+    return str(images.container_rootfs(Path(options["image_rootfs"]), layer, mountpoint))
+
+
+def _unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
+    if options.get("image_rootfs"):
+        from toolkit import images
+
+        with contextlib.suppress(PodunitError):
+            images.release_container_rootfs(paths.rootfs_mount(container_id))
+        with contextlib.suppress(OSError):
+            paths.rootfs_mount(container_id).rmdir()
+
+
+def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
+    """Unmount and delete an image container's writable layer (on `rm`)."""
+    if options.get("image_rootfs"):
+        _unmount_image_root(paths, container_id, options)
+        shutil.rmtree(paths.image_layer(container_id), ignore_errors=True)
 
 
 def conmon_options(
@@ -455,6 +488,7 @@ def launch_container(
     """
     bundle = store.paths.bundle_dir(record.id)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _container_root(store.paths, record.id, record.options)  # mounted again after a reboot
     config = bundle / "config.json"
     config.write_text(json.dumps(record.spec, indent=2))
     store.paths.exit_file(record.id).unlink(missing_ok=True)
@@ -521,6 +555,7 @@ def _discard_half_made(
     store.paths.exit_file(record.id).unlink(missing_ok=True)
     with contextlib.suppress(Exception):
         if record.options.get("fresh", True):
+            _drop_image_layer(store.paths, record.id, record.options)
             store.remove(record)
         else:  # a restart of an exited container: it stays exited
             options = {**record.options, "released": True}
@@ -664,6 +699,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     if record.options.get("released"):
         return
     runtime_delete(record)
+    _unmount_image_root(store.paths, record.id, record.options)
     shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
     shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
     store.paths.exit_file(record.id).unlink(missing_ok=True)
@@ -681,6 +717,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
 
 def _forget(store: StateStore, record: ContainerRecord) -> None:
     store.remove(record)
+    _drop_image_layer(store.paths, record.id, record.options)
     if record.options.get("log_path"):
         Path(record.options["log_path"]).unlink(missing_ok=True)
 
@@ -902,7 +939,8 @@ def _resolve_image(container: Container, store: StateStore) -> Container:
 
 def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Container, bool]:
     """The container to create and whether it comes from a definition."""
-    if args.rootfs or args.command:
+    looks_like_image = any(c in args.target for c in "/:") if args.target else False
+    if args.rootfs or args.command or looks_like_image:
         return _resolve_image(_adhoc_container(args, store), store), False
     from toolkit.definitions import loader
 

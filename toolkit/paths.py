@@ -4,13 +4,16 @@ System mode: the database under `/var/lib/podunit` (0700), per-boot files under
 `/run/podunit`. User mode: `~/.local/share/podunit` and `$XDG_RUNTIME_DIR/podunit`.
 `PODUNIT_STATE_DIR` and `PODUNIT_RUN_DIR` override either (tests isolate state so).
 
-Layout of the run directory (everything in it disappears at reboot):
+The state directory holds `state.db`, `logs/<id>.log` (k8s-file) and
+`layers/<id>/` (an image container's writable layer). Layout of the run directory
+(everything in it disappears at reboot):
 
     boot-id               the kernel boot id the directory was made in
     exits/<id>            conmon's exit files (bare decimal status)
     pidfiles/<name>.pid   conmon's pid, for Type=forking units (PIDFile=)
     locks/<id>.lock       per-container flock(2) locks; locks/global.lock
     containers/<id>/      the OCI bundle: config.json, conmon's persist dir (exit, oom)
+    rootfs/<id>           an image container's root: overlay of the image + its layer
     sockets/<id>/attach   conmon's attach sockets
 """
 
@@ -74,6 +77,10 @@ class RuntimePaths:
         """Default k8s-file log of a container (kept until `rm`)."""
         return self.state_dir / "logs" / f"{container_id}.log"
 
+    def image_layer(self, container_id: str) -> Path:
+        """The container's private writable layer over its image (kept until `rm`)."""
+        return self.state_dir / "layers" / container_id
+
     # -- run directory (per boot) --
     @property
     def boot_id_stamp(self) -> Path:
@@ -108,6 +115,10 @@ class RuntimePaths:
 
     def bundle_dir(self, container_id: str) -> Path:
         return self.containers_dir / container_id
+
+    def rootfs_mount(self, container_id: str) -> Path:
+        """Where an image container's root file system (an overlay) is mounted."""
+        return self.run_dir / "rootfs" / container_id
 
     def lock_file(self, container_id: str) -> Path:
         return self.locks_dir / f"{container_id}.lock"

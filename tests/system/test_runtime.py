@@ -649,3 +649,40 @@ def test_crun_private_network_has_loopback_up(pu: Podunit) -> None:
     seen = _report(pu, "echo lo=$(ip link show lo | head -1)", "--cgroups", "disabled",
                    runtime="crun")  # fmt: skip
     assert "UP" in seen["lo"]
+
+
+def test_image_containers_get_private_writable_roots(pu: Podunit) -> None:
+    layout, bundle = f"{BASE}/image/layout", f"{BASE}/image/bundle"
+    pu.sandbox.sh(
+        f"""set -e
+        rm -rf {BASE}/image && mkdir -p {BASE}/image
+        umoci init --layout {layout}
+        umoci new --image {layout}:base
+        umoci unpack --image {layout}:base {bundle}
+        cp -a {ROOTFS}/. {bundle}/rootfs/
+        echo from-image > {bundle}/rootfs/marker
+        umoci repack --image {layout}:base {bundle}
+        umoci config --image {layout}:base --tag v1 --config.cmd cat --config.cmd /marker
+        """,
+        timeout=120,
+    )
+    image = f"oci:{layout}:v1"
+    first = pu.run("run", "--runtime", "runc", "--name", "img-a", image)
+    assert first.returncode == 0, stderr_of(first)
+    assert first.stdout == b"from-image\n"
+    writer = pu.run("run", "--runtime", "runc", "--name", "img-b", "--log-driver", "k8s-file",
+                    image, "--", "sh", "-c", "cat /marker; echo changed > /marker")  # fmt: skip
+    assert writer.returncode == 0, stderr_of(writer)
+    reader = pu.run("run", "--runtime", "runc", "--name", "img-c", image)
+    assert reader.stdout == b"from-image\n"  # img-b's write stayed in img-b's layer
+    layer_b = f"{STATE_DIR}/layers/{pu.inspect('img-b')['Id']}"
+    assert pu.sandbox.sh(f"test -d {layer_b}", check=False).returncode == 0
+    again = pu.run("start", "img-b")  # a restart sees its own earlier write
+    assert again.returncode == 0, stderr_of(again)
+    assert pu.direct("wait", "img-b").stdout == b"0\n"
+    log = pu.sandbox.read(str(pu.inspect("img-b")["LogPath"])).decode().splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in log] == ["from-image", "changed"]
+    assert pu.direct("rm", "img-a", "img-b", "img-c").returncode == 0
+    assert pu.sandbox.sh(f"test -e {layer_b}", check=False).returncode != 0
+    mounts = pu.sandbox.run(["cat", "/proc/self/mountinfo"]).stdout.decode()
+    assert f"{RUN_DIR}/rootfs/" not in mounts
