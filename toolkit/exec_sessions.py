@@ -22,7 +22,8 @@ what stopping or removing a container calls first.
 
 Files of a session live in `<run>/containers/<container id>/exec/<session id>/`:
 process.json, exec_pid (the runtime's pid file), conmon.pid, exit (the status, from
-conmon's persist dir), exits/<container id>, ctl, exec_log (conmon's copy of the output).
+conmon's persist dir), exits/<container id>, ctl, and for detached sessions exec_log
+(the output, k8s-file format, at most 1 MiB; attached output goes only to the caller).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ STDIN_CHUNK = 4096  # below conmon's CONN_SOCK_BUF_SIZE, so no SEQPACKET is trun
 ATTACH_STDOUT = 2
 ATTACH_STDERR = 3
 EXIT_FILE_GRACE_SECONDS = 5.0
+DETACHED_LOG_MAX_BYTES = 1024 * 1024  # conmon replaces exec_log when it is full
 
 
 class ExecSessionNotFound(PodunitError):
@@ -477,8 +479,10 @@ def _conmon_options(
         socket_dir=paths.sockets_dir,
         container_pidfile=directory / "exec_pid",
         conmon_pidfile=directory / "conmon.pid",
-        log_driver=LogDriver.K8S_FILE,
-        log_path=directory / "exec_log",
+        # attached: the output goes to us only; detached: a bounded copy under the run dir
+        log_driver=LogDriver.NONE if attach else LogDriver.K8S_FILE,
+        log_path=None if attach else directory / "exec_log",
+        log_size_max=None if attach else DETACHED_LOG_MAX_BYTES,
         tty=session.config.tty,
         stdin=session.config.interactive,
         runtime_args=tuple(record.options.get("runtime_args", ())),
