@@ -964,7 +964,7 @@ def _create_from_args(
     explicit = LogDriver(args.log_driver) if args.log_driver else None
     if explicit is None and from_definition and not attached:
         explicit = container.log_driver
-    log_driver = choose_log_driver(explicit, attached)
+    log_driver = choose_log_driver(explicit, attached and not args.tty)  # no tty passthrough
     if attached and log_driver is LogDriver.PASSTHROUGH:
         stdio = Stdio(stdin=0 if args.interactive else None, stdout=1, stderr=2)
     elif _under_unit():
@@ -989,17 +989,17 @@ def cli_create(args: argparse.Namespace) -> int:
 def cli_run(args: argparse.Namespace) -> int:
     under_unit = _under_unit()
     attached = not (args.detach or under_unit)
-    if attached and args.tty:
-        raise PodunitError(
-            "an attached run with -t is not supported yet",
-            hint="use -d, then podunit exec -it or podunit logs",
-        )
     with _store(args) as store:
         record, setup, container = _create_from_args(args, store, attached=attached)
+        attach: socket.socket | None = None
         try:
+            if attached and record.options["log_driver"] != LogDriver.PASSTHROUGH.value:
+                attach = _connect_attach_socket(store, record)  # before start: lose nothing
             record = start_created(store, record)
         except BaseException:
             setup.close()
+            if attach is not None:
+                attach.close()
             with contextlib.suppress(Exception):
                 remove_container(store, record, force=True, timeout=0)
             raise
@@ -1013,11 +1013,45 @@ def cli_run(args: argparse.Namespace) -> int:
         if not attached:
             return 0
         with _forward_signals(record):
+            if attach is not None:
+                with attach:
+                    _relay_attached(store, record, attach, tty=args.tty,
+                                    interactive=args.interactive)  # fmt: skip
             record = wait_for_exit(store, record)
         code = record.exit_code if record.exit_code is not None else -1
         if args.rm and store.find(record.id) is not None:
             remove_container(store, record, force=True)
         return code if 0 <= code <= 255 else 125
+
+
+def _connect_attach_socket(store: StateStore, record: ContainerRecord) -> socket.socket:
+    """conmon's attach socket of the container (`<socket dir>/<id>/attach`, SEQPACKET)."""
+    from toolkit import exec_sessions
+
+    return exec_sessions._connect_attach_socket(store.paths, record.id)
+
+
+def _relay_attached(
+    store: StateStore, record: ContainerRecord, attach: socket.socket, *, tty: bool,
+    interactive: bool,
+) -> None:  # fmt: skip
+    """Attached run through conmon's attach socket (needed with -t, or a logging driver)."""
+    from toolkit import exec_sessions
+
+    ctl = store.paths.bundle_dir(record.id) / "ctl"
+    previous_winch = None
+    if tty:
+        exec_sessions._send_window_size(ctl, 0)
+        previous_winch = signal.signal(
+            signal.SIGWINCH, lambda *_: exec_sessions._send_window_size(ctl, 0)
+        )
+    try:
+        with exec_sessions._raw_terminal(0, tty):
+            exec_sessions.relay(attach, stdin=0 if (interactive or tty) else None,
+                                stdout=1, stderr=2)  # fmt: skip
+    finally:
+        if previous_winch is not None:
+            signal.signal(signal.SIGWINCH, previous_winch)
 
 
 def _announce(

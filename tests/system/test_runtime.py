@@ -686,3 +686,23 @@ def test_image_containers_get_private_writable_roots(pu: Podunit) -> None:
     assert pu.sandbox.sh(f"test -e {layer_b}", check=False).returncode != 0
     mounts = pu.sandbox.run(["cat", "/proc/self/mountinfo"]).stdout.decode()
     assert f"{RUN_DIR}/rootfs/" not in mounts
+
+
+def test_attached_run_through_the_attach_socket_with_a_log_driver(pu: Podunit) -> None:
+    result = pu.attached("sh", "-c", "cat; echo to-err >&2; exit 3",
+                         extra=["-i", "--log-driver", "k8s-file", "--name", "via-socket"],
+                         input=b"from stdin\n")  # fmt: skip
+    assert result.returncode == 3, stderr_of(result)
+    assert result.stdout == b"from stdin\n"
+    assert b"to-err\n" in result.stderr
+    log = pu.sandbox.read(str(pu.inspect("via-socket")["LogPath"])).decode()
+    assert "stdout F from stdin" in log and "stderr F to-err" in log
+    pu.direct("rm", "via-socket")
+
+
+def test_attached_run_with_a_terminal(pu: Podunit) -> None:
+    result = pu.attached("sh", "-c", "tty; test -t 0 && echo stdin-is-tty; exit 4",
+                         extra=["-t"])  # fmt: skip
+    assert result.returncode == 4, stderr_of(result)
+    lines = result.stdout.decode().replace("\r", "").splitlines()
+    assert "/dev/pts/0" in lines and "stdin-is-tty" in lines
