@@ -41,7 +41,7 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -668,9 +668,16 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def relay(
-    attach: socket.socket, *, stdin: int | None, stdout: int, stderr: int
+    attach: socket.socket, *, stdin: int | None, stdout: int, stderr: int,
+    on_output_closed: Callable[[], object] = lambda: None,
 ) -> None:
-    """Copy stdin to the attach socket and its packets to stdout/stderr until conmon closes it."""
+    """Copy stdin to the attach socket and its packets to stdout/stderr until conmon closes it.
+
+    When a reader of our stdout or stderr goes away, `on_output_closed` is called
+    once and further output for it is dropped (the caller ends the process, as a
+    broken pipe would have).
+    """
+    closed: set[int] = set()
     selector = selectors.SelectSelector()  # select(2) also takes regular files (stdin < file)
     selector.register(attach, selectors.EVENT_READ, "attach")
     if stdin is not None:
@@ -683,7 +690,14 @@ def relay(
                     if not packet:
                         return
                     stream, data = attach_packet(packet)
-                    _write_all(stderr if stream == ATTACH_STDERR else stdout, data)
+                    target = stderr if stream == ATTACH_STDERR else stdout
+                    if target in closed:
+                        continue
+                    try:
+                        _write_all(target, data)
+                    except BrokenPipeError:
+                        closed.add(target)
+                        on_output_closed()
                 else:
                     assert stdin is not None
                     chunk = os.read(stdin, STDIN_CHUNK)
@@ -740,6 +754,7 @@ def run_attached(
                 started.attach,
                 stdin=stdin if (config.interactive or config.tty) else None,
                 stdout=stdout, stderr=stderr,
+                on_output_closed=lambda: _signal_session(started.session, signal.SIGPIPE),
             )
         code = started.monitor.exec_exit_code()
     finally:

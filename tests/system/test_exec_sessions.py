@@ -362,3 +362,14 @@ def test_session_of_a_killed_podunit_exec_is_reaped(sandbox: Sandbox, web: ExecT
     sandbox.run(["sleep", "2"])
     assert {s["ID"] for s in sessions(sandbox, web)} == before
     assert leftovers(sandbox, web) == []
+
+
+def test_closed_output_ends_the_command_like_a_broken_pipe(
+    sandbox: Sandbox, web: ExecTarget
+) -> None:
+    script = f"{PODUNIT} exec {web.name} -- yes | head -n 1; echo status=${{PIPESTATUS[0]}}"
+    result = sandbox.run(["bash", "-c", script], env=ENV, timeout=30)
+    assert result.stdout == b"y\nstatus=141\n", result.stderr  # 128 + SIGPIPE
+    assert b"Traceback" not in result.stderr
+    assert all(s["State"] != "running" for s in sessions(sandbox, web))
+    assert leftovers(sandbox, web) == []
