@@ -188,8 +188,15 @@ class NotifySetup:
             self.listener = None
 
 
-def prepare_container_notify(bundle_dir: Path, container: Container) -> NotifySetup:
-    """For ``notify: container`` bind the container's notify socket; other modes: empty setup."""
+def prepare_container_notify(
+    bundle_dir: Path, container: Container, environ: Mapping[str, str] = os.environ
+) -> NotifySetup:
+    """For ``notify: container`` bind the container's notify socket; other modes: empty setup.
+
+    When the unit has ``WatchdogSec=`` (systemd sets WATCHDOG_USEC), the container
+    gets WATCHDOG_USEC and WATCHDOG_PID=1 so sd_watchdog_enabled(3) works inside;
+    its WATCHDOG=1 pings are forwarded by the proxy.
+    """
     if container.notify is not Notify.CONTAINER:
         return NotifySetup(mode=container.notify, container_name=container.name)
     notify_dir = bundle_dir / "notify"
@@ -198,10 +205,13 @@ def prepare_container_notify(bundle_dir: Path, container: Container) -> NotifySe
     host_socket.unlink(missing_ok=True)
     listener = bind_datagram_socket(host_socket)
     os.chmod(host_socket, 0o666)  # the payload may run as any user
+    env = {"NOTIFY_SOCKET": CONTAINER_NOTIFY_SOCKET}
+    if environ.get("WATCHDOG_USEC", "").isdigit():
+        env.update(WATCHDOG_USEC=environ["WATCHDOG_USEC"], WATCHDOG_PID="1")
     return NotifySetup(
         mode=Notify.CONTAINER,
         container_name=container.name,
-        env={"NOTIFY_SOCKET": CONTAINER_NOTIFY_SOCKET},
+        env=env,
         mounts=(Mount(type=MountType.BIND, source=str(notify_dir), target=CONTAINER_NOTIFY_DIR),),
         host_socket=host_socket,
         listener=listener,

@@ -329,3 +329,18 @@ def test_proxy_ends_when_the_container_ends_even_before_conmon(
         conmon.kill()
         conmon.wait()
         listener.close()
+
+
+def test_a_unit_watchdog_is_passed_on_to_the_container(tmp_path: Path) -> None:
+    environ = {"WATCHDOG_USEC": "5000000", "WATCHDOG_PID": "4242"}
+    setup = prepare_container_notify(tmp_path, container(Notify.CONTAINER), environ)
+    try:
+        assert setup.env == {
+            "NOTIFY_SOCKET": CONTAINER_NOTIFY_SOCKET,
+            "WATCHDOG_USEC": "5000000",
+            "WATCHDOG_PID": "1",
+        }
+    finally:
+        setup.close()
+    conmon_mode = prepare_container_notify(tmp_path / "b", container(Notify.CONMON), environ)
+    assert conmon_mode.env == {}
