@@ -35,6 +35,7 @@ STDOUT = "stdout"
 STDERR = "stderr"
 JOURNAL_PRIORITY_STDERR = 3
 FOLLOW_POLL_SECONDS = 0.1
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
 JOURNAL_WAIT_SECONDS = 0.5  # systemd.journal.Reader.wait takes seconds
 
 
@@ -342,9 +343,15 @@ def cli_logs(args: argparse.Namespace) -> int:
     """Handler of `podunit logs`."""
     with StateStore(RuntimePaths.for_mode(args.user)) as store:
         target = lookup_log_target(store, args.names)
-        show_logs(
-            name=target.name, container_id=target.container_id, driver=target.driver,
-            log_path=target.log_path, tail=args.tail, follow=args.follow,
-            still_running=target.still_running,
-        )
+        try:
+            show_logs(
+                name=target.name, container_id=target.container_id, driver=target.driver,
+                log_path=target.log_path, tail=args.tail, follow=args.follow,
+                still_running=target.still_running,
+            )
+        except BrokenPipeError:  # `podunit logs NAME | head`: end like `cat` would
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_BROKEN_PIPE
     return 0

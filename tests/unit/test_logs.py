@@ -281,3 +281,24 @@ def test_show_logs_ends_with_an_unfinished_last_line(tmp_path: Path) -> None:
         tail=None, follow=False, still_running=lambda: False, emit=shown.append,
     )
     assert [line.text for line in shown] == [b"done", b"no-newline"]
+
+
+def test_cli_logs_into_a_closed_pipe_ends_like_cat(store_env: Path) -> None:
+    import subprocess
+    import sys
+
+    log = store_env / "long.log"
+    log.write_bytes(b"".join(b"2026-11-23T09:01:02.1+00:00 stdout F line %d\n" % i
+                             for i in range(100_000)))  # fmt: skip
+    _add_container("long", {"log_driver": "k8s-file", "log_path": str(log)})
+    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = subprocess.run(
+        [sys.executable, "-m", "toolkit.cli", "logs", "long"],
+        stdout=reader.stdin, stderr=subprocess.PIPE, check=False,
+    )
+    assert reader.stdin is not None and reader.stdout is not None
+    reader.stdin.close()
+    assert reader.stdout.read() == b"line 0\n"
+    reader.wait()
+    assert writer.returncode == 141
+    assert writer.stderr == b""
