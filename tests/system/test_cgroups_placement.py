@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rootfs import busybox_rootfs
 
 from toolkit.cgroups import parse_proc_cgroup
 from toolkit.sandbox import Sandbox
@@ -262,3 +263,29 @@ def test_payload_scope_carries_stop_settings_and_limits(
         """,
     )
     assert show(sandbox, scope, "LoadState")["LoadState"] == "not-found"
+
+
+def test_without_a_system_bus_the_payload_gets_a_cgroupfs_cgroup(
+    sandbox: Sandbox, repo_root: Path
+) -> None:
+    base = "/var/tmp/podunit-cgroupfs"
+    env = {
+        "PODUNIT_STATE_DIR": f"{base}/state",
+        "PODUNIT_RUN_DIR": "/run/podunit-cgroupfs",
+        "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/no-such-bus",
+    }
+    podunit = f"{repo_root}/.venv/bin/podunit"
+    rootfs = busybox_rootfs(sandbox, f"{base}/busybox")
+    try:
+        argv = [podunit, "run", "-d", "--name", "cgfs", "--runtime", "runc", "--rootfs", rootfs]
+        started = sandbox.run([*argv, "--", "sleep", "300"], env=env)
+        container_id = started.stdout.decode().strip()
+        inspect = json.loads(sandbox.run([podunit, "inspect", "cgfs"], env=env).stdout)[0]
+        payload = int(inspect["State"]["Pid"])
+        assert cgroup_of(sandbox, payload) == f"/podunit/{container_id}"
+        sandbox.run([podunit, "rm", "-f", "-t", "0", "cgfs"], env=env)
+        gone = sandbox.run(["test", "-e", f"/sys/fs/cgroup/podunit/{container_id}"], check=False)
+        assert gone.returncode == 1
+    finally:
+        sandbox.run([podunit, "rm", "-f", "-t", "0", "cgfs"], check=False, env=env)
+        sandbox.run(["rm", "-rf", base, env["PODUNIT_RUN_DIR"]], check=False)
