@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -48,7 +49,7 @@ from typing import Any
 
 from toolkit import conmon, oci
 from toolkit.definitions.model import LogDriver
-from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
+from toolkit.errors import InvalidState, PodunitError
 from toolkit.operations import process_start_time, same_process_alive, sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
@@ -298,14 +299,9 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     code = _read_exit_file(_exit_file(store.paths, session))
     if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return session
-    stopped = _replace(session, state=STOPPED, exit_code=code, finished_at=time.time())
+    stopped = dataclasses.replace(session, state=STOPPED, exit_code=code, finished_at=time.time())
     _save_session(store, stopped)
     return stopped
-
-
-def _replace(session: ExecSession, **changes: Any) -> ExecSession:
-    values = {**session.__dict__, **changes}
-    return ExecSession(**values)
 
 
 def _abandoned(session: ExecSession) -> bool:
@@ -562,7 +558,7 @@ def start_session(
     finally:
         if parent_attach is not None:
             parent_attach.close()
-    running = _replace(
+    running = dataclasses.replace(
         session, state=STARTED, pid=pid, started_at=time.time(),
         runtime={
             "pid_start_time": process_start_time(pid),
@@ -762,7 +758,7 @@ def run_attached(
             signal.signal(signal.SIGWINCH, previous_winch)
         started.attach.close()
         started.monitor.close()
-    stopped = _replace(
+    stopped = dataclasses.replace(
         started.session, state=STOPPED, exit_code=code, finished_at=time.time()
     )
     _save_session(store, stopped)
@@ -824,14 +820,3 @@ def cli_exec(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return run_attached(store, record, config, environ=os.environ)
 
-
-__all__ = [
-    "ContainerNotFound",
-    "ExecConfig",
-    "ExecSession",
-    "cli_exec",
-    "list_sessions",
-    "remove_session",
-    "stop_all_sessions",
-    "stop_session",
-]
