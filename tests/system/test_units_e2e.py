@@ -159,7 +159,10 @@ TOOLS_CONTAINERS = {
     "e2e-sock-ports": {
         "command": ["python3", "/app/serve.py"],
         "ports": [f"127.0.0.1:{PORT + 3}:8080"],
-        "sockets": [{"listen": "/run/e2e-sock-ports.sock", "name": "ported"}],
+        "sockets": [
+            {"listen": "/run/e2e-sock-ports.sock", "name": "ported"},
+            {"listen": "/run/e2e-sock-ports-2.sock", "name": "ported"},
+        ],
     },
 }
 
@@ -550,9 +553,11 @@ def test_published_ports_do_not_leak_into_the_container(systemd: Systemd, sandbo
     service, sock = "e2e-sock-ports.service", "e2e-sock-ports.socket"
     systemd.reset(service, sock)
     systemd.ctl("start", sock)
-    report = ask_unix(sandbox, "/run/e2e-sock-ports.sock")
-    assert report["fds"] == [0, 1, 2, 3]
-    assert report["LISTEN_FDNAMES"] == "ported"
+    report = ask_unix(sandbox, "/run/e2e-sock-ports-2.sock")
+    assert report["fds"] == [0, 1, 2, 3, 4]  # conmon's reserved host port stays outside
+    assert (report["LISTEN_FDS"], report["LISTEN_FDNAMES"]) == ("2", "ported:ported")
+    listening = sandbox.run(["ss", "-Htln", f"sport = {PORT + 3}"]).stdout.decode()
+    assert f"127.0.0.1:{PORT + 3}" in listening  # the published port is held open
     systemd.ctl("stop", service, sock)
 
 
