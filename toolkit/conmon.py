@@ -30,6 +30,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -282,15 +283,22 @@ class ConmonProcess:
 
     def wait_launcher(self, timeout: float = CREATE_TIMEOUT_SECONDS) -> int:
         """Reap the conmon we spawned (it exits after forking the monitor unless --sync)."""
-        status: int = self._popen.wait(timeout)
+        try:
+            status: int = self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeFailed(f"conmon did not detach within {timeout:.0f}s") from None
         return status
 
     def monitor_pid(self) -> int:
         """The long-lived conmon's pid, from its --conmon-pidfile (after `wait_launcher`)."""
         if self.options.sync:
             return self.launcher_pid
-        text = self.options.conmon_pidfile.read_text().strip()
-        return int(text)
+        try:
+            return int(self.options.conmon_pidfile.read_text().strip())
+        except (OSError, ValueError) as error:
+            raise RuntimeFailed(
+                f"conmon wrote no usable pid file {self.options.conmon_pidfile}: {error}"
+            ) from None
 
     def close(self) -> None:
         if self._start is not None:

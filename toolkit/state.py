@@ -173,19 +173,31 @@ class StateStore:
 
     def __init__(self, paths: RuntimePaths) -> None:
         self.paths = paths
-        paths.ensure()
-        self._db = sqlite3.connect(
-            paths.database, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        os.chmod(paths.database, 0o600)
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._create_schema()
-        self._check_configuration()
-        self._reconcile_after_reboot()
+        try:
+            paths.ensure()
+            self._db = sqlite3.connect(
+                paths.database, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
+            )
+            self._db.row_factory = sqlite3.Row
+            os.chmod(paths.database, 0o600)
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._create_schema()
+            self._check_configuration()
+            self._reconcile_after_reboot()
+        except OSError as error:
+            raise PodunitError(
+                f"cannot use podunit's state in {error.filename or paths.state_dir}:"
+                f" {error.strerror}",
+                hint="run as root, or use --user",
+            ) from None
+        except sqlite3.Error as error:
+            raise self._database_error(error) from None
+
+    def _database_error(self, error: sqlite3.Error) -> PodunitError:
+        return PodunitError(f"state database {self.paths.database}: {error}")
 
     def close(self) -> None:
         self._db.close()
@@ -199,21 +211,44 @@ class StateStore:
     # -- transactions and locks --
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An exclusive write transaction (BEGIN IMMEDIATE), committed on success."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """An exclusive write transaction (BEGIN IMMEDIATE), committed on success.
+
+        A database that stays locked beyond the busy timeout, or fails to write,
+        is a `PodunitError` naming the database.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise self._database_error(error) from None
         try:
             yield self._db
-        except BaseException:
+        except BaseException as error:
             self._db.execute("ROLLBACK")
+            if isinstance(error, sqlite3.OperationalError):
+                raise self._database_error(error) from None
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise self._database_error(error) from None
 
     def container_lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
         """The per-container lock; never hold it while waiting for the container to exit."""
         return flocked(self.paths.lock_file(container_id))
 
     # -- setup --
+    def _meta(self) -> dict[str, str]:
+        try:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError:  # no such table yet
+            return {}
+
     def _create_schema(self) -> None:
+        """Create the tables once (later opens only read, so they cost no fsync)."""
+        if self._meta().get("schema_version") == str(SCHEMA_VERSION):
+            return
         with self.transaction() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -226,11 +261,13 @@ class StateStore:
     def _check_configuration(self) -> None:
         """Refuse to use a database that was made for other directories."""
         wanted = {"state_dir": str(self.paths.state_dir), "run_dir": str(self.paths.run_dir)}
-        with self.transaction() as db:
-            stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            for key, value in wanted.items():
-                if key not in stored:
-                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+        stored = self._meta()
+        if any(key not in stored for key in wanted):
+            with self.transaction() as db:
+                stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                for key, value in wanted.items():
+                    if key not in stored:
+                        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
         for key, value in wanted.items():
             if key in stored and stored[key] != value:
                 raise PodunitError(

@@ -196,3 +196,34 @@ def test_schema_has_the_exec_sessions_table_for_exec(tmp_path: Path) -> None:
         for row in sqlite3.connect(paths.database).execute("PRAGMA table_info(exec_sessions)")
     }
     assert {"id", "container_id", "pid", "state", "exit_code", "config"} <= columns
+
+
+def test_unusable_state_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    paths = RuntimePaths(user=False, state_dir=blocker / "state", run_dir=tmp_path / "run")
+    with pytest.raises(PodunitError, match="cannot use podunit's state") as raised:
+        st.StateStore(paths)
+    assert "Not a directory" in str(raised.value)
+
+
+def test_a_database_locked_beyond_the_busy_timeout_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = paths_in(tmp_path)
+    with st.StateStore(paths):
+        pass
+    monkeypatch.setattr(st, "BUSY_TIMEOUT_SECONDS", 0.2)
+    holder = sqlite3.connect(paths.database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        # the first write (whether opening or adding) fails with a one-line error
+        with pytest.raises(PodunitError, match="locked") as raised, st.StateStore(paths) as store:
+            store.add(record("blocked"))
+        assert str(paths.database) in str(raised.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with st.StateStore(paths) as store:
+        store.add(record("blocked"))  # usable again once the lock is gone
+        assert store.get("blocked").name == "blocked"
