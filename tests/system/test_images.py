@@ -279,3 +279,47 @@ umoci config --image {layout}:base --tag v1 --config.entrypoint /bin/busybox
     assert "cannot pull image 127.0.0.1:" in report["unknown_tag"]
     assert "/test/busybox:nope" in report["unknown_tag"]
     assert report["same_digest_offline"] is True
+
+
+@pytest.mark.system
+def test_podunit_run_of_an_image_uses_its_defaults(sandbox: Sandbox) -> None:
+    """The run path end to end: `podunit run oci-archive:...` with and without a command."""
+    base = "/var/tmp/podunit-image-run-test"
+    env = {"PODUNIT_STATE_DIR": f"{base}/state", "PODUNIT_RUN_DIR": "/run/podunit-image-run"}
+    sandbox.sh(
+        f"""
+set -e
+rm -rf {base}; mkdir -p {base}
+umoci init --layout {base}/layout
+umoci new --image {base}/layout:base
+umoci unpack --image {base}/layout:base {base}/bundle
+mkdir -p {base}/bundle/rootfs/bin && cp /bin/busybox {base}/bundle/rootfs/bin/
+ln -s busybox {base}/bundle/rootfs/bin/sh
+umoci repack --image {base}/layout:base {base}/bundle
+umoci config --image {base}/layout:base --tag v1 --config.entrypoint /bin/sh \\
+    --config.cmd -c --config.cmd 'echo default $GREETING' --config.env GREETING=hello
+skopeo copy -q oci:{base}/layout:v1 oci-archive:{base}/image.tar
+"""
+    )
+    podunit = str(VENV_PYTHON.parent / "podunit")
+    image = f"oci-archive:{base}/image.tar"
+    try:
+        default = sandbox.run(
+            [podunit, "run", "--rm", "--runtime", "runc", "--name", "image-default", image],
+            env=env,
+        )
+        assert default.stdout == b"default hello\n"
+        override = sandbox.run(
+            [podunit, "run", "--rm", "--runtime", "runc", "--name", "image-override", image,
+             "--", "-c", "echo override $GREETING"],
+            env=env,
+        )
+        assert override.stdout == b"override hello\n"  # the image's entrypoint, our args
+        missing = sandbox.run(
+            [podunit, "run", "--rm", "--name", "image-missing", f"oci-archive:{base}/nope.tar"],
+            env=env, check=False,
+        )
+        assert missing.returncode == 125
+        assert b"nope.tar does not exist" in missing.stderr
+    finally:
+        sandbox.run(["rm", "-rf", base, env["PODUNIT_RUN_DIR"]], check=False)
