@@ -7,6 +7,7 @@ systemd, so these run on the host against a temporary state directory.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import signal
@@ -95,6 +96,13 @@ def test_same_image_through_two_transports_shares_the_rootfs(
     assert from_layout.rootfs == from_archive.rootfs
     store = ImageStore.under(tmp_path)
     assert store.manifest_digest("no-such-name") is None
+
+
+def test_concurrent_resolves_share_one_unpack(images: dict[str, str], tmp_path: Path) -> None:
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: resolve_image(images["oci"], tmp_path), range(4)))
+    assert len({result.rootfs for result in results}) == 1
+    assert len(list((tmp_path / "images" / "rootfs").iterdir())) == 1
 
 
 def test_missing_archive_is_a_clear_error(tmp_path: Path) -> None:
