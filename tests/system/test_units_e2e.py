@@ -124,6 +124,12 @@ BUSYBOX_CONTAINERS = {
             "timeout": "1s",
         },
     },
+    "e2e-slow-health": {
+        "command": IDLE,
+        "notify": "healthy",
+        "healthcheck": {"test": "exit 1", "interval": "100ms", "start_period": "60s"},
+        "service": {"TimeoutStartSec": 2},
+    },
     "e2e-after-healthy": {
         "command": IDLE,
         "depends_on": {"e2e-healthy": {"condition": "service_healthy"}},
@@ -427,6 +433,21 @@ def test_a_never_passing_check_fails_the_start(systemd: Systemd) -> None:
     messages = systemd.messages(unit)
     assert "podunit: health check of e2e-unhealthy failed (1/2): exit 1: not yet" in messages
     assert any("container e2e-unhealthy is unhealthy" in m for m in messages)
+
+
+def test_a_check_still_failing_at_timeout_start_sec_fails_cleanly(
+    systemd: Systemd, sandbox: Sandbox, repo_root: Path
+) -> None:
+    unit = "e2e-slow-health.service"
+    systemd.reset(unit)
+    systemd.ctl("start", unit, check=False)
+    assert systemd.show(unit, "ActiveState", "Result") == {
+        "ActiveState": "failed",
+        "Result": "timeout",
+    }
+    listing = sandbox.run([f"{repo_root}/.venv/bin/podunit", "ps", "-a", "--format", "json"])
+    assert "e2e-slow-health" not in listing.stdout.decode()  # ExecStopPost removed it
+    assert systemd.show(unit, "ControlGroup")["ControlGroup"] == ""  # nothing left running
 
 
 def test_ignore_mode_is_forking_with_conmon_from_the_pidfile(systemd: Systemd) -> None:
