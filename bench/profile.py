@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,9 @@ PY_SPY = VENV / "py-spy"
 SITE_PACKAGES = VENV.parent / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
 REPO = str(Path(PODUNIT).parents[2])
 DROP_IN = Path("/run/systemd/system")
+LINE_NUMBER = re.compile(r":\d+\)$")
+# What generators/podunit-generator does instead of site processing.
+SYS_PATH = f"import sys; sys.path[:0] = [{REPO!r}, {str(SITE_PACKAGES / 'site-packages')!r}]"
 RESULTS = Path("/run/podunit-bench-profile")
 
 
@@ -78,8 +82,9 @@ def import_times(stderr_runs: Sequence[str]) -> list[tuple[str, float, float]]:
 
 
 def collapsed_inclusive(text: str, keep: str = "toolkit/") -> list[tuple[str, float]]:
-    """Share of samples (%) in which each frame whose file contains `keep` is on the stack,
-    from py-spy's ``--format raw`` (collapsed stacks: ``frame;frame;... count``)."""
+    """Share of samples (%) in which each function whose file contains `keep` is on the
+    stack, from py-spy's ``--format raw`` (collapsed stacks: ``frame;frame;... count``;
+    line numbers dropped, so a function counts once however many of its lines appear)."""
     totals: dict[str, int] = defaultdict(int)
     samples = 0
     for line in text.splitlines():
@@ -88,7 +93,7 @@ def collapsed_inclusive(text: str, keep: str = "toolkit/") -> list[tuple[str, fl
             continue
         count = int(count_text)
         samples += count
-        for frame in set(stack.split(";")):
+        for frame in {LINE_NUMBER.sub(")", frame) for frame in stack.split(";")}:
             if keep in frame:
                 totals[frame] += count
     if not samples:
@@ -146,7 +151,7 @@ def exec_start_replaced(unit: str, argv: Sequence[str]) -> Iterator[None]:
 
 
 def startup_section(runs: int) -> list[str]:
-    sys_path = f"import sys; sys.path[:0] = [{REPO!r}, {str(SITE_PACKAGES / 'site-packages')!r}]"
+    sys_path = SYS_PATH
     layers = [
         (
             "`python3 -I -S -c pass` (bare interpreter)",
@@ -177,21 +182,24 @@ def startup_section(runs: int) -> list[str]:
 
 
 def imports_section(runs: int, limit: int = 18) -> list[str]:
+    """Import times of the generator (started like generators/podunit-generator: system
+    python3 -I -S, sys.path set by hand) and of `podunit run` (the venv's console script)."""
+    generator = [
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        "-X",
+        "importtime",
+        "-c",
+        f"{SYS_PATH}; import toolkit.generator, toolkit.definitions.loader, toolkit.units",
+    ]
+    runtime = [PYTHON, "-X", "importtime", "-c", "import toolkit.cli, toolkit.operations"]
     lines = []
-    for label, code in (
-        (
-            "generator (`toolkit.generator` + loader + units)",
-            "import toolkit.generator, toolkit.definitions.loader, toolkit.units",
-        ),
-        (
-            "`podunit run` (`toolkit.cli` + `toolkit.operations`)",
-            "import toolkit.cli, toolkit.operations",
-        ),
+    for label, argv in (
+        ("the generator (`python3 -I -S`)", generator),
+        ("`podunit run` (venv python, site)", runtime),
     ):
-        outputs = [
-            proc.run([PYTHON, "-X", "importtime", "-c", code], check=False).stderr.decode()
-            for _ in range(runs)
-        ]
+        outputs = [proc.run(argv, check=False).stderr.decode() for _ in range(runs)]
         rows = import_times(outputs)
         lines += [
             f"{label}: minimum over {runs} runs, largest cumulative first",
