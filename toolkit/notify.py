@@ -24,6 +24,11 @@ Modes (``notify:`` in the definition):
 
 ``NOTIFY_SOCKET`` itself never reaches conmon or the runtime
 (`toolkit.activation.environment_for_conmon`).
+
+The sending side is a few lines of `socket` rather than systemd-python's
+``daemon.notify``: that one reads only the process environment (the run path
+passes an explicit one), reports failures as a bare ``False`` and has no barrier;
+the proxy needs raw ``recvmsg`` for SCM_RIGHTS anyway.
 """
 
 from __future__ import annotations
