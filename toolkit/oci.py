@@ -159,7 +159,6 @@ SECCOMP_DENIED_SYSCALLS = [
     "nfsservctl",
     "open_by_handle_at",
     "perf_event_open",
-    "personality",
     "pivot_root",
     "process_vm_readv",
     "process_vm_writev",

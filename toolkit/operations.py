@@ -1183,7 +1183,8 @@ def cli_cleanup(args: argparse.Namespace) -> int:
     with _store(args) as store:
         record = store.find(args.names)
         if record is not None:
-            finalize(store, record, runaway=False)
+            with contextlib.suppress(ContainerNotFound):  # removed meanwhile by rm -f
+                finalize(store, record, runaway=False)
     return 0
 
 
