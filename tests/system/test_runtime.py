@@ -706,3 +706,23 @@ def test_attached_run_with_a_terminal(pu: Podunit) -> None:
     assert result.returncode == 4, stderr_of(result)
     lines = result.stdout.decode().replace("\r", "").splitlines()
     assert "/dev/pts/0" in lines and "stdin-is-tty" in lines
+
+
+def test_user_mode_keeps_state_in_the_user_directories(pu: Podunit) -> None:
+    home, runtime_dir = f"{BASE}/home", f"{RUN_DIR}-user"
+    env = {"HOME": home, "XDG_RUNTIME_DIR": runtime_dir}
+    pu.sandbox.sh(f"mkdir -p {home} {runtime_dir}")
+    started = pu.sandbox.run(
+        [pu.binary, "--user", "run", "-d", "--name", "mine", "--runtime", "runc",
+         "--rootfs", ROOTFS, "--", "sh", "-c", "exit 8"], env=env, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, stderr_of(started)
+    waited = pu.sandbox.run([pu.binary, "--user", "wait", "mine"], env=env)
+    assert waited.stdout == b"8\n"
+    state_db, stamp = f"{home}/.local/share/podunit/state.db", f"{runtime_dir}/podunit/boot-id"
+    assert pu.sandbox.sh(f"test -f {state_db} && test -s {stamp}", check=False).returncode == 0
+    assert pu.direct("inspect", "mine").returncode == 125  # not in the system-mode state
+    no_runtime_dir = pu.sandbox.run([pu.binary, "--user", "ps"], env={"HOME": home}, check=False)
+    assert no_runtime_dir.returncode == 125 and "XDG_RUNTIME_DIR" in stderr_of(no_runtime_dir)
+    assert pu.sandbox.run([pu.binary, "--user", "rm", "mine"], env=env).returncode == 0
+    pu.sandbox.sh(f"rm -rf {runtime_dir}")
