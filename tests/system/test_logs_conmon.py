@@ -90,6 +90,21 @@ def test_journald(sandbox: Sandbox, rootfs: str) -> None:
         podunit(sandbox, "rm", "-f", name, check=False)
 
 
+def test_journald_follow_ends_with_the_container(sandbox: Sandbox, rootfs: str) -> None:
+    name = f"logs-follow-{secrets.token_hex(3)}"
+    script = (
+        f"P={PODUNIT}; $P run -d --runtime runc --rootfs {rootfs} --name {name} "
+        "--log-driver journald -- sh -c 'echo before; sleep 2; echo during >&2; sleep 1' "
+        f">/dev/null && exec $P logs -f {name}"
+    )
+    try:
+        followed = sandbox.run(["sh", "-c", script], env=ENV, timeout=60)
+        assert followed.stdout == b"before\n"
+        assert followed.stderr == b"during\n"
+    finally:
+        podunit(sandbox, "rm", "-f", name, check=False)
+
+
 ROTATING = """\
 containers:
   {name}:
