@@ -147,6 +147,11 @@ BUSYBOX_CONTAINERS = {
 
 TOOLS_CONTAINERS = {
     "e2e-notify": {"command": ["python3", "/app/notify.py", "ok"], "notify": "container"},
+    "e2e-notify-enabled": {
+        "command": ["python3", "/app/notify.py", "ok"],
+        "notify": "container",
+        "cgroups": "enabled",
+    },
     "e2e-notify-crash": {"command": ["python3", "/app/notify.py", "crash"], "notify": "container"},
     "e2e-sock1": {
         "command": ["python3", "/app/serve.py"],
@@ -374,8 +379,17 @@ def test_on_failure_restarts_until_the_start_limit(systemd: Systemd) -> None:
     assert props == {"NRestarts": "3", "ActiveState": "failed", "ExecMainStatus": "3"}
 
 
-def test_container_notify_forwards_status_and_ready_but_not_mainpid(systemd: Systemd) -> None:
-    unit = "e2e-notify.service"
+@pytest.mark.parametrize(
+    ("name", "conmon_cgroup"),
+    [
+        ("e2e-notify", "/system.slice/e2e-notify.service/supervisor"),
+        ("e2e-notify-enabled", "/machine.slice/podunit-conmon-"),  # the proxy stays in the unit
+    ],
+)
+def test_container_notify_forwards_status_and_ready_but_not_mainpid(
+    systemd: Systemd, name: str, conmon_cgroup: str
+) -> None:
+    unit = f"{name}.service"
     systemd.reset(unit)
     systemd.ctl("start", "--no-block", unit)
     wait_until(
@@ -387,8 +401,9 @@ def test_container_notify_forwards_status_and_ready_but_not_mainpid(systemd: Sys
     assert props["StatusText"] == "serving"
     conmon = int(props["MainPID"])
     assert systemd.comm(conmon) == "conmon"  # the container's MAINPID=1 was dropped
+    assert (systemd.cgroup(conmon) or "").startswith(conmon_cgroup)
     systemd.ctl("stop", unit)
-    assert systemd.state(unit) in {"inactive", "failed"}
+    assert systemd.state(unit) == "inactive"
 
 
 def test_container_exiting_before_ready_fails_with_a_clear_line(systemd: Systemd) -> None:
