@@ -543,6 +543,14 @@ def launch_container(
     )
 
 
+def _remove_tree_or_link(path: Path) -> None:
+    """Remove a directory tree, or just the symlink if `path` is one (rmtree refuses those)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _discard_half_made(
     store: StateStore, record: ContainerRecord, plan: cgroups.CgroupPlan
 ) -> None:
@@ -551,7 +559,7 @@ def _discard_half_made(
     with contextlib.suppress(Exception):
         cgroups.cleanup_cgroups(plan)
     shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
-    shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
+    _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
     store.paths.exit_file(record.id).unlink(missing_ok=True)
     with contextlib.suppress(Exception):
         if record.options.get("fresh", True):
@@ -701,7 +709,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     runtime_delete(record)
     _unmount_image_root(store.paths, record.id, record.options)
     shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
-    shutil.rmtree(store.paths.sockets_dir / record.id, ignore_errors=True)
+    _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
     store.paths.exit_file(record.id).unlink(missing_ok=True)
     pidfile = store.paths.unit_pidfile(record.name)
     with contextlib.suppress(OSError):

@@ -558,6 +558,9 @@ def test_conmon_exit_command_records_and_releases_without_podunit(pu: Podunit) -
     assert row == b"('exited', 12)\n"
     runtime_list = pu.sandbox.run(["runc", "--root", f"{RUN_DIR}/runtime-runc", "list", "-q"])
     assert cid.encode() not in runtime_list.stdout
+    attach_link = f"{RUN_DIR}/sockets/{cid}"
+    assert pu.sandbox.sh(f"test -L {attach_link} || test -e {attach_link}",
+                         check=False).returncode != 0  # fmt: skip
     pu.direct("rm", "selfclean")
 
 
