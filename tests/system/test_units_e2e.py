@@ -32,7 +32,27 @@ BUSYBOX = f"{BASE}/busybox"
 TOOLS = f"{BASE}/tools"
 APP = f"{BASE}/app"  # bind-mounted at /app in host-tools containers
 DEFINITION = "/etc/podunit/e2e.yaml"
-PORT = random.randint(20000, 40000)  # the shared sandbox uses the host's network
+
+
+def free_port_block(size: int = 4) -> int:
+    """A first port of `size` consecutive free TCP/UDP ports below the ephemeral range.
+
+    The shared sandbox uses the host's network, so ports are picked at run time.
+    """
+    for _ in range(100):
+        first = random.randint(20000, 32000)
+        try:
+            for port in range(first, first + size):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as probe:
+                        probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError("no free block of ports found")
+
+
+PORT = free_port_block()
 
 SERVE_PY = r"""
 import json, os, select, signal, socket, sys
