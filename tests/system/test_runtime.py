@@ -729,3 +729,35 @@ def test_user_mode_keeps_state_in_the_user_directories(pu: Podunit) -> None:
     assert no_runtime_dir.returncode == 125 and "XDG_RUNTIME_DIR" in stderr_of(no_runtime_dir)
     assert pu.sandbox.run([pu.binary, "--user", "rm", "mine"], env=env).returncode == 0
     pu.sandbox.sh(f"rm -rf {runtime_dir}")
+
+
+def test_definition_settings_reach_the_container(pu: Podunit) -> None:
+    pu.sandbox.write(f"{DEFINITIONS}/settings.env", "FROM_FILE=file value\nSHARED=file\n")
+    script = (
+        "echo host=$(hostname); echo cwd=$(pwd); echo groups=$(id -G); "
+        "echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); echo nofile=$(ulimit -n); "
+        "echo dev=$(head -c 5 /dev/myzero | wc -c); echo from_file=$FROM_FILE; "
+        "echo shared=$SHARED; echo scratch=$(df -k /scratch | tail -1 | tr -s ' ' | cut -d' ' -f2)"
+    )
+    pu.sandbox.write(
+        f"{DEFINITIONS}/settings.yaml",
+        f"containers:\n  settings:\n    rootfs: {ROOTFS}\n    runtime: runc\n"
+        "    hostname: custom-host\n    working_dir: /tmp\n    group_add: [wheel, '4242']\n"
+        "    sysctls: {net.ipv4.ip_forward: '1'}\n"
+        "    ulimits: {nofile: {soft: 1024, hard: 2048}}\n"
+        "    devices: ['/dev/zero:/dev/myzero:r']\n"
+        "    env_file: [settings.env]\n    environment: {SHARED: definition}\n"
+        "    tmpfs: ['/scratch:size=2m']\n"
+        f"    command: [sh, -c, {script!r}]\n",
+    )
+    argv = pu.service_argv(["run", "settings"])
+    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
+    result = pu.sandbox.run(argv, check=False, env=ENV)
+    assert result.returncode == 0, stderr_of(result)
+    seen = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
+    assert seen == {
+        "host": "custom-host", "cwd": "/tmp", "groups": "0 10 4242", "fwd": "1",
+        "nofile": "1024", "dev": "5", "from_file": "file value", "shared": "definition",
+        "scratch": "2048",
+    }  # fmt: skip
+    pu.direct("rm", "settings")
