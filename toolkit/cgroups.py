@@ -324,12 +324,19 @@ class _SystemdConnection:
         except Exception as error:
             raise CgroupError(f"cannot connect to the system bus: {error}") from None
         self.manager = Manager(bus=self._bus)
-        self.manager.load()
         self._finished_jobs: dict[bytes, bytes] = {}
+        try:
+            self.manager.load()
+        except Exception as error:
+            self._bus.close()
+            raise CgroupError(f"cannot talk to systemd: {_dbus_message(error)}") from None
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
         self._bus.close()
+        if isinstance(error, Exception) and not isinstance(error, PodunitError):
+            # any other D-Bus failure (Subscribe, matches, bus I/O): one line, no traceback
+            raise CgroupError(f"systemd D-Bus call failed: {_dbus_message(error)}") from None
 
     def start_scope(self, name: str, properties: dict[bytes, Any], pid: int) -> None:
         """StartTransientUnit, wait for its job; an existing scope adopts `pid` instead."""
