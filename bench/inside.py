@@ -746,11 +746,20 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    if list(argv) == ["teardown"]:
-        teardown()
-        return 0
-    sizes = Sizes.from_json(json.loads(argv[0]))
-    out = Path(argv[1])
+    try:
+        if list(argv) == ["teardown"]:
+            teardown()
+        else:
+            run(Sizes.from_json(json.loads(argv[0])), Path(argv[1]))
+    except PodunitError as error:  # setup failed: no table to make
+        hint = f" (hint: {error.hint})" if error.hint else ""
+        log(f"{error}{hint}")
+        return 1
+    return 0
+
+
+def run(sizes: Sizes, out: Path) -> None:
+    """Set up, run the chosen scenarios, write the results to `out`."""
     started = time.monotonic()
     recorder = Recorder(started + sizes.budget_seconds)
     items = [contender(key) for key in sizes.contenders]
@@ -787,7 +796,6 @@ def main(argv: Sequence[str]) -> int:
     }
     out.write_text(json.dumps(results, indent=1))
     log(f"done in {time.monotonic() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

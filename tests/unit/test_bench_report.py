@@ -4,6 +4,8 @@ Markdown table, the results file's generated section, sizes and option parsing."
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import report
-from bench.inside import PodmanUnits, PodunitUnits, Sizes, rotated
+from bench.inside import (
+    BenchFailure,
+    PodmanUnits,
+    PodunitUnits,
+    Recorder,
+    Sizes,
+    rotated,
+    scenario_lifecycle,
+)
 from bench.main import BEGIN, END, parse_args, sizes_from, write_results
 from bench.profile import collapsed_inclusive, import_times
 from bench.stats import Summary, all_of, at_most, cell, number, ratio, summary
@@ -190,3 +200,67 @@ def test_collapsed_stacks_count_a_frame_once_per_sample() -> None:
         ("run (toolkit/ops.py)", 75.0),
     ]
     assert collapsed_inclusive("") == []
+
+
+class StandIn:
+    """A contender whose start can be made to fail; records the order of calls (the
+    harness's bookkeeping is under test here, not a container runtime)."""
+
+    def __init__(self, key: str, calls: list[str], fail_on_start: int | None = None) -> None:
+        self.key, self.calls, self.fail_on_start = key, calls, fail_on_start
+        self.starts = 0
+
+    def name(self, index: int) -> str:
+        return f"{self.key}-{index}"
+
+    def start(self, names: Sequence[str]) -> None:
+        self.starts += 1
+        self.calls.append(f"start {self.key}")
+        if self.starts == self.fail_on_start:
+            raise BenchFailure(f"{self.key} would not start")
+
+    def stop(self, names: Sequence[str]) -> None:
+        self.calls.append(f"stop {self.key}")
+
+    def check_active(self, names: Sequence[str]) -> None:
+        pass
+
+    def cleanup(self, names: Sequence[str]) -> None:
+        self.calls.append(f"cleanup {self.key}")
+
+    def prepare(self, count: int) -> None:
+        pass
+
+    def exec_argv(self, name: str) -> list[str]:
+        return ["true"]
+
+    def ps_argv(self) -> list[str]:
+        return ["true"]
+
+    def resident_pids(self, names: Sequence[str]) -> list[int]:
+        return []
+
+
+def test_lifecycle_alternates_and_a_failing_contender_drops_out() -> None:
+    calls: list[str] = []
+    good, flaky = StandIn("good", calls), StandIn("flaky", calls, fail_on_start=3)
+    recorder = Recorder(deadline=time.monotonic() + 60)
+    scenario_lifecycle([good, flaky], Sizes(lifecycle_repeats=4), recorder)
+    starts = [call.split()[1] for call in calls if call.startswith("start")]
+    # warm-up of each, then rotated order per repetition; flaky fails on its 3rd start
+    assert starts == ["good", "flaky", "good", "flaky", "flaky", "good", "good", "good"]
+    assert len(recorder.results["start"]["good"]["samples"]) == 4
+    assert len(recorder.results["stop"]["good"]["samples"]) == 4
+    assert recorder.results["start"]["flaky"]["error"] == "flaky would not start"
+    assert len(recorder.results["start"]["flaky"]["samples"]) == 1
+    assert "cleanup flaky" in calls
+
+
+def test_a_spent_budget_stops_repeating_and_is_reported() -> None:
+    calls: list[str] = []
+    recorder = Recorder(deadline=time.monotonic() - 1)
+    scenario_lifecycle([StandIn("late", calls)], Sizes(lifecycle_repeats=5), recorder)
+    assert recorder.results["start"]["_note"] == {"truncated": True}
+    assert calls == ["cleanup late", "start late", "stop late"]  # only the warm-up ran
+    text = report.render({"meta": {}, "scenarios": recorder.results})
+    assert "- time budget spent: fewer repetitions in start" in text
