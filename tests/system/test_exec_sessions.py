@@ -27,37 +27,6 @@ BASE = "/var/tmp/podunit-exec-test"
 ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-exec-test"}
 ROOTFS = f"{BASE}/rootfs"
 
-# Runs inside the sandbox: start a busybox container with runc and record it as running.
-START_CONTAINER = """
-import json, shutil, subprocess, sys, time, secrets
-from toolkit import oci
-from toolkit.definitions.model import Container
-from toolkit.errors import Location
-from toolkit.operations import process_start_time
-from toolkit.paths import RuntimePaths
-from toolkit.state import RUNNING, ContainerRecord, StateStore
-
-name, rootfs = sys.argv[1], sys.argv[2]
-paths = RuntimePaths.for_mode(False)
-cid = secrets.token_hex(32)
-container = Container(name=name, source=Location("/test.yaml", 1, 1), rootfs=rootfs,
-                      command=("sleep", "3600"))
-inputs = oci.SpecInputs(container_id=cid, rootfs=rootfs, hard_limits=oci.current_hard_limits())
-spec = oci.build_spec(container, inputs)
-with StateStore(paths) as store:
-    bundle = paths.bundle_dir(cid)
-    bundle.mkdir(parents=True)
-    (bundle / "config.json").write_text(json.dumps(spec))
-    subprocess.run(["runc", "run", "-d", "--pid-file", "pid", cid], cwd=bundle, check=True,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pid = int((bundle / "pid").read_text())
-    store.add(ContainerRecord(id=cid, name=name, runtime=shutil.which("runc"), status=RUNNING,
-                              created_at=time.time(), spec=spec, pid=pid,
-                              pid_start_time=process_start_time(pid),
-                              options={"stop_timeout": 2}))
-print(cid)
-"""
-
 STOP_ALL = """
 import sys
 from toolkit.exec_sessions import stop_all_sessions
@@ -89,11 +58,17 @@ def python_inside(sandbox: Sandbox, script: str, *args: str) -> str:
 
 
 def start_container(sandbox: Sandbox, name: str) -> ExecTarget:
-    return ExecTarget(name, python_inside(sandbox, START_CONTAINER, name, ROOTFS))
+    """A busybox container started the real way: `podunit run -d` (conmon, runc)."""
+    started = podunit(
+        sandbox, "run", "-d", "--runtime", "runc", "--rootfs", ROOTFS, "--name", name,
+        "--", "sleep", "3600",
+    )
+    assert started.returncode == 0, started.stderr
+    return ExecTarget(name, started.stdout.decode().strip())
 
 
 def remove_container(sandbox: Sandbox, container: ExecTarget) -> None:
-    sandbox.run(["runc", "delete", "--force", container.id], check=False)
+    podunit(sandbox, "rm", "-f", "-t", "0", container.name)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +92,7 @@ def leftovers(sandbox: Sandbox, container: ExecTarget) -> list[str]:
     """Files of the container's exec sessions: its bundle's exec/ and conmon's attach symlinks."""
     script = (
         f"find {ENV['PODUNIT_RUN_DIR']}/containers/{container.id}/exec -mindepth 1 2>/dev/null;"
-        f"find {ENV['PODUNIT_RUN_DIR']}/sockets -mindepth 1 -lname '*{container.id}*' "
+        f"find {ENV['PODUNIT_RUN_DIR']}/sockets -mindepth 1 -lname '*/{container.id}/exec/*' "
         "2>/dev/null; true"
     )
     return sandbox.sh(script).stdout.decode().split()
@@ -291,12 +266,15 @@ def test_stop_all_sessions_ends_them(sandbox: Sandbox, web: ExecTarget) -> None:
 
 
 def test_exec_in_a_stopped_container_is_refused(sandbox: Sandbox, web: ExecTarget) -> None:
-    gone = start_container(sandbox, "exec-gone")
-    remove_container(sandbox, gone)  # the process dies; the record still says running
-    result = podunit(sandbox, "exec", gone.name, "--", "true")
-    assert result.returncode == 125
-    assert b"is not running" in result.stderr
-    assert b"Traceback" not in result.stderr
+    stopped = start_container(sandbox, "exec-stopped")
+    try:
+        assert podunit(sandbox, "stop", "-t", "0", stopped.name).returncode == 0
+        result = podunit(sandbox, "exec", stopped.name, "--", "true")
+        assert result.returncode == 125
+        assert b"is not running" in result.stderr
+        assert b"Traceback" not in result.stderr
+    finally:
+        remove_container(sandbox, stopped)
 
 
 def test_exec_in_a_missing_container(sandbox: Sandbox, web: ExecTarget) -> None:
