@@ -15,6 +15,7 @@ from toolkit.cgroups import (
     is_service_cgroup,
     parse_proc_cgroup,
     payload_scope_annotations,
+    prepare_before_conmon,
     scope_properties,
     service_cgroup,
     system_bus_reachable,
@@ -196,3 +197,29 @@ def test_remove_cgroup_reports_a_busy_one(tmp_path: Path) -> None:
     (tree / "cgroup.procs").write_text("1\n")  # a regular dir with a file cannot be rmdir'ed
     with pytest.raises(CgroupError, match=r"cannot remove cgroup .*payload"):
         _remove_cgroup(tree)
+
+
+def test_moving_into_a_missing_unit_cgroup_is_a_one_line_error(tmp_path: Path) -> None:
+    plan = decide_plan(
+        CgroupMode.SPLIT,
+        CID,
+        own_cgroup=UNIT,
+        in_service=True,
+        bus_reachable=False,
+        cgroup2_mount=str(tmp_path),  # no system.slice/web.service below it
+    )
+    with pytest.raises(CgroupError) as caught:
+        prepare_before_conmon(plan)
+    assert str(caught.value) == (
+        f"cannot move podunit into {UNIT}/supervisor: No such file or directory"
+    )
+    assert caught.value.hint == "cgroups: split needs Delegate=yes on the unit"
+
+
+@pytest.mark.parametrize("mode", [CgroupMode.ENABLED, CgroupMode.DISABLED])
+def test_only_split_moves_podunit_itself(tmp_path: Path, mode: CgroupMode) -> None:
+    plan = decide_plan(
+        mode, CID, own_cgroup=UNIT, in_service=True, bus_reachable=True, cgroup2_mount=str(tmp_path)
+    )
+    prepare_before_conmon(plan)
+    assert list(tmp_path.iterdir()) == []
