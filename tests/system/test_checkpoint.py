@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from rootfs import busybox_rootfs
 
 from toolkit.sandbox import VENV_PYTHON, Sandbox
 
@@ -45,3 +48,37 @@ def test_checkpoint_and_restore_round_trip(sandbox: Sandbox) -> None:
             f"{verdict.splitlines()[0].split(': ', 1)[-1]}), so no checkpoint can be taken"
         )
     pytest.skip("CRIU works here, but restore needs conmon --restore support in toolkit.conmon")
+
+
+def test_cli_reports_criu_and_leaves_the_container_running(sandbox: Sandbox) -> None:
+    base = "/var/tmp/podunit-checkpoint-test"
+    env = {"PODUNIT_STATE_DIR": f"{base}/state", "PODUNIT_RUN_DIR": "/run/podunit-checkpoint"}
+    podunit = str(VENV_PYTHON.parent / "podunit")
+    busybox_rootfs(sandbox, f"{base}/rootfs")
+    started = sandbox.run(
+        [podunit, "run", "-d", "--runtime", "runc", "--rootfs", f"{base}/rootfs",
+         "--name", "checkpointed", "--", "sleep", "1000"],
+        env=env, check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        verdict = criu_verdict(sandbox)
+        if verdict == "ok":
+            pytest.skip("CRIU works here: the failure path cannot be shown")
+        criu_error = b"podunit: CRIU cannot checkpoint on this machine: "
+        refused = sandbox.run([podunit, "checkpoint", "checkpointed"], env=env, check=False)
+        assert refused.returncode == 125
+        assert refused.stderr.startswith(criu_error), refused.stderr
+        assert b"Traceback" not in refused.stderr
+        table = sandbox.run([podunit, "ps"], env=env).stdout.decode()
+        assert re.search(r"checkpointed\s+running", table), table
+        running = sandbox.run([podunit, "restore", "checkpointed"], env=env, check=False)
+        assert running.returncode == 125
+        assert b"is running: stop it before restoring" in running.stderr
+        sandbox.run([podunit, "stop", "-t", "0", "checkpointed"], env=env)
+        stopped = sandbox.run([podunit, "restore", "checkpointed"], env=env, check=False)
+        assert stopped.returncode == 125
+        assert stopped.stderr.startswith(criu_error), stopped.stderr
+    finally:
+        sandbox.run([podunit, "rm", "-f", "-t", "0", "checkpointed"], env=env, check=False)
+        sandbox.run(["rm", "-rf", base, env["PODUNIT_RUN_DIR"]], check=False)
