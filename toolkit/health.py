@@ -46,6 +46,7 @@ from toolkit.errors import PodunitError
 from toolkit.state import ContainerRecord, StateStore
 
 READINESS_POLL = timedelta(seconds=1)
+DEFAULT_RETRIES = 3  # what Docker uses for `retries: 0`
 OUTPUT_LIMIT = 200  # characters of a failed check's output shown in the journal
 
 
@@ -96,6 +97,7 @@ def wait_for_health(
     `pause(seconds)` waits and returns True if the container exited meanwhile.
     Raises `Unhealthy` after `retries` counted failures in a row, `ContainerExited`.
     """
+    retries = check.retries if check.retries > 0 else DEFAULT_RETRIES
     count_from = clock() + check.start_period.total_seconds()
     attempts = counted_failures = 0
     start_period_logged = False
@@ -108,12 +110,12 @@ def wait_for_health(
         if now >= count_from:
             counted_failures += 1
             count_from = now + check.interval.total_seconds()
-            progress = f"{counted_failures}/{check.retries}"
+            progress = f"{counted_failures}/{retries}"
             log(f"podunit: health check of {name} failed ({progress}): {result.describe()}")
         elif not start_period_logged and counted_failures == 0:
             start_period_logged = True
             log(f"podunit: health check of {name} failed (start period): {result.describe()}")
-        if counted_failures >= check.retries:
+        if counted_failures >= retries:
             raise Unhealthy(
                 f"container {name} is unhealthy: its health check failed"
                 f" {counted_failures} times in a row ({result.describe()})",

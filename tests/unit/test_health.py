@@ -107,3 +107,10 @@ def test_check_output_is_one_bounded_line() -> None:
     assert "\n" not in text
     assert CheckResult(None, "").describe() == "timed out"
     assert CheckResult(0).passed and not CheckResult(None).passed
+
+
+def test_zero_retries_means_the_default_of_three_like_docker() -> None:
+    script = Script([FAIL, FAIL, FAIL])
+    with pytest.raises(Unhealthy, match="failed 3 times in a row"):
+        script.run(Healthcheck(test=("true",), interval=timedelta(seconds=1), retries=0))
+    assert [line.split("(")[1].split(")")[0] for line in script.lines] == ["1/3", "2/3", "3/3"]
