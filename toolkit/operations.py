@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -83,10 +84,33 @@ def open_store(user: bool, environ: Mapping[str, str] = os.environ) -> StateStor
     return StateStore(RuntimePaths.for_mode(user, environ))
 
 
+CAP_SYS_RESOURCE = 24  # capabilities(7)
+
+
+def crun_can_work() -> bool:
+    """crun (1.8) raises RLIMIT_MEMLOCK to infinity for its cgroup eBPF programs.
+
+    That needs CAP_SYS_RESOURCE unless the hard limit is already infinite; without
+    either (as in containers and sandboxes that drop the capability) every crun
+    start fails with "setrlimit (RLIM_MEMLOCK): Operation not permitted".
+    """
+    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
+        return True
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapBnd:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
+
+
 def runtime_binary(name: str | None) -> str:
-    """Absolute path of the OCI runtime: `name`, else crun if installed, else runc."""
+    """Absolute path of the OCI runtime: `name`, else crun if installed and usable, else runc.
+
+    Spec §1.1 (`runtime`); crun is passed over where it cannot work (`crun_can_work`).
+    """
     if name is None:
-        for candidate in ("crun", "runc"):
+        candidates = ("crun", "runc") if crun_can_work() else ("runc", "crun")
+        for candidate in candidates:
             if shutil.which(candidate):
                 return proc.which(candidate)
         raise ExecutableNotFound(
