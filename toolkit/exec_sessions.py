@@ -447,6 +447,8 @@ def create_session(
     """Write the session's process.json and its `created` row (libpod ExecCreate)."""
     if not config.command:
         raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
+    if config.workdir is not None and not config.workdir.startswith("/"):
+        raise PodunitError(f"-w {config.workdir!r}: the working directory must be absolute")
     record = require_running(store, record)
     user = _resolve_exec_user(record, config.user)
     process = exec_process_spec(record.spec, config, user, console_size)

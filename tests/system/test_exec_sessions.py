@@ -351,3 +351,20 @@ def test_closed_output_ends_the_command_like_a_broken_pipe(
     assert b"Traceback" not in result.stderr
     assert all(s["State"] != "running" for s in sessions(sandbox, web))
     assert leftovers(sandbox, web) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-u", "nosuchuser"], b"user 'nosuchuser' not found in the container's /etc/passwd"),
+        (["-w", "relative/dir"], b"the working directory must be absolute"),
+        (["-e", "=value"], b"invalid -e '=value'"),
+    ],
+)
+def test_bad_exec_options(
+    sandbox: Sandbox, web: ExecTarget, options: list[str], message: bytes
+) -> None:
+    result = podunit(sandbox, "exec", *options, web.name, "--", "true")
+    assert result.returncode == 125
+    assert message in result.stderr
+    assert leftovers(sandbox, web) == []
