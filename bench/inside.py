@@ -426,9 +426,12 @@ class Recorder:
     def add(self, scenario: str, key: str, value: float) -> None:
         self.entry(scenario, key)["samples"].append(round(value, 3))
 
-    def fail(self, scenario: str, key: str, error: BaseException) -> None:
-        self.entry(scenario, key)["error"] = str(error)
-        log(f"{scenario}/{key}: FAILED: {error}")
+    def fail(self, scenario: str | Sequence[str], key: str, error: BaseException) -> None:
+        """Record `error` as the result of `key` in one or several scenarios."""
+        names = [scenario] if isinstance(scenario, str) else list(scenario)
+        for name in names:
+            self.entry(name, key)["error"] = str(error)
+        log(f"{'/'.join(names)}/{key}: FAILED: {error}")
 
     def failed(self, scenario: str, key: str) -> bool:
         return "error" in self.results.get(scenario, {}).get(key, {})
@@ -444,48 +447,83 @@ def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+class Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def alternate(
+    recorder: Recorder,
+    scenarios: Sequence[str],
+    items: Sequence[K],
+    repeats: int,
+    measure: Callable[[K], Sequence[float]],
+) -> None:
+    """`repeats` repetitions of `measure(item)` over `items`, each in a rotated order;
+    its values go to `scenarios` (in order). A failure is recorded in all of them and
+    drops the item; repetitions stop when the run's time budget is spent."""
+    for turn in range(repeats):
+        if recorder.out_of_time(scenarios[0]):
+            break
+        for item in rotated(items, turn):
+            if recorder.failed(scenarios[0], item.key):
+                continue
+            try:
+                values = measure(item)
+            except PodunitError as error:
+                recorder.fail(scenarios, item.key, error)
+                continue
+            for scenario, value in zip(scenarios, values, strict=True):
+                recorder.add(scenario, item.key, value)
+
+
+@dataclass(frozen=True)
+class GeneratorRun:
+    """One generator input: `key` is the number of definitions, or "floor" for the bare
+    interpreter started the same way."""
+
+    key: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    expected_units: int
+
+
+GENERATOR_OUTPUT = Path("/run/podunit-bench-generator")
+
+
 def scenario_generator(sizes: Sizes, recorder: Recorder) -> None:
     """The generator executable as systemd runs it: a fresh process with three output
     directories on a tmpfs (/run), for 1, 100, 1000 definition files; plus the floor of
-    a Python interpreter started the same way (``python3 -I -S -c pass``)."""
-    output = Path("/run/podunit-bench-generator")
-    sources: dict[int, Path] = {}
+    a Python interpreter started the same way (``python3 -I -S -c pass``). Peak RSS is
+    measured once per input (an extra, untimed run under GNU time)."""
+    dirs = tuple(str(GENERATOR_OUTPUT / kind) for kind in ("normal", "early", "late"))
+    runs = [GeneratorRun("floor", ("/usr/bin/python3", "-I", "-S", "-c", "pass"), {}, 0)]
     for count in sizes.generator_counts:
-        sources[count] = WORK / f"definitions-{count}"
-        write_generator_definitions(sources[count], count)
-    targets = [(count, "podunit") for count in sizes.generator_counts] + [(0, "python -IS")]
-    for turn in range(sizes.generator_repeats):
-        if recorder.out_of_time("generator"):
-            break
-        for count, key in rotated(targets, turn):
-            scenario = f"generator-{count}" if count else "generator-floor"
-            if recorder.failed(scenario, key):
-                continue
-            shutil.rmtree(output, ignore_errors=True)
-            dirs = [output / kind for kind in ("normal", "early", "late")]
-            for directory in dirs:
-                directory.mkdir(parents=True)
-            if count:
-                argv = [GENERATOR, *map(str, dirs)]
-                env = {
-                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                    "PODUNIT_DEFINITION_DIRS": str(sources[count]),
-                }
-            else:
-                argv, env = ["/usr/bin/python3", "-I", "-S", "-c", "pass"], {}
-            try:
-                elapsed = run_timed(argv, env=env)
-                if turn == 0:
-                    recorder.entry(scenario, key)["maxrss_kib"] = peak_memory_kib(argv, env=env)
-                if count:
-                    written = len(list(dirs[0].glob("*.service")))
-                    if written != count:
-                        raise BenchFailure(f"generator wrote {written} units for {count}")
-            except PodunitError as error:
-                recorder.fail(scenario, key, error)
-                continue
-            recorder.add(scenario, key, elapsed)
-    shutil.rmtree(output, ignore_errors=True)
+        source = WORK / f"definitions-{count}"
+        write_generator_definitions(source, count)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PODUNIT_DEFINITION_DIRS": str(source)}
+        runs.append(GeneratorRun(str(count), (GENERATOR, *dirs), env, count))
+
+    def measure(run: GeneratorRun) -> list[float]:
+        shutil.rmtree(GENERATOR_OUTPUT, ignore_errors=True)
+        for directory in dirs:
+            os.makedirs(directory)
+        elapsed = run_timed(run.argv, env=run.env)
+        written = len(list(Path(dirs[0]).glob("*.service")))
+        if written != run.expected_units:
+            raise BenchFailure(f"generator wrote {written} units for {run.expected_units}")
+        entry = recorder.entry("generator", run.key)
+        if "maxrss_kib" not in entry:
+            entry["maxrss_kib"] = peak_memory_kib(run.argv, env=run.env)
+        return [elapsed]
+
+    try:
+        alternate(recorder, ["generator"], runs, sizes.generator_repeats, measure)
+    finally:
+        shutil.rmtree(GENERATOR_OUTPUT, ignore_errors=True)
 
 
 def write_generator_definitions(directory: Path, count: int) -> None:
@@ -511,31 +549,22 @@ def write_generator_definitions(directory: Path, count: int) -> None:
 def scenario_lifecycle(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
     """Start (until active) and stop (SIGTERM, the payload exits 0) of one container,
     alternating the contenders; one untimed warm-up cycle each first."""
-    for item in contenders:
+
+    def cycle(item: Contender) -> list[float]:
         name = [item.name(0)]
         try:
-            item.cleanup(name)
-            item.start(name)
+            started = timed(item.start, name)
             item.check_active(name)
-            item.stop(name)
-        except PodunitError as error:
-            recorder.fail("start", item.key, error)
-            recorder.fail("stop", item.key, error)
+            return [started, timed(item.stop, name)]
+        except PodunitError:
             item.cleanup(name)
-    for turn in range(sizes.lifecycle_repeats):
-        if recorder.out_of_time("start"):
-            break
-        for item in rotated(contenders, turn):
-            if recorder.failed("start", item.key):
-                continue
-            name = [item.name(0)]
-            try:
-                recorder.add("start", item.key, timed(item.start, name))
-                item.check_active(name)
-                recorder.add("stop", item.key, timed(item.stop, name))
-            except PodunitError as error:
-                recorder.fail("start", item.key, error)
-                item.cleanup(name)
+            raise
+
+    for item in contenders:
+        item.cleanup([item.name(0)])
+        with contextlib.suppress(PodunitError):  # a failure shows in the first repetition
+            cycle(item)
+    alternate(recorder, ["start", "stop"], contenders, sizes.lifecycle_repeats, cycle)
 
 
 def timed(action: Callable[[Sequence[str]], None], names: Sequence[str]) -> float:
@@ -559,16 +588,13 @@ def scenario_exec(contenders: Sequence[Contender], sizes: Sizes, recorder: Recor
         except PodunitError as error:
             recorder.fail("exec", item.key, error)
     try:
-        for turn in range(sizes.exec_repeats):
-            if recorder.out_of_time("exec"):
-                break
-            for item in rotated(running, turn):
-                if recorder.failed("exec", item.key):
-                    continue
-                try:
-                    recorder.add("exec", item.key, run_timed(item.exec_argv(item.name(0))))
-                except PodunitError as error:
-                    recorder.fail("exec", item.key, error)
+        alternate(
+            recorder,
+            ["exec"],
+            running,
+            sizes.exec_repeats,
+            lambda item: [run_timed(item.exec_argv(item.name(0)))],
+        )
     finally:
         for item in contenders:
             item.cleanup([item.name(0)])
@@ -591,8 +617,7 @@ def scenario_density(contenders: Sequence[Contender], sizes: Sizes, recorder: Re
                     item.start(names)
                     item.check_active(names)
                 except PodunitError as error:
-                    recorder.fail("density", item.key, error)
-                    recorder.fail("ps", item.key, error)
+                    recorder.fail(["density", "ps"], item.key, error)
         for item in contenders:
             if recorder.failed("density", item.key):
                 continue
@@ -610,16 +635,9 @@ def scenario_density(contenders: Sequence[Contender], sizes: Sizes, recorder: Re
         measured = [item for item in contenders if not recorder.failed("ps", item.key)]
         for item in measured:
             run_timed(item.ps_argv())  # warm-up
-        for turn in range(sizes.ps_repeats):
-            if recorder.out_of_time("ps"):
-                break
-            for item in rotated(measured, turn):
-                if recorder.failed("ps", item.key):
-                    continue
-                try:
-                    recorder.add("ps", item.key, run_timed(item.ps_argv()))
-                except PodunitError as error:
-                    recorder.fail("ps", item.key, error)
+        alternate(
+            recorder, ["ps"], measured, sizes.ps_repeats, lambda item: [run_timed(item.ps_argv())]
+        )
     finally:
         for item in contenders:
             item.cleanup(started.get(item.key, []) or [item.name(0)])
@@ -654,21 +672,18 @@ def stray_processes(key: str) -> list[str]:
 
 def scenario_burst(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
     """`systemctl start u1 ... uN` (the floors: N `run -d` at once) until all are
-    active; stopped untimed between repetitions."""
-    for turn in range(sizes.burst_repeats):
-        if recorder.out_of_time("burst"):
-            break
-        for item in rotated(contenders, turn):
-            if recorder.failed("burst", item.key):
-                continue
-            names = [item.name(index) for index in range(sizes.burst)]
-            try:
-                recorder.add("burst", item.key, timed(item.start, names))
-                item.check_active(names)
-            except PodunitError as error:
-                recorder.fail("burst", item.key, error)
-            finally:
-                item.cleanup(names)
+    active; stopped untimed after each."""
+
+    def burst(item: Contender) -> list[float]:
+        names = [item.name(index) for index in range(sizes.burst)]
+        try:
+            elapsed = timed(item.start, names)
+            item.check_active(names)
+            return [elapsed]
+        finally:
+            item.cleanup(names)
+
+    alternate(recorder, ["burst"], contenders, sizes.burst_repeats, burst)
 
 
 # ---------------------------------------------------------------------------

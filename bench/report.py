@@ -87,11 +87,8 @@ def generator_table(results: Mapping[str, Any]) -> list[str]:
     scenarios = _scenarios(results)
     saved = results.get("meta", {}).get("quadlet_reference_ms", QUADLET_REFERENCE_MS)
     reference = {int(count): float(ms) for count, ms in saved.items()}
-    counts = sorted(
-        int(key.rsplit("-", 1)[1])
-        for key in scenarios
-        if key.startswith("generator-") and key != "generator-floor"
-    )
+    runs = scenarios.get("generator", {})
+    counts = sorted(int(key) for key in runs if key.isdigit())
     if not counts:
         return []
     heading = [
@@ -103,7 +100,7 @@ def generator_table(results: Mapping[str, Any]) -> list[str]:
     ]
     lines = [_row(heading), _row(["---"] * len(heading))]
     for count in counts:
-        measurement = scenarios[f"generator-{count}"].get("podunit", {})
+        measurement = runs[str(count)]
         found = summary(measurement)
         if measurement.get("error"):
             lines.append(_row([str(count), "failed", "-", "-", "-"]))
@@ -121,7 +118,7 @@ def generator_table(results: Mapping[str, Any]) -> list[str]:
                 ]
             )
         )
-    floor = scenarios.get("generator-floor", {}).get("python -IS", {})
+    floor = runs.get("floor", {})
     if floor:
         lines.append(
             _row(
@@ -162,7 +159,7 @@ def verdicts(results: Mapping[str, Any]) -> list[Verdict]:
     resident = int(podunit_density.get("podunit_processes", 0)) + len(
         podunit_density.get("resident_elsewhere", [])
     )
-    generator_1, generator_1000 = med("generator-1", "podunit"), med("generator-1000", "podunit")
+    generator_1, generator_1000 = med("generator", "1"), med("generator", "1000")
     return [
         all_of(
             "start <= 0.6x Podman and within 40 ms of runc",

@@ -48,10 +48,10 @@ def test_bench_smoke(sandbox: Sandbox, repo_root: Path) -> None:
             assert "error" not in measurement, measurement
             assert len(measurement["samples"]) == 1
             assert 0 < measurement["samples"][0] < 60_000
-    generator = scenarios["generator-1"]["podunit"]
+    generator = scenarios["generator"]["1"]
     assert len(generator["samples"]) == 1
     assert generator["maxrss_kib"] > 1000  # a Python process: megabytes
-    assert scenarios["generator-floor"]["python -IS"]["samples"]
+    assert scenarios["generator"]["floor"]["samples"]
 
     text = report.render(results)
     assert "| start: `systemctl start` until active |" in text

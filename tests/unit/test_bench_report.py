@@ -115,9 +115,7 @@ def test_memory_target_counts_resident_podunit_processes() -> None:
 
 
 def test_generator_targets() -> None:
-    found = results(
-        **{"generator-1": {"podunit": samples(29)}, "generator-1000": {"podunit": samples(121)}}
-    )
+    found = results(generator={"1": samples(29), "1000": samples(121), "floor": samples(12)})
     assert verdict(found, "generator <= 30 ms") == "met"
     assert verdict(found, "generator <= 120 ms") == "MISSED"
 
@@ -127,13 +125,14 @@ def test_render_shows_failures_once_with_every_place() -> None:
     found = results(
         start={"podunit": samples(300, 320), "podman": samples(400), "crun": broken},
         stop={"podunit": samples(50), "podman": samples(100), "crun": broken},
-        **{"generator-1": {"podunit": {"samples": [40.0], "maxrss_kib": 20480}}},
+        generator={"1": {"samples": [40.0], "maxrss_kib": 20480}, "floor": samples(12.0)},
     )
     text = report.render(found)
     assert "| start: `systemctl start` until active | 310 ms (300-320) | 400 ms | failed |" in text
     assert "0.78x" in text  # 310 / 400
     assert "- start/crun, stop/crun: setrlimit | denied" in text  # a list, not a table
     assert "| 1 | 40.0 ms | 40.0 ms | 20.0 MiB | 3.00 ms |" in text
+    assert "| 0: `python3 -I -S -c pass` (interpreter floor) | 12.0 ms | - | - | - |" in text
 
 
 def test_write_results_replaces_only_the_generated_section(tmp_path: Path) -> None:
