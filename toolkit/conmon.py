@@ -18,6 +18,11 @@ Protocol (conmon 2.1.6): conmon blocks on the start pipe until `ConmonProcess.st
 `{"data": PID}` (or `{"data": -1, "message": "..."}`) to the sync pipe. In exec
 mode a second record carries the exit code. EOF before a record is a failure.
 
+Restoring a checkpoint (toolkit.checkpoint) is a launch with
+`ConmonOptions(restore_path=IMAGE_DIR)`: conmon runs `RUNTIME restore` and the
+reported pid is already running (no `RUNTIME start`); see
+`toolkit.operations.restore_container`.
+
 Exec sessions (toolkit.exec_sessions) use the same launcher: pass
 `ConmonOptions(exec_process_spec=PATH, ...)`, call `launch`, `start`, then
 `container_pid` (the exec'd process's pid) and, when not detached,
@@ -83,6 +88,7 @@ class ConmonOptions:
     exec_session_id: str | None = None  # exec mode: conmon -u (attach socket name)
     sync: bool = False  # --sync: conmon stays our child instead of double-forking
     runtime_log: Path | None = None  # the runtime's --log (JSON): its error when conmon has none
+    restore_path: Path | None = None  # `RUNTIME restore --image-path` instead of create
 
     @property
     def exec_mode(self) -> bool:
@@ -132,6 +138,8 @@ def conmon_argv(options: ConmonOptions) -> list[str]:
         argv += ["-e", "--exec-process-spec", str(o.exec_process_spec)]
         if o.exec_attach:
             argv.append("--exec-attach")
+    if o.restore_path is not None:
+        argv += ["--restore", str(o.restore_path)]
     if o.sync:
         argv.append("--sync")
     return argv

@@ -467,7 +467,7 @@ def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[s
 
 
 def conmon_options(
-    store: StateStore, record: ContainerRecord, *, sync: bool = False
+    store: StateStore, record: ContainerRecord, *, restore_path: Path | None = None
 ) -> conmon.ConmonOptions:
     o = record.options
     plan = plan_from_json(o["cgroup_plan"])
@@ -493,7 +493,7 @@ def conmon_options(
         runtime_args=tuple(runtime_global_args(record)),
         exit_command=(*podunit_command(store.paths.user), "cleanup", record.id),
         runtime_log=bundle / "runtime.log",
-        sync=sync,
+        restore_path=restore_path,
     )
 
 
@@ -504,8 +504,12 @@ def launch_container(
     stdio: Stdio,
     preserved_fds: Sequence[int] = (),
     environ: Mapping[str, str] = os.environ,
+    restore_path: Path | None = None,
 ) -> ContainerRecord:
     """Write the bundle, reserve ports, run conmon + `RUNTIME create`; status `created`.
+
+    With `restore_path` conmon runs `RUNTIME restore` from that checkpoint image
+    instead, and the container is `running` at once.
 
     On any failure nothing is left behind: the runtime's container, the bundle,
     the cgroups, the port sockets and the state row are all removed.
@@ -526,7 +530,7 @@ def launch_container(
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
         cgroups.prepare_before_conmon(plan)
-        options = conmon_options(store, record)
+        options = conmon_options(store, record, restore_path=restore_path)
         monitor = conmon.launch(
             options,
             environ=activation.environment_for_conmon(environ),
@@ -554,7 +558,7 @@ def launch_container(
             sock.close()
     return store.update(
         record,
-        status=CREATED,
+        status=CREATED if restore_path is None else RUNNING,
         pid=pid,
         pid_start_time=process_start_time(pid),
         conmon_pid=conmon_pid,
@@ -562,7 +566,7 @@ def launch_container(
         exit_code=None,
         exit_reason=None,
         oom=False,
-        started_at=None,
+        started_at=None if restore_path is None else time.time(),
         finished_at=None,
     )
 
@@ -1148,12 +1152,28 @@ def cli_start(args: argparse.Namespace) -> int:
     return _each_named(args, start_container)
 
 
-def _relaunch(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+def _relaunch(
+    store: StateStore, record: ContainerRecord, restore_path: Path | None = None
+) -> ContainerRecord:
     """Start an exited container again: a new conmon with its stored config.json."""
     record = replan(record, store.paths)
     options = {**record.options, "released": False, "fresh": False}
     record = store.update(record, options=options, status=CREATED, pid=None, conmon_pid=None)
-    return launch_container(store, record, stdio=Stdio())
+    return launch_container(store, record, stdio=Stdio(), restore_path=restore_path)
+
+
+def restore_container(
+    store: StateStore, record: ContainerRecord, image_dir: Path
+) -> ContainerRecord:
+    """Bring a checkpointed (hence exited) container back from `image_dir` (`conmon --restore`).
+
+    For toolkit.checkpoint: its `restore` checks CRIU and finds the image; this
+    launches it. The container keeps its id, name and config.json.
+    """
+    record = sync_status(store, record)
+    if record.alive:
+        raise InvalidState(f"container {record.name} is {record.status}: stop it before restoring")
+    return _relaunch(store, record, restore_path=image_dir)
 
 
 def cli_stop(args: argparse.Namespace) -> int:

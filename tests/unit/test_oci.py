@@ -325,6 +325,9 @@ def test_conmon_argv_variants() -> None:
     assert exec_argv[exec_argv.index("-u") + 1] == "s1"
     with pytest.raises(PodunitError, match="log path"):
         conmon.conmon_argv(conmon_options(log_driver=LogDriver.K8S_FILE))
+    restore = conmon.conmon_argv(conmon_options(restore_path=Path("/var/lib/podunit/ckpt")))
+    assert restore[restore.index("--restore") + 1] == "/var/lib/podunit/ckpt"
+    assert "--restore" not in conmon.conmon_argv(conmon_options())
 
 
 def test_fd_table_places_preserved_fds_then_pipes_then_extras() -> None:
