@@ -7,7 +7,7 @@ follow Podman's (libpod's generated specs): the default capability set, masked
 and read-only paths, the standard mounts, no default pids limit.
 
 References: opencontainers/runtime-spec config.md and config-linux.md; the JSON
-schema in /work/shared/data/oci-runtime-spec.
+schema (vendored for the tests in tests/data/oci-runtime-spec).
 """
 
 from __future__ import annotations

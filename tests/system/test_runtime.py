@@ -4,9 +4,10 @@ podunit runs as a transient service (`systemd-run --wait --pipe`, Delegate=yes),
 as it would from a unit or a login shell; state is isolated in this module's own
 PODUNIT_STATE_DIR / PODUNIT_RUN_DIR. Detached containers use `--cgroups enabled`
 so that conmon lives in its own scope and outlives the transient service.
-runc is used throughout: crun cannot create cgroups on this machine
-(see /work/shared/notes/crun-memlock-here.md); crun gets its own test with
-`--cgroups disabled`.
+runc is used throughout: on the test machines crun cannot create cgroups (its
+eBPF device filter fails, then raising RLIMIT_MEMLOCK needs CAP_SYS_RESOURCE,
+which is absent: "setrlimit (RLIM_MEMLOCK): Operation not permitted"); crun gets
+its own tests with `--cgroups disabled`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from toolkit.definitions.model import (
 )
 from toolkit.errors import CannotInvoke, CommandNotFoundInContainer, Location, PodunitError
 
-SCHEMA_DIR = Path("/work/shared/data/oci-runtime-spec")
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data" / "oci-runtime-spec"  # vendored
 CID = "ab" * 32
 HARD = {"RLIMIT_NOFILE": 20000, "RLIMIT_NPROC": -1, "RLIMIT_CORE": 0}
 
