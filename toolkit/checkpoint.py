@@ -4,8 +4,7 @@ A checkpoint is written by `RUNTIME checkpoint --image-path DIR --work-path DIR`
 into `<state_dir>/checkpoints/<container id>/` (it survives reboots, unlike the
 bundle); `--export FILE` also packs it into a tar archive, `--import FILE`
 unpacks one before restoring. Restoring runs the runtime's `restore` through
-conmon (`conmon --restore DIR`), which needs `ConmonOptions.restore_path` in
-`toolkit.conmon`.
+conmon (`conmon --restore DIR`, `toolkit.operations.restore_container`).
 
 CRIU must work on the machine: `criu check` is run first, and its failure is
 reported with CRIU's own reason (on kernels newer than the installed CRIU knows,
@@ -19,8 +18,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from toolkit import proc
+from toolkit import operations, proc
 from toolkit.errors import CommandFailed, InvalidState, PodunitError
+from toolkit.paths import RuntimePaths
 from toolkit.state import RUNNING, ContainerRecord, StateStore
 
 CHECKPOINT_TIMEOUT_SECONDS = 300.0
@@ -69,6 +69,7 @@ def checkpoint(
     store: StateStore, record: ContainerRecord, *, export: Path | None, leave_running: bool
 ) -> Path:
     """Checkpoint a running container; returns the image directory (or the export archive)."""
+    record = operations.sync_status(store, record)
     if record.status != RUNNING:
         raise InvalidState(f"container {record.name} is {record.status}: only running ones")
     require_criu()
@@ -126,10 +127,11 @@ def import_checkpoint(store: StateStore, record: ContainerRecord, archive: Path)
 def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | None) -> Path:
     """Check that a restore can happen and return the checkpoint image to restore from.
 
-    The restore itself is the run path with `conmon --restore IMAGE` (D's launcher).
+    The restore itself is `toolkit.operations.restore_container` (`conmon --restore`).
     """
-    if record.status == RUNNING:
-        raise InvalidState(f"container {record.name} is running: stop it before restoring")
+    record = operations.sync_status(store, record)
+    if record.alive:
+        raise InvalidState(f"container {record.name} is {record.status}: stop it before restoring")
     require_criu()
     if import_file is not None:
         return import_checkpoint(store, record, import_file)
@@ -144,8 +146,6 @@ def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | N
 
 def cli_checkpoint(args: argparse.Namespace) -> int:
     """Handler of `podunit checkpoint NAME`."""
-    from toolkit.paths import RuntimePaths
-
     with StateStore(RuntimePaths.for_mode(args.user)) as store:
         record = store.get(args.names)
         export = Path(args.export) if args.export else None
@@ -154,15 +154,11 @@ def cli_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cli_restore(args: argparse.Namespace) -> int:
-    """Handler of `podunit restore NAME`: every check, then the launch that is still missing."""
-    from toolkit.paths import RuntimePaths
-
+    """Handler of `podunit restore NAME`: checks here, the launch in toolkit.operations."""
     with StateStore(RuntimePaths.for_mode(args.user)) as store:
         record = store.get(args.names)
         import_file = Path(args.import_file) if args.import_file else None
         image_dir = restore(store, record, import_file=import_file)
-    raise CheckpointError(
-        f"cannot restore {record.name} from {image_dir}: launching conmon with --restore "
-        "is not implemented yet",
-        hint="start the container afresh: systemctl start " + record.name,
-    )
+        restored = operations.restore_container(store, record, image_dir)
+    print(restored.id)
+    return 0

@@ -47,7 +47,27 @@ def test_checkpoint_and_restore_round_trip(sandbox: Sandbox) -> None:
             "criu 3.17 cannot run on this kernel (`criu check`: "
             f"{verdict.splitlines()[0].split(': ', 1)[-1]}), so no checkpoint can be taken"
         )
-    pytest.skip("CRIU works here, but restore needs conmon --restore support in toolkit.conmon")
+    base = "/var/tmp/podunit-checkpoint-round-trip"
+    env = {"PODUNIT_STATE_DIR": f"{base}/state", "PODUNIT_RUN_DIR": "/run/podunit-cp-rt"}
+    podunit = str(VENV_PYTHON.parent / "podunit")
+    busybox_rootfs(sandbox, f"{base}/rootfs")
+    counter = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
+    sandbox.run(
+        [podunit, "run", "-d", "--runtime", "runc", "--rootfs", f"{base}/rootfs",
+         "--name", "round-trip", "--", "sh", "-c", counter],
+        env=env,
+    )
+    try:
+        sandbox.run(["sleep", "1"])
+        sandbox.run([podunit, "checkpoint", "round-trip"], env=env)
+        frozen = sandbox.run([podunit, "exec", "round-trip", "--", "true"], env=env, check=False)
+        assert frozen.returncode == 125  # checkpointed: not running any more
+        sandbox.run([podunit, "restore", "round-trip"], env=env)
+        count = sandbox.run([podunit, "exec", "round-trip", "--", "cat", "/tmp/n"], env=env)
+        assert int(count.stdout) >= 5  # the counter went on from where it was
+    finally:
+        sandbox.run([podunit, "rm", "-f", "-t", "0", "round-trip"], env=env, check=False)
+        sandbox.run(["rm", "-rf", base, env["PODUNIT_RUN_DIR"]], check=False)
 
 
 def test_cli_reports_criu_and_leaves_the_container_running(sandbox: Sandbox) -> None:
