@@ -762,3 +762,19 @@ def test_definition_settings_reach_the_container(pu: Podunit) -> None:
         "scratch": "2048",
     }  # fmt: skip
     pu.direct("rm", "settings")
+
+
+def test_conmon_killed_in_a_unit_fails_it_and_exec_stop_post_cleans_up(pu: Podunit) -> None:
+    unit = "pu-rt-orphan"
+    pu.sandbox.run(_unit_argv(pu, unit, "sh", "-c", "while :; do sleep 0.1; done"))
+    state = pu.state(unit)
+    pu.sandbox.run(["kill", "-KILL", str(state["ConmonPid"])])
+    deadline = time.monotonic() + 15
+    while pu.direct("inspect", unit).returncode == 0:  # until ExecStopPost's rm -f ran
+        assert time.monotonic() < deadline, "ExecStopPost did not remove the container"
+        time.sleep(0.1)
+    assert _unit_property(pu, unit, "Result") == "signal"
+    assert pu.direct("wait", unit).stdout == b"-1\n"
+    alive = pu.sandbox.sh(f"test -d /proc/{state['Pid']}", check=False).returncode == 0
+    assert not alive
+    pu.sandbox.run(["systemctl", "reset-failed", f"{unit}.service"], check=False)
