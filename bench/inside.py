@@ -124,12 +124,18 @@ def run_timed(argv: Sequence[str], *, env: dict[str, str] | None = None) -> floa
     return elapsed
 
 
-def peak_memory_kib(argv: Sequence[str], *, env: dict[str, str]) -> int:
+GNU_TIME = "/usr/bin/time"
+
+
+def peak_memory_kib(argv: Sequence[str], *, env: dict[str, str]) -> int | None:
     """Peak resident memory of one run of `argv` in KiB, from GNU time's %M (getrusage's
     ru_maxrss of a child forked by the small `time`: a child forked or vforked by this
-    Python process would report this process's peak instead, maxrss survives exec)."""
+    Python process would report this process's peak instead, maxrss survives exec).
+    None without GNU time (Debian package `time`; scripts/bench installs it)."""
+    if not os.access(GNU_TIME, os.X_OK):
+        return None
     with tempfile.NamedTemporaryFile("r") as report:
-        run_timed(["/usr/bin/time", "-f", "%M", "-o", report.name, *argv], env=env)
+        run_timed([GNU_TIME, "-f", "%M", "-o", report.name, *argv], env=env)
         return int(report.read().split()[-1])
 
 

@@ -73,7 +73,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 def check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise PodunitError("scripts/bench needs root (it boots a systemd sandbox)")
-    for program in ("podman", "/usr/bin/time", "conmon", "runc"):
+    for program in ("podman", "conmon", "runc"):
         proc.which(program)
 
 
