@@ -587,7 +587,7 @@ def _first_start_byte(monitor: conmon.ConmonProcess, *, keep_open: bool) -> None
         return
     start_pipe: socket.socket | None = monitor._start
     if start_pipe is None:
-        return
+        raise conmon.RuntimeFailed("internal error: conmon's start pipe is already closed")
     try:
         start_pipe.send(b"\0")
     except OSError as error:
