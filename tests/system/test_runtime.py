@@ -275,6 +275,12 @@ def test_pause_and_unpause(pu: Podunit) -> None:
     assert pu.direct("unpause", "pausable").returncode == 0
     assert pu.state("pausable")["Status"] == "running"
     assert pu.direct("rm", "-f", "-t", "0", "pausable").returncode == 0
+    # stopping a paused container: the stop signal is delivered once it is resumed
+    pu.detached("paused-stop", "sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.1; done")
+    assert pu.direct("pause", "paused-stop").returncode == 0
+    assert pu.direct("stop", "-t", "10", "paused-stop").returncode == 0
+    assert pu.state("paused-stop")["ExitCode"] == 5
+    pu.direct("rm", "paused-stop")
 
 
 def test_ps_lists_running_and_with_all_exited_containers(pu: Podunit) -> None:
