@@ -193,9 +193,7 @@ def classify_runtime_error(message: str, runtime: str) -> PodunitError:
         "executable file" in lowered and "not found" in lowered
     ):
         return CommandNotFoundInContainer(f"{name}: {text}")
-    if ("exec" in lowered or "execve" in lowered) and (
-        "permission denied" in lowered or "exec format error" in lowered
-    ):
+    if "exec" in lowered and ("permission denied" in lowered or "exec format error" in lowered):
         return CannotInvoke(f"{name}: {text}")
     if "no such file or directory" in lowered and ("exec:" in lowered or "execve" in lowered):
         return CommandNotFoundInContainer(f"{name}: {text}")
