@@ -106,41 +106,40 @@ def log_argument(driver: LogDriver, log_path: Path | None) -> str:
 
 def conmon_argv(options: ConmonOptions) -> list[str]:
     """conmon's full argument vector (conmon(8), libpod createOCIContainer)."""
-    o = options
     argv = ["conmon", "--api-version", "1"]
-    argv += list(o.cgroup_args)
-    argv += ["-c", o.container_id, "-u", o.exec_session_id or o.container_id]
-    argv += ["-n", o.name, "-r", o.runtime, "-b", str(o.bundle_dir)]
-    argv += ["-p", str(o.container_pidfile), "-P", str(o.conmon_pidfile)]
-    argv += ["-l", log_argument(o.log_driver, o.log_path)]
-    if o.log_size_max is not None and o.log_driver is LogDriver.K8S_FILE:
-        argv += ["--log-size-max", str(o.log_size_max)]
-    if o.log_tag and o.log_driver is LogDriver.JOURNALD:
-        argv += ["--log-tag", o.log_tag]
-    argv += ["--exit-dir", str(o.exit_dir), "-0", str(o.persist_dir)]
-    argv += ["--socket-dir-path", str(o.socket_dir), "--log-level", o.log_level]
-    runtime_args = list(o.runtime_args)
-    if o.runtime_log is not None:
-        runtime_args += ["--log", str(o.runtime_log), "--log-format", "json"]
+    argv += list(options.cgroup_args)
+    argv += ["-c", options.container_id, "-u", options.exec_session_id or options.container_id]
+    argv += ["-n", options.name, "-r", options.runtime, "-b", str(options.bundle_dir)]
+    argv += ["-p", str(options.container_pidfile), "-P", str(options.conmon_pidfile)]
+    argv += ["-l", log_argument(options.log_driver, options.log_path)]
+    if options.log_size_max is not None and options.log_driver is LogDriver.K8S_FILE:
+        argv += ["--log-size-max", str(options.log_size_max)]
+    if options.log_tag and options.log_driver is LogDriver.JOURNALD:
+        argv += ["--log-tag", options.log_tag]
+    argv += ["--exit-dir", str(options.exit_dir), "-0", str(options.persist_dir)]
+    argv += ["--socket-dir-path", str(options.socket_dir), "--log-level", options.log_level]
+    runtime_args = list(options.runtime_args)
+    if options.runtime_log is not None:
+        runtime_args += ["--log", str(options.runtime_log), "--log-format", "json"]
     for argument in runtime_args:
         argv += ["--runtime-arg", argument]
-    if o.exit_command:
-        argv += ["--exit-command", o.exit_command[0]]
-        for argument in o.exit_command[1:]:
+    if options.exit_command:
+        argv += ["--exit-command", options.exit_command[0]]
+        for argument in options.exit_command[1:]:
             argv += ["--exit-command-arg", argument]
-    if o.tty:
+    if options.tty:
         argv.append("-t")
-    elif o.stdin:
+    elif options.stdin:
         argv.append("-i")
-    if o.preserve_fds:
-        argv += ["--runtime-opt", "--preserve-fds", "--runtime-opt", str(o.preserve_fds)]
-    if o.exec_process_spec is not None:
-        argv += ["-e", "--exec-process-spec", str(o.exec_process_spec)]
-        if o.exec_attach:
+    if options.preserve_fds:
+        argv += ["--runtime-opt", "--preserve-fds", "--runtime-opt", str(options.preserve_fds)]
+    if options.exec_process_spec is not None:
+        argv += ["-e", "--exec-process-spec", str(options.exec_process_spec)]
+        if options.exec_attach:
             argv.append("--exec-attach")
-    if o.restore_path is not None:
-        argv += ["--restore", str(o.restore_path)]
-    if o.sync:
+    if options.restore_path is not None:
+        argv += ["--restore", str(options.restore_path)]
+    if options.sync:
         argv.append("--sync")
     return argv
 

@@ -469,8 +469,8 @@ def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[s
 def conmon_options(
     store: StateStore, record: ContainerRecord, *, restore_path: Path | None = None
 ) -> conmon.ConmonOptions:
-    o = record.options
-    plan = plan_from_json(o["cgroup_plan"])
+    stored = record.options
+    plan = plan_from_json(stored["cgroup_plan"])
     bundle = store.paths.bundle_dir(record.id)
     return conmon.ConmonOptions(
         container_id=record.id,
@@ -482,13 +482,13 @@ def conmon_options(
         socket_dir=store.paths.sockets_dir,
         container_pidfile=bundle / "pidfile",
         conmon_pidfile=bundle / "conmon.pid",
-        log_driver=LogDriver(o["log_driver"]),
-        log_path=Path(o["log_path"]) if o.get("log_path") else None,
-        log_size_max=o.get("log_size_max"),
+        log_driver=LogDriver(stored["log_driver"]),
+        log_path=Path(stored["log_path"]) if stored.get("log_path") else None,
+        log_size_max=stored.get("log_size_max"),
         log_tag=record.name,
-        tty=bool(o.get("tty")),
-        stdin=bool(o.get("interactive")),
-        preserve_fds=int(o.get("preserve_fds", 0)),
+        tty=bool(stored.get("tty")),
+        stdin=bool(stored.get("interactive")),
+        preserve_fds=int(stored.get("preserve_fds", 0)),
         cgroup_args=tuple(a for a in plan.conmon_args(record.runtime) if a == "-s"),
         runtime_args=tuple(runtime_global_args(record)),
         exit_command=(*podunit_command(store.paths.user), "cleanup", record.id),
