@@ -65,3 +65,18 @@ def test_expected_failures_are_one_line_without_traceback(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.startswith("podunit: ")
+
+
+def test_location_is_an_immutable_value() -> None:
+    import copy
+    import pickle
+
+    from toolkit.errors import Location
+
+    here = Location("/etc/podunit/web.yaml", 3, 5)
+    assert str(here) == "/etc/podunit/web.yaml:3:5"
+    assert here == Location("/etc/podunit/web.yaml", 3, 5) != Location("/x", 3, 5)
+    assert len({here, Location("/etc/podunit/web.yaml", 3, 5)}) == 1
+    assert copy.deepcopy(here) == here == pickle.loads(pickle.dumps(here))
+    with pytest.raises(AttributeError):
+        here.line = 4  # type: ignore[misc]
