@@ -802,6 +802,9 @@ def run(sizes: Sizes, out: Path) -> None:
         ),
     }
     for scenario in sizes.scenarios:
+        if recorder.out_of_time(scenario):
+            log(f"{scenario}: skipped, the time budget is spent")
+            continue
         log(f"{scenario} ({time.monotonic() - started:.0f} s so far)")
         steps[scenario]()
     results = {
