@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -349,7 +348,7 @@ class Stdio:
 
 
 def new_container_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # like secrets.token_hex, without importing hashlib
 
 
 def choose_log_driver(requested: LogDriver | None, attached: bool) -> LogDriver:
