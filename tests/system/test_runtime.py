@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from rootfs import busybox_rootfs
+from rootfs import busybox_rootfs, hosttools_rootfs
 
 from toolkit.sandbox import Sandbox
 
@@ -784,3 +784,17 @@ def test_conmon_killed_in_a_unit_fails_it_and_exec_stop_post_cleans_up(pu: Podun
     alive = pu.sandbox.sh(f"test -d /proc/{state['Pid']}", check=False).returncode == 0
     assert not alive
     pu.sandbox.run(["systemctl", "reset-failed", f"{unit}.service"], check=False)
+
+
+def test_hosttools_rootfs_runs_the_hosts_python(pu: Podunit) -> None:
+    volumes = hosttools_rootfs(pu.sandbox, f"{BASE}/hosttools")
+    extra = [arg for volume in volumes for arg in ("-v", volume)]
+    script = "import os, sys; print(sys.version_info[0], sorted(os.listdir('/proc/self/fd')))"
+    result = pu.run(
+        "run", "--runtime", "runc", *extra, "--rootfs", f"{BASE}/hosttools", "--",
+        "python3", "-c", script,
+    )  # fmt: skip
+    assert result.returncode == 0, stderr_of(result)
+    major, fds = result.stdout.decode().split(" ", 1)
+    assert major == "3"
+    assert fds.strip() == "['0', '1', '2', '3']"  # 3: listdir's own directory fd
