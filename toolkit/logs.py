@@ -22,10 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from toolkit.definitions.model import LogDriver
 from toolkit.errors import PodunitError
 from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
@@ -264,16 +264,9 @@ def write_line(line: LogLine) -> None:
     target.buffer.flush()
 
 
-class LogSource(Enum):
-    JOURNALD = "journald"
-    K8S_FILE = "k8s-file"
-    PASSTHROUGH = "passthrough"
-    NONE = "none"
-
-
 def no_logs_message(driver: str, name: str) -> str:
     """Why `podunit logs` has nothing to show for `none`/`passthrough`."""
-    if driver == LogSource.PASSTHROUGH.value:
+    if driver == LogDriver.PASSTHROUGH.value:
         return (
             f"container {name} uses log_driver passthrough: logs went to the unit's stdout: "
             f"see journalctl -u {name}"
@@ -287,7 +280,7 @@ def show_logs(
     emit: Callable[[LogLine], None] = write_line,
 ) -> None:
     """Print a container's logs from wherever its log driver put them."""
-    if driver == LogSource.K8S_FILE.value:
+    if driver == LogDriver.K8S_FILE.value:
         if log_path is None:
             raise PodunitError(f"container {name} has no k8s-file log path recorded")
         follower = K8sFileFollower(log_path)
@@ -302,7 +295,7 @@ def show_logs(
                     emit(line)
         finally:
             follower.close()
-    elif driver == LogSource.JOURNALD.value:
+    elif driver == LogDriver.JOURNALD.value:
         for line in read_journal(
             container_id, tail=tail, follow=follow, still_running=still_running
         ):
@@ -333,7 +326,7 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
     return LogTarget(
         name=record.name,
         container_id=record.id,
-        driver=str(record.options.get("log_driver", LogSource.JOURNALD.value)),
+        driver=str(record.options.get("log_driver", LogDriver.JOURNALD.value)),
         log_path=Path(log_path) if log_path else None,
         still_running=still_running,
     )
