@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import proc
+from toolkit.definitions import values
 from toolkit.definitions.model import Container
 from toolkit.errors import CommandFailed, PodunitError
 
@@ -171,14 +172,10 @@ class ImageConfig:
 
 
 def parse_signal(value: str) -> int:
-    """`SIGTERM`, `TERM` or `15` -> 15."""
-    text = value.strip().upper()
-    if text.isdigit():
-        return int(text)
-    name = text if text.startswith("SIG") else f"SIG{text}"
+    """`SIGTERM`, `TERM`, `15`, `SIGRTMIN+3` -> the number (the definitions' own parser)."""
     try:
-        return int(signal.Signals[name])
-    except KeyError:
+        return values.parse_signal(value)
+    except ValueError:
         raise ImageError(f"unknown signal {value!r} in the image's StopSignal") from None
 
 
