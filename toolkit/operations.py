@@ -973,13 +973,22 @@ def _resolve_image(container: Container, store: StateStore) -> Container:
 
 
 def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Container, bool]:
-    """The container to create and whether it comes from a definition."""
-    looks_like_image = any(c in args.target for c in "/:") if args.target else False
-    if args.rootfs or args.command or looks_like_image:
+    """The container to create and whether it comes from a definition.
+
+    `run NAME` is a definition (`worker@host:80` an instance of `worker@`); a
+    target that names no definition but looks like an image reference
+    (`oci:/path:tag`, `docker.io/library/busybox`) is run as an image.
+    """
+    if args.rootfs or args.command:
         return _resolve_image(_adhoc_container(args, store), store), False
     from toolkit.definitions import loader
 
-    container = loader.find_definition(args.target, user=bool(args.user))
+    try:
+        container = loader.find_definition(args.target, user=bool(args.user))
+    except ContainerNotFound:
+        if not any(c in args.target for c in "/:"):
+            raise
+        return _resolve_image(_adhoc_container(args, store), store), False
     overrides: dict[str, Any] = {}
     if args.runtime:
         overrides["runtime"] = args.runtime

@@ -798,3 +798,17 @@ def test_hosttools_rootfs_runs_the_hosts_python(pu: Podunit) -> None:
     major, fds = result.stdout.decode().split(" ", 1)
     assert major == "3"
     assert fds.strip() == "['0', '1', '2', '3']"  # 3: listdir's own directory fd
+
+
+def test_template_instances_run_even_when_they_look_like_images(pu: Podunit) -> None:
+    pu.sandbox.write(
+        f"{DEFINITIONS}/worker.yaml",
+        f"containers:\n  worker@:\n    rootfs: {ROOTFS}\n    runtime: runc\n"
+        "    command: [echo, 'instance %i']\n",
+    )
+    argv = pu.service_argv(["run", "worker@10.0.0.1:80"])
+    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
+    result = pu.sandbox.run(argv, check=False, env=ENV)
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == b"instance 10.0.0.1:80\n"
+    assert pu.direct("rm", "worker@10.0.0.1:80").returncode == 0
