@@ -59,7 +59,12 @@ def main_table(results: Mapping[str, Any]) -> list[str]:
     present = [
         key for key in COLUMNS if any(key in scenarios.get(row, {}) for row, _, _ in _rows(results))
     ]
-    heading = ["scenario", *(COLUMNS[key] for key in present), "podunit / Podman"]
+    heading = [
+        "scenario",
+        *(COLUMNS[key] for key in present),
+        "podunit / Podman (medians)",
+        "(minimums)",
+    ]
     lines = [_row(heading), _row(["---"] * len(heading))]
     for key, label, unit in _rows(results):
         measurements = scenarios.get(key, {})
@@ -74,11 +79,12 @@ def main_table(results: Mapping[str, Any]) -> list[str]:
                 cells.append("0 (no monitor)")
             else:
                 cells.append(cell(summary(measurement), unit))
-        cells.append(
-            ratio_cell(
-                ratio(median(measurements.get("podunit")), median(measurements.get("podman")))
-            )
-        )
+        podunit, podman = summary(measurements.get("podunit")), summary(measurements.get("podman"))
+        if podunit is None or podman is None:
+            cells += ["-", "-"]
+        else:
+            cells.append(ratio_cell(ratio(podunit.median, podman.median)))
+            cells.append(ratio_cell(ratio(podunit.low, podman.low)))
         lines.append(_row(cells))
     return lines
 
