@@ -125,13 +125,18 @@ def test_render_shows_failures_once_with_every_place() -> None:
     found = results(
         start={"podunit": samples(300, 320), "podman": samples(400), "crun": broken},
         stop={"podunit": samples(50), "podman": samples(100), "crun": broken},
-        generator={"1": {"samples": [40.0], "maxrss_kib": 20480}, "floor": samples(12.0)},
+        generator={
+            "1": {"samples": [40.0], "maxrss_kib": 20480},
+            "101": samples(240.0),
+            "floor": samples(12.0),
+        },
     )
     text = report.render(found)
     assert "| start: `systemctl start` until active | 310 ms (300-320) | 400 ms | failed |" in text
     assert "| 0.78x | 0.75x |" in text  # medians 310 / 400, minimums 300 / 400
     assert "- start/crun, stop/crun: setrlimit | denied" in text  # a list, not a table
     assert "| 1 | 40.0 ms | 40.0 ms | 20.0 MiB | 3.00 ms |" in text
+    assert "| 101 | 240 ms | 2.38 ms / 2.00 ms | - | - |" in text
     assert "| 0: `python3 -I -S -c pass` (interpreter floor) | 12.0 ms | - | - | - |" in text
 
 
