@@ -121,7 +121,11 @@ def last_lines(lines: Iterable[LogLine], count: int | None) -> list[LogLine]:
 
 
 class K8sFileFollower:
-    """Reads a k8s-file log incrementally, surviving conmon's replacement or truncation of it."""
+    """Reads a k8s-file log incrementally, surviving conmon's replacement or truncation of it.
+
+    The old file is read to its end before switching; a file that conmon filled
+    and replaced entirely between two polls (FOLLOW_POLL_SECONDS) is not seen.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
