@@ -751,8 +751,14 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
 
 
 def _forget(store: StateStore, record: ContainerRecord) -> None:
+    """Remove the row (the exit code stays), the layer, the log and the lock file.
+
+    Called with the container lock held; a process still waiting on the unlinked
+    lock file finds the row gone when it gets the lock.
+    """
     store.remove(record)
     _drop_image_layer(store.paths, record.id, record.options)
+    store.paths.lock_file(record.id).unlink(missing_ok=True)
     if record.options.get("log_path"):
         Path(record.options["log_path"]).unlink(missing_ok=True)
 

@@ -203,8 +203,11 @@ def test_rm_refuses_a_running_container_and_wait_works_after_rm(pu: Podunit) -> 
     assert refused.returncode == 125
     assert "running" in stderr_of(refused) and "rm -f" in stderr_of(refused)
     assert pu.state("keeper")["Status"] == "running"
+    keeper_id = pu.inspect("keeper")["Id"]
     forced = pu.direct("rm", "-f", "keeper")
     assert forced.returncode == 0, stderr_of(forced)
+    leftovers = pu.sandbox.sh(f"ls {RUN_DIR}/locks {RUN_DIR}/containers {RUN_DIR}/exits").stdout
+    assert str(keeper_id).encode() not in leftovers
     assert pu.direct("inspect", "keeper").returncode == 125
     waited = pu.direct("wait", "keeper")
     assert waited.returncode == 0, stderr_of(waited)
