@@ -11,7 +11,8 @@
   containers that were alive become `exited` with a reason, exec sessions are
   cleared.
 * Exit codes are also written to `exit_codes`, which `rm` does not touch, so
-  `podunit wait` answers after removal.
+  `podunit wait` answers after removal (for a week, and for the latest 20
+  containers of a name: units restarting forever must not grow it without end).
 
 Exec sessions (owned by `toolkit.exec_sessions`) live in the `exec_sessions`
 table; that module writes its own queries inside `StateStore.transaction()`.
@@ -34,6 +35,10 @@ from toolkit.errors import ContainerNotFound, PodunitError
 from toolkit.paths import RuntimePaths
 
 BUSY_TIMEOUT_SECONDS = 60.0
+# Exit codes of removed containers are kept this long, and at most this many per name
+# (a unit with Restart=always makes a new container per restart).
+EXIT_CODE_RETENTION_SECONDS = 7 * 24 * 3600.0
+EXIT_CODES_PER_NAME = 20
 SCHEMA_VERSION = 1
 
 # Container statuses, as `ps` shows them.
@@ -432,4 +437,14 @@ def _insert_exit_code(
         "INSERT OR REPLACE INTO exit_codes (container_id, name, exit_code, reason, finished_at) "
         "VALUES (?, ?, ?, ?, ?)",
         (container_id, name, code, reason, finished_at),
+    )
+    removed = "container_id NOT IN (SELECT id FROM containers)"
+    db.execute(
+        f"DELETE FROM exit_codes WHERE {removed} AND finished_at < ?",
+        (time.time() - EXIT_CODE_RETENTION_SECONDS,),
+    )
+    db.execute(
+        f"DELETE FROM exit_codes WHERE name = ? AND {removed} AND container_id NOT IN "
+        "(SELECT container_id FROM exit_codes WHERE name = ? ORDER BY finished_at DESC LIMIT ?)",
+        (name, name, EXIT_CODES_PER_NAME),
     )

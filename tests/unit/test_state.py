@@ -227,3 +227,26 @@ def test_a_database_locked_beyond_the_busy_timeout_is_an_error(
     with st.StateStore(paths) as store:
         store.add(record("blocked"))  # usable again once the lock is gone
         assert store.get("blocked").name == "blocked"
+
+
+def test_exit_codes_of_removed_containers_are_pruned(tmp_path: Path) -> None:
+    with st.StateStore(paths_in(tmp_path)) as store:
+        ancient = record("old")
+        store.add(ancient)
+        store.record_exit(ancient, 1, reason=None, finished_at=time.time() - 30 * 24 * 3600)
+        store.remove(ancient)
+        kept = record("kept-row")  # not removed: its exit code stays however old
+        store.add(kept)
+        store.record_exit(kept, 2, reason=None, finished_at=1.0)
+        for n in range(st.EXIT_CODES_PER_NAME + 5):
+            r = record("restarted")
+            store.add(r)
+            store.record_exit(r, n, reason=None, finished_at=1000.0 + n + time.time())
+            store.remove(r)
+        assert store.exit_code("old") is None
+        assert store.exit_code("kept-row") == (2, None)
+        count = store._db.execute(
+            "SELECT count(*) FROM exit_codes WHERE name = 'restarted'"
+        ).fetchone()[0]
+        assert count == st.EXIT_CODES_PER_NAME
+        assert store.exit_code("restarted") == (st.EXIT_CODES_PER_NAME + 4, None)
