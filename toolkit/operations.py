@@ -409,7 +409,11 @@ def prepare_record(
             "stop_signal": container.stop_signal,
             "stop_timeout": container.stop_timeout.total_seconds(),
             "notify": container.notify.value,
-            "ports": [dataclasses.asdict(port) for port in container.ports],
+            # with the host's network the container binds host ports itself (as Docker
+            # discards published ports there): reserving them would block it
+            "ports": []
+            if container.network == "host"
+            else [dataclasses.asdict(port) for port in container.ports],
             "cgroup_plan": plan_to_json(plan),
             "runtime_args": runtime_args_for(plan, store.paths, runtime),
             "own_pid_namespace": True,

@@ -815,3 +815,15 @@ def test_template_instances_run_even_when_they_look_like_images(pu: Podunit) -> 
     assert result.returncode == 0, stderr_of(result)
     assert result.stdout == b"instance 10.0.0.1:80\n"
     assert pu.direct("rm", "worker@10.0.0.1:80").returncode == 0
+
+
+def test_published_ports_are_not_reserved_with_the_host_network(pu: Podunit) -> None:
+    volumes = hosttools_rootfs(pu.sandbox, f"{BASE}/hosttools")
+    extra = [arg for volume in volumes for arg in ("-v", volume)]
+    bind = "import socket; socket.socket().bind(('127.0.0.1', 18472)); print('bound')"
+    result = pu.run(
+        "run", "--runtime", "runc", "--network", "host", "-p", "127.0.0.1:18472:18472", *extra,
+        "--rootfs", f"{BASE}/hosttools", "--", "python3", "-c", bind,
+    )  # fmt: skip
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == b"bound\n"
