@@ -259,6 +259,7 @@ class SpecInputs:
     held_capabilities: tuple[str, ...] = CAPABILITY_NAMES  # what `privileged` grants
     seccomp_profile: Mapping[str, Any] | None = None  # the file of `seccomp: /path`
     init_binary: str | None = None  # host path of catatonit/tini for `init: true`
+    rootless_ids: tuple[int, int] | None = None  # (uid, gid) of a non-root caller
 
 
 def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
@@ -283,12 +284,36 @@ def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         init_mount = {"destination": INIT_PATH, "type": "bind", "source": inputs.init_binary}
         spec["mounts"].append({**init_mount, "options": ["bind", "ro"]})
         spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
+    if inputs.rootless_ids is not None:
+        _make_rootless(spec, inputs.rootless_ids)
     if hostname is not None:
         spec["hostname"] = hostname
     annotations = dict(container.annotations)
     if annotations:
         spec["annotations"] = annotations
     return spec
+
+
+def _make_rootless(spec: dict[str, Any], ids: tuple[int, int]) -> None:
+    """A user namespace mapping container root to the caller (runc spec --rootless).
+
+    Only root exists inside (no subordinate ids are used), so a container user or
+    an extra group other than 0 cannot be mapped and is refused. devpts gets no
+    `gid=5` (unmapped); the runtimes bind the default devices instead of mknod.
+    """
+    user = spec["process"]["user"]
+    if user["uid"] != 0 or user["gid"] != 0 or any(user.get("additionalGids", [])):
+        raise PodunitError(
+            "a rootless container runs as root only: its user and groups must be 0",
+            hint="drop `user:`/`group_add:`, or run podunit as root",
+        )
+    uid, gid = ids
+    spec["linux"]["namespaces"].append({"type": "user"})
+    spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+    spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+    for mount in spec["mounts"]:
+        if mount["type"] == "devpts":
+            mount["options"] = [o for o in mount["options"] if not o.startswith("gid=")]
 
 
 def container_argv(container: Container) -> list[str]:
@@ -650,4 +675,5 @@ def gather_inputs(
         held_capabilities=held_capabilities(),
         seccomp_profile=profile,
         init_binary=find_init_binary() if container.init else None,
+        rootless_ids=None if os.geteuid() == 0 else (os.getuid(), os.getgid()),
     )

@@ -229,12 +229,40 @@ def plan_from_json(data: Mapping[str, Any]) -> cgroups.CgroupPlan:
 
 def runtime_args_for(plan: cgroups.CgroupPlan, paths: RuntimePaths, runtime: str) -> list[str]:
     """Global runtime options every call for this container needs (`--root`, cgroup manager)."""
-    args = ["--root", str(paths.run_dir / f"runtime-{os.path.basename(runtime)}")]
+    name = os.path.basename(runtime)
+    args = ["--root", str(paths.run_dir / f"runtime-{name}")]
     if plan.systemd_cgroup:
         args.append("--systemd-cgroup")
-    elif plan.mode is CgroupMode.DISABLED:
+    elif plan.mode is CgroupMode.DISABLED and name == "crun":
         args.append("--cgroup-manager=disabled")
     return args
+
+
+def plan_for(
+    mode: CgroupMode,
+    container_id: str,
+    runtime: str,
+    *,
+    container: Container | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> cgroups.CgroupPlan:
+    """The cgroup plan (toolkit.cgroups, spec §3.4), validated against the runtime.
+
+    Rootless (not root): no cgroup of podunit's own; crun runs with its cgroup
+    manager disabled, rootless runc tolerates the cgroups it cannot create.
+    """
+    if os.geteuid() != 0:
+        return cgroups.CgroupPlan(
+            requested=mode,
+            mode=CgroupMode.DISABLED,
+            manager="none",
+            container_id=container_id,
+            container_name=container.name if container else "",
+            resources=container.resources if container else Resources(),
+        )
+    plan = cgroups.plan_cgroups(mode, container_id, environ=environ, container=container)
+    plan.conmon_args(runtime)  # raises for a mode the runtime cannot do
+    return plan
 
 
 def spec_resources(resources: Resources) -> dict[str, Any]:
@@ -284,7 +312,7 @@ def apply_plan(spec: dict[str, Any], plan: cgroups.CgroupPlan) -> dict[str, Any]
 def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
     """The container with cgroups planned anew for this process (a restart elsewhere)."""
     old = plan_from_json(record.options["cgroup_plan"])
-    plan = cgroups.plan_cgroups(old.requested, record.id)
+    plan = plan_for(old.requested, record.id, record.runtime)
     stop_usec = int(float(record.options.get("stop_timeout", 10)) * 1_000_000)
     annotations = (
         cgroups.payload_scope_annotations(
@@ -296,7 +324,6 @@ def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
     plan = dataclasses.replace(
         plan, resources=old.resources, container_name=record.name, annotations=annotations
     )
-    plan.conmon_args(record.runtime)  # validates the mode against the runtime
     options = {
         **record.options,
         "cgroup_plan": plan_to_json(plan),
@@ -378,9 +405,8 @@ def prepare_record(
     container_id = new_container_id()
     runtime = runtime_binary(container.runtime)
     activation_fds = activation.inherited_sockets(environ)
-    plan = cgroups.plan_cgroups(container.cgroups, container_id, environ=environ,
-                                container=container)  # fmt: skip
-    plan.conmon_args(runtime)  # validates the mode against the runtime
+    plan = plan_for(container.cgroups, container_id, runtime, container=container,
+                    environ=environ)  # fmt: skip
     bundle = store.paths.bundle_dir(container_id)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     notify_setup = notify.prepare_container_notify(bundle, container)
@@ -492,7 +518,7 @@ def conmon_options(
         tty=bool(stored.get("tty")),
         stdin=bool(stored.get("interactive")),
         preserve_fds=int(stored.get("preserve_fds", 0)),
-        cgroup_args=tuple(a for a in plan.conmon_args(record.runtime) if a == "-s"),
+        cgroup_args=("-s",) if plan.systemd_cgroup else (),
         runtime_args=tuple(runtime_global_args(record)),
         exit_command=(*podunit_command(store.paths.user), "cleanup", record.id),
         runtime_log=bundle / "runtime.log",

@@ -827,3 +827,33 @@ def test_published_ports_are_not_reserved_with_the_host_network(pu: Podunit) -> 
     )  # fmt: skip
     assert result.returncode == 0, stderr_of(result)
     assert result.stdout == b"bound\n"
+
+
+def test_rootless_containers_map_root_to_the_calling_user(pu: Podunit) -> None:
+    user, runtime_dir = "podunit-rootless", f"{RUN_DIR}-rootless"
+    pu.sandbox.sh(
+        f"id {user} >/dev/null 2>&1 || useradd --create-home {user}; "
+        f"mkdir -p {runtime_dir} && chown {user} {runtime_dir} && chmod 700 {runtime_dir}"
+    )
+    uid = pu.sandbox.run(["id", "-u", user]).stdout.decode().strip()
+    as_user = ["runuser", "-u", user, "--", "env", f"HOME=/home/{user}",
+               f"XDG_RUNTIME_DIR={runtime_dir}", pu.binary, "--user"]  # fmt: skip
+    script = "id -u; cat /proc/self/uid_map; exit 6"
+    try:
+        for runtime in ("runc", "crun"):
+            result = pu.sandbox.run(
+                [*as_user, "run", "--runtime", runtime, "--rootfs", ROOTFS, "--", "sh", "-c",
+                 script], check=False,
+            )  # fmt: skip
+            assert result.returncode == 6, (runtime, stderr_of(result))
+            lines = result.stdout.decode().split("\n")
+            assert lines[0] == "0"
+            assert lines[1].split() == ["0", uid, "1"]
+        refused = pu.sandbox.run(
+            [*as_user, "run", "-u", "app", "--runtime", "runc", "--rootfs", ROOTFS, "--", "true"],
+            check=False,
+        )
+        assert refused.returncode == 125
+        assert "rootless" in stderr_of(refused) and "Traceback" not in stderr_of(refused)
+    finally:
+        pu.sandbox.sh(f"userdel --remove {user} 2>/dev/null; rm -rf {runtime_dir}", check=False)

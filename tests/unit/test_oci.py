@@ -383,3 +383,16 @@ def test_find_init_binary(tmp_path: Path) -> None:
     present.chmod(0o755)
     assert oci.find_init_binary([str(tmp_path / "missing"), str(present)]) == str(present)
     assert oci.find_init_binary([str(tmp_path / "missing")]) is None
+
+
+def test_rootless_specs_map_root_to_the_caller() -> None:
+    spec = spec_of(container(), rootless_ids=(1001, 1002))
+    assert {"type": "user"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1001, "size": 1}]
+    assert spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 1002, "size": 1}]
+    devpts = {m["destination"]: m for m in spec["mounts"]}["/dev/pts"]
+    assert not [o for o in devpts["options"] if o.startswith("gid=")]
+    assert not list(_validator().iter_errors(spec))
+    assert "uidMappings" not in spec_of(container())["linux"]
+    with pytest.raises(PodunitError, match="rootless container runs as root only"):
+        spec_of(container(), rootless_ids=(1001, 1002), user=oci.ResolvedUser(1000, 1000))
