@@ -95,11 +95,7 @@ def crun_can_work() -> bool:
     """
     if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
         return True
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("CapBnd:"):
-                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
+    return oci.CAPABILITY_NAMES[CAP_SYS_RESOURCE] in oci.held_capabilities()
 
 
 def runtime_binary(name: str | None) -> str:
