@@ -857,3 +857,25 @@ def test_rootless_containers_map_root_to_the_calling_user(pu: Podunit) -> None:
         assert "rootless" in stderr_of(refused) and "Traceback" not in stderr_of(refused)
     finally:
         pu.sandbox.sh(f"userdel --remove {user} 2>/dev/null; rm -rf {runtime_dir}", check=False)
+
+
+def test_journald_and_none_log_drivers(pu: Podunit) -> None:
+    extra = ["--log-driver", "journald", "--name", "journaled"]
+    journald = pu.attached("sh", "-c", "echo to-journal", extra=extra)
+    assert journald.returncode == 0 and journald.stdout == b"to-journal\n", stderr_of(journald)
+    container_id = pu.inspect("journaled")["Id"]
+    deadline = time.monotonic() + 10
+    while True:
+        entries = pu.sandbox.run(
+            ["journalctl", "CONTAINER_NAME=journaled", "-o", "json", "--no-pager"]
+        ).stdout.decode().splitlines()
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    fields = json.loads(entries[-1])
+    assert fields["MESSAGE"].rstrip("\n") == "to-journal"  # conmon 2.1.6 keeps the newline
+    assert fields["CONTAINER_ID_FULL"] == container_id
+    assert fields["SYSLOG_IDENTIFIER"] == "journaled"
+    silent = pu.attached("sh", "-c", "echo still-attached; exit 2", extra=["--log-driver", "none"])
+    assert silent.returncode == 2 and silent.stdout == b"still-attached\n"
+    pu.direct("rm", "journaled")
