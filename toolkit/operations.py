@@ -1151,20 +1151,23 @@ def _announce(
 
 
 @contextlib.contextmanager
-def _forward_signals(record: ContainerRecord) -> Iterator[None]:
-    """Attached run: SIGINT/SIGTERM/SIGHUP to podunit go to the container."""
-
-    def forward(signum: int, frame: object) -> None:
-        runtime_call(record, "kill", record.id, str(signum), check=False)
-
-    previous = {
-        s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
+def forwarded_signals(signals: Sequence[int], send: Callable[[int], object]) -> Iterator[None]:
+    """While the block runs, `signals` delivered to podunit go to `send` (Podman's sig-proxy)."""
+    previous = {signum: signal.signal(signum, lambda signum, _frame: send(signum))
+                for signum in signals}  # fmt: skip
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _forward_signals(record: ContainerRecord) -> contextlib.AbstractContextManager[None]:
+    """Attached run: SIGINT/SIGTERM/SIGHUP to podunit go to the container."""
+    return forwarded_signals(
+        (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+        lambda signum: runtime_call(record, "kill", record.id, str(signum), check=False),
+    )
 
 
 def _each_named(

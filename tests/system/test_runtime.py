@@ -32,6 +32,7 @@ ROOTFS = f"{BASE}/busybox"
 STATE_DIR = "/var/lib/podunit-test-runtime"
 RUN_DIR = "/run/podunit-test-runtime"
 ENV = {"PODUNIT_STATE_DIR": STATE_DIR, "PODUNIT_RUN_DIR": RUN_DIR}
+DEFINITIONS = f"{BASE}/definitions"
 
 
 class Podunit:
@@ -56,6 +57,12 @@ class Podunit:
         return self.sandbox.run(
             self.service_argv(args), check=False, input=input, timeout=timeout, env=ENV
         )
+
+    def run_definition(self, name: str) -> subprocess.CompletedProcess[bytes]:
+        """`podunit run NAME` of a definition in DEFINITIONS, as a transient service."""
+        argv = self.service_argv(["run", name])
+        argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
+        return self.sandbox.run(argv, check=False, env=ENV)
 
     def direct(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         """`podunit ARGS` directly (for verbs that need no cgroup of their own)."""
@@ -470,8 +477,6 @@ def test_a_failing_container_fails_its_unit_with_its_status(pu: Podunit) -> None
 
 # --- definitions, init, logs, create/start, restart, signal forwarding ------------------------
 
-DEFINITIONS = f"{BASE}/definitions"
-
 
 def test_run_a_definition_with_init_from_a_shell(pu: Podunit) -> None:
     pu.sandbox.write(
@@ -480,15 +485,13 @@ def test_run_a_definition_with_init_from_a_shell(pu: Podunit) -> None:
         "    environment: {GREETING: hello}\n"
         "    command: [sh, -c, 'echo $GREETING; tr \"\\\\0\" \" \" < /proc/1/cmdline; exit 4']\n",
     )
-    argv = pu.service_argv(["run", "initdemo"])
-    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
-    result = pu.sandbox.run(argv, check=False, env=ENV)
+    result = pu.run_definition("initdemo")
     assert result.returncode == 4, stderr_of(result)
     lines = result.stdout.decode().splitlines()
     assert lines[0] == "hello"
     assert lines[1].startswith("/run/podunit-init -- sh -c")
     # a second run replaces the exited container of the same definition
-    again = pu.sandbox.run(argv, check=False, env=ENV)
+    again = pu.run_definition("initdemo")
     assert again.returncode == 4, stderr_of(again)
     names = [c["Name"] for c in json.loads(pu.direct("ps", "-a", "--format", "json").stdout)]
     assert names.count("initdemo") == 1
@@ -645,9 +648,7 @@ def test_user_host_network_and_read_only_root(pu: Podunit) -> None:
         "    network: host\n    read_only: true\n    cap_drop: [ALL]\n    tmpfs: [/scratch]\n"
         f"    command: [sh, -c, {ISOLATION_SCRIPT!r}]\n",
     )
-    argv = pu.service_argv(["run", "hardened"])
-    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
-    result = pu.sandbox.run(argv, check=False, env=ENV)
+    result = pu.run_definition("hardened")
     assert result.returncode == 0, stderr_of(result)
     seen = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
     assert seen["uid"] == "1000:1000"
@@ -760,9 +761,7 @@ def test_definition_settings_reach_the_container(pu: Podunit) -> None:
         "    tmpfs: ['/scratch:size=2m']\n"
         f"    command: [sh, -c, {script!r}]\n",
     )
-    argv = pu.service_argv(["run", "settings"])
-    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
-    result = pu.sandbox.run(argv, check=False, env=ENV)
+    result = pu.run_definition("settings")
     assert result.returncode == 0, stderr_of(result)
     seen = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
     assert seen == {
@@ -809,9 +808,7 @@ def test_template_instances_run_even_when_they_look_like_images(pu: Podunit) -> 
         f"containers:\n  worker@:\n    rootfs: {ROOTFS}\n    runtime: runc\n"
         "    command: [echo, 'instance %i']\n",
     )
-    argv = pu.service_argv(["run", "worker@10.0.0.1:80"])
-    argv[1:1] = ["--setenv", f"PODUNIT_DEFINITION_DIRS={DEFINITIONS}"]
-    result = pu.sandbox.run(argv, check=False, env=ENV)
+    result = pu.run_definition("worker@10.0.0.1:80")
     assert result.returncode == 0, stderr_of(result)
     assert result.stdout == b"instance 10.0.0.1:80\n"
     assert pu.direct("rm", "worker@10.0.0.1:80").returncode == 0
