@@ -110,6 +110,8 @@ def test_memory_target_counts_resident_podunit_processes() -> None:
     assert verdict(results(density={"podunit": lean, "podman": podman}), "memory") == "met"
     daemon = {**lean, "resident_elsewhere": ["42: podunit daemon"]}
     assert verdict(results(density={"podunit": daemon, "podman": podman}), "memory") == "MISSED"
+    within_a_page = {**lean, "samples": [413.0]}
+    assert verdict(results(density={"podunit": within_a_page, "podman": podman}), "memory") == "met"
     heavier = {**lean, "samples": [420.0]}
     assert verdict(results(density={"podunit": heavier, "podman": podman}), "memory") == "MISSED"
 
