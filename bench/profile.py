@@ -157,7 +157,7 @@ def startup_section(runs: int) -> list[str]:
             "`python3 -I -S -c pass` (bare interpreter)",
             ["/usr/bin/python3", "-I", "-S", "-c", "pass"],
         ),
-        ("venv `python -c pass` (site + editable finder .pth)", [PYTHON, "-c", "pass"]),
+        ("venv `python -c pass` (site and its .pth files)", [PYTHON, "-c", "pass"]),
         ("venv `python -S -c pass`", [PYTHON, "-S", "-c", "pass"]),
         (
             "`-S` + `import toolkit.operations` (run/stop/rm/ps)",
