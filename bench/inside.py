@@ -172,7 +172,33 @@ class Contender(Protocol):
     def exec_argv(self, name: str) -> list[str]: ...
     def ps_argv(self) -> list[str]: ...
     def resident_pids(self, names: Sequence[str]) -> list[int]: ...
+    def payload_pids(self, names: Sequence[str]) -> list[int]: ...
     def cleanup(self, names: Sequence[str]) -> None: ...
+
+
+SIGTERM_BIT = 1 << (15 - 1)  # SigCgt in /proc/PID/status is a mask of signals 1..64
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether `pid` has a SIGTERM handler (proc(5): SigCgt)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & SIGTERM_BIT)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def wait_until_terminable(item: Contender, names: Sequence[str], timeout: float = 5.0) -> None:
+    """Wait (untimed) until every container's shell has installed its SIGTERM trap:
+    "started" means the process runs, not that it got that far, and a PID 1 without a
+    handler ignores SIGTERM (the stop would then wait for the kill timeout)."""
+    deadline = time.monotonic() + timeout
+    while sum(map(catches_sigterm, item.payload_pids(names))) < len(names):
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"{item.key}: {names[0]} never caught SIGTERM")
+        time.sleep(0.002)
 
 
 class UnitContender:
@@ -217,6 +243,13 @@ class UnitContender:
     def resident_pids(self, names: Sequence[str]) -> list[int]:
         """Processes in the units' cgroups that are not the container's (another pid
         namespace): what the contender leaves behind per container."""
+        return self._unit_processes(names, payload=False)
+
+    def payload_pids(self, names: Sequence[str]) -> list[int]:
+        """The containers' processes: those in the units' cgroups in another pid namespace."""
+        return self._unit_processes(names, payload=True)
+
+    def _unit_processes(self, names: Sequence[str], *, payload: bool) -> list[int]:
         own_namespace = os.readlink("/proc/self/ns/pid")
         found: list[int] = []
         for name in names:
@@ -225,7 +258,7 @@ class UnitContender:
                 continue
             for pid in cgroup_pids(Path("/sys/fs/cgroup") / group.lstrip("/")):
                 with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/ns/pid") == own_namespace:
+                    if (os.readlink(f"/proc/{pid}/ns/pid") != own_namespace) == payload:
                         found.append(pid)
         return found
 
@@ -379,6 +412,9 @@ class RawRuntime:
 
     def resident_pids(self, names: Sequence[str]) -> list[int]:
         return []  # nothing but the container itself
+
+    def payload_pids(self, names: Sequence[str]) -> list[int]:
+        return [int(json.loads(quiet([self.binary, "state", name]))["pid"]) for name in names]
 
     def cleanup(self, names: Sequence[str]) -> None:
         for name in names:
@@ -561,6 +597,7 @@ def scenario_lifecycle(contenders: Sequence[Contender], sizes: Sizes, recorder: 
         try:
             started = timed(item.start, name)
             item.check_active(name)
+            wait_until_terminable(item, name)
             return [started, timed(item.stop, name)]
         except PodunitError:
             item.cleanup(name)
@@ -685,6 +722,7 @@ def scenario_burst(contenders: Sequence[Contender], sizes: Sizes, recorder: Reco
         try:
             elapsed = timed(item.start, names)
             item.check_active(names)
+            wait_until_terminable(item, names)  # so that the cleanup's stop is quick
             return [elapsed]
         finally:
             item.cleanup(names)

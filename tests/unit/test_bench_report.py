@@ -3,9 +3,10 @@ Markdown table, the results file's generated section, sizes and option parsing."
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from bench.inside import (
     PodunitUnits,
     Recorder,
     Sizes,
+    catches_sigterm,
     rotated,
     scenario_lifecycle,
+    wait_until_terminable,
 )
 from bench.main import BEGIN, END, parse_args, sizes_from, write_results
 from bench.profile import collapsed_inclusive, import_times
@@ -212,9 +215,12 @@ class StandIn:
     """A contender whose start can be made to fail; records the order of calls (the
     harness's bookkeeping is under test here, not a container runtime)."""
 
-    def __init__(self, key: str, calls: list[str], fail_on_start: int | None = None) -> None:
+    def __init__(
+        self, key: str, calls: list[str], fail_on_start: int | None = None, payload: int = 0
+    ) -> None:
         self.key, self.calls, self.fail_on_start = key, calls, fail_on_start
         self.starts = 0
+        self.payload = payload
 
     def name(self, index: int) -> str:
         return f"{self.key}-{index}"
@@ -246,10 +252,37 @@ class StandIn:
     def resident_pids(self, names: Sequence[str]) -> list[int]:
         return []
 
+    def payload_pids(self, names: Sequence[str]) -> list[int]:
+        return [self.payload] * len(names)
 
-def test_lifecycle_alternates_and_a_failing_contender_drops_out() -> None:
+
+@pytest.fixture
+def trapping_shell() -> Iterator[int]:
+    """A shell that installs a SIGTERM trap (a moment after it starts, like the payload)."""
+    shell = subprocess.Popen(["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"])
+    yield shell.pid
+    shell.terminate()
+    shell.wait()
+
+
+def test_waiting_for_the_payload_to_catch_sigterm(trapping_shell: int) -> None:
+    wait_until_terminable(StandIn("ready", [], payload=trapping_shell), ["ready-0"])
+    assert catches_sigterm(trapping_shell)
+    sleeper = subprocess.Popen(["sleep", "30"])  # default SIGTERM disposition
+    try:
+        assert not catches_sigterm(sleeper.pid)
+        with pytest.raises(BenchFailure, match="never caught SIGTERM"):
+            wait_until_terminable(StandIn("deaf", [], payload=sleeper.pid), ["x"], timeout=0.1)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not catches_sigterm(sleeper.pid)  # gone
+
+
+def test_lifecycle_alternates_and_a_failing_contender_drops_out(trapping_shell: int) -> None:
     calls: list[str] = []
-    good, flaky = StandIn("good", calls), StandIn("flaky", calls, fail_on_start=3)
+    good = StandIn("good", calls, payload=trapping_shell)
+    flaky = StandIn("flaky", calls, fail_on_start=3, payload=trapping_shell)
     recorder = Recorder(deadline=time.monotonic() + 60)
     scenario_lifecycle([good, flaky], Sizes(lifecycle_repeats=4), recorder)
     starts = [call.split()[1] for call in calls if call.startswith("start")]
@@ -262,10 +295,11 @@ def test_lifecycle_alternates_and_a_failing_contender_drops_out() -> None:
     assert "cleanup flaky" in calls
 
 
-def test_a_spent_budget_stops_repeating_and_is_reported() -> None:
+def test_a_spent_budget_stops_repeating_and_is_reported(trapping_shell: int) -> None:
     calls: list[str] = []
     recorder = Recorder(deadline=time.monotonic() - 1)
-    scenario_lifecycle([StandIn("late", calls)], Sizes(lifecycle_repeats=5), recorder)
+    late = StandIn("late", calls, payload=trapping_shell)
+    scenario_lifecycle([late], Sizes(lifecycle_repeats=5), recorder)
     assert recorder.results["start"]["_note"] == {"truncated": True}
     assert calls == ["cleanup late", "start late", "stop late"]  # only the warm-up ran
     text = report.render({"meta": {}, "scenarios": recorder.results})
