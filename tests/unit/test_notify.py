@@ -63,10 +63,10 @@ class Receiver:
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
-            for fd in fds:
-                os.close(fd)
             self.fd_counts.append(len(fds))
             self.messages.append(data)
+            for fd in fds:  # last, as systemd does: a barrier returns only after the record
+                os.close(fd)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
         """The messages other than barriers, once `count` of them arrived."""
