@@ -1293,9 +1293,16 @@ def cli_ps(args: argparse.Namespace) -> int:
         return 0
     print(f"{'CONTAINER ID':<14}{'NAME':<24}{'STATUS':<16}COMMAND")
     for r in records:
-        command = " ".join(r.spec.get("process", {}).get("args", []))
+        command = command_summary(r.spec.get("process", {}).get("args", []))
         print(f"{r.id[:12]:<14}{r.name:<24}{_status_text(r):<16}{command}")
     return 0
+
+
+def command_summary(argv: Sequence[str], width: int = 60) -> str:
+    """A container's command on one table line: control characters escaped, cut at `width`."""
+    text = " ".join(argv)
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cli_inspect(args: argparse.Namespace) -> int:

@@ -134,3 +134,13 @@ def test_describe_shows_exit_details_only_when_exited() -> None:
     assert exited["State"]["Pid"] == 0 and exited["State"]["ExitCode"] == -1
     assert exited["State"]["Reason"] == "gone"
     assert exited["State"]["FinishedAt"] == "1970-01-01T00:00:00+00:00"
+
+
+def test_ps_shows_a_multi_line_command_on_one_line() -> None:
+    from toolkit.operations import command_summary
+
+    assert command_summary(["sh", "-c", "echo a\nexit 3"]) == "sh -c echo a\\nexit 3"
+    assert command_summary(["printf", "\t\x1b"]) == "printf \\t\\x1b"
+    long = command_summary(["x" * 100], width=20)
+    assert long == "x" * 17 + "..." and len(long) == 20
+    assert command_summary([]) == ""
