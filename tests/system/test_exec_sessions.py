@@ -368,3 +368,22 @@ def test_bad_exec_options(
     assert result.returncode == 125
     assert message in result.stderr
     assert leftovers(sandbox, web) == []
+
+
+def test_twenty_parallel_execs_keep_their_own_exit_codes(
+    sandbox: Sandbox, web: ExecTarget
+) -> None:
+    """Concurrent sessions share the state database without errors (issue 4)."""
+    before = len(sessions(sandbox, web))
+    env = " ".join(f"{key}={value}" for key, value in ENV.items())
+    script = " ".join(
+        f"( env {env} {PODUNIT} exec {web.name} -- sh -c 'exit {code}' 2>>{BASE}/parallel.err;"
+        f" echo {code}:$? ) &"
+        for code in range(20)
+    )
+    result = sandbox.sh(f": > {BASE}/parallel.err; {script} wait", timeout=120)
+    statuses = sorted(result.stdout.decode().split(), key=lambda pair: int(pair.split(":")[0]))
+    assert statuses == [f"{code}:{code}" for code in range(20)]
+    assert sandbox.read(f"{BASE}/parallel.err") == b""
+    assert len(sessions(sandbox, web)) == before
+    assert leftovers(sandbox, web) == []
