@@ -38,18 +38,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit import activation, cgroups, conmon, notify, oci, proc
-from toolkit.definitions import values
-from toolkit.definitions.model import (
-    CgroupMode,
-    Container,
-    LogDriver,
-    Notify,
-    PortMapping,
-    Resources,
-)
+from toolkit import proc
 from toolkit.errors import (
     CommandFailed,
     ContainerNotFound,
@@ -68,6 +59,13 @@ from toolkit.state import (
     ContainerRecord,
     StateStore,
 )
+
+if TYPE_CHECKING:
+    # Annotations only. The light verbs (stop, kill, rm, ps, inspect, wait, and exec and
+    # logs via `sync_status`) must not pay for the model and the run machinery at start-up:
+    # the functions that need them import them where they are used.
+    from toolkit import activation, cgroups, conmon, notify
+    from toolkit.definitions.model import CgroupMode, Container, LogDriver, PortMapping, Resources
 
 KILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -93,6 +91,8 @@ def crun_can_work() -> bool:
     either (as in containers and sandboxes that drop the capability) every crun
     start fails with "setrlimit (RLIM_MEMLOCK): Operation not permitted".
     """
+    from toolkit import oci
+
     if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
         return True
     return oci.CAPABILITY_NAMES[CAP_SYS_RESOURCE] in oci.held_capabilities()
@@ -122,6 +122,8 @@ def runtime_binary(name: str | None) -> str:
 
 def parse_signal(text: str) -> int:
     """A signal by name (`TERM`, `SIGTERM`, `SIGRTMIN+3`) or number, validated."""
+    from toolkit.definitions import values
+
     try:
         return values.parse_signal(text)
     except ValueError as error:
@@ -182,6 +184,8 @@ def runtime_call(
 
     Never with NOTIFY_SOCKET or LISTEN_*: `runc start` would run its own notify proxy.
     """
+    from toolkit import activation
+
     return proc.run([record.runtime, *runtime_global_args(record), *args], check=check,
                     timeout=timeout, env=activation.environment_for_conmon(os.environ))  # fmt: skip
 
@@ -215,6 +219,9 @@ def plan_to_json(plan: cgroups.CgroupPlan) -> dict[str, Any]:
 
 
 def plan_from_json(data: Mapping[str, Any]) -> cgroups.CgroupPlan:
+    from toolkit import cgroups
+    from toolkit.definitions.model import CgroupMode, Resources
+
     fields = dict(data)
     fields["requested"] = CgroupMode(fields["requested"])
     fields["mode"] = CgroupMode(fields["mode"])
@@ -225,6 +232,8 @@ def plan_from_json(data: Mapping[str, Any]) -> cgroups.CgroupPlan:
 
 def runtime_args_for(plan: cgroups.CgroupPlan, paths: RuntimePaths, runtime: str) -> list[str]:
     """Global runtime options every call for this container needs (`--root`, cgroup manager)."""
+    from toolkit.definitions.model import CgroupMode
+
     name = os.path.basename(runtime)
     args = ["--root", str(paths.run_dir / f"runtime-{name}")]
     if plan.systemd_cgroup:
@@ -247,6 +256,9 @@ def plan_for(
     Rootless (not root): no cgroup of podunit's own; crun runs with its cgroup
     manager disabled, rootless runc tolerates the cgroups it cannot create.
     """
+    from toolkit import cgroups
+    from toolkit.definitions.model import CgroupMode, Resources
+
     if os.geteuid() != 0:
         return cgroups.CgroupPlan(
             requested=mode,
@@ -307,6 +319,8 @@ def apply_plan(spec: dict[str, Any], plan: cgroups.CgroupPlan) -> dict[str, Any]
 
 def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
     """The container with cgroups planned anew for this process (a restart elsewhere)."""
+    from toolkit import cgroups
+
     old = plan_from_json(record.options["cgroup_plan"])
     plan = plan_for(old.requested, record.id, record.runtime)
     stop_usec = int(float(record.options.get("stop_timeout", 10)) * 1_000_000)
@@ -376,6 +390,8 @@ def new_container_id() -> str:
 
 def choose_log_driver(requested: LogDriver | None, attached: bool) -> LogDriver:
     """Explicit choice, else passthrough when attached, journald if running, else k8s-file."""
+    from toolkit.definitions.model import LogDriver
+
     if requested is not None:
         return requested
     if attached:
@@ -396,6 +412,9 @@ def prepare_record(
     environ: Mapping[str, str] = os.environ,
 ) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
     """Decide everything about a new container and build its config.json (not yet stored)."""
+    from toolkit import activation, notify, oci
+    from toolkit.definitions.model import LogDriver
+
     if container.rootfs is None:
         raise PodunitError(f"container {container.name!r} has neither rootfs nor image")
     container_id = new_container_id()
@@ -494,6 +513,9 @@ def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[s
 def conmon_options(
     store: StateStore, record: ContainerRecord, *, restore_path: Path | None = None
 ) -> conmon.ConmonOptions:
+    from toolkit import conmon
+    from toolkit.definitions.model import LogDriver
+
     stored = record.options
     plan = plan_from_json(stored["cgroup_plan"])
     bundle = store.paths.bundle_dir(record.id)
@@ -539,6 +561,9 @@ def launch_container(
     On any failure nothing is left behind: the runtime's container, the bundle,
     the cgroups, the port sockets and the state row are all removed.
     """
+    from toolkit import activation, cgroups, conmon
+    from toolkit.definitions.model import PortMapping
+
     bundle = store.paths.bundle_dir(record.id)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     _container_root(store.paths, record.id, record.options)  # mounted again after a reboot
@@ -607,6 +632,8 @@ def _remove_tree_or_link(path: Path) -> None:
 def _discard_half_made(
     store: StateStore, record: ContainerRecord, plan: cgroups.CgroupPlan
 ) -> None:
+    from toolkit import cgroups
+
     with contextlib.suppress(Exception):
         runtime_delete(record)
     with contextlib.suppress(Exception):
@@ -625,6 +652,8 @@ def _discard_half_made(
 
 def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """`RUNTIME start`: the created container's process runs its command."""
+    from toolkit import conmon
+
     try:
         runtime_call(record, "start", record.id)
     except CommandFailed as error:
@@ -757,6 +786,8 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     The cgroups go last, and not at all from inside the conmon scope they would
     remove (conmon's exit command runs there): systemd drops an empty scope itself.
     """
+    from toolkit import cgroups
+
     if record.options.get("released"):
         return
     runtime_delete(record)
@@ -961,6 +992,9 @@ def _under_unit(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
+    from toolkit.definitions import values
+    from toolkit.definitions.model import CgroupMode, Container
+
     name = args.name or new_container_id()[:12]
     if not name[0].isalnum() or any(c not in NAME_ALPHABET for c in name):
         raise PodunitError(f"invalid container name {name!r}")
@@ -1011,6 +1045,8 @@ def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Contain
     target that names no definition but looks like an image reference
     (`oci:/path:tag`, `docker.io/library/busybox`) is run as an image.
     """
+    from toolkit.definitions.model import CgroupMode
+
     if args.rootfs or args.command:
         return _resolve_image(_adhoc_container(args, store), store), False
     from toolkit.definitions import loader
@@ -1036,6 +1072,8 @@ def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Contain
 def _create_from_args(
     args: argparse.Namespace, store: StateStore, *, attached: bool
 ) -> tuple[ContainerRecord, notify.NotifySetup, Container]:
+    from toolkit.definitions.model import LogDriver
+
     container, from_definition = _container_for(args, store)
     explicit = LogDriver(args.log_driver) if args.log_driver else None
     if explicit is None and from_definition and not attached:
@@ -1063,6 +1101,8 @@ def cli_create(args: argparse.Namespace) -> int:
 
 
 def cli_run(args: argparse.Namespace) -> int:
+    from toolkit.definitions.model import LogDriver
+
     under_unit = _under_unit()
     attached = not (args.detach or under_unit)
     with _store(args) as store:
@@ -1134,6 +1174,9 @@ def _announce(
     store: StateStore, record: ContainerRecord, setup: notify.NotifySetup, container: Container
 ) -> None:
     """Unit mode: pidfile for Type=forking, then the readiness protocol of spec §3.2."""
+    from toolkit import notify
+    from toolkit.definitions.model import Notify
+
     assert record.conmon_pid is not None
     pidfile = store.paths.unit_pidfile(record.name)
     temporary = pidfile.with_suffix(".tmp")
