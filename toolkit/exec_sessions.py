@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import selectors
 import shutil
 import signal
@@ -45,14 +44,17 @@ import tty
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit import conmon, oci
-from toolkit.definitions.model import LogDriver
 from toolkit.errors import InvalidState, PodunitError
 from toolkit.operations import process_start_time, same_process_alive, sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
+
+if TYPE_CHECKING:
+    # Annotations only: conmon (and with it the definitions model) and oci are imported
+    # where a session is started, so that `podunit exec` pays for them only when it runs one.
+    from toolkit import conmon, oci
 
 CREATED = "created"
 STARTED = "running"
@@ -427,6 +429,8 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
 
 
 def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.ResolvedUser | None:
+    from toolkit import oci
+
     if not user:
         return None
     rootfs = str((record.spec.get("root") or {}).get("path", "/"))
@@ -445,6 +449,8 @@ def create_session(
     console_size: tuple[int, int] | None = None,
 ) -> ExecSession:
     """Write the session's process.json and its `created` row (libpod ExecCreate)."""
+    import secrets
+
     if not config.command:
         raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
     if config.workdir is not None and not config.workdir.startswith("/"):
@@ -466,6 +472,9 @@ def create_session(
 def _conmon_options(
     paths: RuntimePaths, record: ContainerRecord, session: ExecSession, *, attach: bool
 ) -> conmon.ConmonOptions:
+    from toolkit import conmon
+    from toolkit.definitions.model import LogDriver
+
     directory = session_dir(paths, record.id, session.id)
     return conmon.ConmonOptions(
         container_id=record.id,
@@ -502,6 +511,8 @@ def _connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socke
 
 
 def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | None:
+    from toolkit import conmon
+
     channel.settimeout(timeout)
     try:
         data = channel.recv(65536)
@@ -522,6 +533,8 @@ def start_session(
     store: StateStore, record: ContainerRecord, session: ExecSession, *, environ: Mapping[str, str]
 ) -> _Started:
     """Launch conmon in exec mode and record the session as running (libpod ExecStartAndAttach)."""
+    from toolkit import conmon
+
     attach = not session.config.detach
     options = _conmon_options(store.paths, record, session, attach=attach)
     env = {k: v for k, v in environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET"))}
@@ -582,6 +595,8 @@ def _first_start_byte(monitor: conmon.ConmonProcess, *, keep_open: bool) -> None
     and closes; this is the missing "send and keep open" (to move into
     toolkit.conmon as `start(keep_open=True)`).
     """
+    from toolkit import conmon
+
     if not keep_open:
         monitor.start()
         return
