@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from toolkit.definitions.model import LogDriver
 from toolkit.errors import PodunitError
 from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
@@ -37,6 +36,12 @@ JOURNAL_PRIORITY_STDERR = 3
 FOLLOW_POLL_SECONDS = 0.1
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
 JOURNAL_WAIT_SECONDS = 0.5  # systemd.journal.Reader.wait takes seconds
+# The log drivers (the values of toolkit.definitions.model.LogDriver, as stored in the
+# state database): `podunit logs` only compares the stored strings, and importing the
+# model for its enum would cost every invocation ~15 ms.
+JOURNALD = "journald"
+K8S_FILE = "k8s-file"
+PASSTHROUGH = "passthrough"
 
 
 class LogFormatError(PodunitError):
@@ -270,7 +275,7 @@ def write_line(line: LogLine) -> None:
 
 def no_logs_message(driver: str, name: str) -> str:
     """Why `podunit logs` has nothing to show for `none`/`passthrough`."""
-    if driver == LogDriver.PASSTHROUGH.value:
+    if driver == PASSTHROUGH:
         return (
             f"container {name} uses log_driver passthrough: logs went to the unit's stdout: "
             f"see journalctl -u {name}"
@@ -284,7 +289,7 @@ def show_logs(
     emit: Callable[[LogLine], None] = write_line,
 ) -> None:
     """Print a container's logs from wherever its log driver put them."""
-    if driver == LogDriver.K8S_FILE.value:
+    if driver == K8S_FILE:
         if log_path is None:
             raise PodunitError(f"container {name} has no k8s-file log path recorded")
         follower = K8sFileFollower(log_path)
@@ -299,7 +304,7 @@ def show_logs(
                     emit(line)
         finally:
             follower.close()
-    elif driver == LogDriver.JOURNALD.value:
+    elif driver == JOURNALD:
         for line in read_journal(
             container_id, tail=tail, follow=follow, still_running=still_running
         ):
@@ -330,7 +335,7 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
     return LogTarget(
         name=record.name,
         container_id=record.id,
-        driver=str(record.options.get("log_driver", LogDriver.JOURNALD.value)),
+        driver=str(record.options.get("log_driver", JOURNALD)),
         log_path=Path(log_path) if log_path else None,
         still_running=still_running,
     )
