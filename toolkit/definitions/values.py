@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from toolkit.definitions.model import Mount, MountType, PortMapping
+if TYPE_CHECKING:
+    # The model is imported where a mount or port mapping is built: `podunit kill`
+    # only parses a signal and must not pay for the model's dataclasses.
+    from toolkit.definitions.model import Mount, PortMapping
 
 # Linux signal numbers (signal(7)); SIGRTMIN is 34 and SIGRTMAX 64 for glibc programs.
 SIGNALS: dict[str, int] = {
@@ -148,6 +152,8 @@ def _port_range(text: str) -> list[int]:
 
 def parse_port_mapping(text: str) -> list[PortMapping]:
     """`[ip:]host:container[/tcp|udp]`, IPv6 as `[::1]:80:80`, ranges `8000-8001:80-81`."""
+    from toolkit.definitions.model import PortMapping
+
     spec, slash, protocol = text.partition("/")
     protocol = protocol.lower() if slash else "tcp"
     if protocol not in ("tcp", "udp"):
@@ -209,6 +215,8 @@ def check_volume_name(name: str) -> str:
 
 def parse_volume(text: str, base_dir: str) -> Mount:
     """`host:container[:ro|rw[,propagation]]`, `volume:container[:ro]` or `container`."""
+    from toolkit.definitions.model import Mount, MountType
+
     parts = text.split(":")
     if len(parts) > 3:
         raise ValueError(f"invalid volume {quote(text)} (use host:container[:ro|rw])")
@@ -232,6 +240,8 @@ def parse_volume(text: str, base_dir: str) -> Mount:
 
 def parse_tmpfs(text: str) -> Mount:
     """`/run` or `/tmp:size=64m,mode=1777` (options as in mount(8) tmpfs)."""
+    from toolkit.definitions.model import Mount, MountType
+
     target, _, option_text = text.partition(":")
     size, options = None, []
     for option in option_text.split(",") if option_text else []:
