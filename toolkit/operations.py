@@ -786,10 +786,10 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     The cgroups go last, and not at all from inside the conmon scope they would
     remove (conmon's exit command runs there): systemd drops an empty scope itself.
     """
-    from toolkit import cgroups
-
     if record.options.get("released"):
         return
+    from toolkit import cgroups
+
     runtime_delete(record)
     _unmount_image_root(store.paths, record.id, record.options)
     shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
