@@ -47,6 +47,17 @@ def test_the_light_verbs_modules_import_nothing_heavy() -> None:
     assert heavy == []
 
 
+def test_kill_parses_its_signal_without_the_model() -> None:
+    probe = (
+        "import sys; from toolkit import operations; operations.parse_signal('SIGRTMIN+3'); "
+        "print('toolkit.definitions.model' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
 def test_the_log_driver_names_of_logs_are_the_models() -> None:
     assert LogDriver.JOURNALD.value == logs.JOURNALD
     assert LogDriver.K8S_FILE.value == logs.K8S_FILE
