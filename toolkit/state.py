@@ -186,11 +186,15 @@ class StateStore:
             self._db.row_factory = sqlite3.Row
             os.chmod(paths.database, 0o600)
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._create_schema()
-            self._check_configuration()
+            # Switching a new database to WAL and creating its schema can answer "database
+            # is locked" at once to a concurrent opener (SQLite skips the busy handler there),
+            # so the processes that open the database take turns for this part.
+            with flocked(paths.database.with_name(paths.database.name + ".lock")):
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+                self._db.execute("PRAGMA foreign_keys = ON")
+                self._create_schema()
+                self._check_configuration()
             self._reconcile_after_reboot()
         except OSError as error:
             raise PodunitError(
