@@ -218,17 +218,27 @@ class ConmonProcess:
         pid: int = self._popen.pid
         return pid
 
-    def start(self) -> None:
-        """Let conmon go on: it forks and runs the runtime."""
+    def start(self, *, keep_open: bool = False) -> None:
+        """Let conmon go on: it forks and runs the runtime.
+
+        With `keep_open` the start pipe stays open for a second byte: conmon 2.1.6 in
+        attached exec mode (`--exec-attach`) reads it twice, once before it forks and
+        once in the runtime's child, which must wait until the caller is connected to
+        the attach socket. The next `start()` sends that byte and closes the pipe.
+        """
         if self._start is None:
+            if keep_open:
+                raise RuntimeFailed("internal error: conmon's start pipe is already closed")
             return
         try:
             self._start.send(b"\0")
         except OSError as error:
+            keep_open = False
             raise RuntimeFailed(f"conmon exited before it was started ({error.strerror})") from None
         finally:
-            self._start.close()
-            self._start = None
+            if not keep_open:
+                self._start.close()
+                self._start = None
 
     def _next_record(self, deadline: float | None) -> dict[str, Any] | None:
         while not self._records:

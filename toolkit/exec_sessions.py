@@ -499,7 +499,7 @@ def _conmon_options(
     )
 
 
-def _connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket:
+def connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket:
     """Connect through an O_PATH fd of the directory: its path may exceed sun_path's 108 bytes."""
     directory = os.open(paths.sockets_dir / session_id, os.O_PATH | os.O_CLOEXEC)
     try:
@@ -554,13 +554,13 @@ def start_session(
             child_attach.close()
     client = None
     try:
-        _first_start_byte(monitor, keep_open=attach)
+        monitor.start(keep_open=attach)
         monitor.wait_launcher()
         if parent_attach is not None:
             if _read_record(parent_attach, conmon.CREATE_TIMEOUT_SECONDS) is None:
                 monitor.container_pid()  # raises with conmon's error, if it sent one
                 raise conmon.RuntimeFailed("conmon exited before its attach socket was ready")
-            client = _connect_attach_socket(store.paths, session.id)
+            client = connect_attach_socket(store.paths, session.id)
             monitor.start()  # the second byte: the runtime may exec the process now
         pid = monitor.container_pid()
     except BaseException:
@@ -584,31 +584,6 @@ def start_session(
     )
     _save_session(store, running)
     return _Started(running, monitor, client)
-
-
-def _first_start_byte(monitor: conmon.ConmonProcess, *, keep_open: bool) -> None:
-    """Let conmon fork; with --exec-attach keep the start pipe for the second byte.
-
-    conmon 2.1.6 reads the start pipe twice in attached exec mode: once before it
-    forks and once in the runtime's child, which must wait until we are connected
-    to the attach socket (or output is lost). `ConmonProcess.start` sends one byte
-    and closes; this is the missing "send and keep open" (to move into
-    toolkit.conmon as `start(keep_open=True)`).
-    """
-    from toolkit import conmon
-
-    if not keep_open:
-        monitor.start()
-        return
-    start_pipe: socket.socket | None = monitor._start
-    if start_pipe is None:
-        raise conmon.RuntimeFailed("internal error: conmon's start pipe is already closed")
-    try:
-        start_pipe.send(b"\0")
-    except OSError as error:
-        raise conmon.RuntimeFailed(
-            f"conmon exited before it was started ({error.strerror})"
-        ) from None
 
 
 def _kill_monitor(monitor: conmon.ConmonProcess) -> None:
@@ -641,7 +616,7 @@ def _fail_session(store: StateStore, session: ExecSession) -> None:
 
 
 @contextlib.contextmanager
-def _raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
+def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
     """Our terminal in raw mode while a `-t` session runs, restored afterwards."""
     if not enabled or not os.isatty(fd):
         yield
@@ -663,7 +638,7 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return (rows, columns) if rows and columns else None
 
 
-def _send_window_size(ctl: Path, fd: int) -> None:
+def send_window_size(ctl: Path, fd: int) -> None:
     with contextlib.suppress(OSError):
         columns, rows = os.get_terminal_size(fd)
         descriptor = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -758,11 +733,11 @@ def run_attached(
     previous_winch = None
     try:
         if config.tty:
-            _send_window_size(ctl, stdin)
+            send_window_size(ctl, stdin)
             previous_winch = signal.signal(
-                signal.SIGWINCH, lambda *_: _send_window_size(ctl, stdin)
+                signal.SIGWINCH, lambda *_: send_window_size(ctl, stdin)
             )
-        with _raw_terminal(stdin, config.tty), _proxied_signals(started.session):
+        with raw_terminal(stdin, config.tty), _proxied_signals(started.session):
             relay(
                 started.attach,
                 stdin=stdin if (config.interactive or config.tty) else None,

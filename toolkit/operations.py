@@ -1144,7 +1144,7 @@ def _connect_attach_socket(store: StateStore, record: ContainerRecord) -> socket
     """conmon's attach socket of the container (`<socket dir>/<id>/attach`, SEQPACKET)."""
     from toolkit import exec_sessions
 
-    return exec_sessions._connect_attach_socket(store.paths, record.id)
+    return exec_sessions.connect_attach_socket(store.paths, record.id)
 
 
 def _relay_attached(
@@ -1157,12 +1157,12 @@ def _relay_attached(
     ctl = store.paths.bundle_dir(record.id) / "ctl"
     previous_winch = None
     if tty:
-        exec_sessions._send_window_size(ctl, 0)
+        exec_sessions.send_window_size(ctl, 0)
         previous_winch = signal.signal(
-            signal.SIGWINCH, lambda *_: exec_sessions._send_window_size(ctl, 0)
+            signal.SIGWINCH, lambda *_: exec_sessions.send_window_size(ctl, 0)
         )
     try:
-        with exec_sessions._raw_terminal(0, tty):
+        with exec_sessions.raw_terminal(0, tty):
             exec_sessions.relay(attach, stdin=0 if (interactive or tty) else None,
                                 stdout=1, stderr=2)  # fmt: skip
     finally:
