@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import InvalidState, PodunitError
-from toolkit.operations import process_start_time, same_process_alive, sync_status
+from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
+from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 if TYPE_CHECKING:

@@ -50,6 +50,7 @@ from toolkit.errors import (
     PodunitError,
 )
 from toolkit.paths import RuntimePaths
+from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import (
     ALIVE_STATUSES,
     CREATED,
@@ -130,31 +131,6 @@ def parse_signal(text: str) -> int:
         raise PodunitError(
             str(error), hint="use a name such as SIGTERM or a number 1..64"
         ) from None
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), None if no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(text.rpartition(")")[2].split()[19])
-
-
-def same_process_alive(pid: int | None, start_time: int | None) -> bool:
-    """Whether `pid` still names the process that had `start_time` (no pid reuse)."""
-    if not pid:
-        return False
-    current = process_start_time(pid)
-    if current is None:
-        return False
-    if start_time is not None and current != start_time:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def podunit_command(user: bool) -> list[str]:

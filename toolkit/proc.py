@@ -124,3 +124,34 @@ def _install_fd_table(parked: Mapping[int, int]) -> None:
         if fd > 2 and fd not in parked:
             with contextlib.suppress(OSError):
                 os.set_inheritable(fd, False)
+
+
+def proc_stat_fields(stat_text: str) -> tuple[str, int, int]:
+    """(state, ppid, starttime) from the text of ``/proc/PID/stat`` (proc(5) fields 3, 4, 22)."""
+    fields = stat_text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return proc_stat_fields(stat.read())
+    except OSError:
+        return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of process `pid` in clock ticks since boot (proc(5) field 22); None if
+    there is no such process. Recorded beside a pid so a reused pid is not mistaken for it."""
+    fields = _stat(pid)
+    return fields[2] if fields else None
+
+
+def same_process_alive(pid: int | None, start_time: int | None) -> bool:
+    """Whether `pid` still names the running process that had `start_time` (any start time
+    when None): not gone, not a reused pid, not a zombie awaiting its reaper."""
+    fields = _stat(pid) if pid else None
+    if fields is None:
+        return False
+    state, _ppid, start = fields
+    return state not in ("Z", "X") and (start_time is None or start == start_time)

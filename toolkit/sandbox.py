@@ -69,6 +69,7 @@ from typing import Any
 
 from toolkit import proc
 from toolkit.errors import CommandFailed, SandboxError
+from toolkit.proc import proc_stat_fields, process_start_time, same_process_alive
 
 BASE = Path("/var/lib/podunit-sandbox")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -178,12 +179,6 @@ def units_to_mask(enabled: Sequence[str]) -> list[str]:
     return sorted(names - NEVER_MASKED)
 
 
-def proc_stat_fields(stat_text: str) -> tuple[str, int, int]:
-    """(state, ppid, starttime) from the text of ``/proc/PID/stat`` (proc(5) fields 3, 4, 22)."""
-    fields = stat_text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1]), int(fields[19])
-
-
 def cgroup_parents(proc_cgroup: str, mountinfo: str) -> list[Path]:
     """The directories of a process's cgroups in the hierarchies nspawn uses: the v2 one
     (``0::``) and the v1 ``name=systemd`` one, from ``/proc/PID/cgroup`` and
@@ -272,24 +267,6 @@ def _read_text(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process `pid` (clock ticks since boot); None if it does not exist
-    or has exited (a zombie whose new parent has not reaped it yet)."""
-    text = _read_text(Path(f"/proc/{pid}/stat"))
-    if not text:
-        return None
-    state, _ppid, start = proc_stat_fields(text)
-    return None if state in ("Z", "X") else start
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process `pid` that started at `start` still exists (not a reused pid)."""
-    if not pid:
-        return False
-    current = process_start(pid)
-    return current is not None and (start is None or current == start)
 
 
 def _host_enabled_units() -> list[str]:
@@ -596,7 +573,7 @@ class Sandbox:
             name=self.name,
             directory=self.directory,
             owner_pid=owner,
-            owner_alive=_alive(owner, self._record.get("owner_start")),
+            owner_alive=same_process_alive(owner, self._record.get("owner_start")),
             running=self._nspawn_alive(),
             leader=self.leader or None,
         )
@@ -618,7 +595,7 @@ class Sandbox:
             }
         self._record.update(changes)
         if changes.get("owner_pid"):
-            self._record["owner_start"] = process_start(changes["owner_pid"])
+            self._record["owner_start"] = process_start_time(changes["owner_pid"])
         _write_json(self.directory / "sandbox.json", self._record)
 
     def _mount_overlay(self) -> None:
@@ -696,7 +673,7 @@ class Sandbox:
                 start_new_session=True,
             )
         self.nspawn_pid = self._nspawn.pid
-        self._save(nspawn_pid=self.nspawn_pid, nspawn_start=process_start(self.nspawn_pid))
+        self._save(nspawn_pid=self.nspawn_pid, nspawn_start=process_start_time(self.nspawn_pid))
         assert self._nspawn.stdin is not None
         try:
             for cgroup in cgroups:
@@ -713,7 +690,7 @@ class Sandbox:
             if not self.leader:
                 self._deadline_check(deadline, "systemd did not start")
                 time.sleep(0.02)
-        self._save(leader=self.leader, leader_start=process_start(self.leader))
+        self._save(leader=self.leader, leader_start=process_start_time(self.leader))
         while True:
             self._check_nspawn_alive()
             remaining = max(1.0, deadline - time.monotonic())
@@ -780,7 +757,8 @@ class Sandbox:
 
     def _leader_alive(self) -> bool:
         """Whether the sandbox's PID 1 lives (an exiting one has already lost its namespaces)."""
-        if not _alive(self.leader, self._record.get("leader_start")) or not self._nspawn_alive():
+        leader_start = self._record.get("leader_start")
+        if not same_process_alive(self.leader, leader_start) or not self._nspawn_alive():
             return False
         try:
             os.readlink(f"/proc/{self.leader}/ns/mnt")
@@ -791,7 +769,7 @@ class Sandbox:
     def _nspawn_alive(self) -> bool:
         if self._nspawn is not None:
             return self._nspawn.poll() is None
-        return _alive(self.nspawn_pid, self._record.get("nspawn_start"))
+        return same_process_alive(self.nspawn_pid, self._record.get("nspawn_start"))
 
     def _wait_nspawn(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cgroups, operations
+from toolkit import cgroups, operations, proc
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
 from toolkit.state import EXITED, RUNNING, ContainerRecord
@@ -119,6 +119,24 @@ def test_same_process_alive_detects_reuse() -> None:
     assert not operations.same_process_alive(me, start + 1)
     assert not operations.same_process_alive(None, None)
     assert not operations.same_process_alive(2**22 + 12345, None)
+
+
+def test_a_zombie_is_not_alive_but_keeps_its_start_time() -> None:
+    import os
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        while proc.proc_stat_fields(Path(f"/proc/{pid}/stat").read_text())[0] != "Z":
+            time.sleep(0.01)
+        start = proc.process_start_time(pid)
+        assert start is not None
+        assert not proc.same_process_alive(pid, start)
+    finally:
+        os.waitpid(pid, 0)
+    assert proc.process_start_time(pid) is None
 
 
 def test_describe_shows_exit_details_only_when_exited() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import SandboxError
+from toolkit.proc import proc_stat_fields
 from toolkit.sandbox import (
     ALWAYS_MASKED,
     INSIDE_PATH,
@@ -19,7 +20,6 @@ from toolkit.sandbox import (
     mountpoints_under,
     new_name,
     nspawn_argv,
-    proc_stat_fields,
     units_to_mask,
     valid_name,
 )
