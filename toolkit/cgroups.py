@@ -29,9 +29,8 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from toolkit.definitions.model import CgroupMode, Container, Resources
 from toolkit.errors import PodunitError
@@ -50,8 +49,7 @@ class CgroupError(PodunitError):
     """A cgroup or scope could not be created, joined or removed."""
 
 
-@dataclass(frozen=True)
-class CgroupPlan:
+class CgroupPlan(NamedTuple):
     """Decided placement of conmon and the payload for one container."""
 
     requested: CgroupMode
@@ -68,7 +66,7 @@ class CgroupPlan:
     cgroup2_mount: str = "/sys/fs/cgroup"
     container_name: str = ""
     annotations: tuple[tuple[str, str], ...] = ()  # org.systemd.property.* for config.json
-    resources: Resources = field(default_factory=Resources)
+    resources: Resources = Resources()
     resources_in_spec: bool = False  # True: put limits into linux.resources (cgroupfs only)
 
     def conmon_args(self, runtime: str) -> list[str]:

@@ -19,7 +19,6 @@ is returned for the run path to merge under the definition's own values
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -229,8 +228,7 @@ def apply_image_defaults(container: Container, image: ImageConfig, rootfs: Path)
     stop_signal = container.stop_signal
     if stop_signal == DEFAULT_STOP_SIGNAL and image.stop_signal is not None:
         stop_signal = image.stop_signal
-    return dataclasses.replace(
-        container,
+    return container._replace(
         rootfs=str(rootfs),
         entrypoint=entrypoint,
         command=command,

@@ -12,7 +12,6 @@ schema (vendored for the tests in tests/data/oci-runtime-spec).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -213,7 +212,7 @@ def apply_security_opts(container: Container) -> Container:
                 hint="supported: no-new-privileges[:false], seccomp=unconfined|/path, "
                 "label=disable, apparmor=unconfined",
             )
-    return dataclasses.replace(container, **changes) if changes else container
+    return container._replace(**changes) if changes else container
 
 
 def find_init_binary(candidates: Sequence[str] = INIT_CANDIDATES) -> str | None:

@@ -187,7 +187,8 @@ def runtime_delete(record: ContainerRecord) -> None:
 
 
 def plan_to_json(plan: cgroups.CgroupPlan) -> dict[str, Any]:
-    data = dataclasses.asdict(plan)
+    data = plan._asdict()
+    data["resources"] = plan.resources._asdict()
     data["requested"] = plan.requested.value
     data["mode"] = plan.mode.value
     data["annotations"] = [list(pair) for pair in plan.annotations]
@@ -307,8 +308,8 @@ def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
         if plan.systemd_cgroup
         else ()
     )
-    plan = dataclasses.replace(
-        plan, resources=old.resources, container_name=record.name, annotations=annotations
+    plan = plan._replace(
+        resources=old.resources, container_name=record.name, annotations=annotations
     )
     options = {
         **record.options,
@@ -430,7 +431,7 @@ def prepare_record(
             # discards published ports there): reserving them would block it
             "ports": []
             if container.network == "host"
-            else [dataclasses.asdict(port) for port in container.ports],
+            else [port._asdict() for port in container.ports],
             "cgroup_plan": plan_to_json(plan),
             "runtime_args": runtime_args_for(plan, store.paths, runtime),
             "own_pid_namespace": True,
@@ -1041,7 +1042,7 @@ def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Contain
     if args.network:
         overrides["network"] = args.network
     if overrides:
-        container = dataclasses.replace(container, **overrides)
+        container = container._replace(**overrides)
     return _resolve_image(container, store), True
 
 

@@ -27,8 +27,7 @@ def test_plans_survive_the_json_round_trip() -> None:
     enabled = cgroups.decide_plan(
         CgroupMode.ENABLED, CID, own_cgroup="/", in_service=False, bus_reachable=True
     )
-    enabled = replace(
-        enabled,
+    enabled = enabled._replace(
         resources=Resources(memory=1 << 20),
         annotations=(("org.systemd.property.A", "uint64 1"),),
     )
@@ -45,7 +44,7 @@ def test_apply_plan_replaces_cgroup_settings_of_an_earlier_plan() -> None:
                                 "memory": {"limit": 5}}},
     }  # fmt: skip
     cgroupfs = plan(CgroupMode.SPLIT, bus_reachable=False)
-    cgroupfs = replace(cgroupfs, resources=Resources(pids=7, cpus=0.5))
+    cgroupfs = cgroupfs._replace(resources=Resources(pids=7, cpus=0.5))
     applied = operations.apply_plan(spec, cgroupfs)
     assert applied["linux"]["cgroupsPath"] == f"/podunit/{CID}"
     assert applied["annotations"] == {"mine": "kept"}

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -332,7 +331,7 @@ def test_passthrough_rejects_unsafe_keys_and_values(
 ) -> None:
     web = container(sockets=(SocketSpec("80"),))
     with pytest.raises(DefinitionError, match=message):
-        render(replace(web, **{field: extra}), podunit=PODUNIT)
+        render(web._replace(**{field: extra}), podunit=PODUNIT)
 
 
 def test_default_install_wants_by_multi_user() -> None:
@@ -377,8 +376,8 @@ def test_hostile_install_names_are_errors(install: Install, message: str) -> Non
 
 
 def test_description_and_source_path_escape_specifiers() -> None:
-    web = replace(
-        container(image="registry:5000/app%2f:1"), source=Location("/etc/podunit/100%.yaml", 1, 1)
+    web = container(image="registry:5000/app%2f:1")._replace(
+        source=Location("/etc/podunit/100%.yaml", 1, 1)
     )
     text = service_of(render(web, podunit=PODUNIT))
     assert one(text, "Unit", "Description") == "podunit container web (registry:5000/app%%2f:1)"

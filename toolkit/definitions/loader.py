@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from toolkit.definitions import values as v
+from toolkit.definitions.instances import instantiate
+from toolkit.definitions.instances import substitute as substitute  # re-exported
 from toolkit.definitions.model import Container, DependencyCondition, Notify
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.tree import Node, merge, read_file
@@ -302,7 +303,7 @@ def _ready_when_healthy(result: LoadResult) -> None:
     for name in awaited:
         target = result.containers.get(name)
         if target and target.healthcheck is not None and target.notify is Notify.CONMON:
-            result.containers[name] = replace(target, notify=Notify.HEALTHY)
+            result.containers[name] = target._replace(notify=Notify.HEALTHY)
 
 
 def find_definition(
@@ -329,53 +330,3 @@ def find_definition(
         hint = "run 'podunit validate' to see the errors" if result.errors else None
         raise ContainerNotFound(f"no definition of {v.quote(name)} in {where}", hint=hint)
     return instantiate(container, instance) if at else container
-
-
-def substitute(text: str, instance: str) -> str:
-    """Template specifiers: `%i` -> instance, `%%` -> `%`; any other `%` stays as written."""
-    if "%" not in text:
-        return text
-    out, index = [], 0
-    while index < len(text):
-        char = text[index]
-        following = text[index + 1 : index + 2]
-        if char == "%" and following in ("i", "%"):
-            out.append(instance if following == "i" else "%")
-            index += 2
-        else:
-            out.append(char)
-            index += 1
-    return "".join(out)
-
-
-def _substitute_all(value: Any, instance: str) -> Any:
-    if isinstance(value, str):
-        return substitute(value, instance)
-    if isinstance(value, tuple):
-        return tuple(_substitute_all(item, instance) for item in value)
-    if is_dataclass(value) and not isinstance(value, type):
-        kept = ("source", "name") if isinstance(value, Container) else ()
-        changes = {
-            f.name: _substitute_all(getattr(value, f.name), instance)
-            for f in fields(value)
-            if f.name not in kept
-        }
-        return replace(value, **changes)
-    return value
-
-
-def instantiate(template: Container, instance: str) -> Container:
-    """Template `worker@` + `foo` -> container `worker@foo`, with `%i`/`%%` filled in
-    in every string value (names, paths, command, environment, ...)."""
-    if not template.template:
-        raise ContainerNotFound(f"{v.quote(template.name)} is not a template (no trailing '@')")
-    if not instance or "/" in instance or v.has_control(instance):
-        raise ContainerNotFound(f"invalid instance name {v.quote(instance)}")
-    container: Container = _substitute_all(template, instance)
-    container = replace(container, name=f"{template.name}@{instance}", template=False)
-    if container.hostname is not None:
-        try:
-            v.check_hostname(container.hostname)
-        except ValueError as error:
-            raise DefinitionError(template.source, str(error)) from None
-    return container
