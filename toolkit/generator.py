@@ -16,29 +16,38 @@ running interpreter (`Path(sys.executable).parent`, i.e. the venv's bin/ when ru
 as `podunit generate`), or what the generators/ scripts pass: the checkout's
 `.venv/bin/podunit`. `$PODUNIT_KMSG` replaces /dev/kmsg (tests use a plain file).
 
+Warm path (daemon-reload with nothing changed): the generator walks the search
+path, and when the walk, environment and code match its per-boot cache
+(`toolkit.generator_cache`, off with `PODUNIT_GENERATOR_CACHE=0`) it writes the
+cached output and logs the cached messages without importing PyYAML or the
+model; otherwise (cold path, e.g. at boot) it loads and renders everything and
+caches the result.
+
 This module is imported by the generator executables at every boot: keep its
-imports few (no subprocess, no argparse at import time).
+imports few (no subprocess, no argparse, no pathlib, no PyYAML at import time).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
 
+from toolkit.definitions.search import Scan, run_dir, search_dirs
 from toolkit.errors import DefinitionError, PodunitError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import TextIO
 
-    from toolkit.definitions.loader import LoadResult
+    from toolkit.generator_cache import Output
     from toolkit.units import UnitFiles
 
 KMSG = "/dev/kmsg"
 # Passed on to the runtime, so `podunit run NAME` finds the definition the unit came from.
 FORWARDED_ENVIRONMENT = ("PODUNIT_DEFINITION_DIRS",)
+PLAN_DIR = "podunit"  # plan files: <normal dir>/podunit/<unit>.json
 
 
 class GeneratorLog:
@@ -101,26 +110,63 @@ def podunit_executable(environ: Mapping[str, str] = os.environ, default: str | N
     )
 
 
-def _source_paths(loaded: LoadResult) -> dict[str, list[str]]:
-    return {name: [str(path) for path in paths] for name, paths in loaded.sources.items()}
+def _scan(*, user: bool, environ: Mapping[str, str]) -> tuple[list[str], Scan]:
+    """The search path and its walk (no file is read yet)."""
+    dirs = search_dirs(user=user, environ=environ)
+    scan = Scan(skip_runtime=run_dir(user=user, environ=environ))
+    for directory in dirs:
+        scan.walk(directory, shadow=True)
+    return dirs, scan
+
+
+def _render(
+    scan: Scan, *, user: bool, podunit: str, environ: Mapping[str, str]
+) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
+    """Load every definition the walk found and render it; errors never stop the rest."""
+    from toolkit.definitions.loader import load_scan
+    from toolkit.units import render_all
+
+    loaded = load_scan(scan)
+    rendered, errors = render_all(
+        loaded.containers,
+        podunit=podunit,
+        user=user,
+        sources=loaded.sources,
+        environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
+    )
+    return rendered, [*loaded.errors, *errors]
 
 
 def generate(
     *, user: bool, podunit: str, environ: Mapping[str, str] = os.environ
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Load every definition on the search path and render it; errors never stop the rest."""
-    from toolkit.definitions.loader import load_all, search_dirs
-    from toolkit.units import render_all
+    _, scan = _scan(user=user, environ=environ)
+    return _render(scan, user=user, podunit=podunit, environ=environ)
 
-    loaded = load_all(search_dirs(user=user, environ=environ))
-    rendered, errors = render_all(
-        loaded.containers,
-        podunit=podunit,
-        user=user,
-        sources=_source_paths(loaded),
-        environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
+
+def generate_cached(*, user: bool, podunit: str, environ: Mapping[str, str]) -> Output:
+    """The generator's whole output: from the cache when nothing changed (see module
+    docstring), else loaded and rendered, and then cached."""
+    from toolkit import generator_cache as cache
+
+    started = cache.now_ns()
+    dirs, scan = _scan(user=user, environ=environ)
+    path = cache.cache_file(user=user, environ=environ)
+    key = cache.make_key(user=user, podunit=podunit, dirs=dirs, environ=environ, inputs=scan.inputs)
+    if path is not None:
+        cached = cache.load(path, key)
+        if cached is not None:
+            return cached
+    rendered, errors = _render(scan, user=user, podunit=podunit, environ=environ)
+    output: Output = (
+        [(units.files, units.symlinks, units.plans) for units in rendered.values()],
+        [describe(error) for error in errors],
+        1 if errors else 0,
     )
-    return rendered, [*loaded.errors, *errors]
+    if path is not None and not cache.racy(scan.inputs, started):
+        cache.store(path, key, output)
+    return output
 
 
 def _confined(relative: str) -> list[str]:
@@ -131,25 +177,36 @@ def _confined(relative: str) -> list[str]:
     return parts
 
 
-def write_units(output_dir: Path, units: UnitFiles, made: set[str] | None = None) -> None:
-    """Write one container's unit files and install symlinks into `output_dir`.
+def write_units(
+    output_dir: str,
+    files: Mapping[str, str],
+    symlinks: Mapping[str, str] = {},
+    plans: Mapping[str, str] = {},
+    made: set[str] | None = None,
+) -> None:
+    """Write one container's unit files, plan files and install symlinks into `output_dir`.
 
-    Existing files and links are replaced. `made` remembers the `.wants/`
-    directories already created (the generator writes thousands of links).
-    Only plain names and `DIR/NAME` links whose target is `../NAME` or `NAME`
-    (a file in `output_dir` itself) are accepted.
+    Existing files and links are replaced. `made` remembers the directories already
+    created (the generator writes thousands of links). Only plain names, plan files
+    `podunit/NAME` and `DIR/NAME` links whose target is `../NAME` or `NAME` (a file
+    in `output_dir` itself) are accepted.
     """
     made = set() if made is None else made
     base = os.path.normpath(output_dir)
-    for name, text in units.files.items():
-        if len(_confined(name)) != 1:
-            raise PodunitError(f"refusing to write {name!r}: not a plain file name")
-        fd = os.open(f"{base}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    for link, target in units.symlinks.items():
+    for directory, texts in (("", files), (PLAN_DIR, plans)):
+        if texts and directory and directory not in made:
+            os.makedirs(f"{base}/{directory}", exist_ok=True)
+            made.add(directory)
+        for name, text in texts.items():
+            if len(_confined(name)) != 1:
+                raise PodunitError(f"refusing to write {name!r}: not a plain file name")
+            path = f"{base}/{directory}/{name}" if directory else f"{base}/{name}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+    for link, target in symlinks.items():
         parts = _confined(link)
         # Alias `www.service` -> `web.service`; `x.wants/web.service` -> `../web.service`.
         wanted_prefix = "" if len(parts) == 1 else "../"
@@ -168,14 +225,17 @@ def write_units(output_dir: Path, units: UnitFiles, made: set[str] | None = None
 
 
 def write_all(
-    output_dir: Path, rendered: Mapping[str, UnitFiles], log: GeneratorLog
+    output_dir: str,
+    units: Iterable[tuple[Mapping[str, str], Mapping[str, str], Mapping[str, str]]],
+    log: GeneratorLog,
 ) -> list[PodunitError]:
-    """Write every container's units; a failure is logged and the rest still written."""
+    """Write every container's (files, symlinks, plans); a failure is logged and the
+    rest still written."""
     failures: list[PodunitError] = []
     made: set[str] = set()
-    for units in rendered.values():
+    for files, symlinks, plans in units:
         try:
-            write_units(output_dir, units, made)
+            write_units(output_dir, files, symlinks, plans, made)
         except (OSError, PodunitError) as error:
             failure = error if isinstance(error, PodunitError) else PodunitError(str(error))
             log.error(failure)
@@ -212,16 +272,18 @@ def generator_main(
         return 2
     log = GeneratorLog(ident, kmsg=None if manual else environ.get("PODUNIT_KMSG", KMSG))
     try:
-        rendered, errors = generate(
-            user=user, podunit=podunit_executable(environ, podunit), environ=environ
-        )
-        for error in errors:
-            log.error(error)
+        executable = podunit_executable(environ, podunit)
         if manual:
+            rendered, errors = generate(user=user, podunit=executable, environ=environ)
+            for error in errors:
+                log.error(error)
             sys.stdout.write(dry_run_text(rendered))
             return 1 if errors else 0
-        failures = write_all(Path(argv[0]), rendered, log)
-        return 1 if errors or failures else 0
+        units, messages, status = generate_cached(user=user, podunit=executable, environ=environ)
+        for message in messages:
+            log.log(GeneratorLog.ERROR, message)
+        failures = write_all(argv[0], units, log)
+        return 1 if status or failures else 0
     except PodunitError as error:
         log.error(error)
         return 1
@@ -237,30 +299,31 @@ def cli_generate(args: argparse.Namespace) -> int:
     if args.dry_run or args.output_dir is None:
         sys.stdout.write(dry_run_text(rendered))
         return 1 if errors else 0
-    output_dir = Path(args.output_dir)
+    output_dir = args.output_dir
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
         raise PodunitError(f"cannot create {output_dir}: {error.strerror}") from None
     log = GeneratorLog("podunit", kmsg=None)
-    failures = write_all(output_dir, rendered, log)
+    units = [(u.files, u.symlinks, u.plans) for u in rendered.values()]
+    failures = write_all(output_dir, units, log)
     return 1 if errors or failures else 0
 
 
 def cli_validate(args: argparse.Namespace) -> int:
     """`podunit validate [PATH...]`: print only problems, `FILE:LINE:COLUMN: message`."""
-    from toolkit.definitions.loader import load_all, load_paths, search_dirs
+    from toolkit.definitions.loader import load_all, load_paths
     from toolkit.units import render_all
 
     if args.paths:
-        loaded = load_paths([Path(path) for path in args.paths])
+        loaded = load_paths(args.paths)
     else:
-        loaded = load_all(search_dirs(user=args.user))
+        loaded = load_all(search_dirs(user=args.user), user=args.user)
     _, errors = render_all(
         loaded.containers,
         podunit="/usr/bin/podunit",  # any absolute path: validation does not write units
         user=args.user,
-        sources=_source_paths(loaded),
+        sources=loaded.sources,
     )
     for error in [*loaded.errors, *errors]:
         print(describe(error))

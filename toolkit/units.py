@@ -49,9 +49,7 @@ Decisions (documented here and in the golden tests, tests/golden/):
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from toolkit.definitions.model import (
@@ -61,6 +59,7 @@ from toolkit.definitions.model import (
     Notify,
     Restart,
 )
+from toolkit.definitions.values import SIGNALS, SIGRTMAX, SIGRTMIN
 from toolkit.errors import DefinitionError
 from toolkit.escape import (
     UNIT_TYPES,
@@ -118,17 +117,46 @@ LIST_KEYS = frozenset(
 Lines = list[tuple[str, str]]
 
 
-@dataclass(frozen=True)
+# Signal numbers to names as signal.Signals names them (the first name of an alias wins).
+SIGNAL_NAMES = {
+    **{number: f"SIG{name}" for name, number in reversed(SIGNALS.items())},
+    SIGRTMIN: "SIGRTMIN",
+    SIGRTMAX: "SIGRTMAX",
+}
+
+
 class UnitFiles:
-    """What one container produces: unit file texts and install symlinks.
+    """What one container produces: unit file texts, install symlinks and plan files.
 
     `files` maps a unit file name (`web.service`) to its text; `symlinks` maps a
     link path relative to the output directory (`multi-user.target.wants/web.service`)
-    to the link's relative target (`../web.service`).
+    to the link's relative target (`../web.service`); `plans` maps a plan file name
+    (`web.json`, written under `podunit/`) to its text.
     """
 
-    files: dict[str, str] = field(default_factory=dict)
-    symlinks: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("files", "plans", "symlinks")
+
+    def __init__(
+        self,
+        files: dict[str, str] | None = None,
+        symlinks: dict[str, str] | None = None,
+        plans: dict[str, str] | None = None,
+    ) -> None:
+        self.files = {} if files is None else files
+        self.symlinks = {} if symlinks is None else symlinks
+        self.plans = {} if plans is None else plans
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnitFiles) and (self.files, self.symlinks, self.plans) == (
+            other.files,
+            other.symlinks,
+            other.plans,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside
+
+    def __repr__(self) -> str:
+        return f"UnitFiles({self.files!r}, {self.symlinks!r}, {self.plans!r})"
 
 
 def seconds(duration: timedelta) -> str:
@@ -145,10 +173,7 @@ def cpu_quota(cpus: float) -> str:
 
 def signal_name(number: int) -> str:
     """`1` -> `SIGHUP`; numbers without a name (real-time signals) stay numbers."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
+    return SIGNAL_NAMES.get(number, str(number))
 
 
 def _located(container: Container, error: DefinitionError) -> DefinitionError:

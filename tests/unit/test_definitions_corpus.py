@@ -158,4 +158,4 @@ def test_every_key_parsed_into_the_model() -> None:
     assert db.no_new_privileges is True and db.network == "private"
     worker = result.containers["worker@"]
     assert worker.template and worker.name == "worker" and worker.unit_name == "worker@"
-    assert result.sources["web"] == [DATA / "good" / "full.yaml"]
+    assert result.sources["web"] == [str(DATA / "good" / "full.yaml")]

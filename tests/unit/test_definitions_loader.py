@@ -39,33 +39,33 @@ def simple(name: str, image: str = "busybox", extra: str = "") -> str:
 
 def test_system_search_path() -> None:
     assert search_dirs(environ={}) == [
-        Path("/run/podunit"),
-        Path("/etc/podunit"),
-        Path("/usr/local/share/podunit"),
-        Path("/usr/share/podunit"),
+        "/run/podunit",
+        "/etc/podunit",
+        "/usr/local/share/podunit",
+        "/usr/share/podunit",
     ]
 
 
 def test_user_search_path() -> None:
     environ = {"XDG_RUNTIME_DIR": "/run/user/1000", "XDG_CONFIG_HOME": "/home/u/cfg"}
     assert search_dirs(user=True, environ=environ) == [
-        Path("/run/user/1000/podunit"),
-        Path("/home/u/cfg/podunit"),
-        Path(f"/etc/podunit/users/{os.getuid()}"),
+        "/run/user/1000/podunit",
+        "/home/u/cfg/podunit",
+        f"/etc/podunit/users/{os.getuid()}",
     ]
 
 
 def test_user_search_path_defaults_to_dot_config() -> None:
     assert search_dirs(user=True, environ={"HOME": "/home/u"}) == [
-        Path("/home/u/.config/podunit"),
-        Path(f"/etc/podunit/users/{os.getuid()}"),
+        "/home/u/.config/podunit",
+        f"/etc/podunit/users/{os.getuid()}",
     ]
 
 
 def test_podunit_definition_dirs_replaces_the_search_path() -> None:
     environ = {"PODUNIT_DEFINITION_DIRS": "/a:/b::/c"}
-    assert search_dirs(environ=environ) == [Path("/a"), Path("/b"), Path("/c")]
-    assert search_dirs(user=True, environ=environ) == [Path("/a"), Path("/b"), Path("/c")]
+    assert search_dirs(environ=environ) == ["/a", "/b", "/c"]
+    assert search_dirs(user=True, environ=environ) == ["/a", "/b", "/c"]
 
 
 def test_relative_podunit_definition_dirs_is_an_error() -> None:
@@ -83,7 +83,7 @@ def test_first_file_name_wins_across_search_dirs(tmp_path: Path) -> None:
     assert result.containers["web"].image == "high"
     assert "other" not in result.containers  # the whole shadowed file is ignored
     assert result.containers["db"].image == "postgres"
-    assert result.sources["web"] == [high / "web.yaml"]
+    assert result.sources["web"] == [str(high / "web.yaml")]
 
 
 def test_subdirectories_walked_d_and_hidden_directories_skipped(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_dropins_merge_in_lexical_order_from_any_search_dir(tmp_path: Path) -> N
     assert [p.host_port for p in web.ports] == [8080]  # lists replace
     assert web.restart is Restart.NO  # null deleted the key: the default applies
     assert web.hostname is None  # set by 10-, deleted by 20-
-    assert result.sources["web"] == [main, d10, d20]
+    assert result.sources["web"] == [str(main), str(d10), str(d20)]
 
 
 def test_a_dropin_of_the_same_name_in_a_higher_dir_replaces_the_lower(tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def test_write_units_refuses_paths_outside_the_output_dir(tmp_path: Path) -> Non
         UnitFiles(files={"sub/web.service": "x"}),
     ):
         with pytest.raises(PodunitError, match="refusing"):
-            write_units(out, units)
+            write_units(str(out), units.files, units.symlinks)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]
 
 
@@ -251,7 +251,7 @@ def test_write_units_replaces_existing_files_and_links(tmp_path: Path) -> None:
     (tmp_path / "web.service").write_text("old\n")
     (tmp_path / "a.target.wants").mkdir()
     (tmp_path / "a.target.wants" / "web.service").symlink_to("../elsewhere.service")
-    write_units(tmp_path, units)
+    write_units(str(tmp_path), units.files, units.symlinks)
     assert (tmp_path / "web.service").read_text() == "new\n"
     assert os.readlink(tmp_path / "a.target.wants" / "web.service") == "../web.service"
     assert tree(tmp_path).keys() == {"web.service", "a.target.wants/web.service"}

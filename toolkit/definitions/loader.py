@@ -1,7 +1,9 @@
 """Finding, reading and checking all definition files (spec §1).
 
-`search_dirs` gives the search path, `load_all` reads every definition in it
-(first file name wins, drop-ins merged, cross-file checks), `load_paths` checks
+`search_dirs` gives the search path (`toolkit.definitions.search`), `load_all` reads
+every definition in it (first file name wins, drop-ins merged, cross-file checks;
+`scan_all` + `load_scan` are its two halves, the generator's cache sits between
+them), `load_paths` checks
 given files or directories (`podunit validate`), `find_definition` returns one
 container by name (instantiating templates), `instantiate` fills in `%i`.
 
@@ -14,146 +16,89 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from toolkit.definitions import values as v
 from toolkit.definitions.instances import instantiate
 from toolkit.definitions.instances import substitute as substitute  # re-exported
 from toolkit.definitions.model import Container, DependencyCondition, Notify
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
+from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
+from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
+from toolkit.definitions.search import Scan, run_dir
+from toolkit.definitions.search import search_dirs as search_dirs  # re-exported
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
 
-SYSTEM_DIRS = ("/run/podunit", "/etc/podunit", "/usr/local/share/podunit", "/usr/share/podunit")
-SUFFIXES = (".yaml", ".yml")
 DOCUMENT_KEYS = frozenset({"containers", "services", "version"})
 
 
-@dataclass
 class LoadResult:
-    """Every good container, every problem, and where each container came from."""
+    """Every good container, every problem, and where each container came from.
 
-    containers: dict[str, Container] = field(default_factory=dict)  # key: Container.unit_name
-    errors: list[DefinitionError] = field(default_factory=list)
-    sources: dict[str, list[Path]] = field(default_factory=dict)  # [main file, drop-ins...]
-    failed: dict[str, list[DefinitionError]] = field(default_factory=dict)  # unit_name -> errors
-
-
-def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) -> list[Path]:
-    """The search path, highest precedence first (spec §1 table).
-
-    `PODUNIT_DEFINITION_DIRS=dir1:dir2` replaces it; a relative entry is a
-    `DefinitionError`.
+    `containers` and `failed` are keyed by `Container.unit_name`; `sources` gives a
+    container's files as absolute paths: [main file, drop-ins...].
     """
-    override = environ.get("PODUNIT_DEFINITION_DIRS")
-    if override is not None:
-        result = []
-        for entry in override.split(":"):
-            if not entry:
-                continue
-            if not entry.startswith("/"):
-                raise DefinitionError(
-                    None,
-                    f"PODUNIT_DEFINITION_DIRS entry {v.quote(entry)} is not an absolute path",
-                )
-            result.append(Path(entry))
-        return result
-    if not user:
-        return [Path(d) for d in SYSTEM_DIRS]
-    result = []
-    runtime_dir = environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir and runtime_dir.startswith("/"):
-        result.append(Path(runtime_dir, "podunit"))
-    config_home = environ.get("XDG_CONFIG_HOME")
-    if not (config_home and config_home.startswith("/")):
-        home = environ.get("HOME") or os.path.expanduser("~")
-        config_home = os.path.join(home, ".config")
-    result.append(Path(config_home, "podunit"))
-    result.append(Path("/etc/podunit/users", str(os.getuid())))
-    return result
 
-
-class _Scan:
-    """Definition files and drop-in directories found under the search directories."""
+    __slots__ = ("containers", "errors", "failed", "sources")
 
     def __init__(self) -> None:
-        self.sources: dict[str, Path] = {}  # file name -> first file of that name
-        self.dropins: dict[str, dict[str, Path]] = {}  # "web.yaml.d" -> drop-in name -> file
-        self.seen: set[tuple[int, int]] = set()  # (device, inode) of walked directories
-
-    def walk(self, directory: str, *, shadow: bool) -> None:
-        try:
-            status = os.stat(directory)
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:  # missing search directories are normal
-            return
-        if (status.st_dev, status.st_ino) in self.seen:  # symlink loops
-            return
-        self.seen.add((status.st_dev, status.st_ino))
-        for entry in entries:
-            if entry.name.startswith("."):  # hidden: editors' and VCS files
-                continue
-            if entry.is_dir():
-                if entry.name.endswith(".d"):
-                    self._dropin_dir(entry.path, entry.name)
-                else:
-                    self.walk(entry.path, shadow=shadow)
-            elif entry.name.endswith(SUFFIXES):
-                self.add_source(Path(entry.path), shadow=shadow)
-
-    def add_source(self, path: Path, *, shadow: bool) -> None:
-        key = path.name if shadow else str(path)
-        self.sources.setdefault(key, path)
-
-    def _dropin_dir(self, path: str, name: str) -> None:
-        files = self.dropins.setdefault(name, {})
-        try:
-            entries = os.scandir(path)
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name.endswith(SUFFIXES) and not entry.name.startswith("."):
-                files.setdefault(entry.name, Path(entry.path))
-
-    def dropins_for(self, source: Path) -> list[Path]:
-        found = self.dropins.get(source.name + ".d", {})
-        return [found[name] for name in sorted(found)]
+        self.containers: dict[str, Container] = {}
+        self.errors: list[DefinitionError] = []
+        self.sources: dict[str, list[str]] = {}
+        self.failed: dict[str, list[DefinitionError]] = {}
 
 
-def load_all(dirs: Sequence[Path]) -> LoadResult:
-    """Every definition under `dirs` (highest precedence first): the first file of a
-    name wins, subdirectories are walked, `*.d` directories hold drop-ins."""
-    scan = _Scan()
+def scan_all(
+    dirs: Sequence[str | os.PathLike[str]],
+    *,
+    user: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> Scan:
+    """The walk of the search path `dirs` (highest precedence first): the first file
+    of a name wins, subdirectories are walked (not the runtime's entries of the
+    mode's run directory), `*.d` directories hold drop-ins."""
+    scan = Scan(skip_runtime=run_dir(user=user, environ=environ))
     for directory in dirs:
-        scan.walk(str(directory), shadow=True)
-    return _load(scan)
+        scan.walk(os.fspath(directory), shadow=True)
+    return scan
 
 
-def load_paths(paths: Sequence[Path]) -> LoadResult:
+def load_all(
+    dirs: Sequence[str | os.PathLike[str]],
+    *,
+    user: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> LoadResult:
+    """Every definition under `dirs` (see `scan_all`)."""
+    return load_scan(scan_all(dirs, user=user, environ=environ))
+
+
+def load_paths(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
     """The definitions in the given files and directories (`podunit validate PATH...`).
 
     Every file is checked (no shadowing); drop-ins are looked up next to each file
     and in the given directories.
     """
-    scan = _Scan()
+    scan = Scan()
     result = LoadResult()
-    for path in paths:
-        if path.is_dir():
-            scan.walk(str(path), shadow=False)
-        elif path.exists():
-            scan.add_source(path, shadow=False)
-            dropin_dir = Path(str(path) + ".d")
-            if dropin_dir.is_dir():
-                scan._dropin_dir(str(dropin_dir), dropin_dir.name)
+    for given in paths:
+        path = os.fspath(given)
+        if os.path.isdir(path):
+            scan.walk(path, shadow=False)
+        elif os.path.exists(path):
+            scan.add_source(path, shadow=False, status=None)
+            dropin_dir = path + ".d"
+            if os.path.isdir(dropin_dir):
+                scan.dropin_dir(dropin_dir, os.path.basename(dropin_dir))
         else:
-            result.errors.append(DefinitionError(Location(str(path), 1, 1), "no such file"))
-    loaded = _load(scan)
+            result.errors.append(DefinitionError(Location(path, 1, 1), "no such file"))
+    loaded = load_scan(scan)
     loaded.errors[:0] = result.errors
     return loaded
 
 
-def _load(scan: _Scan) -> LoadResult:
+def load_scan(scan: Scan) -> LoadResult:
+    """Read, merge, parse and cross-check every definition the walk found."""
     result = LoadResult()
     origin: dict[str, Location] = {}  # unit name -> where it was first defined (good or bad)
     for source in scan.sources.values():
@@ -189,7 +134,7 @@ def _load(scan: _Scan) -> LoadResult:
     return result
 
 
-def _read_merged(files: list[Path], errors: list[DefinitionError]) -> Node | None:
+def _read_merged(files: list[str], errors: list[DefinitionError]) -> Node | None:
     """The main file with its drop-ins merged over it; None (errors noted) if any is unreadable."""
     document: Node | None = None
     ok = True
@@ -254,7 +199,7 @@ def _container_entries(
 
 
 def _parse_one(
-    name: str, key_loc: Location, spec: Node, source: Path, from_compose: bool,
+    name: str, key_loc: Location, spec: Node, source: str, from_compose: bool,
     errors: list[DefinitionError],
 ) -> Container | None:  # fmt: skip
     if from_compose:
@@ -265,7 +210,7 @@ def _parse_one(
         except DefinitionError as error:
             errors.append(error)
             return None
-    return parse_container(name, key_loc, spec, os.path.abspath(source.parent), errors)
+    return parse_container(name, key_loc, spec, os.path.abspath(os.path.dirname(source)), errors)
 
 
 def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> None:
@@ -320,7 +265,7 @@ def find_definition(
         raise ContainerNotFound(str(error)) from None
     base, at, instance = name.partition("@")
     wanted = base + "@" if at else base
-    result = load_all(dirs)
+    result = load_all(dirs, user=user, environ=environ)
     container = result.containers.get(wanted)
     if container is None:
         problems = result.failed.get(wanted)

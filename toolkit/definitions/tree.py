@@ -10,7 +10,6 @@ undone where a string was meant.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
@@ -222,13 +221,13 @@ class _Converter:
         return result
 
 
-def read_file(path: Path) -> Node | None:
+def read_file(path: str) -> Node | None:
     """The file's document as a `Node` tree (None for an empty file).
 
     Raises `DefinitionError` located at the problem for unreadable files, YAML
     syntax errors, several documents, disallowed tags and recursive aliases.
     """
-    name = str(path)
+    name = path
     try:
         with open(path, "rb") as stream:
             data = stream.read()
