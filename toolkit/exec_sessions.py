@@ -1,11 +1,12 @@
 """`podunit exec`: exec sessions in running containers (spec §4; libpod container_exec.go).
 
-A session is created (id, config) in the `exec_sessions` table, started through
-conmon's exec mode (`--exec --exec-process-spec FILE`, its own exit directory),
-recorded as running with the process's pid, and on exit stopped with its exit
-code; an attached session is then removed, so nothing is left behind. `-d` prints
-the session id and leaves the session running; it is reaped (marked stopped) the
-next time sessions are listed.
+A session is created (id, config, process.json), started through conmon's exec
+mode (`--exec --exec-process-spec FILE`, its own exit directory), and once the
+process runs it is written to the `exec_sessions` table as running, with the
+process's pid; an attached session is removed when conmon has reported the exit
+code, so nothing is left behind and an exec costs two write transactions. `-d`
+prints the session id and leaves the session running; it is reaped (marked stopped
+with its exit code) the next time sessions are listed.
 
 Attached sessions use conmon's attach protocol (conmon 2.1.6 conn_sock.c): conmon
 reports on `_OCI_ATTACHPIPE` that `<socket-dir>/<session>/attach` (SOCK_SEQPACKET)
@@ -28,33 +29,30 @@ conmon's persist dir), exits/<container id>, ctl, and for detached sessions exec
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import json
 import os
-import selectors
+import select
 import shutil
 import signal
 import socket
 import sys
-import termios
 import time
-import tty
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from toolkit.errors import InvalidState, PodunitError
-from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 if TYPE_CHECKING:
-    # Annotations only: conmon (and with it the definitions model) and oci are imported
-    # where a session is started, so that `podunit exec` pays for them only when it runs one.
+    # Annotations only: a plain `podunit exec NAME CMD` imports neither argparse's parser
+    # module here, nor oci (only for -u) nor the status machinery of operations (only when
+    # the container is not plainly running); conmon is imported where a session starts.
+    import argparse
+
     from toolkit import conmon, oci
 
 CREATED = "created"
@@ -75,8 +73,7 @@ class ExecSessionNotFound(PodunitError):
 # --- pure parts ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExecConfig:
+class ExecConfig(NamedTuple):
     """What the user asked for (libpod ExecConfig)."""
 
     command: tuple[str, ...]
@@ -88,7 +85,7 @@ class ExecConfig:
     workdir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
@@ -103,8 +100,7 @@ class ExecConfig:
         )
 
 
-@dataclass(frozen=True)
-class ExecSession:
+class ExecSession(NamedTuple):
     """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
 
     id: str
@@ -116,7 +112,7 @@ class ExecSession:
     exit_code: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    runtime: dict[str, Any] = field(default_factory=dict)
+    runtime: Mapping[str, Any] = {}  # never mutated: `_replace` makes a new session
 
     def to_json(self) -> dict[str, Any]:
         """The session as `podunit exec --list` and `inspect` show it."""
@@ -238,8 +234,14 @@ def _save_session(store: StateStore, session: ExecSession) -> None:
             f"INSERT OR REPLACE INTO exec_sessions ({_SESSION_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                session.id, session.container_id, session.pid, session.state,
-                session.exit_code, stored, session.created_at, session.started_at,
+                session.id,
+                session.container_id,
+                session.pid,
+                session.state,
+                session.exit_code,
+                stored,
+                session.created_at,
+                session.started_at,
                 session.finished_at,
             ),
         )
@@ -302,7 +304,7 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     code = _read_exit_file(_exit_file(store.paths, session))
     if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return session
-    stopped = dataclasses.replace(session, state=STOPPED, exit_code=code, finished_at=time.time())
+    stopped = session._replace(state=STOPPED, exit_code=code, finished_at=time.time())
     _save_session(store, stopped)
     return stopped
 
@@ -356,20 +358,39 @@ def stop_session(
             f"exec session {session.id[:12]} is {session.state}: "
             "only running sessions can be stopped"
         )
-    deadline = time.monotonic() + timeout
+    pid_start_time = session.runtime.get("pid_start_time")
     _signal_session(session, stop_signal)
-    while time.monotonic() < deadline and refresh_session(store, session).state == STARTED:
-        time.sleep(0.05)
-    if refresh_session(store, session).state == STARTED:
+    if not _wait_gone(session.pid, pid_start_time, timeout):
         _signal_session(session, signal.SIGKILL)
-    # conmon writes the exit file right after the process is reaped
-    deadline = time.monotonic() + EXIT_FILE_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        current = refresh_session(store, session)
-        if current.state != STARTED and current.exit_code is not None:
-            return current
-        time.sleep(0.05)
+        _wait_gone(session.pid, pid_start_time, EXIT_FILE_GRACE_SECONDS)
+    # conmon writes the exit file once it has reaped the process, then exits
+    _wait_gone(
+        session.runtime.get("conmon_pid"),
+        session.runtime.get("conmon_start_time"),
+        EXIT_FILE_GRACE_SECONDS,
+    )
     return refresh_session(store, session)
+
+
+def _wait_gone(pid: int | None, start_time: int | None, timeout: float) -> bool:
+    """Wait until the process `pid` (started at `start_time`) has exited; False on timeout.
+
+    pidfd_open(2) + poll: the pidfd becomes readable when the process exits, whoever's
+    child it is; opened before the identity check, so a reused pid cannot be waited on.
+    """
+    if not pid:
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not same_process_alive(pid, start_time):
+            return True
+        readable, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
+        return bool(readable)
+    finally:
+        os.close(pidfd)
 
 
 def remove_session(
@@ -415,8 +436,21 @@ def _stop_timeout(record: ContainerRecord) -> float:
 
 
 def require_running(store: StateStore, record: ContainerRecord) -> ContainerRecord:
-    """Exec only in a running container (libpod: "can only create exec sessions on running")."""
-    record = sync_status(store, record)
+    """Exec only in a running container (libpod: "can only create exec sessions on running").
+
+    A container whose process and conmon are both still the recorded ones is running
+    (conmon writes the exit file only after the process is gone), which is what
+    `operations.sync_status` would answer too; anything else goes through it.
+    """
+    record = store.reload(record)
+    if not (
+        record.status == RUNNING
+        and same_process_alive(record.pid, record.pid_start_time)
+        and same_process_alive(record.conmon_pid, record.conmon_start_time)
+    ):
+        from toolkit.operations import sync_status  # the status machinery, only when needed
+
+        record = sync_status(store, record)
     if record.status == PAUSED:
         raise InvalidState(
             f"container {record.name} is paused", hint=f"podunit unpause {record.name}"
@@ -430,15 +464,19 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
 
 
 def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.ResolvedUser | None:
-    from toolkit import oci
-
+    """`-u USER[:GROUP]` against the container's /etc/passwd and /etc/group (None: the
+    container's own user)."""
     if not user:
         return None
+    from toolkit import oci
+
     rootfs = str((record.spec.get("root") or {}).get("path", "/"))
     if not os.path.isabs(rootfs):
         rootfs = str(Path(record.options.get("bundle_dir", "/")) / rootfs)
     return oci.resolve_user(
-        user, (), oci.read_rootfs_file(rootfs, "/etc/passwd"),
+        user,
+        (),
+        oci.read_rootfs_file(rootfs, "/etc/passwd"),
         oci.read_rootfs_file(rootfs, "/etc/group"),
     )
 
@@ -449,9 +487,7 @@ def create_session(
     config: ExecConfig,
     console_size: tuple[int, int] | None = None,
 ) -> ExecSession:
-    """Write the session's process.json and its `created` row (libpod ExecCreate)."""
-    import secrets
-
+    """Write the session's process.json (libpod ExecCreate); its row is written once it runs."""
     if not config.command:
         raise PodunitError("exec needs a command: podunit exec NAME -- CMD...")
     if config.workdir is not None and not config.workdir.startswith("/"):
@@ -460,13 +496,15 @@ def create_session(
     user = _resolve_exec_user(record, config.user)
     process = exec_process_spec(record.spec, config, user, console_size)
     session = ExecSession(
-        id=secrets.token_hex(32), container_id=record.id, state=CREATED, config=config,
+        id=os.urandom(32).hex(),
+        container_id=record.id,
+        state=CREATED,
+        config=config,
         created_at=time.time(),
     )
     directory = session_dir(store.paths, record.id, session.id)
     (directory / "exits").mkdir(mode=0o700, parents=True)
     (directory / "process.json").write_text(json.dumps(process))
-    _save_session(store, session)
     return session
 
 
@@ -523,8 +561,7 @@ def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | Non
     return records[0] if records else None
 
 
-@dataclass
-class _Started:
+class _Started(NamedTuple):
     session: ExecSession
     monitor: conmon.ConmonProcess
     attach: socket.socket | None
@@ -574,16 +611,20 @@ def start_session(
     finally:
         if parent_attach is not None:
             parent_attach.close()
-    running = dataclasses.replace(
-        session, state=STARTED, pid=pid, started_at=time.time(),
+    conmon_pid = _monitor_pid(monitor)
+    running = session._replace(
+        state=STARTED,
+        pid=pid,
+        started_at=time.time(),
         runtime={
             "pid_start_time": process_start_time(pid),
-            "conmon_pid": _monitor_pid(monitor),
+            "conmon_pid": conmon_pid,
+            "conmon_start_time": process_start_time(conmon_pid) if conmon_pid else None,
             "owner_pid": os.getpid(),
             "owner_start_time": process_start_time(os.getpid()),
         },
     )
-    _save_session(store, running)
+    _save_session(store, running)  # the session's one row, from here until it is removed
     return _Started(running, monitor, client)
 
 
@@ -608,9 +649,8 @@ def _monitor_pid(monitor: conmon.ConmonProcess) -> int | None:
 
 
 def _fail_session(store: StateStore, session: ExecSession) -> None:
-    """A session that never ran leaves nothing behind (no row, no files)."""
+    """A session that never ran leaves nothing behind (it has no row yet; its files go)."""
     _remove_session_files(store.paths, session)
-    _delete_session(store, session.id)
 
 
 # --- attaching -------------------------------------------------------------------------------
@@ -622,6 +662,9 @@ def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
     if not enabled or not os.isatty(fd):
         yield
         return
+    import termios
+    import tty
+
     saved = termios.tcgetattr(fd)
     tty.setraw(fd)
     try:
@@ -657,7 +700,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def relay(
-    attach: socket.socket, *, stdin: int | None, stdout: int, stderr: int,
+    attach: socket.socket,
+    *,
+    stdin: int | None,
+    stdout: int,
+    stderr: int,
     on_output_closed: Callable[[], object] = lambda: None,
 ) -> None:
     """Copy stdin to the attach socket and its packets to stdout/stderr until conmon closes it.
@@ -667,40 +714,37 @@ def relay(
     broken pipe would have).
     """
     closed: set[int] = set()
-    selector = selectors.SelectSelector()  # select(2) also takes regular files (stdin < file)
-    selector.register(attach, selectors.EVENT_READ, "attach")
-    if stdin is not None:
-        selector.register(stdin, selectors.EVENT_READ, "stdin")
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "attach":
-                    packet = attach.recv(65536)
-                    if not packet:
-                        return
-                    stream, data = attach_packet(packet)
-                    target = stderr if stream == ATTACH_STDERR else stdout
-                    if target in closed:
-                        continue
-                    try:
-                        _write_all(target, data)
-                    except BrokenPipeError:
-                        closed.add(target)
-                        on_output_closed()
-                else:
-                    assert stdin is not None
-                    chunk = os.read(stdin, STDIN_CHUNK)
-                    if chunk:
-                        attach.sendall(chunk)
-                    else:
-                        selector.unregister(stdin)
-                        attach.shutdown(socket.SHUT_WR)  # conmon closes the process's stdin
-    finally:
-        selector.close()
+    readers: list[Any] = [attach] if stdin is None else [attach, stdin]
+    while True:
+        readable, _, _ = select.select(readers, [], [])  # select(2) also takes regular files
+        if attach in readable:
+            packet = attach.recv(65536)
+            if not packet:
+                return
+            stream, data = attach_packet(packet)
+            target = stderr if stream == ATTACH_STDERR else stdout
+            if target not in closed:
+                try:
+                    _write_all(target, data)
+                except BrokenPipeError:
+                    closed.add(target)
+                    on_output_closed()
+        if stdin is not None and stdin in readable:
+            chunk = os.read(stdin, STDIN_CHUNK)
+            if chunk:
+                attach.sendall(chunk)
+            else:
+                readers.remove(stdin)
+                attach.shutdown(socket.SHUT_WR)  # conmon closes the process's stdin
 
 
 PROXIED_SIGNALS = (
-    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
 )
 
 
@@ -723,8 +767,14 @@ def _proxied_signals(session: ExecSession) -> Iterator[None]:
 
 
 def run_attached(
-    store: StateStore, record: ContainerRecord, config: ExecConfig, *,
-    environ: Mapping[str, str], stdin: int = 0, stdout: int = 1, stderr: int = 2,
+    store: StateStore,
+    record: ContainerRecord,
+    config: ExecConfig,
+    *,
+    environ: Mapping[str, str],
+    stdin: int = 0,
+    stdout: int = 1,
+    stderr: int = 2,
 ) -> int:
     """Create, start, attach, wait and remove: `podunit exec` without -d (libpod Exec)."""
     session = create_session(store, record, config, terminal_size(stdin) if config.tty else None)
@@ -735,14 +785,13 @@ def run_attached(
     try:
         if config.tty:
             send_window_size(ctl, stdin)
-            previous_winch = signal.signal(
-                signal.SIGWINCH, lambda *_: send_window_size(ctl, stdin)
-            )
+            previous_winch = signal.signal(signal.SIGWINCH, lambda *_: send_window_size(ctl, stdin))
         with raw_terminal(stdin, config.tty), _proxied_signals(started.session):
             relay(
                 started.attach,
                 stdin=stdin if (config.interactive or config.tty) else None,
-                stdout=stdout, stderr=stderr,
+                stdout=stdout,
+                stderr=stderr,
                 on_output_closed=lambda: _signal_session(started.session, signal.SIGPIPE),
             )
         code = started.monitor.exec_exit_code()
@@ -751,12 +800,10 @@ def run_attached(
             signal.signal(signal.SIGWINCH, previous_winch)
         started.attach.close()
         started.monitor.close()
-    stopped = dataclasses.replace(
-        started.session, state=STOPPED, exit_code=code, finished_at=time.time()
-    )
-    _save_session(store, stopped)
-    _remove_session_files(store.paths, stopped)
-    _delete_session(store, stopped.id)
+    # Ended and reported: the session goes at once (no `stopped` row in between, which
+    # nobody could see), files first so that a killed `podunit exec` leaves a row to reap.
+    _remove_session_files(store.paths, started.session)
+    _delete_session(store, started.session.id)
     return code
 
 
@@ -793,7 +840,10 @@ def cli_exec(args: argparse.Namespace) -> int:
         if getattr(args, "rm", None):
             session = _session(store, record, args.rm)
             remove_session(
-                store, session, force=args.force, stop_signal=_stop_signal(record),
+                store,
+                session,
+                force=args.force,
+                stop_signal=_stop_signal(record),
                 timeout=timeout,
             )
             print(session.id)
@@ -812,4 +862,3 @@ def cli_exec(args: argparse.Namespace) -> int:
             return 0
         sys.stdout.flush()
         return run_attached(store, record, config, environ=os.environ)
-

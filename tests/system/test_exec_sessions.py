@@ -60,8 +60,18 @@ def python_inside(sandbox: Sandbox, script: str, *args: str) -> str:
 def start_container(sandbox: Sandbox, name: str) -> ExecTarget:
     """A busybox container started the real way: `podunit run -d` (conmon, runc)."""
     started = podunit(
-        sandbox, "run", "-d", "--runtime", "runc", "--rootfs", ROOTFS, "--name", name,
-        "--", "sleep", "3600",
+        sandbox,
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--rootfs",
+        ROOTFS,
+        "--name",
+        name,
+        "--",
+        "sleep",
+        "3600",
     )
     assert started.returncode == 0, started.stderr
     return ExecTarget(name, started.stdout.decode().strip())
@@ -144,8 +154,19 @@ def test_without_interactive_stdin_is_empty(sandbox: Sandbox, web: ExecTarget) -
 
 def test_user_workdir_and_environment(sandbox: Sandbox, web: ExecTarget) -> None:
     result = podunit(
-        sandbox, "exec", "-u", "nobody", "-w", "/tmp", "-e", "GREETING=hi there",
-        web.name, "--", "sh", "-c", 'echo "$(id -u) $(pwd) $GREETING"',
+        sandbox,
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "GREETING=hi there",
+        web.name,
+        "--",
+        "sh",
+        "-c",
+        'echo "$(id -u) $(pwd) $GREETING"',
     )
     assert result.stdout == b"65534 /tmp hi there\n", result.stderr
 
@@ -165,7 +186,8 @@ def test_tty_is_a_pseudo_terminal(sandbox: Sandbox, web: ExecTarget) -> None:
     assert re.search(rb"/dev/pts/\d+", result.stdout), result.stdout
     status = sandbox.run(
         ["script", "-qec", f"{PODUNIT} exec -t {web.name} -- sh -c 'exit 3'", "/dev/null"],
-        env=ENV, check=False,
+        env=ENV,
+        check=False,
     )
     assert status.returncode == 3
 
@@ -199,9 +221,20 @@ def test_tty_size_and_resize(sandbox: Sandbox, web: ExecTarget) -> None:
     script = f"{BASE}/resize.py"
     sandbox.write(script, RESIZE)
     result = sandbox.run(
-        [str(VENV_PYTHON), script, PODUNIT, "exec", "-t", web.name, "--",
-         "sh", "-c", "stty size; sleep 2; stty size; exit 6"],
-        env=ENV, check=False,
+        [
+            str(VENV_PYTHON),
+            script,
+            PODUNIT,
+            "exec",
+            "-t",
+            web.name,
+            "--",
+            "sh",
+            "-c",
+            "stty size; sleep 2; stty size; exit 6",
+        ],
+        env=ENV,
+        check=False,
     )
     assert result.returncode == 6, result.stderr
     assert result.stdout == b"33 101\r\n20 70\r\n"
@@ -232,9 +265,7 @@ def test_detached_session_runs_then_stops(sandbox: Sandbox, web: ExecTarget) -> 
 
 
 def test_remove_running_session_needs_force(sandbox: Sandbox, web: ExecTarget) -> None:
-    started = podunit(
-        sandbox, "exec", "-d", web.name, "--", "sh", "-c", "trap '' TERM; sleep 1000"
-    )
+    started = podunit(sandbox, "exec", "-d", web.name, "--", "sh", "-c", "trap '' TERM; sleep 1000")
     session_id = started.stdout.decode().strip()
     refused = podunit(sandbox, "exec", "--rm", session_id, web.name)
     assert refused.returncode == 125
@@ -293,8 +324,18 @@ def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: Exe
     """The real run path: conmon-monitored, with podunit's runtime arguments (--root ...)."""
     name = f"exec-run-{secrets.token_hex(3)}"
     started = podunit(
-        sandbox, "run", "-d", "--runtime", "runc", "--rootfs", ROOTFS, "--name", name,
-        "--", "sleep", "1000",
+        sandbox,
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--rootfs",
+        ROOTFS,
+        "--name",
+        name,
+        "--",
+        "sleep",
+        "1000",
     )
     assert started.returncode == 0, started.stderr
     try:
@@ -321,7 +362,7 @@ def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: Exe
 def test_signals_to_an_attached_exec_reach_its_process(sandbox: Sandbox, web: ExecTarget) -> None:
     inner = "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait"
     script = (
-        f"{PODUNIT} exec {web.name} -- sh -c \"{inner}\" & pid=$!; "
+        f'{PODUNIT} exec {web.name} -- sh -c "{inner}" & pid=$!; '
         "sleep 1.5; kill -TERM $pid; wait $pid; echo status=$?"
     )
     result = sandbox.run(["sh", "-c", script], env=ENV, timeout=30)
@@ -370,9 +411,7 @@ def test_bad_exec_options(
     assert leftovers(sandbox, web) == []
 
 
-def test_twenty_parallel_execs_keep_their_own_exit_codes(
-    sandbox: Sandbox, web: ExecTarget
-) -> None:
+def test_twenty_parallel_execs_keep_their_own_exit_codes(sandbox: Sandbox, web: ExecTarget) -> None:
     """Concurrent sessions share the state database without errors (issue 4)."""
     before = len(sessions(sandbox, web))
     env = " ".join(f"{key}={value}" for key, value in ENV.items())
@@ -386,4 +425,32 @@ def test_twenty_parallel_execs_keep_their_own_exit_codes(
     assert statuses == [f"{code}:{code}" for code in range(20)]
     assert sandbox.read(f"{BASE}/parallel.err") == b""
     assert len(sessions(sandbox, web)) == before
+    assert leftovers(sandbox, web) == []
+
+
+def test_a_real_exec_imports_only_what_it_needs(sandbox: Sandbox, web: ExecTarget) -> None:
+    """What one `podunit exec NAME CMD` process loads (issue 6: imports dominate its time)."""
+    result = sandbox.run(
+        [PODUNIT, "exec", web.name, "--", "true"],
+        env={**ENV, "PYTHONPROFILEIMPORTTIME": "1"}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.decode().splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "toolkit.state" in loaded  # (cli's import_module of the verb's module is not listed)
+    assert sorted(loaded & {"toolkit.operations", "toolkit.oci", "secrets", "tty"}) == []
+    assert leftovers(sandbox, web) == []
+
+
+def test_stop_escalates_to_sigkill_after_the_timeout(sandbox: Sandbox, web: ExecTarget) -> None:
+    started = podunit(sandbox, "exec", "-d", web.name, "--", "sh", "-c", "trap '' TERM; sleep 1000")
+    session_id = started.stdout.decode().strip()
+    stopped = podunit(sandbox, "exec", "--stop", session_id, "--time", "0.5", web.name)
+    assert stopped.returncode == 0, stopped.stderr
+    after = {s["ID"]: s for s in sessions(sandbox, web)}[session_id]
+    assert (after["State"], after["ExitCode"]) == ("stopped", 128 + 9)
+    assert podunit(sandbox, "exec", "--rm", session_id, web.name).returncode == 0
     assert leftovers(sandbox, web) == []

@@ -1,0 +1,235 @@
+"""The `podunit exec` path stays light and event-driven (issue 6; toolkit.exec_sessions).
+
+Real processes, sockets, pipes and SQLite; the import checks run in a fresh interpreter,
+so that what the test process already imported does not hide a regression.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from toolkit import exec_sessions
+from toolkit.errors import InvalidState
+from toolkit.paths import RuntimePaths
+from toolkit.proc import process_start_time
+from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
+
+# What a plain `podunit exec NAME CMD` must not load: the status and run machinery of
+# operations (only for a container that is not plainly running), oci (only for -u),
+# the terminal modules (only for -t), and secrets (ids come from os.urandom).
+NOT_ON_THE_EXEC_PATH = (
+    "toolkit.operations",
+    "toolkit.oci",
+    "toolkit.cgroups",
+    "toolkit.notify",
+    "toolkit.activation",
+    "toolkit.health",
+    "toolkit.images",
+    "toolkit.generator",
+    "secrets",
+    "tty",
+    "termios",
+    "argparse",
+)
+
+IMPORT_PROBE = """
+import json, sys
+from toolkit import exec_sessions
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# A fresh interpreter: a container whose process and conmon (two sleeps here) are alive.
+REQUIRE_RUNNING_PROBE = """
+import json, os, subprocess, sys, time
+from toolkit.exec_sessions import require_running
+from toolkit.paths import RuntimePaths
+from toolkit.proc import process_start_time
+from toolkit.state import ContainerRecord, StateStore
+payload, monitor = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
+try:
+    with StateStore(RuntimePaths.for_mode(False)) as store:
+        record = ContainerRecord(
+            id="c" * 64, name="web", runtime="/usr/sbin/runc", status=sys.argv[1],
+            created_at=time.time(), spec={}, pid=payload.pid,
+            pid_start_time=process_start_time(payload.pid), conmon_pid=monitor.pid,
+            conmon_start_time=process_start_time(monitor.pid),
+        )
+        store.add(record)
+        try:
+            answer = require_running(store, record).status
+        except Exception as error:
+            answer = str(error)
+    print(json.dumps([answer, "toolkit.operations" in sys.modules]))
+finally:
+    for child in (payload, monitor):
+        child.kill()
+        child.wait()
+"""
+
+
+def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    return result.stdout
+
+
+def test_the_exec_module_imports_nothing_it_does_not_need() -> None:
+    loaded = set(json.loads(_fresh(IMPORT_PROBE)))
+    assert sorted(loaded & set(NOT_ON_THE_EXEC_PATH)) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "status_machinery"),
+    [
+        (RUNNING, RUNNING, False),  # the common case: two /proc reads, nothing imported
+        (PAUSED, "container web is paused", True),  # anything else: operations.sync_status
+    ],
+)
+def test_require_running_uses_the_status_machinery_only_when_needed(
+    tmp_path: Path, status: str, answer: str, status_machinery: bool
+) -> None:
+    env = {
+        **os.environ,
+        "PODUNIT_STATE_DIR": str(tmp_path / "state"),
+        "PODUNIT_RUN_DIR": str(tmp_path / "run"),
+    }
+    assert json.loads(_fresh(REQUIRE_RUNNING_PROBE, status, env=env)) == [
+        answer, status_machinery
+    ]  # fmt: skip
+
+
+def test_a_container_whose_process_is_gone_is_not_running(tmp_path: Path) -> None:
+    paths = RuntimePaths.for_mode(
+        False,
+        {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
+    )
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    monitor = subprocess.Popen(["sleep", "60"])
+    try:
+        with StateStore(paths) as store:
+            record = ContainerRecord(
+                id="d" * 64, name="db", runtime="/usr/sbin/runc", status=RUNNING,
+                created_at=time.time(), spec={}, pid=gone.pid, pid_start_time=1,
+                conmon_pid=monitor.pid, conmon_start_time=process_start_time(monitor.pid),
+            )  # fmt: skip
+            store.add(record)
+            with pytest.raises(InvalidState, match="container db is not running"):
+                exec_sessions.require_running(store, record)
+    finally:
+        monitor.kill()
+        monitor.wait()
+
+
+# --- waiting for a process to be gone (exec --stop/--rm -f, stop_all_sessions) --------------
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen(["sleep", "60"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_wait_gone_returns_when_the_process_exits(sleeper: subprocess.Popen[bytes]) -> None:
+    started = process_start_time(sleeper.pid)
+    os.kill(sleeper.pid, signal.SIGTERM)
+    before = time.monotonic()
+    assert exec_sessions._wait_gone(sleeper.pid, started, 30.0) is True
+    assert time.monotonic() - before < 10.0  # woken by the exit, not by the timeout
+
+
+def test_wait_gone_times_out_on_a_live_process(sleeper: subprocess.Popen[bytes]) -> None:
+    started = process_start_time(sleeper.pid)
+    before = time.monotonic()
+    assert exec_sessions._wait_gone(sleeper.pid, started, 0.2) is False
+    assert time.monotonic() - before >= 0.2
+    assert sleeper.poll() is None
+
+
+def test_wait_gone_does_not_wait_on_another_process(sleeper: subprocess.Popen[bytes]) -> None:
+    """A pid that now names another process (other start time) counts as gone."""
+    started = process_start_time(sleeper.pid)
+    assert started is not None
+    assert exec_sessions._wait_gone(sleeper.pid, started + 1, 30.0) is True
+    assert exec_sessions._wait_gone(None, None, 30.0) is True
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert exec_sessions._wait_gone(finished.pid, None, 30.0) is True
+
+
+# --- the attach relay ---------------------------------------------------------------------
+
+
+def _conmon_side() -> tuple[socket.socket, socket.socket]:
+    ours, conmons = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return ours, conmons
+
+
+def test_relay_splits_the_streams_and_forwards_stdin_until_eof(tmp_path: Path) -> None:
+    ours, conmons = _conmon_side()
+    stdin_read, stdin_write = os.pipe()
+    os.write(stdin_write, b"input")
+    os.close(stdin_write)
+    conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + b"hello ")
+    conmons.send(bytes([exec_sessions.ATTACH_STDERR]) + b"oops")
+    conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + b"world")
+    received: list[bytes] = []
+
+    def conmon() -> None:  # what conmon does: read the process's stdin to its end, then close
+        conmons.settimeout(30)
+        try:
+            while chunk := conmons.recv(100):
+                received.append(chunk)
+            received.append(b"<EOF>")  # our shutdown(SHUT_WR): the process's stdin ends
+        finally:
+            conmons.close()  # the end of the output: the relay returns
+
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        thread = threading.Thread(target=conmon)
+        thread.start()
+        exec_sessions.relay(ours, stdin=stdin_read, stdout=out.fileno(), stderr=err.fileno())
+        thread.join()
+    os.close(stdin_read)
+    ours.close()
+    assert b"".join(received) == b"input<EOF>"
+    assert (tmp_path / "out").read_bytes() == b"hello world"
+    assert (tmp_path / "err").read_bytes() == b"oops"
+
+
+def test_relay_reports_a_closed_reader_once_and_drops_its_output(tmp_path: Path) -> None:
+    ours, conmons = _conmon_side()
+    reader, writer = os.pipe()
+    os.close(reader)
+    closed: list[int] = []
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it up
+    try:
+        with open(tmp_path / "err", "wb") as err:
+            for data in (b"a", b"b"):
+                conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + data)
+            conmons.send(bytes([exec_sessions.ATTACH_STDERR]) + b"still here")
+            conmons.close()
+            exec_sessions.relay(
+                ours, stdin=None, stdout=writer, stderr=err.fileno(),
+                on_output_closed=lambda: closed.append(1),
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+        os.close(writer)
+        ours.close()
+    assert closed == [1]
+    assert (tmp_path / "err").read_bytes() == b"still here"
