@@ -151,8 +151,8 @@ def generate_cached(*, user: bool, podunit: str, environ: Mapping[str, str]) -> 
     from toolkit import generator_cache as cache
 
     started = cache.now_ns()
+    path = cache.prepare(user=user, environ=environ)  # before the walk: it may add a directory
     dirs, scan = _scan(user=user, environ=environ)
-    path = cache.cache_file(user=user, environ=environ)
     key = cache.make_key(user=user, podunit=podunit, dirs=dirs, environ=environ, inputs=scan.inputs)
     if path is not None:
         cached = cache.load(path, key)

@@ -92,6 +92,22 @@ def cache_file(*, user: bool, environ: Mapping[str, str]) -> str | None:
     return f"{directory}/{CACHE_DIR}/{'user' if user else 'system'}-{crc:08x}.marshal"
 
 
+def prepare(*, user: bool, environ: Mapping[str, str]) -> str | None:
+    """`cache_file`, with its directory created (None if that fails).
+
+    Called before the search path is walked: creating the directory changes the run
+    directory, which is a search directory, and the walk must see it as it will stay.
+    """
+    path = cache_file(user=user, environ=environ)
+    if path is None:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
 def _identity(path: str) -> tuple[str | int, ...]:
     try:
         status = os.stat(path)
@@ -187,10 +203,8 @@ def _well_formed(output: object) -> bool:
 
 def store(path: str, key: Key, output: Output) -> None:
     """Write the cache atomically (temporary file + rename); failures are ignored."""
-    directory = os.path.dirname(path)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as stream:
             stream.write(marshal.dumps((key, output)))

@@ -64,6 +64,7 @@ def defs(tmp_path: Path) -> Path:
 def environment(defs: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PODUNIT_")}
     env["PODUNIT_DEFINITION_DIRS"] = str(defs)
+    env["PODUNIT_RUN_DIR"] = str(defs.parent / "run")  # the generator's cache
     env.update(extra)
     return env
 
