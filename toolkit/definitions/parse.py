@@ -138,7 +138,10 @@ def duration(node: Node, what: str) -> timedelta:
     if isinstance(node.value, int | float) and not isinstance(node.value, bool):
         if node.value < 0:
             raise fail(node, f"{what} {v.quote(node.raw)} must not be negative")
-        return timedelta(seconds=node.value)
+        try:
+            return v.seconds_to_timedelta(node.value, node.raw)
+        except ValueError as error:
+            raise fail(node, f"{what}: {error}") from None
     result: timedelta = converted(node, v.parse_duration, what)
     return result
 

@@ -56,7 +56,7 @@ def parse_duration(text: str) -> timedelta:
     stripped = text.strip().replace(" ", "")
     plain = _number(stripped)
     if plain is not None:
-        return timedelta(seconds=plain)
+        return seconds_to_timedelta(plain, text)
     total, number, rest = 0.0, "", stripped
     seen = False
     while rest:
@@ -75,7 +75,15 @@ def parse_duration(text: str) -> timedelta:
         seen = True
     if not seen:
         raise ValueError(f"invalid duration {quote(text)} (use e.g. 10s, 1m30s, 500ms)")
-    return timedelta(seconds=total)
+    return seconds_to_timedelta(total, text)
+
+
+def seconds_to_timedelta(seconds: float, text: object) -> timedelta:
+    """`timedelta(seconds=...)`; ValueError for what it cannot hold (too large, NaN)."""
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        raise ValueError(f"duration {quote(text)} is out of range") from None
 
 
 def format_duration(value: timedelta) -> str:
