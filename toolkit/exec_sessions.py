@@ -414,13 +414,19 @@ def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: fl
 
     The sessions' processes die with the container anyway; this ends them first
     (SIGKILL after `timeout`), so their monitors report and nothing stays behind.
+    A container without an exec directory never had a session that still runs (its
+    files go only once it has ended), so the usual `rm` costs no database transaction;
+    rows of ended sessions go with the container's row (ON DELETE CASCADE).
     """
+    exec_dir = store.paths.bundle_dir(record.id) / "exec"
+    if not exec_dir.is_dir():
+        return
     for session in _sessions(store, record.id):
         with contextlib.suppress(PodunitError):
             remove_session(
                 store, session, force=True, stop_signal=_stop_signal(record), timeout=timeout
             )
-    shutil.rmtree(store.paths.bundle_dir(record.id) / "exec", ignore_errors=True)
+    shutil.rmtree(exec_dir, ignore_errors=True)
 
 
 def _stop_signal(record: ContainerRecord) -> int:

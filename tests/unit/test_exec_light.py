@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -132,6 +133,34 @@ def test_a_container_whose_process_is_gone_is_not_running(tmp_path: Path) -> Non
     finally:
         monitor.kill()
         monitor.wait()
+
+
+def test_removing_a_container_without_exec_sessions_needs_no_transaction(
+    tmp_path: Path,
+) -> None:
+    """`rm` calls stop_all_sessions: with no exec directory it does not touch the database."""
+    paths = RuntimePaths.for_mode(
+        False,
+        {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
+    )
+    with StateStore(paths) as store:
+        record = ContainerRecord(
+            id="e" * 64, name="idle", runtime="/usr/sbin/runc", status=RUNNING,
+            created_at=time.time(), spec={},
+        )  # fmt: skip
+        store.add(record)
+        other = sqlite3.connect(paths.database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            before = time.monotonic()
+            exec_sessions.stop_all_sessions(store, record)
+            assert time.monotonic() - before < 5.0
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        (paths.bundle_dir(record.id) / "exec" / "s1").mkdir(parents=True)
+        exec_sessions.stop_all_sessions(store, record)  # with one: looked up, files removed
+        assert not (paths.bundle_dir(record.id) / "exec").exists()
 
 
 # --- waiting for a process to be gone (exec --stop/--rm -f, stop_all_sessions) --------------
