@@ -64,5 +64,12 @@ def test_refused_compose_keys_are_listed() -> None:
 
 def test_manpage_sections() -> None:
     text = MANPAGE.read_text()
-    for title in ("FILES AND SEARCH PATH", "DROP-INS", "TEMPLATES", "COMPOSE FILES", "ERRORS"):
+    for title in (
+        "FILES AND SEARCH PATH",
+        "DROP-INS",
+        "TEMPLATES",
+        "COMPOSE FILES",
+        "ERRORS",
+        "GENERATOR CACHE",
+    ):
         assert f"\n# {title}\n" in text
