@@ -27,13 +27,17 @@ tick), so an input changed less than `RACY_NS` before the run started is not
 trusted: that run's output is not cached (the next run caches it), as Git treats
 "racily clean" index entries.
 
-Where: `<run dir>/generator-cache/` (`/run/podunit`, `$XDG_RUNTIME_DIR/podunit`), the
-per-boot directory the spec (§3.1) names for podunit's per-boot files. It is on a
-tmpfs that systemd mounts before it runs generators, is gone at reboot (a boot
-always starts cold), and it is not generator output: systemd never loads it, and
-the generator still writes its units only into the normal directory it is given.
-The search walk skips it (`search.RUNTIME_ENTRIES`). A cache that cannot be
-read, written, or is corrupt or from another version is ignored and overwritten;
+Where: `<run dir>/generator-cache/` (`/run/podunit`, `$XDG_RUNTIME_DIR/podunit`, or
+`$PODUNIT_RUN_DIR`), the per-boot directory the spec (§3.1) names for podunit's
+per-boot files. Why this is acceptable under systemd.generator(7) ("Notes about
+writing generators"): generators may rely on a mounted /run (not on /var), which is
+a tmpfs, so the cache is gone at reboot and a boot always starts cold; the cache is
+not configuration for another service nor generator output (systemd never loads
+it; the units still go only into the output directory, and are written on every
+run); generators of one manager run in parallel, so the file is per mode and
+search path and replaced atomically (temporary file + rename). The search walk
+skips it (`search.RUNTIME_ENTRIES`). A cache that cannot be read or written, is
+corrupt or from another version is ignored (and overwritten);
 `PODUNIT_GENERATOR_CACHE=0` turns the cache off.
 """
 
