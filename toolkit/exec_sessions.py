@@ -40,18 +40,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from toolkit.errors import InvalidState, PodunitError
 from toolkit.paths import RuntimePaths
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     # Annotations only: a plain `podunit exec NAME CMD` imports neither argparse's parser
     # module here, nor oci (only for -u) nor the status machinery of operations (only when
     # the container is not plainly running); conmon is imported where a session starts.
     import argparse
+    from typing import Any
 
     from toolkit import conmon, oci
 
@@ -73,19 +74,66 @@ class ExecSessionNotFound(PodunitError):
 # --- pure parts ------------------------------------------------------------------------------
 
 
-class ExecConfig(NamedTuple):
+class _Record:
+    """An immutable record with `__slots__`: compared, shown and copied field by field.
+
+    Not a dataclass or NamedTuple: `podunit exec` imports neither `dataclasses` nor
+    `typing` (as `state.ContainerRecord`, issue 6).
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **values: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class ExecConfig(_Record):
     """What the user asked for (libpod ExecConfig)."""
 
+    __slots__ = ("command", "detach", "environment", "interactive", "tty", "user", "workdir")
     command: tuple[str, ...]
-    tty: bool = False
-    interactive: bool = False
-    detach: bool = False
-    environment: tuple[tuple[str, str], ...] = ()
-    user: str | None = None
-    workdir: str | None = None
+    tty: bool
+    interactive: bool
+    detach: bool
+    environment: tuple[tuple[str, str], ...]
+    user: str | None
+    workdir: str | None
+
+    def __init__(
+        self,
+        command: tuple[str, ...],
+        *,
+        tty: bool = False,
+        interactive: bool = False,
+        detach: bool = False,
+        environment: tuple[tuple[str, str], ...] = (),
+        user: str | None = None,
+        workdir: str | None = None,
+    ) -> None:
+        self._set(
+            command=command, tty=tty, interactive=interactive, detach=detach,
+            environment=environment, user=user, workdir=workdir,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        return self._asdict()
+        return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
@@ -100,19 +148,55 @@ class ExecConfig(NamedTuple):
         )
 
 
-class ExecSession(NamedTuple):
+class ExecSession(_Record):
     """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
 
+    __slots__ = (
+        "config",
+        "container_id",
+        "created_at",
+        "exit_code",
+        "finished_at",
+        "id",
+        "pid",
+        "runtime",
+        "started_at",
+        "state",
+    )
     id: str
     container_id: str
     state: str
     config: ExecConfig
     created_at: float
-    pid: int | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    runtime: Mapping[str, Any] = {}  # never mutated: `_replace` makes a new session
+    pid: int | None
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    runtime: Mapping[str, Any]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        container_id: str,
+        state: str,
+        config: ExecConfig,
+        created_at: float,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        runtime: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._set(
+            id=id, container_id=container_id, state=state, config=config,
+            created_at=created_at, pid=pid, exit_code=exit_code, started_at=started_at,
+            finished_at=finished_at, runtime=runtime or {},
+        )  # fmt: skip
+
+    def _replace(self, **changes: Any) -> ExecSession:
+        """A copy with `changes` applied."""
+        return ExecSession(**{**dict(zip(self.__slots__, self._values(), strict=True)), **changes})
 
     def to_json(self) -> dict[str, Any]:
         """The session as `podunit exec --list` and `inspect` show it."""
@@ -567,10 +651,17 @@ def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | Non
     return records[0] if records else None
 
 
-class _Started(NamedTuple):
-    session: ExecSession
-    monitor: conmon.ConmonProcess
-    attach: socket.socket | None
+class _Started:
+    """A session whose process runs: its monitor, and the attach socket unless detached."""
+
+    __slots__ = ("attach", "monitor", "session")
+
+    def __init__(
+        self, session: ExecSession, monitor: conmon.ConmonProcess, attach: socket.socket | None
+    ) -> None:
+        self.session = session
+        self.monitor = monitor
+        self.attach = attach
 
 
 def start_session(

@@ -79,6 +79,16 @@ finally:
 """
 
 
+# What exec_sessions itself adds to the modules it builds on (theirs are their owners' business).
+OWN_IMPORTS_PROBE = """
+import json, sys
+import toolkit.errors, toolkit.paths, toolkit.proc, toolkit.state
+before = set(sys.modules)
+from toolkit import exec_sessions
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
 def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-c", script, *args],
@@ -90,6 +100,34 @@ def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
 def test_the_exec_module_imports_nothing_it_does_not_need() -> None:
     loaded = set(json.loads(_fresh(IMPORT_PROBE)))
     assert sorted(loaded & set(NOT_ON_THE_EXEC_PATH)) == []
+
+
+def test_the_exec_module_itself_needs_neither_dataclasses_nor_typing() -> None:
+    added = set(json.loads(_fresh(OWN_IMPORTS_PROBE)))
+    assert "toolkit.exec_sessions" in added
+    assert sorted(added & {"dataclasses", "typing", *NOT_ON_THE_EXEC_PATH}) == []
+
+
+def test_exec_records_are_immutable_values() -> None:
+    config = exec_sessions.ExecConfig(("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
+    assert config == exec_sessions.ExecConfig(
+        ("sh", "-c", "x"), tty=True, environment=(("A", "1"),)
+    )
+    assert hash(config) == hash(exec_sessions.ExecConfig.from_json(config.to_json()))
+    assert config != exec_sessions.ExecConfig(("sh", "-c", "x"))
+    with pytest.raises(AttributeError, match="ExecConfig is immutable: cannot set tty"):
+        config.tty = False  # type: ignore[misc]
+    session = exec_sessions.ExecSession(
+        id="a" * 64, container_id="b" * 64, state="created", config=config, created_at=1.0
+    )
+    running = session._replace(state="running", pid=7)
+    assert (running.state, running.pid, running.config, running.runtime) == (
+        "running", 7, config, {}
+    )  # fmt: skip
+    assert (session.state, session.pid) == ("created", None)
+    assert "pid=7" in repr(running)
+    with pytest.raises(TypeError):
+        session._replace(no_such_field=1)
 
 
 @pytest.mark.parametrize(
