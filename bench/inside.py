@@ -524,13 +524,15 @@ def alternate(
 
 @dataclass(frozen=True)
 class GeneratorRun:
-    """One generator input: `key` is the number of definitions, or "floor" for the bare
-    interpreter started the same way."""
+    """One generator input: `key` is the number of definitions (cold: no cache, the boot
+    case), `warm-N` (daemon-reload of an unchanged tree: the cache hits), or "floor" for
+    the bare interpreter started the same way."""
 
     key: str
     argv: tuple[str, ...]
     env: dict[str, str]
     expected_units: int
+    warm: bool = False
 
 
 GENERATOR_OUTPUT = Path("/run/podunit-bench-generator")
@@ -538,9 +540,13 @@ GENERATOR_OUTPUT = Path("/run/podunit-bench-generator")
 
 def scenario_generator(sizes: Sizes, recorder: Recorder) -> None:
     """The generator executable as systemd runs it: a fresh process with three output
-    directories on a tmpfs (/run), for 1, 100, 1000 definition files; plus the floor of
-    a Python interpreter started the same way (``python3 -I -S -c pass``). Peak RSS is
-    measured once per input (an extra, untimed run under GNU time)."""
+    directories on a tmpfs (/run), for 1, 100, 1000 definition files, cold (its cache
+    file removed first: the boot case, including writing the cache) and warm (an untimed
+    run first, then the timed one hits the cache: a daemon-reload with nothing changed);
+    plus the floor of a Python interpreter started the same way (``python3 -I -S -c
+    pass``). Peak RSS is measured once per input (an extra, untimed run under GNU time)."""
+    from toolkit.generator_cache import RACY_NS, cache_file
+
     dirs = tuple(str(GENERATOR_OUTPUT / kind) for kind in ("normal", "early", "late"))
     runs = [GeneratorRun("floor", ("/usr/bin/python3", "-I", "-S", "-c", "pass"), {}, 0)]
     for count in sizes.generator_counts:
@@ -548,17 +554,42 @@ def scenario_generator(sizes: Sizes, recorder: Recorder) -> None:
         write_generator_definitions(source, count)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PODUNIT_DEFINITION_DIRS": str(source)}
         runs.append(GeneratorRun(str(count), (GENERATOR, *dirs), env, count))
+        runs.append(GeneratorRun(f"warm-{count}", (GENERATOR, *dirs), env, count, warm=True))
+    time.sleep(RACY_NS / 1e9 + 0.1)  # files changed within RACY_NS of a run are not cached
 
-    def measure(run: GeneratorRun) -> list[float]:
+    def fresh_output() -> None:
         shutil.rmtree(GENERATOR_OUTPUT, ignore_errors=True)
         for directory in dirs:
             os.makedirs(directory)
+
+    def measure(run: GeneratorRun) -> list[float]:
+        cache = cache_file(user=False, environ=run.env) if run.env else None
+
+        def cold_start() -> None:
+            if cache is not None and not run.warm:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cache)
+
+        cold_start()
+        if run.warm:
+            fresh_output()
+            run_timed(run.argv, env=run.env)  # the previous daemon-reload fills the cache
+            before = os.stat(cache) if cache is not None else None
+        fresh_output()
         elapsed = run_timed(run.argv, env=run.env)
         written = len(list(Path(dirs[0]).glob("*.service")))
         if written != run.expected_units:
             raise BenchFailure(f"generator wrote {written} units for {run.expected_units}")
+        if run.warm and cache is not None:
+            after = os.stat(cache)
+            if before is None or (after.st_ino, after.st_mtime_ns) != (
+                before.st_ino,
+                before.st_mtime_ns,
+            ):
+                raise BenchFailure(f"the warm generator run missed its cache {cache}")
         entry = recorder.entry("generator", run.key)
         if "maxrss_kib" not in entry:
+            cold_start()
             entry["maxrss_kib"] = peak_memory_kib(run.argv, env=run.env)
         return [elapsed]
 

@@ -3,7 +3,8 @@
 Targets are the issue's (a standing goal, not a test gate): start <= 0.6x Podman
 and within 40 ms of the raw runtime; exec <= 0.5x Podman; stop <= Podman; memory
 per running container <= Podman's (within a page) with no podunit process resident; generator
-<= 30 ms for 1 definition and <= 120 ms for 1000; burst <= 0.5x Podman.
+<= 30 ms for 1 definition and <= 120 ms for 1000, each cold (boot: no cache) and warm
+(daemon-reload of an unchanged tree: the generator's cache hits); burst <= 0.5x Podman.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def main_table(results: Mapping[str, Any]) -> list[str]:
 
 
 def generator_table(results: Mapping[str, Any]) -> list[str]:
+    """Cold (`N`: no cache, the boot case) and warm (`warm-N`: daemon-reload of an
+    unchanged tree, the cache hits) runs per number of definitions."""
     scenarios = _scenarios(results)
     saved = results.get("meta", {}).get("quadlet_reference_ms", QUADLET_REFERENCE_MS)
     reference = {int(count): float(ms) for count, ms in saved.items()}
@@ -102,30 +105,31 @@ def generator_table(results: Mapping[str, Any]) -> list[str]:
         return []
     heading = [
         "definitions",
-        "podunit-generator wall time",
-        "per definition (all / beyond the first)",
-        "peak RSS",
+        "cold (boot, no cache)",
+        "warm (daemon-reload, unchanged)",
+        "cold per definition (all / beyond the first)",
+        "peak RSS cold / warm",
         "Quadlet (issue's reference, not measured)",
     ]
     lines = [_row(heading), _row(["---"] * len(heading))]
     one = median(runs.get("1"))
     for count in counts:
         measurement = runs[str(count)]
+        warm = runs.get(f"warm-{count}", {})
         found = summary(measurement)
-        if measurement.get("error"):
-            lines.append(_row([str(count), "failed", "-", "-", "-"]))
-            continue
         per_definition = "-" if found is None else f"{number(found.median / count)} ms"
         if found is not None and one is not None and count > 1:
             per_definition += f" / {number((found.median - one) / (count - 1))} ms"
         quadlet = f"{number(reference[count])} ms" if count in reference else "-"
+        memory = f"{_kib(measurement.get('maxrss_kib'))} / {_kib(warm.get('maxrss_kib'))}"
         lines.append(
             _row(
                 [
                     str(count),
-                    cell(found),
+                    "failed" if measurement.get("error") else cell(found),
+                    "failed" if warm.get("error") else cell(summary(warm)),
                     per_definition,
-                    _kib(measurement.get("maxrss_kib")),
+                    memory,
                     quadlet,
                 ]
             )
@@ -137,6 +141,7 @@ def generator_table(results: Mapping[str, Any]) -> list[str]:
                 [
                     "0: `python3 -I -S -c pass` (interpreter floor)",
                     cell(summary(floor)),
+                    "-",
                     "-",
                     _kib(floor.get("maxrss_kib")),
                     "-",
@@ -172,7 +177,11 @@ def verdicts(results: Mapping[str, Any]) -> list[Verdict]:
     resident = int(podunit_density.get("podunit_processes", 0)) + len(
         podunit_density.get("resident_elsewhere", [])
     )
-    generator_1, generator_1000 = med("generator", "1"), med("generator", "1000")
+
+    def generator(target: str, key: str, limit: float) -> Verdict:
+        value = med("generator", key)
+        return at_most(target, value, limit, None if value is None else f"{number(value)} ms")
+
     return [
         all_of(
             "start <= 0.6x Podman and within 40 ms of runc",
@@ -202,17 +211,11 @@ def verdicts(results: Mapping[str, Any]) -> list[Verdict]:
                 ),
             ],
         ),
-        at_most(
-            "generator <= 30 ms for 1 definition",
-            generator_1,
-            30.0,
-            None if generator_1 is None else f"{number(generator_1)} ms",
-        ),
-        at_most(
-            "generator <= 120 ms for 1000 definitions",
-            generator_1000,
-            120.0,
-            None if generator_1000 is None else f"{number(generator_1000)} ms",
+        generator("generator <= 30 ms for 1 definition, cold (boot)", "1", 30.0),
+        generator("generator <= 120 ms for 1000 definitions, cold (boot)", "1000", 120.0),
+        generator("generator <= 30 ms for 1 definition, warm (daemon-reload)", "warm-1", 30.0),
+        generator(
+            "generator <= 120 ms for 1000 definitions, warm (daemon-reload)", "warm-1000", 120.0
         ),
         versus_podman("burst <= 0.5x Podman", "burst", 0.5),
     ]
