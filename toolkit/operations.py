@@ -23,22 +23,15 @@ dead conmon means a runaway: the container is killed and -1 recorded.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import json
 import os
-import resource
 import select
-import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from toolkit import proc
 from toolkit.errors import (
@@ -49,7 +42,7 @@ from toolkit.errors import (
     Location,
     PodunitError,
 )
-from toolkit.paths import RuntimePaths
+from toolkit.paths import RuntimePaths, remove_tree
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import (
     ALIVE_STATUSES,
@@ -61,10 +54,15 @@ from toolkit.state import (
     StateStore,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     # Annotations only. The light verbs (stop, kill, rm, ps, inspect, wait, and exec and
-    # logs via `sync_status`) must not pay for the model and the run machinery at start-up:
-    # the functions that need them import them where they are used.
+    # logs via `sync_status`) must not pay for the model, the run machinery, argparse,
+    # socket or typing at start-up: the functions that need them import them there.
+    import argparse
+    import socket
+    from typing import Any
+
     from toolkit import activation, cgroups, conmon, notify
     from toolkit.definitions.model import CgroupMode, Container, LogDriver, PortMapping, Resources
 
@@ -92,6 +90,8 @@ def crun_can_work() -> bool:
     either (as in containers and sandboxes that drop the capability) every crun
     start fails with "setrlimit (RLIM_MEMLOCK): Operation not permitted".
     """
+    import resource
+
     from toolkit import oci
 
     if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
@@ -105,6 +105,8 @@ def runtime_binary(name: str | None) -> str:
     Spec §1.1 (`runtime`); crun is passed over where it cannot work (`crun_can_work`).
     """
     if name is None:
+        import shutil
+
         candidates = ("crun", "runc") if crun_can_work() else ("runc", "crun")
         for candidate in candidates:
             if shutil.which(candidate):
@@ -143,6 +145,8 @@ def podunit_command(user: bool) -> list[str]:
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
 
@@ -316,7 +320,7 @@ def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
         "cgroup_plan": plan_to_json(plan),
         "runtime_args": runtime_args_for(plan, paths, record.runtime),
     }
-    return dataclasses.replace(record, spec=apply_plan(record.spec, plan), options=options)
+    return record._replace(spec=apply_plan(record.spec, plan), options=options)
 
 
 # --- ports ------------------------------------------------------------------------------------
@@ -324,6 +328,8 @@ def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
 
 def reserve_ports(ports: Sequence[PortMapping]) -> list[socket.socket]:
     """Bind every host port (libpod bindPorts): conmon holds them while the container runs."""
+    import socket
+
     sockets: list[socket.socket] = []
     try:
         for port in ports:
@@ -352,13 +358,17 @@ def reserve_ports(ports: Sequence[PortMapping]) -> list[socket.socket]:
 # --- create and start -------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
 class Stdio:
     """conmon's stdio: fds of this process, None for /dev/null."""
 
-    stdin: int | None = None
-    stdout: int | None = None
-    stderr: int | None = None
+    __slots__ = ("stderr", "stdin", "stdout")
+
+    def __init__(
+        self, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    ) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 def new_container_id() -> str:
@@ -452,7 +462,7 @@ def prepare_record(
         )
     except BaseException:
         notify_setup.close()
-        shutil.rmtree(bundle, ignore_errors=True)
+        remove_tree(bundle)
         _drop_image_layer(store.paths, container_id, image_options)
         raise
     return record, notify_setup, activation_fds
@@ -484,12 +494,23 @@ def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[s
     """Unmount and delete an image container's writable layer (on `rm`)."""
     if options.get("image_rootfs"):
         _unmount_image_root(paths, container_id, options)
-        shutil.rmtree(paths.image_layer(container_id), ignore_errors=True)
+        remove_tree(paths.image_layer(container_id))
 
 
 def conmon_options(
-    store: StateStore, record: ContainerRecord, *, restore_path: Path | None = None
+    store: StateStore,
+    record: ContainerRecord,
+    *,
+    restore_path: Path | None = None,
+    exit_command: bool = True,
 ) -> conmon.ConmonOptions:
+    """conmon's options for the container; `exit_command`: call `podunit cleanup` at exit.
+
+    conmon 2.1.6 waits for its exit command before exiting (ctr_exit.c
+    `do_exit_command` reaps it), so under a unit, where conmon is the main process
+    and ExecStopPost's `podunit rm -f` does the same cleanup, the exit command would
+    only delay every `systemctl stop`: `launch_container` leaves it out there.
+    """
     from toolkit import conmon
     from toolkit.definitions.model import LogDriver
 
@@ -515,7 +536,9 @@ def conmon_options(
         preserve_fds=int(stored.get("preserve_fds", 0)),
         cgroup_args=("-s",) if plan.systemd_cgroup else (),
         runtime_args=tuple(runtime_global_args(record)),
-        exit_command=(*podunit_command(store.paths.user), "cleanup", record.id),
+        exit_command=(*podunit_command(store.paths.user), "cleanup", record.id)
+        if exit_command
+        else (),
         runtime_log=bundle / "runtime.log",
         restore_path=restore_path,
     )
@@ -557,7 +580,9 @@ def launch_container(
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
         cgroups.prepare_before_conmon(plan)
-        options = conmon_options(store, record, restore_path=restore_path)
+        options = conmon_options(
+            store, record, restore_path=restore_path, exit_command=not _under_unit(environ)
+        )
         monitor = conmon.launch(
             options,
             environ=activation.environment_for_conmon(environ),
@@ -603,7 +628,7 @@ def _remove_tree_or_link(path: Path) -> None:
     if path.is_symlink():
         path.unlink(missing_ok=True)
     else:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
 
 
 def _discard_half_made(
@@ -615,7 +640,7 @@ def _discard_half_made(
         runtime_delete(record)
     with contextlib.suppress(Exception):
         cgroups.cleanup_cgroups(plan)
-    shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+    remove_tree(store.paths.bundle_dir(record.id))
     _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
     store.paths.exit_file(record.id).unlink(missing_ok=True)
     with contextlib.suppress(Exception):
@@ -669,7 +694,7 @@ def create_container(
         try:
             store.add(record)
         except PodunitError:
-            shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+            remove_tree(store.paths.bundle_dir(record.id))
             raise
         record = launch_container(store, record, stdio=stdio, preserved_fds=fds.fds,
                                   environ=environ)  # fmt: skip
@@ -769,7 +794,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
 
     runtime_delete(record)
     _unmount_image_root(store.paths, record.id, record.options)
-    shutil.rmtree(store.paths.bundle_dir(record.id), ignore_errors=True)
+    remove_tree(store.paths.bundle_dir(record.id))
     _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
     store.paths.exit_file(record.id).unlink(missing_ok=True)
     pidfile = store.paths.unit_pidfile(record.name)
@@ -817,9 +842,7 @@ def wait_for_exit(
             except ContainerNotFound:  # removed meanwhile (--rm): its exit code remains
                 recorded = store.exit_code(record.id)
                 code, reason = recorded if recorded is not None else (None, None)
-                return dataclasses.replace(
-                    record, status=EXITED, exit_code=code, exit_reason=reason
-                )
+                return record._replace(status=EXITED, exit_code=code, exit_reason=reason)
             if not record.alive:
                 return record
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -1015,25 +1038,71 @@ def _resolve_image(container: Container, store: StateStore) -> Container:
     return images.apply_image_defaults(container, unpacked.config, unpacked.rootfs)
 
 
+PLAN_HINT = "run 'systemctl daemon-reload' (with --user for user units) to write it again"
+
+
+def container_from_plan(path: str, name: str) -> Container:
+    """The container of a generated unit's plan file (`podunit run --plan FILE NAME`).
+
+    The generator writes `{"podunit-plan": 1, "container": ...}` next to the unit
+    (toolkit.definitions.model, "plan files"); no definition is read or searched.
+    A template's plan holds the template: `NAME` (`worker@foo`) names the instance.
+    """
+    from toolkit.definitions.instances import instantiate
+    from toolkit.definitions.model import PLAN_KEY, PLAN_VERSION, container_from_json
+
+    try:
+        with open(path, "rb") as file:
+            data = json.loads(file.read())
+    except OSError as error:
+        raise PodunitError(f"cannot read plan {path}: {error.strerror}", hint=PLAN_HINT) from None
+    except ValueError:
+        raise PodunitError(f"plan {path} is not valid JSON", hint=PLAN_HINT) from None
+    if (
+        not isinstance(data, dict)
+        or data.get(PLAN_KEY) != PLAN_VERSION
+        or not isinstance(data.get("container"), dict)
+    ):
+        raise PodunitError(
+            f"{path} is not a podunit plan of version {PLAN_VERSION}", hint=PLAN_HINT
+        )
+    try:
+        container = container_from_json(data["container"])
+    except PodunitError as error:
+        raise PodunitError(f"plan {path}: {error}", hint=PLAN_HINT) from None
+    base, at, instance = name.partition("@")
+    if container.template != bool(at) or (base if at else name) != container.name:
+        raise PodunitError(
+            f"plan {path} is the plan of {container.unit_name!r}, not of {name!r}", hint=PLAN_HINT
+        )
+    return instantiate(container, instance) if at else container
+
+
 def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Container, bool]:
     """The container to create and whether it comes from a definition.
 
-    `run NAME` is a definition (`worker@host:80` an instance of `worker@`); a
-    target that names no definition but looks like an image reference
-    (`oci:/path:tag`, `docker.io/library/busybox`) is run as an image.
+    `run --plan FILE NAME` reads it from a generated unit's plan; `run NAME` is a
+    definition (`worker@host:80` an instance of `worker@`); a target that names no
+    definition but looks like an image reference (`oci:/path:tag`,
+    `docker.io/library/busybox`) is run as an image.
     """
     from toolkit.definitions.model import CgroupMode
 
-    if args.rootfs or args.command:
+    if getattr(args, "plan", None):
+        if args.rootfs or args.command:
+            raise PodunitError("--plan names a generated unit's container: no --rootfs or command")
+        container = container_from_plan(args.plan, args.target)
+    elif args.rootfs or args.command:
         return _resolve_image(_adhoc_container(args, store), store), False
-    from toolkit.definitions import loader
+    else:
+        from toolkit.definitions import loader
 
-    try:
-        container = loader.find_definition(args.target, user=bool(args.user))
-    except ContainerNotFound:
-        if not any(c in args.target for c in "/:"):
-            raise
-        return _resolve_image(_adhoc_container(args, store), store), False
+        try:
+            container = loader.find_definition(args.target, user=bool(args.user))
+        except ContainerNotFound:
+            if not any(c in args.target for c in "/:"):
+                raise
+            return _resolve_image(_adhoc_container(args, store), store), False
     overrides: dict[str, Any] = {}
     if args.runtime:
         overrides["runtime"] = args.runtime

@@ -19,9 +19,9 @@ The state directory holds `state.db`, `logs/<id>.log` (k8s-file) and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import PodunitError
@@ -30,13 +30,41 @@ SYSTEM_STATE_DIR = Path("/var/lib/podunit")
 SYSTEM_RUN_DIR = Path("/run/podunit")
 
 
-@dataclass(frozen=True)
 class RuntimePaths:
-    """The state and run directories of one mode, and the file names inside them."""
+    """The state and run directories of one mode, and the file names inside them.
 
+    Immutable. A plain class, not a dataclass: every podunit process makes one, and
+    `dataclasses` costs the light verbs (stop, rm, ps, ...) about 10 ms of start-up.
+    """
+
+    __slots__ = ("run_dir", "state_dir", "user")
     user: bool
     state_dir: Path
     run_dir: Path
+
+    def __init__(self, *, user: bool, state_dir: Path, run_dir: Path) -> None:
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "state_dir", state_dir)
+        object.__setattr__(self, "run_dir", run_dir)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RuntimePaths is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuntimePaths) and (self.user, self.state_dir, self.run_dir) == (
+            other.user,
+            other.state_dir,
+            other.run_dir,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.user, self.state_dir, self.run_dir))
+
+    def __repr__(self) -> str:
+        return (
+            f"RuntimePaths(user={self.user!r}, state_dir={self.state_dir!r},"
+            f" run_dir={self.run_dir!r})"
+        )
 
     @classmethod
     def for_mode(cls, user: bool, environ: Mapping[str, str] = os.environ) -> RuntimePaths:
@@ -140,3 +168,26 @@ class RuntimePaths:
             self.sockets_dir,
         ):
             directory.mkdir(mode=0o700, exist_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """`rm -rf path` without following symbolic links; errors are ignored.
+
+    What `shutil.rmtree(path, ignore_errors=True)` does, without importing shutil
+    (with zlib, bz2 and lzma about 3 ms of every `podunit stop` and `rm`).
+    """
+    if os.path.islink(path):
+        return  # as rmtree: a link to a directory is not a tree to remove
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(root, name))
+        for name in dirs:
+            full = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if os.path.islink(full):
+                    os.unlink(full)
+                else:
+                    os.rmdir(full)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)

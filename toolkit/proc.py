@@ -8,13 +8,18 @@ naming the program), never uses a shell, and turns a non-zero exit into
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 
 from toolkit.errors import CommandFailed, ExecutableNotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess, shutil and fcntl are imported where they are used: `podunit ps`, `rm` and
+# `stop` after a stop run no program at all and must not pay for them at start-up.
+_DEVNULL = -3  # subprocess.DEVNULL
 
 
 def which(program: str) -> str:
@@ -23,6 +28,8 @@ def which(program: str) -> str:
         if os.access(program, os.X_OK):
             return program
         raise ExecutableNotFound(f"{program}: not found or not executable")
+    import shutil
+
     found = shutil.which(program)
     if found is None:
         raise ExecutableNotFound(
@@ -43,6 +50,8 @@ def run(
     pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `argv` to completion; raise `CommandFailed` on non-zero exit if `check`."""
+    import subprocess
+
     args = [which(argv[0]), *argv[1:]]
     result = subprocess.run(
         args,
@@ -74,7 +83,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     pass_fds: Sequence[int] = (),
-    stdin: int | None = subprocess.DEVNULL,
+    stdin: int | None = _DEVNULL,
     stdout: int | None = None,
     stderr: int | None = None,
     start_new_session: bool = False,
@@ -86,6 +95,9 @@ def spawn(
     explicitly: the child gets stdio plus exactly those fds at those numbers, and
     every other descriptor of this process is closed on exec.
     """
+    import fcntl
+    import subprocess
+
     args = [which(argv[0]), *argv[1:]]
     # With a table: park the sources above every target, so no dup2 clobbers a later
     # source, and fill the free low numbers so Popen's own error pipe is not a target.

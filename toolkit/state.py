@@ -27,12 +27,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from toolkit.errors import ContainerNotFound, PodunitError
 from toolkit.paths import RuntimePaths
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 BUSY_TIMEOUT_SECONDS = 60.0
 # Exit codes of removed containers are kept this long, and at most this many per name
@@ -95,32 +97,7 @@ CREATE TABLE IF NOT EXISTS exec_sessions (
 """
 
 
-@dataclass(frozen=True)
-class ContainerRecord:
-    """One row of `containers`. `spec` is the OCI config.json; `options` how it is run."""
-
-    id: str
-    name: str
-    runtime: str  # absolute path of the OCI runtime binary
-    status: str
-    created_at: float
-    spec: dict[str, Any]
-    options: dict[str, Any] = field(default_factory=dict)
-    pid: int | None = None
-    pid_start_time: int | None = None
-    conmon_pid: int | None = None
-    conmon_start_time: int | None = None
-    exit_code: int | None = None
-    exit_reason: str | None = None
-    oom: bool = False
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.status in ALIVE_STATUSES
-
-
+# The columns of `containers`, which are also the fields of `ContainerRecord`.
 _COLUMNS = [
     "id",
     "name",
@@ -139,6 +116,81 @@ _COLUMNS = [
     "spec",
     "options",
 ]
+
+
+class ContainerRecord:
+    """One row of `containers`. `spec` is the OCI config.json; `options` how it is run.
+
+    Immutable; `_replace` returns a changed copy. A plain class with `__slots__`
+    rather than a dataclass or NamedTuple: every podunit process builds these, and
+    the light verbs (stop, rm, ps, ...) must not import `dataclasses` or `typing`.
+    """
+
+    __slots__ = tuple(_COLUMNS)
+    id: str
+    name: str
+    runtime: str  # absolute path of the OCI runtime binary
+    status: str
+    created_at: float
+    spec: dict[str, Any]
+    options: dict[str, Any]
+    pid: int | None
+    pid_start_time: int | None
+    conmon_pid: int | None
+    conmon_start_time: int | None
+    exit_code: int | None
+    exit_reason: str | None
+    oom: bool
+    started_at: float | None
+    finished_at: float | None
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        runtime: str,
+        status: str,
+        created_at: float,
+        spec: dict[str, Any],
+        options: dict[str, Any] | None = None,
+        pid: int | None = None,
+        pid_start_time: int | None = None,
+        conmon_pid: int | None = None,
+        conmon_start_time: int | None = None,
+        exit_code: int | None = None,
+        exit_reason: str | None = None,
+        oom: bool = False,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+    ) -> None:
+        values = locals()
+        for key in self.__slots__:
+            object.__setattr__(self, key, values[key])
+        if options is None:
+            object.__setattr__(self, "options", {})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ContainerRecord is immutable: cannot set {name}")
+
+    def _fields(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.__slots__}
+
+    def _replace(self, **changes: Any) -> ContainerRecord:
+        """A copy with `changes` applied (unknown field names are a TypeError)."""
+        return ContainerRecord(**{**self._fields(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ContainerRecord) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside, like the dataclass
+
+    def __repr__(self) -> str:
+        return "ContainerRecord(" + ", ".join(f"{k}={v!r}" for k, v in self._fields().items()) + ")"
+
+    @property
+    def alive(self) -> bool:
+        return self.status in ALIVE_STATUSES
 
 
 def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
@@ -345,7 +397,7 @@ class StateStore:
 
     def update(self, record: ContainerRecord, **changes: Any) -> ContainerRecord:
         """Save `record` with `changes` applied and return the new record."""
-        updated = replace(record, **changes)
+        updated = record._replace(**changes)
         self.save(updated)
         return updated
 
@@ -410,8 +462,7 @@ class StateStore:
                 (EXITED, exit_code, reason, finished_at, int(oom), record.id),
             )
             _insert_exit_code(db, record.id, record.name, exit_code, reason, finished_at)
-        return replace(
-            current,
+        return current._replace(
             status=EXITED,
             exit_code=exit_code,
             exit_reason=reason,

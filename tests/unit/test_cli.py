@@ -80,3 +80,64 @@ def test_location_is_an_immutable_value() -> None:
     assert copy.deepcopy(here) == here == pickle.loads(pickle.dumps(here))
     with pytest.raises(AttributeError):
         here.line = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--plan", "/run/systemd/generator/podunit/web.json", "web"],
+        ["--user", "run", "--plan", "/p/worker@.json", "worker@a:b"],
+        ["stop", "-t", "10", "web"],
+        ["stop", "-t", "1.5", "worker@x"],
+        ["--user", "stop", "-t", "0", "web"],
+        ["rm", "-f", "web"],
+        ["--user", "rm", "-f", "web"],
+        ["cleanup", "0123abcd" * 8],
+    ],
+)
+def test_the_unit_forms_parse_without_argparse_as_argparse_does(argv: list[str]) -> None:
+    fast = cli.fast_arguments(argv)
+    assert fast is not None
+    assert vars(fast) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stop", "-t", "soon", "web"],  # argparse reports the error
+        ["stop", "-t", "-1", "web"],
+        ["stop", "web"],
+        ["rm", "-f", "-t", "3", "web"],
+        ["rm", "-f", "web", "db"],
+        ["run", "--plan", "/p.json", "--rm", "web"],
+        ["run", "web"],
+        ["--log-level", "debug", "rm", "-f", "web"],
+        ["cleanup", "--help"],
+        ["ps"],
+        [],
+    ],
+)
+def test_other_forms_go_through_argparse(argv: list[str]) -> None:
+    assert cli.fast_arguments(argv) is None
+
+
+def test_a_bad_stop_timeout_is_still_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["stop", "-t", "soon", "web"])
+    assert exited.value.code == 125
+    assert "invalid float value: 'soon'" in capsys.readouterr().err
+
+
+def test_the_fast_forms_do_not_import_argparse() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from toolkit import cli; "
+        "cli.fast_arguments(['stop', '-t', '10', 'web']); cli.fast_arguments(['rm', '-f', 'web']); "
+        "print('argparse' in sys.modules, 'typing' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]

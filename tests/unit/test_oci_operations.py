@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from toolkit import cgroups, operations, proc
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
-from toolkit.state import EXITED, RUNNING, ContainerRecord
+from toolkit.state import CREATED, EXITED, RUNNING, ContainerRecord
 
 CID = "cd" * 32
 
@@ -146,7 +145,7 @@ def test_describe_shows_exit_details_only_when_exited() -> None:
     assert running["State"]["Running"] is True and running["State"]["Pid"] == 10
     assert running["Command"] == ["sleep", "1"] and running["LogDriver"] == "journald"
     exited = operations.describe(
-        replace(base, status=EXITED, exit_code=-1, exit_reason="gone", finished_at=0.0)
+        base._replace(status=EXITED, exit_code=-1, exit_reason="gone", finished_at=0.0)
     )
     assert exited["State"]["Pid"] == 0 and exited["State"]["ExitCode"] == -1
     assert exited["State"]["Reason"] == "gone"
@@ -161,3 +160,27 @@ def test_ps_shows_a_multi_line_command_on_one_line() -> None:
     long = command_summary(["x" * 100], width=20)
     assert long == "x" * 17 + "..." and len(long) == 20
     assert command_summary([]) == ""
+
+
+def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path) -> None:
+    """Under a unit conmon 2.1.6 would wait for the exit command on every stop, and
+    ExecStopPost's `rm -f` cleans up anyway (operations.conmon_options)."""
+    from toolkit import conmon
+    from toolkit.paths import RuntimePaths
+    from toolkit.state import StateStore
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
+    record = ContainerRecord(
+        id=CID, name="web", runtime="/usr/sbin/runc", status=CREATED, created_at=0.0, spec={},
+        options={"cgroup_plan": operations.plan_to_json(plan(CgroupMode.SPLIT)),
+                 "log_driver": "journald"},
+    )  # fmt: skip
+    with StateStore(paths) as store:
+        shell = conmon.conmon_argv(operations.conmon_options(store, record))
+        unit = conmon.conmon_argv(operations.conmon_options(store, record, exit_command=False))
+    assert shell[shell.index("--exit-command") + 1].endswith(("podunit", "python3", "python"))
+    exit_args = [shell[i + 1] for i, word in enumerate(shell) if word == "--exit-command-arg"]
+    assert exit_args[-2:] == ["cleanup", CID]
+    assert "--exit-command" not in unit and "cleanup" not in unit
+    assert operations._under_unit({"NOTIFY_SOCKET": "/run/systemd/notify"})
+    assert not operations._under_unit({})

@@ -14,11 +14,12 @@ with `json.dumps` directly (a tuple would become a list).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from toolkit.errors import Location
+from toolkit.errors import Location, PodunitError
 
 
 class Notify(Enum):
@@ -204,3 +205,99 @@ class Container(NamedTuple):
     def unit_name(self) -> str:
         """`web` -> `web`, template `worker` -> `worker@` (add `.service`/`.socket`)."""
         return f"{self.name}@" if self.template else self.name
+
+
+# --- plan files: a Container as JSON --------------------------------------------------------
+
+# A generated unit's plan file is {PLAN_KEY: PLAN_VERSION, "container": container_to_json(c)}:
+# `podunit run --plan FILE NAME` reads the container from it instead of the definitions.
+PLAN_KEY = "podunit-plan"
+PLAN_VERSION = 1
+
+# Fields that JSON cannot carry as they are: nested records, enums, durations, the location.
+# (A record in a tuple is written as a one-element tuple of its class.) Every other JSON
+# list is a tuple of the model, every other value a plain str/int/float/bool/None.
+_FIELD_TYPES: dict[type, dict[str, Any]] = {
+    PortMapping: {},
+    Mount: {"type": MountType},
+    SocketSpec: {"type": SocketType},
+    Healthcheck: {"interval": timedelta, "timeout": timedelta, "start_period": timedelta},
+    Resources: {},
+    Ulimit: {},
+    Reload: {},
+    Dependency: {"condition": DependencyCondition},
+    Install: {},
+    Container: {
+        "source": Location,
+        "mounts": (Mount,),
+        "ports": (PortMapping,),
+        "sockets": (SocketSpec,),
+        "notify": Notify,
+        "healthcheck": Healthcheck,
+        "stop_timeout": timedelta,
+        "restart": Restart,
+        "resources": Resources,
+        "ulimits": (Ulimit,),
+        "cgroups": CgroupMode,
+        "log_driver": LogDriver,
+        "depends_on": (Dependency,),
+        "reload": Reload,
+        "install": Install,
+    },
+}
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, timedelta):
+        return value // timedelta(microseconds=1)  # exact: whole microseconds
+    if isinstance(value, Location):
+        return [value.path, value.line, value.column]
+    if isinstance(value, tuple):
+        if hasattr(value, "_fields"):
+            return {name: _to_json(item) for name, item in zip(value._fields, value, strict=True)}
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _from_json(kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind is timedelta:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"a duration must be whole microseconds, not {value!r}")
+        return timedelta(microseconds=value)
+    if kind is Location:
+        path, line, column = value
+        return Location(str(path), int(line), int(column))
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return kind(value)
+    if isinstance(kind, tuple):  # (Record,): a tuple of records
+        return tuple(_from_json(kind[0], item) for item in value)
+    if kind in _FIELD_TYPES:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{kind.__name__} must be an object, not {value!r}")
+        kinds = _FIELD_TYPES[kind]
+        return kind(**{name: _from_json(kinds.get(name), item) for name, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_from_json(None, item) for item in value)
+    if isinstance(value, dict):
+        raise ValueError(f"unexpected object {value!r}")
+    return value
+
+
+def container_to_json(container: Container) -> dict[str, Any]:
+    """The container as JSON-ready data; `container_from_json` gives back an equal one."""
+    data: dict[str, Any] = _to_json(container)
+    return data
+
+
+def container_from_json(data: Mapping[str, Any]) -> Container:
+    """The container that `container_to_json` wrote; `PodunitError` naming the problem
+    when `data` is not one (unknown or missing fields, bad enum values, wrong shapes)."""
+    try:
+        container: Container = _from_json(Container, data)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise PodunitError(f"not a podunit container plan: {error}") from None
+    return container
