@@ -1,7 +1,8 @@
 """YAML read into a tree of located values, and drop-in merging (spec §1, §1.2).
 
-Files are composed with PyYAML's safe C loader (`yaml.CSafeLoader`; the pure
-Python `SafeLoader` only when libyaml is missing). Composing stops before any
+Files are composed with libyaml (PyYAML's `CParser` with the safe loader's
+resolver, as `yaml.CSafeLoader` but without its constructor; the pure Python
+`SafeLoader` only when libyaml is missing). Composing stops before any
 object is constructed, so no tag can build an object; every node keeps the file,
 line and column it came from, and scalars keep their raw text, so that YAML 1.1
 surprises (`22:22` read as the base-60 integer 1342, `no` read as false) can be
@@ -10,13 +11,22 @@ undone where a string was meant.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import yaml
 
 from toolkit.errors import DefinitionError, Location
 
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+try:  # libyaml's parser and composer with the safe resolver, without a constructor
+    from yaml._yaml import CParser
+
+    class _CComposer(CParser, yaml.resolver.Resolver):
+        """Only composition is used: a CSafeLoader without the constructor's set-up."""
+
+    _LOADER: Any = _CComposer
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _LOADER = yaml.SafeLoader
 _TAG = "tag:yaml.org,2002:"
 _INT, _FLOAT, _BOOL, _NULL = _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"
 _STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
@@ -221,6 +231,20 @@ class _Converter:
         return result
 
 
+def _read(path: str) -> bytes:
+    """The whole file, with plain system calls (no buffered file object per file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def read_file(path: str) -> Node | None:
     """The file's document as a `Node` tree (None for an empty file).
 
@@ -229,8 +253,7 @@ def read_file(path: str) -> Node | None:
     """
     name = path
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        data = _read(path)
         loader = _Loader(data)
         try:
             document = loader.get_single_node()
