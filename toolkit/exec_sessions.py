@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -42,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from toolkit.errors import InvalidState, PodunitError
-from toolkit.paths import RuntimePaths
+from toolkit.paths import RuntimePaths, remove_tree
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
@@ -376,7 +375,7 @@ def _read_exit_file(path: Path) -> int | None:
 
 
 def _remove_session_files(paths: RuntimePaths, session: ExecSession) -> None:
-    shutil.rmtree(session_dir(paths, session.container_id, session.id), ignore_errors=True)
+    remove_tree(session_dir(paths, session.container_id, session.id))
     with contextlib.suppress(OSError):
         (paths.sockets_dir / session.id).unlink()  # conmon's attach symlink
 
@@ -510,7 +509,7 @@ def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: fl
             remove_session(
                 store, session, force=True, stop_signal=_stop_signal(record), timeout=timeout
             )
-    shutil.rmtree(exec_dir, ignore_errors=True)
+    remove_tree(exec_dir)
 
 
 def _stop_signal(record: ContainerRecord) -> int:

@@ -102,10 +102,10 @@ def test_the_exec_module_imports_nothing_it_does_not_need() -> None:
     assert sorted(loaded & set(NOT_ON_THE_EXEC_PATH)) == []
 
 
-def test_the_exec_module_itself_needs_neither_dataclasses_nor_typing() -> None:
+def test_the_exec_module_itself_needs_neither_dataclasses_typing_nor_shutil() -> None:
     added = set(json.loads(_fresh(OWN_IMPORTS_PROBE)))
     assert "toolkit.exec_sessions" in added
-    assert sorted(added & {"dataclasses", "typing", *NOT_ON_THE_EXEC_PATH}) == []
+    assert sorted(added & {"dataclasses", "typing", "shutil", *NOT_ON_THE_EXEC_PATH}) == []
 
 
 def test_exec_records_are_immutable_values() -> None:
