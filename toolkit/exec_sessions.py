@@ -310,12 +310,11 @@ def _session_from_row(row: Any) -> ExecSession:
     )
 
 
-def _save_session(store: StateStore, session: ExecSession) -> None:
+def _insert_session(store: StateStore, session: ExecSession) -> None:
     stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
     with store.transaction() as db:
         db.execute(
-            f"INSERT OR REPLACE INTO exec_sessions ({_SESSION_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO exec_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 session.id,
                 session.container_id,
@@ -327,6 +326,19 @@ def _save_session(store: StateStore, session: ExecSession) -> None:
                 session.started_at,
                 session.finished_at,
             ),
+        )
+
+
+def _record_stopped(store: StateStore, session: ExecSession) -> None:
+    """Mark the row stopped (or give a stopped row its exit code, once conmon wrote it).
+
+    An UPDATE: a row that its `podunit exec` removed meanwhile stays removed.
+    """
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE exec_sessions SET state = ?, exit_code = ?, finished_at = ? "
+            "WHERE id = ? AND (state = ? OR exit_code IS NULL)",
+            (STOPPED, session.exit_code, session.finished_at, session.id, STARTED),
         )
 
 
@@ -388,7 +400,7 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return session
     stopped = session._replace(state=STOPPED, exit_code=code, finished_at=time.time())
-    _save_session(store, stopped)
+    _record_stopped(store, stopped)
     return stopped
 
 
@@ -720,7 +732,7 @@ def start_session(
             "owner_start_time": process_start_time(os.getpid()),
         },
     )
-    _save_session(store, running)  # the session's one row, from here until it is removed
+    _insert_session(store, running)  # the session's one row, from here until it is removed
     return _Started(running, monitor, client)
 
 

@@ -201,6 +201,45 @@ def test_removing_a_container_without_exec_sessions_needs_no_transaction(
         assert not (paths.bundle_dir(record.id) / "exec").exists()
 
 
+def _session_rows(store: StateStore) -> list[tuple[str, str, int | None]]:
+    with store.transaction() as db:
+        rows = db.execute("SELECT id, state, exit_code FROM exec_sessions").fetchall()
+    return [tuple(row) for row in rows]
+
+
+def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path) -> None:
+    """A `--list` racing with the `podunit exec` that removes its session leaves no row."""
+    paths = RuntimePaths.for_mode(
+        False,
+        {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
+    )
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    with StateStore(paths) as store:
+        record = ContainerRecord(
+            id="f" * 64, name="app", runtime="/usr/sbin/runc", status=RUNNING,
+            created_at=time.time(), spec={},
+        )  # fmt: skip
+        store.add(record)
+        session = exec_sessions.ExecSession(
+            id="1" * 64, container_id=record.id, state=exec_sessions.STARTED,
+            config=exec_sessions.ExecConfig(("true",)), created_at=time.time(), pid=ended.pid,
+            runtime={"pid_start_time": 1},
+        )  # fmt: skip
+        exec_sessions._insert_session(store, session)
+        exit_file = exec_sessions.session_dir(paths, record.id, session.id) / "exit"
+        exit_file.parent.mkdir(parents=True)
+        # the process is gone, conmon has not written the exit file yet: stopped, code unknown
+        assert exec_sessions.refresh_session(store, session).exit_code is None
+        assert _session_rows(store) == [(session.id, "stopped", None)]
+        exit_file.write_text("3")  # then conmon writes it: the code is filled in
+        assert exec_sessions.refresh_session(store, session).exit_code == 3
+        assert _session_rows(store) == [(session.id, "stopped", 3)]
+        exec_sessions._delete_session(store, session.id)  # its `podunit exec` removes it
+        assert exec_sessions.refresh_session(store, session).state == "stopped"
+        assert _session_rows(store) == []
+
+
 # --- waiting for a process to be gone (exec --stop/--rm -f, stop_all_sessions) --------------
 
 
