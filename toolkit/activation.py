@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from toolkit.errors import PodunitError
 
@@ -32,12 +31,35 @@ NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
 """What sd_notify(3) reads; runc/crun would start their own proxy on NOTIFY_SOCKET."""
 
 
-@dataclass(frozen=True)
 class ActivationFds:
-    """The sockets systemd passed: fds 3.. and their FileDescriptorName= names."""
+    """The sockets systemd passed: fds 3.. and their FileDescriptorName= names.
 
-    fds: tuple[int, ...] = ()
-    names: tuple[str, ...] = ()
+    A plain immutable class, not a dataclass: `podunit stop` imports this module
+    (`environment_for_conmon`) and must not pay for `dataclasses`.
+    """
+
+    __slots__ = ("fds", "names")
+    fds: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __init__(self, fds: tuple[int, ...] = (), names: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "fds", fds)
+        object.__setattr__(self, "names", names)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ActivationFds is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActivationFds) and (self.fds, self.names) == (
+            other.fds,
+            other.names,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.fds, self.names))
+
+    def __repr__(self) -> str:
+        return f"ActivationFds(fds={self.fds!r}, names={self.names!r})"
 
     def __len__(self) -> int:
         return len(self.fds)

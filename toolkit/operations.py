@@ -790,8 +790,6 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     """
     if record.options.get("released"):
         return
-    from toolkit import cgroups
-
     runtime_delete(record)
     _unmount_image_root(store.paths, record.id, record.options)
     remove_tree(store.paths.bundle_dir(record.id))
@@ -802,11 +800,29 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
         if pidfile.read_text().strip() == str(record.conmon_pid):
             pidfile.unlink()
     store.update(record, options={**record.options, "released": True})
-    plan = plan_from_json(record.options["cgroup_plan"])
+    stored_plan = record.options["cgroup_plan"]
+    if not cgroups_left(stored_plan):
+        return
+    from toolkit import cgroups
+
+    plan = plan_from_json(stored_plan)
     own_cgroup = Path("/proc/self/cgroup").read_text()
     if plan.conmon_scope is None or f"/{plan.conmon_scope}" not in own_cgroup:
         with contextlib.suppress(Exception):
             cgroups.cleanup_cgroups(plan)
+
+
+def cgroups_left(stored_plan: Mapping[str, Any]) -> bool:
+    """Whether `cgroups.cleanup_cgroups` may have work for this stored plan: scopes of
+    `enabled` under systemd, or a cgroupfs cgroup that still exists. Checked on the JSON,
+    so that a stop after which `RUNTIME delete` removed everything (split, in a unit)
+    imports neither cgroups nor the model."""
+    manager = stored_plan.get("manager")
+    if manager == "systemd":
+        return stored_plan.get("mode") == "enabled"
+    path = stored_plan.get("cgroups_path")
+    mount = stored_plan.get("cgroup2_mount", "/sys/fs/cgroup")
+    return manager == "cgroupfs" and path is not None and os.path.isdir(mount + path)
 
 
 def _forget(store: StateStore, record: ContainerRecord) -> None:
@@ -918,9 +934,10 @@ def remove_container(
                 hint=f"stop it first, or use: podunit rm -f {record.name}",
             )
         record = stop_container(store, record, timeout)
-    from toolkit import exec_sessions  # imports this module: import late
+    if store.paths.exec_dir(record.id).is_dir():  # else it never had a session still running
+        from toolkit import exec_sessions  # imports this module: import late
 
-    exec_sessions.stop_all_sessions(store, record)
+        exec_sessions.stop_all_sessions(store, record)
     with store.container_lock(record.id), contextlib.suppress(ContainerNotFound):
         record = store.reload(record)
         _release(store, record)

@@ -144,6 +144,10 @@ class RuntimePaths:
     def bundle_dir(self, container_id: str) -> Path:
         return self.containers_dir / container_id
 
+    def exec_dir(self, container_id: str) -> Path:
+        """The container's exec sessions (toolkit.exec_sessions); absent when it never had one."""
+        return self.bundle_dir(container_id) / "exec"
+
     def rootfs_mount(self, container_id: str) -> Path:
         """Where an image container's root file system (an overlay) is mounted."""
         return self.run_dir / "rootfs" / container_id

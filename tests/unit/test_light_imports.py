@@ -5,13 +5,21 @@ time (bench/RESULTS.md). The modules of those verbs must not import, at module
 level, what only run/create/start need: the definitions model (its dataclasses
 and enums), oci, notify, activation, health, images, conmon, cgroups, secrets.
 A fresh interpreter checks it, so that the gain cannot silently regress.
+
+Module level is not enough: the verbs are also run (against an empty state
+directory), and a whole `podunit stop`/`rm -f`/`cleanup` process of a unit must
+not load argparse, typing, dataclasses, subprocess, shutil or socket either.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from toolkit import logs
 from toolkit.definitions.model import LogDriver
@@ -62,3 +70,50 @@ def test_the_log_driver_names_of_logs_are_the_models() -> None:
     assert LogDriver.JOURNALD.value == logs.JOURNALD
     assert LogDriver.K8S_FILE.value == logs.K8S_FILE
     assert LogDriver.PASSTHROUGH.value == logs.PASSTHROUGH
+
+
+UNIT_FORMS = (["rm", "-f", "web"], ["stop", "-t", "10", "web"], ["cleanup", "0" * 64])
+OTHER_LIGHT = (["ps", "-a"], ["inspect", "web"], ["wait", "web"])
+NEVER = ("dataclasses", "typing", "subprocess", "socket", "inspect", "ast")
+
+
+def _modules_after(argv_list: tuple[list[str], ...], tmp_path: Path) -> list[str]:
+    probe = (
+        "import json, sys\n"
+        "from toolkit import cli\n"
+        f"codes = [cli.main(argv) for argv in {json.dumps(argv_list)}]\n"
+        "print(json.dumps([codes, sorted(sys.modules)]))\n"
+    )
+    env = {**os.environ, "PODUNIT_STATE_DIR": str(tmp_path / "s"),
+           "PODUNIT_RUN_DIR": str(tmp_path / "r")}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    codes, loaded = json.loads(result.stdout.splitlines()[-1])
+    assert all(code in (0, 125) for code in codes), result.stderr
+    modules: list[str] = loaded
+    return modules
+
+
+def _heavy(loaded: list[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return [
+        m
+        for m in loaded
+        if (m in HEAVY or m.startswith("toolkit.definitions.")) and m not in allowed
+    ]
+
+
+@pytest.mark.parametrize("argv", UNIT_FORMS, ids=" ".join)
+def test_a_units_stop_rm_and_cleanup_processes_stay_light(argv: list[str], tmp_path: Path) -> None:
+    loaded = _modules_after((argv,), tmp_path)
+    assert _heavy(loaded) == []
+    assert [m for m in loaded if m in (*NEVER, "argparse", "shutil")] == []
+
+
+def test_the_other_light_verbs_load_argparse_but_nothing_heavy(tmp_path: Path) -> None:
+    loaded = _modules_after(OTHER_LIGHT, tmp_path)
+    assert _heavy(loaded) == []
+    assert [m for m in loaded if m in NEVER] == []
+    # kill (ExecReload) parses its signal with the definitions' values, without the model
+    killed = _modules_after((["kill", "-s", "HUP", "web"],), tmp_path)
+    assert _heavy(killed, ("toolkit.definitions", "toolkit.definitions.values")) == []

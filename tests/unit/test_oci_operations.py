@@ -184,3 +184,23 @@ def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path)
     assert "--exit-command" not in unit and "cleanup" not in unit
     assert operations._under_unit({"NOTIFY_SOCKET": "/run/systemd/notify"})
     assert not operations._under_unit({})
+
+
+def test_cgroups_left_says_when_cleanup_may_have_work(tmp_path: Path) -> None:
+    """`_release` imports cgroups (and the model) only when this is true."""
+    mount = str(tmp_path)
+    enabled = plan(CgroupMode.ENABLED, cgroup2_mount=mount)
+    assert enabled.manager == "systemd" and operations.cgroups_left(
+        operations.plan_to_json(enabled)
+    )
+    split = plan(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True,
+                 cgroup2_mount=mount)  # fmt: skip
+    assert split.manager == "cgroupfs" and split.cgroups_path is not None
+    payload = Path(mount + split.cgroups_path)
+    payload.mkdir(parents=True)
+    assert operations.cgroups_left(operations.plan_to_json(split))  # the runtime left it
+    payload.rmdir()
+    assert not operations.cgroups_left(operations.plan_to_json(split))  # nothing to remove
+    cgroups.cleanup_cgroups(split)  # agrees: nothing to do, no error
+    disabled = plan(CgroupMode.DISABLED, cgroup2_mount=mount)
+    assert not operations.cgroups_left(operations.plan_to_json(disabled))
