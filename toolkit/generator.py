@@ -8,7 +8,12 @@ stderr. A bad definition never stops the others: every good one is written, and
 the exit status is 1 if any failed.
 
 Manual runs: with no directory argument the generator prints what it would
-write (like `podunit generate --dry-run`) and logs to stderr.
+write (like `podunit generate --dry-run`: the units as written to systemd's normal
+generator directory, without the plan files) and logs to stderr.
+
+Plan files: next to the units, `<normal dir>/podunit/NAME.json` holds each
+container as parsed; the units run `podunit run --plan <that file> NAME`
+(toolkit.units).
 
 The podunit executable written into the units (`<podunit>` in the Exec lines) is,
 in order: `$PODUNIT_EXECUTABLE` (absolute path), the `podunit` next to the
@@ -120,7 +125,7 @@ def _scan(*, user: bool, environ: Mapping[str, str]) -> tuple[list[str], Scan]:
 
 
 def _render(
-    scan: Scan, *, user: bool, podunit: str, environ: Mapping[str, str]
+    scan: Scan, *, user: bool, podunit: str, environ: Mapping[str, str], plan_dir: str | None
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Load every definition the walk found and render it; errors never stop the rest."""
     from toolkit.definitions.loader import load_scan
@@ -133,19 +138,47 @@ def _render(
         user=user,
         sources=loaded.sources,
         environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
+        plan_dir=plan_dir,
     )
     return rendered, [*loaded.errors, *errors]
 
 
+def plan_dir_of(output_dir: str) -> str:
+    """Where the plan files of units written to `output_dir` go (absolute)."""
+    return f"{os.path.abspath(output_dir)}/{PLAN_DIR}"
+
+
+def default_output_dir(*, user: bool, environ: Mapping[str, str] = os.environ) -> str:
+    """The normal directory systemd gives the generator (systemd.generator(7)):
+    /run/systemd/generator, or $XDG_RUNTIME_DIR/systemd/generator for users. A dry
+    run shows the units as daemon-reload would write them there."""
+    if not user:
+        return "/run/systemd/generator"
+    runtime_dir = environ.get("XDG_RUNTIME_DIR")
+    if not (runtime_dir and runtime_dir.startswith("/")):
+        runtime_dir = f"/run/user/{os.getuid()}"
+    return f"{os.path.normpath(runtime_dir)}/systemd/generator"
+
+
 def generate(
-    *, user: bool, podunit: str, environ: Mapping[str, str] = os.environ
+    *,
+    user: bool,
+    podunit: str,
+    environ: Mapping[str, str] = os.environ,
+    output_dir: str | None = None,
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
-    """Load every definition on the search path and render it; errors never stop the rest."""
+    """Load every definition on the search path and render it for `output_dir` (default:
+    systemd's normal generator directory); errors never stop the rest."""
     _, scan = _scan(user=user, environ=environ)
-    return _render(scan, user=user, podunit=podunit, environ=environ)
+    if output_dir is None:
+        output_dir = default_output_dir(user=user, environ=environ)
+    plan_dir = plan_dir_of(output_dir)
+    return _render(scan, user=user, podunit=podunit, environ=environ, plan_dir=plan_dir)
 
 
-def generate_cached(*, user: bool, podunit: str, environ: Mapping[str, str]) -> Output:
+def generate_cached(
+    *, user: bool, podunit: str, environ: Mapping[str, str], output_dir: str
+) -> Output:
     """The generator's whole output: from the cache when nothing changed (see module
     docstring), else loaded and rendered, and then cached."""
     from toolkit import generator_cache as cache
@@ -153,12 +186,15 @@ def generate_cached(*, user: bool, podunit: str, environ: Mapping[str, str]) -> 
     started = cache.now_ns()
     path = cache.prepare(user=user, environ=environ)  # before the walk: it may add a directory
     dirs, scan = _scan(user=user, environ=environ)
-    key = cache.make_key(user=user, podunit=podunit, dirs=dirs, environ=environ, inputs=scan.inputs)
+    plan_dir = plan_dir_of(output_dir)  # written into ExecStart=: part of the key
+    key = cache.make_key(
+        user=user, podunit=podunit, dirs=dirs, environ=environ, inputs=scan.inputs, extra=plan_dir
+    )
     if path is not None:
         cached = cache.load(path, key)
         if cached is not None:
             return cached
-    rendered, errors = _render(scan, user=user, podunit=podunit, environ=environ)
+    rendered, errors = _render(scan, user=user, podunit=podunit, environ=environ, plan_dir=plan_dir)
     output: Output = (
         [(units.files, units.symlinks, units.plans) for units in rendered.values()],
         [describe(error) for error in errors],
@@ -279,7 +315,9 @@ def generator_main(
                 log.error(error)
             sys.stdout.write(dry_run_text(rendered))
             return 1 if errors else 0
-        units, messages, status = generate_cached(user=user, podunit=executable, environ=environ)
+        units, messages, status = generate_cached(
+            user=user, podunit=executable, environ=environ, output_dir=argv[0]
+        )
         for message in messages:
             log.log(GeneratorLog.ERROR, message)
         failures = write_all(argv[0], units, log)
@@ -292,11 +330,18 @@ def generator_main(
 
 
 def cli_generate(args: argparse.Namespace) -> int:
-    """`podunit generate [--dry-run] [OUTPUT_DIR]`: print or write every unit (spec §2)."""
-    rendered, errors = generate(user=args.user, podunit=podunit_executable())
+    """`podunit generate [--dry-run] [OUTPUT_DIR]`: print or write every unit (spec §2).
+
+    The units' plan paths are under OUTPUT_DIR, also in a dry run; without it,
+    under systemd's normal generator directory (`default_output_dir`).
+    """
+    dry_run = args.dry_run or args.output_dir is None
+    rendered, errors = generate(  # a dry run shows the units as written to OUTPUT_DIR
+        user=args.user, podunit=podunit_executable(), output_dir=args.output_dir
+    )
     for error in errors:
         print(describe(error), file=sys.stderr)
-    if args.dry_run or args.output_dir is None:
+    if dry_run:
         sys.stdout.write(dry_run_text(rendered))
         return 1 if errors else 0
     output_dir = args.output_dir

@@ -14,9 +14,9 @@ The key is everything the output depends on:
   subdirectory, drop-in directory, definition file and drop-in (a missing one as
   missing), so editing, touching, replacing, adding or deleting any of them
   changes the key; so does a new file name, since its directory changes;
-- the mode (system/user), the podunit executable written into the units, the
-  search path itself, the environment the generator reads (`ENVIRONMENT`) and
-  the uid;
+- the mode (system/user), the podunit executable and the plan files' directory
+  written into the units, the search path itself, the environment the generator
+  reads (`ENVIRONMENT`) and the uid;
 - the code: Python's version and the identity of every module of `toolkit/`,
   `toolkit/definitions/` and of PyYAML's `__init__.py`.
 
@@ -145,12 +145,15 @@ def make_key(
     dirs: Sequence[str],
     environ: Mapping[str, str],
     inputs: Sequence[Input],
+    extra: str = "",
 ) -> Key:
-    """Everything the generator's output depends on (see the module docstring)."""
+    """Everything the generator's output depends on (see the module docstring);
+    `extra`: what else the caller writes into the output (the plan directory)."""
     return (
         MAGIC,
         user,
         podunit,
+        extra,
         tuple(dirs),
         tuple(environ.get(name) for name in ENVIRONMENT),
         os.getuid(),

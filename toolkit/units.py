@@ -43,6 +43,11 @@ Decisions (documented here and in the golden tests, tests/golden/):
   specifier, expanded after the words are unescaped, so the runtime gets the
   instance exactly as in the unit name (`worker@a\\x2db.service` runs
   `podunit run worker@a\\x2db`): the container is named like its unit.
+- Plan files: the generator also writes each container, as parsed, to
+  `<normal dir>/podunit/NAME.json` (templates: `NAME@.json`), and `ExecStart=`
+  runs `podunit run --plan <that file> NAME` (`NAME@%i` for templates), so the
+  runtime neither searches nor parses definitions; the plan lives and dies with
+  the unit (systemd empties the generator directories at every daemon-reload).
 - `<podunit>` in the Exec lines is the absolute path the caller passes (see
   `toolkit.generator.podunit_executable`).
 """
@@ -303,6 +308,7 @@ def _service_text(
     podunit: Sequence[str],
     socket: str | None,
     environment: Sequence[tuple[str, str]],
+    plan: str | None,
 ) -> str:
     name = container.unit_name + ("%i" if container.template else "")
     description = f"podunit container {container.unit_name}"
@@ -347,8 +353,9 @@ def _service_text(
         ("SyslogIdentifier", "%N"),
     ]
     service += [("Environment", environment_assignment(k, v)) for k, v in environment]
+    run = ("run",) if plan is None else ("run", "--plan", plan)
     service += [
-        ("ExecStart", podunit_command("run") + " " + name_word),
+        ("ExecStart", podunit_command(*run) + " " + name_word),
         (
             "ExecStop",
             podunit_command("stop", "-t", seconds(container.stop_timeout)) + " " + name_word,
@@ -394,6 +401,17 @@ def podunit_argv(podunit: str, *, user: bool) -> list[str]:
     return [podunit, "--user"] if user else [podunit]
 
 
+def plan_text(container: Container) -> str:
+    """The plan file of a container: `{"podunit-plan": 1, "container": ...}` as one line
+    of JSON (toolkit.definitions.model, "plan files")."""
+    import json
+
+    from toolkit.definitions.model import PLAN_KEY, PLAN_VERSION, container_to_json
+
+    plan = {PLAN_KEY: PLAN_VERSION, "container": container_to_json(container)}
+    return json.dumps(plan, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def render(
     container: Container,
     *,
@@ -401,22 +419,28 @@ def render(
     user: bool = False,
     sources: Sequence[str] = (),
     environment: Sequence[tuple[str, str]] = (),
+    plan_dir: str | None = None,
 ) -> UnitFiles:
-    """The unit files and install symlinks of one container (spec §2).
+    """The unit files, install symlinks and plan file of one container (spec §2).
 
     `podunit` is the absolute path of the podunit executable written into the
     Exec lines; `sources` the definition file then its drop-ins (default: the
     container's own location); `environment` extra `Environment=` pairs for the
     service (e.g. PODUNIT_DEFINITION_DIRS, so the runtime finds the definition).
-    Raises `DefinitionError` located at the container.
+    With `plan_dir` (an absolute directory, `<normal dir>/podunit`), the container
+    is also written as the plan file `NAME.json` (`NAME@.json` for a template) and
+    the service runs `podunit run --plan <plan_dir>/NAME.json NAME`, which reads no
+    definition. Raises `DefinitionError` located at the container.
     """
     source_paths = list(sources) or [container.source.path]
     service = f"{container.unit_name}.service"
     socket = f"{container.unit_name}.socket" if container.sockets else None
+    plan_name = f"{container.unit_name}.json"
+    plan = None if plan_dir is None else f"{plan_dir}/{plan_name}"
     try:
         files = {
             service: _service_text(
-                container, source_paths, podunit_argv(podunit, user=user), socket, environment
+                container, source_paths, podunit_argv(podunit, user=user), socket, environment, plan
             )
         }
         if socket is not None:
@@ -424,7 +448,8 @@ def render(
         symlinks = _install_symlinks(container, service, socket)
     except DefinitionError as error:
         raise _located(container, error) from None
-    return UnitFiles(files, symlinks)
+    plans = {} if plan is None else {plan_name: plan_text(container)}
+    return UnitFiles(files, symlinks, plans)
 
 
 def dependency_errors(
@@ -463,6 +488,7 @@ def render_all(
     user: bool = False,
     sources: Mapping[str, Sequence[str]] | None = None,
     environment: Sequence[tuple[str, str]] = (),
+    plan_dir: str | None = None,
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Render every container (keyed by unit name); one bad container never stops the others.
 
@@ -486,6 +512,7 @@ def render_all(
                 user=user,
                 sources=(sources or {}).get(name, ()),
                 environment=environment,
+                plan_dir=plan_dir,
             )
         except DefinitionError as error:
             errors.append(error)

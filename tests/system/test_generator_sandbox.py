@@ -107,7 +107,9 @@ def test_generated_service_properties(generated: Sandbox, repo_root: object) -> 
     assert props["MemoryMax"] == str(64 << 20)
     assert props["CPUQuotaPerSecUSec"] == "500ms"
     assert props["TasksMax"] == "50"
-    assert f"argv[]={podunit} run {PREFIX}-web ;" in props["ExecStart"]
+    plan = f"/run/systemd/generator/podunit/{PREFIX}-web.json"
+    assert f"argv[]={podunit} run --plan {plan} {PREFIX}-web ;" in props["ExecStart"]
+    assert generated.run(["test", "-s", plan], check=False).returncode == 0
     assert f"argv[]={podunit} stop -t 5 {PREFIX}-web ;" in props["ExecStop"]
     assert f"argv[]={podunit} rm -f {PREFIX}-web ; ignore_errors=yes" in props["ExecStopPost"]
     # D-Bus shows argv before $-substitution, so `$$` is still doubled here.
@@ -145,10 +147,14 @@ def test_template_instances_get_their_name(generated: Sandbox, repo_root: object
     assert props["LoadState"] == "loaded"
     assert props["Type"] == "forking"
     assert props["PIDFile"] == f"/run/podunit/pidfiles/{PREFIX}-worker@a-b.pid"
-    assert f"argv[]={repo_root}/.venv/bin/podunit run {PREFIX}-worker@a-b ;" in props["ExecStart"]
+    plan = f"/run/systemd/generator/podunit/{PREFIX}-worker@.json"
+    assert (
+        f"argv[]={repo_root}/.venv/bin/podunit run --plan {plan} {PREFIX}-worker@a-b ;"
+        in props["ExecStart"]
+    )
     # %i is the instance exactly as in the unit name: the container is named like its unit.
     escaped = show(generated, f"{PREFIX}-worker@a\\x2db.service", "ExecStart")
-    assert f" run {PREFIX}-worker@a\\x2db ;" in escaped["ExecStart"]
+    assert f"@.json {PREFIX}-worker@a\\x2db ;" in escaped["ExecStart"]
 
 
 def test_compose_file_is_generated(generated: Sandbox) -> None:
@@ -192,8 +198,10 @@ def test_user_generator_in_a_user_manager(generated: Sandbox, repo_root: object)
         props = dict(line.partition("=")[::2] for line in result.stdout.decode().splitlines())
         assert props["LoadState"] == "loaded"
         assert props["SourcePath"] == definition
+        plan = f"/run/user/0/systemd/generator/podunit/{PREFIX}-user.json"
         assert (
-            f"argv[]={repo_root}/.venv/bin/podunit --user run {PREFIX}-user ;" in props["ExecStart"]
+            f"argv[]={repo_root}/.venv/bin/podunit --user run --plan {plan} {PREFIX}-user ;"
+            in props["ExecStart"]
         )
     finally:
         generated.run(["systemctl", "stop", "user@0.service"], check=False, timeout=60)

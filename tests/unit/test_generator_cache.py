@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -38,7 +39,6 @@ class Setup:
         self.defs.mkdir()
         self.run_dir = tmp_path / "run"
         self.kmsg = tmp_path / "kmsg"
-        self.runs = 0
         self.env = {
             "PODUNIT_DEFINITION_DIRS": str(self.defs),
             "PODUNIT_RUN_DIR": str(self.run_dir),
@@ -47,9 +47,10 @@ class Setup:
         }
 
     def generate(self, **extra: str) -> tuple[int, dict[str, str], str]:
-        """One generator run into a fresh output directory: status, output, messages."""
-        self.runs += 1
-        out = self.root / f"out{self.runs}"
+        """One generator run into an emptied output directory (systemd gives the same
+        one every time): status, output, messages."""
+        out = self.root / "out"
+        shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
         self.kmsg.write_text("")
         status = generator_main(
@@ -115,6 +116,8 @@ def test_a_hit_writes_byte_identical_output(setup: Setup) -> None:
         "db.service",
         "multi-user.target.wants/db.service",
         "multi-user.target.wants/web.service",
+        "podunit/db.json",
+        "podunit/web.json",
         "web.service",
     }
 
@@ -224,11 +227,19 @@ def test_environment_and_search_path_are_part_of_the_key(setup: Setup) -> None:
     assert len(setup.caches()) == 3
 
 
-def test_the_podunit_executable_is_part_of_the_key(setup: Setup) -> None:
+def test_the_podunit_executable_and_the_output_directory_are_part_of_the_key(
+    setup: Setup,
+) -> None:
     (setup.defs / "web.yaml").write_text(WEB)
     setup.generate()
     other = setup.generate(PODUNIT_EXECUTABLE="/usr/bin/podunit")
-    assert "ExecStart=/usr/bin/podunit run web\n" in other[1]["web.service"]
+    plan = f"{setup.root}/out/podunit/web.json"
+    assert f"ExecStart=/usr/bin/podunit run --plan {plan} web\n" in other[1]["web.service"]
+    elsewhere = setup.root / "elsewhere"
+    elsewhere.mkdir()
+    generator_main([str(elsewhere)], user=False, podunit=PODUNIT, environ=setup.env)
+    moved = (elsewhere / "web.service").read_text()
+    assert f"ExecStart={PODUNIT} run --plan {elsewhere}/podunit/web.json web\n" in moved
 
 
 @pytest.mark.parametrize(

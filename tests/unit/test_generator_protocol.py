@@ -7,6 +7,7 @@ log at a plain file, never the host's /dev/kmsg.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -118,6 +119,8 @@ def test_good_and_bad_definitions(repo_root: Path, tmp_path: Path, defs: Path) -
         "echo.service": "file",
         "echo.socket": "file",
         "multi-user.target.wants/web.service": "-> ../web.service",
+        "podunit/echo.json": "file",
+        "podunit/web.json": "file",
         "sockets.target.wants/echo.socket": "-> ../echo.socket",
         "web.service": "file",
     }
@@ -137,7 +140,9 @@ def test_good_and_bad_definitions(repo_root: Path, tmp_path: Path, defs: Path) -
     assert "../../etc/foo.service" in by_file["d-sneaky.yaml"].group(4)
     web = (normal / "web.service").read_text()
     assert f"SourcePath={defs}/c-web.yaml\n" in web
-    assert f"ExecStart={repo_root}/.venv/bin/podunit run web\n" in web
+    assert (
+        f"ExecStart={repo_root}/.venv/bin/podunit run --plan {normal}/podunit/web.json web\n" in web
+    )
     assert f'Environment="PODUNIT_DEFINITION_DIRS={defs}"\n' in web
 
 
@@ -195,14 +200,16 @@ def test_user_generator_uses_the_user_search_path(repo_root: Path, tmp_path: Pat
     result = run_generator(repo_root, [str(normal)], env, user=True)
     assert result.returncode == 0, result.stderr
     web = (normal / "web.service").read_text()
-    assert f"ExecStart={repo_root}/.venv/bin/podunit --user run web\n" in web
+    plan = f"{normal}/podunit/web.json"
+    assert f"ExecStart={repo_root}/.venv/bin/podunit --user run --plan {plan} web\n" in web
     assert "Environment=" not in web
 
 
 def test_podunit_executable_override(repo_root: Path, tmp_path: Path, defs: Path) -> None:
     (defs / "web.yaml").write_text(GOOD)
     result = run_generator(repo_root, [], environment(defs, PODUNIT_EXECUTABLE="/usr/bin/podunit"))
-    assert "ExecStart=/usr/bin/podunit run web\n" in result.stdout
+    plan = "/run/systemd/generator/podunit/web.json"  # a manual run shows systemd's directory
+    assert f"ExecStart=/usr/bin/podunit run --plan {plan} web\n" in result.stdout
     result = run_generator(repo_root, [], environment(defs, PODUNIT_EXECUTABLE="podunit"))
     assert result.returncode == 1
     assert "PODUNIT_EXECUTABLE='podunit' must be an absolute path" in result.stderr
@@ -285,14 +292,19 @@ def test_cli_generate_dry_run_and_output_dir(
     out = capsys.readouterr().out
     headers = re.findall(r"^---(.*)---$", out, re.MULTILINE)
     assert headers == ["echo.service", "echo.socket", "web.service"]
-    assert f"ExecStart={Path(sys.executable).parent}/podunit run web\n" in out
+    plan = "/run/systemd/generator/podunit/web.json"
+    assert f"ExecStart={Path(sys.executable).parent}/podunit run --plan {plan} web\n" in out
     target = tmp_path / "generated" / "deep"
     assert cli.main(["generate", str(target)]) == 0
     assert sorted(tree(target)) == [
         "echo.service", "echo.socket", "multi-user.target.wants/web.service",
+        "podunit/echo.json", "podunit/web.json",
         "sockets.target.wants/echo.socket", "web.service",
     ]  # fmt: skip
+    assert cli.main(["generate", "--dry-run", str(target)]) == 0  # as written to the directory
+    out = capsys.readouterr().out
     assert (target / "web.service").read_text() == out.split("---web.service---\n")[1]
+    assert f" run --plan {target}/podunit/web.json web\n" in out
 
 
 def test_cli_generate_into_an_impossible_directory(
@@ -393,8 +405,33 @@ def test_cli_generate_user_units(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     assert cli.main(argv) == 0
+    plan = f"{tmp_path}/run/systemd/generator/podunit/web.json"
     assert (
-        f"ExecStart={Path(sys.executable).parent}/podunit --user run web\n"
+        f"ExecStart={Path(sys.executable).parent}/podunit --user run --plan {plan} web\n"
         in capsys.readouterr().out
     )
     assert cli.main(["validate", "--user"]) == 0
+
+
+def test_plan_files_hold_the_rendered_containers(
+    repo_root: Path, tmp_path: Path, defs: Path
+) -> None:
+    """`<normal>/podunit/NAME.json` is the container as parsed (templates: `NAME@.json`,
+    the template), and the service runs `podunit run --plan` on it."""
+    from toolkit.definitions.loader import load_all
+    from toolkit.definitions.model import PLAN_KEY, PLAN_VERSION, container_from_json
+
+    (defs / "web.yaml").write_text(GOOD)
+    (defs / "worker.yaml").write_text("containers:\n  worker@:\n    image: x\n    hostname: w-%i\n")
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    result = run_generator(repo_root, [str(normal)], environment(defs))
+    assert result.returncode == 0, result.stderr
+    expected = load_all([defs]).containers
+    for unit, instance in (("web", "web"), ("worker@", "worker@%i")):
+        plan = normal / "podunit" / f"{unit}.json"
+        data = json.loads(plan.read_text())
+        assert data[PLAN_KEY] == PLAN_VERSION
+        assert container_from_json(data["container"]) == expected[unit]
+        service = (normal / f"{unit}.service").read_text()
+        assert f"ExecStart={repo_root}/.venv/bin/podunit run --plan {plan} {instance}\n" in service

@@ -7,6 +7,7 @@ into a real systemd in tests/system/test_generator_sandbox.py.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from toolkit.definitions.model import (
     Restart,
     SocketSpec,
     SocketType,
+    container_from_json,
 )
 from toolkit.errors import DefinitionError, Location
 from toolkit.units import UnitFiles, cpu_quota, render, render_all, seconds, signal_name
@@ -522,7 +524,8 @@ def test_verify_helper_does_catch_broken_units(tmp_path: Path, repo_root: Path) 
 #
 # Each golden file carries its expectations as comment lines, in the style of
 # Quadlet's test files (arguments split like a POSIX shell; `@PODUNIT@` is the
-# podunit executable, `@DIR@` the golden directory):
+# podunit executable, `@DIR@` the golden directory, `@PLANS@` the plan files'
+# directory, as the generator writes them into /run/systemd/generator):
 #
 #     ## file NAME                          switch the unit the next assertions look at
 #                                           (default: the only .service generated)
@@ -530,6 +533,7 @@ def test_verify_helper_does_catch_broken_units(tmp_path: Path, repo_root: Path) 
 #     ## assert-key-missing SECTION KEY
 #     ## assert-header-contains TEXT        a leading comment line contains TEXT
 #     ## assert-no-file NAME
+#     ## assert-plan NAME                   a plan file NAME holds the container of NAME
 #     ## assert-symlink LINK TARGET         LINK (relative to the output dir) -> TARGET
 #     ## assert-symlink-count N             symlinks of the whole file
 #     ## assert-error REGEX                 an error matches (without one: no errors allowed)
@@ -539,13 +543,20 @@ def test_verify_helper_does_catch_broken_units(tmp_path: Path, repo_root: Path) 
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 GOLDEN_FILES = sorted(GOLDEN.glob("*.yaml"))
+PLANS = "/run/systemd/generator/podunit"
 
 
 def generate(path: Path, podunit: str) -> tuple[dict[str, UnitFiles], list[str]]:
     loaded = load_paths([path])
     sources = {name: [str(p) for p in paths] for name, paths in loaded.sources.items()}
-    rendered, errors = render_all(loaded.containers, podunit=podunit, sources=sources)
+    rendered, errors = render_all(
+        loaded.containers, podunit=podunit, sources=sources, plan_dir=PLANS
+    )
     return rendered, [str(error) for error in [*loaded.errors, *errors]]
+
+
+def loaded_containers(path: Path) -> dict[str, Container]:
+    return load_paths([path]).containers
 
 
 def assertions(path: Path, podunit: str) -> list[list[str]]:
@@ -553,6 +564,7 @@ def assertions(path: Path, podunit: str) -> list[list[str]]:
     for line in path.read_text().splitlines():
         if line.startswith("## "):
             text = line[3:].replace("@PODUNIT@", podunit).replace("@DIR@", str(GOLDEN))
+            text = text.replace("@PLANS@", PLANS)
             found.append(shlex.split(text))
     return found
 
@@ -586,6 +598,14 @@ def run_assertions(path: Path, podunit: str) -> int:
             assert len(symlinks) == int(args[0]), f"{where}\nsymlinks: {symlinks}"
         elif verb == "assert-no-file":
             assert args[0] not in files, where
+        elif verb == "assert-plan":
+            plans = {
+                name: text for units in rendered.values() for name, text in units.plans.items()
+            }
+            assert args[0] in plans, f"{where}\nplans: {sorted(plans)}"
+            data = json.loads(plans[args[0]])
+            unit = args[0].removesuffix(".json")
+            assert container_from_json(data["container"]) == loaded_containers(path)[unit], where
         else:
             assert current in files, f"{where}: no unit {current!r} in {sorted(files)}"
             text = files[current]
@@ -640,6 +660,7 @@ def test_the_runner_catches_wrong_expectations(tmp_path: Path, repo_root: Path) 
         "## assert-generated other",
         "## assert-no-file web.service",
         "## assert-header-contains not-in-the-header",
+        "## assert-plan other.json",
     ]
     for line in wrong:
         golden = tmp_path / "web.yaml"
