@@ -892,6 +892,31 @@ def kill_container(store: StateStore, record: ContainerRecord, signum: int) -> C
     return record
 
 
+def signal_running(record: ContainerRecord, signum: int) -> bool:
+    """`RUNTIME kill ID SIGNUM` for a running container, without starting the runtime.
+
+    What runc and crun do for it: signal the container's init process. Sent through
+    a pidfd opened before the recorded start time is checked, so a reused pid is
+    never signalled. False (nothing sent) when the container is not plainly running
+    or its process is not the recorded one: the caller asks the runtime then.
+    """
+    if record.status != RUNNING or record.pid is None:
+        return False
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except OSError:
+        return False
+    try:
+        if not same_process_alive(record.pid, record.pid_start_time):
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
 def stop_container(
     store: StateStore, record: ContainerRecord, timeout: float | None = None
 ) -> ContainerRecord:
@@ -903,7 +928,8 @@ def stop_container(
         timeout = float(record.options.get("stop_timeout", 10))
     stop_signal = int(record.options.get("stop_signal", signal.SIGTERM))
     if timeout > 0:
-        runtime_call(record, "kill", record.id, str(stop_signal), check=False)
+        if not signal_running(record, stop_signal):
+            runtime_call(record, "kill", record.id, str(stop_signal), check=False)
         if record.status == PAUSED:
             runtime_call(record, "resume", record.id, check=False)
         record = wait_for_exit(store, record, timeout)

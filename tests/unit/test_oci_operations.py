@@ -204,3 +204,27 @@ def test_cgroups_left_says_when_cleanup_may_have_work(tmp_path: Path) -> None:
     cgroups.cleanup_cgroups(split)  # agrees: nothing to do, no error
     disabled = plan(CgroupMode.DISABLED, cgroup2_mount=mount)
     assert not operations.cgroups_left(operations.plan_to_json(disabled))
+
+
+def test_signal_running_signals_only_the_recorded_running_process() -> None:
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc.process_start_time(child.pid)
+        base = ContainerRecord(
+            id=CID, name="web", runtime="/usr/sbin/runc", status=RUNNING, created_at=0.0,
+            spec={}, pid=child.pid, pid_start_time=start,
+        )  # fmt: skip
+        assert start is not None
+        assert not operations.signal_running(base._replace(pid_start_time=start + 1), 15)
+        assert not operations.signal_running(base._replace(status=CREATED), 15)
+        assert not operations.signal_running(base._replace(pid=None), 15)
+        assert child.poll() is None  # none of those sent anything
+        assert operations.signal_running(base, signal.SIGTERM)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        assert not operations.signal_running(base, signal.SIGTERM)  # gone (reaped)
+    finally:
+        child.kill()
+        child.wait()
