@@ -135,10 +135,18 @@ def parse_signal(text: str) -> int:
         ) from None
 
 
-def podunit_command(user: bool) -> list[str]:
-    """How conmon's exit command calls podunit back."""
-    script = Path(sys.executable).parent / "podunit"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "toolkit.cli"]
+def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
+    """How conmon's exit command calls podunit back: the console script beside the
+    interpreter, else the `podunit` launcher this process was started as (bin/podunit
+    runs the system python3 -I -S), else `python -m toolkit.cli`."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    script = os.path.join(os.path.dirname(sys.executable), "podunit")
+    if os.path.exists(script):
+        base = [script]
+    elif os.path.isabs(argv0) and os.path.basename(argv0) == "podunit":
+        base = [argv0]
+    else:
+        base = [sys.executable, "-m", "toolkit.cli"]
     return [*base, *(["--user"] if user else [])]
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from toolkit import cli
@@ -129,9 +134,6 @@ def test_a_bad_stop_timeout_is_still_a_usage_error(capsys: pytest.CaptureFixture
 
 
 def test_the_fast_forms_do_not_import_argparse() -> None:
-    import subprocess
-    import sys
-
     probe = (
         "import sys; from toolkit import cli; "
         "cli.fast_arguments(['stop', '-t', '10', 'web']); cli.fast_arguments(['rm', '-f', 'web']); "
@@ -141,3 +143,32 @@ def test_the_fast_forms_do_not_import_argparse() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+LAUNCHER = Path(__file__).resolve().parent.parent.parent / "bin" / "podunit"
+
+
+def test_the_launcher_runs_podunit_without_site(tmp_path: Path) -> None:
+    """bin/podunit (python3 -I -S, paths by hand) behaves as the console script."""
+    env = {"PATH": os.environ["PATH"], "PODUNIT_STATE_DIR": str(tmp_path / "s"),
+           "PODUNIT_RUN_DIR": str(tmp_path / "r")}  # fmt: skip
+    script = Path(sys.executable).parent / "podunit"
+    for argv in (["ps", "-a"], ["rm", "-f", "nothing"], ["stop", "-t", "1", "nothing"]):
+        fast = subprocess.run([str(LAUNCHER), *argv], capture_output=True, text=True, env=env)
+        usual = subprocess.run([str(script), *argv], capture_output=True, text=True, env=env)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            usual.returncode, usual.stdout, usual.stderr
+        )  # fmt: skip
+    probe = subprocess.run([str(LAUNCHER), "bogus-verb"], capture_output=True, text=True, env=env)
+    assert probe.returncode == 125 and "Traceback" not in probe.stderr
+
+
+def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit import operations
+
+    assert operations.podunit_command(False)[0] == str(Path(sys.executable).parent / "podunit")
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3-nowhere")
+    assert operations.podunit_command(True, str(LAUNCHER)) == [str(LAUNCHER), "--user"]
+    assert operations.podunit_command(False, "pytest") == [
+        "/usr/bin/python3-nowhere", "-m", "toolkit.cli",
+    ]  # fmt: skip
