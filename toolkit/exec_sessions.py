@@ -15,11 +15,18 @@ the process. Packets from conmon start with 2 (stdout) or 3 (stderr); what we se
 is the process's stdin, and shutdown(SHUT_WR) closes it. With `-t` the process
 gets a pseudo-terminal; `<exec dir>/ctl` takes `1 ROWS COLS` to resize it.
 
-Session management (`podunit exec` options, documented in the README):
+Session management (`podunit exec` options):
 `--list NAME` prints the sessions as JSON, `--stop SESSION NAME` stops one (its
 container's stop signal, then SIGKILL after `--time`), `--rm SESSION NAME` removes
-a stopped one and `--rm SESSION -f NAME` a running one. `stop_all_sessions` is
-what stopping or removing a container calls first.
+a stopped one and `--rm SESSION -f NAME` a running one (documented in
+docs/podunit-exec-logs-images.md). Stopping waits on pidfds (pidfd_open(2)), not by
+polling: for the process after each signal, then for its conmon, which writes the
+exit file before it exits. `stop_all_sessions` is what removing a container calls first.
+
+Nothing here is imported that a plain `podunit exec NAME CMD` does not use (issue 6:
+the imports of a fresh process are most of its time): no dataclasses or typing, the
+status machinery of `toolkit.operations` only for a container that is not plainly
+running, oci only for `-u`, conmon where a session starts.
 
 Files of a session live in `<run>/containers/<container id>/exec/<session id>/`:
 process.json, exec_pid (the runtime's pid file), conmon.pid, exit (the status, from
