@@ -144,8 +144,8 @@ def loader_class(base: Any) -> Any:
             pass
 
         def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
-            if kind is not yaml.ScalarNode:
-                return _SEQ if kind is yaml.SequenceNode else _MAP
+            if kind is not _ScalarNode:
+                return _SEQ if kind is _SequenceNode else _MAP
             if not implicit[0]:
                 return _STR
             tag = self._tags.get(value)
@@ -159,6 +159,7 @@ def loader_class(base: Any) -> Any:
 
 
 _Loader = loader_class(_LOADER)
+_ScalarNode, _SequenceNode = yaml.ScalarNode, yaml.SequenceNode
 
 
 class _Converter:
@@ -193,8 +194,20 @@ class _Converter:
         self.active.add(key)
         if node.tag != _MAP and node.tag != _SEQ:
             raise DefinitionError(self.loc(node), f"YAML tag '{node.tag}' is not allowed")
-        if value.__class__ is list and node.__class__ is yaml.SequenceNode:
-            content: Any = [self.convert(item) for item in value]
+        if value.__class__ is list and node.__class__ is _SequenceNode:
+            path = self.path  # string scalars, the common case, without a call each
+            content: Any = [
+                Node(
+                    item.value,
+                    path,
+                    item.start_mark.line + 1,
+                    item.start_mark.column + 1,
+                    item.value,
+                )
+                if item.tag == _STR and item.value.__class__ is str
+                else self.convert(item)
+                for item in value
+            ]
         else:
             content = self.mapping(node)
         result = Node(content, self.path, mark.line + 1, mark.column + 1)
@@ -205,6 +218,7 @@ class _Converter:
     def mapping(self, node: Any) -> Mapping:
         entries: Mapping = {}
         merged: Mapping = {}
+        path = self.path
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 merged = {**self.merge_sources(value_node), **merged}
@@ -215,8 +229,15 @@ class _Converter:
             if key in entries:
                 raise DefinitionError(self.loc(key_node), f"duplicate key '{key}'")
             mark = key_node.start_mark
-            key_at = Node(key, self.path, mark.line + 1, mark.column + 1, key)
-            entries[key] = Entry(key_at, self.convert(value_node))
+            key_at = Node(key, path, mark.line + 1, mark.column + 1, key)
+            value = value_node.value
+            if value_node.tag == _STR and value.__class__ is str:  # without a call
+                mark = value_node.start_mark
+                entries[key] = Entry(
+                    key_at, Node(value, path, mark.line + 1, mark.column + 1, value)
+                )
+            else:
+                entries[key] = Entry(key_at, self.convert(value_node))
         return {**merged, **entries} if merged else entries
 
     def merge_sources(self, value_node: Any) -> Mapping:
