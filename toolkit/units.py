@@ -403,13 +403,14 @@ def podunit_argv(podunit: str, *, user: bool) -> list[str]:
 
 def plan_text(container: Container) -> str:
     """The plan file of a container: `{"podunit-plan": 1, "container": ...}` as one line
-    of JSON (toolkit.definitions.model, "plan files")."""
+    of JSON (toolkit.definitions.model, "plan files"); json's default encoder, the
+    fastest (non-ASCII is written as \\u escapes)."""
     import json
 
     from toolkit.definitions.model import PLAN_KEY, PLAN_VERSION, container_to_json
 
     plan = {PLAN_KEY: PLAN_VERSION, "container": container_to_json(container)}
-    return json.dumps(plan, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return json.dumps(plan) + "\n"
 
 
 def render(

@@ -670,3 +670,20 @@ def test_the_runner_catches_wrong_expectations(tmp_path: Path, repo_root: Path) 
     golden.write_text("## assert-key-is Service Type notify\ncontainers:\n  web:\n    imag: x\n")
     with pytest.raises(AssertionError, match="no unit"):
         run_assertions(golden, podunit)
+
+
+def test_plan_file_round_trips_and_is_named_like_the_unit() -> None:
+    """The plan is ASCII JSON (non-ASCII escaped) of exactly the rendered container."""
+    from toolkit.units import plan_text
+
+    web = container(environment=(("GREETING", "grüß dich ☃"),), stop_timeout=timedelta(0.5))
+    units = render(web, podunit=PODUNIT, plan_dir="/run/systemd/generator/podunit")
+    assert list(units.plans) == ["web.json"] and units.plans["web.json"] == plan_text(web)
+    assert units.plans["web.json"].isascii() and units.plans["web.json"].endswith("}\n")
+    data = json.loads(units.plans["web.json"])
+    assert data["podunit-plan"] == 1 and container_from_json(data["container"]) == web
+    run = "run --plan /run/systemd/generator/podunit/web.json web"
+    assert one(service_of(units), "Service", "ExecStart") == f"{PODUNIT} {run}"
+    assert render(web, podunit=PODUNIT).plans == {}  # no plan directory, no plan
+    worker = render(container("worker", template=True), podunit=PODUNIT, plan_dir="/p")
+    assert list(worker.plans) == ["worker@.json"]
