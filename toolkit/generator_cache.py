@@ -101,12 +101,16 @@ def prepare(*, user: bool, environ: Mapping[str, str]) -> str | None:
 
     Called before the search path is walked: creating the directory changes the run
     directory, which is a search directory, and the walk must see it as it will stay.
+    At boot the generator may be first to make the run directory: with the runtime's
+    mode, 0711 (`toolkit.paths`); the cache directory is 0700.
     """
     path = cache_file(user=user, environ=environ)
     if path is None:
         return None
+    directory = os.path.dirname(path)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(directory), mode=0o711, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError:
         return None
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import marshal
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -265,6 +266,15 @@ def test_a_cache_with_the_right_key_but_a_malformed_output_is_ignored(setup: Set
     _, messages, status = output
     cache.write_bytes(marshal.dumps((key, ([({"web.service": 1}, {}, {})], messages, status))))
     assert setup.generate() == first
+
+
+def test_the_run_directory_is_made_with_the_runtimes_mode(setup: Setup) -> None:
+    (setup.defs / "web.yaml").write_text(WEB)
+    setup.generate()
+    assert stat.S_IMODE(setup.run_dir.stat().st_mode) == 0o711  # as toolkit.paths makes it
+    assert stat.S_IMODE((setup.run_dir / "generator-cache").stat().st_mode) == 0o700
+    (cache,) = setup.caches()
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
 
 
 def test_cache_disabled_writes_nothing(setup: Setup) -> None:
