@@ -38,9 +38,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from toolkit import proc
 from toolkit.definitions.model import LogDriver
@@ -59,9 +58,11 @@ class RuntimeFailed(PodunitError):
     """conmon or the OCI runtime could not create or start the container."""
 
 
-@dataclass(frozen=True)
-class ConmonOptions:
-    """Everything conmon's command line says about one container (or exec session)."""
+class ConmonOptions(NamedTuple):
+    """Everything conmon's command line says about one container (or exec session).
+
+    A NamedTuple, not a dataclass: `podunit run` must not pay for `dataclasses`.
+    """
 
     container_id: str
     name: str

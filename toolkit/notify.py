@@ -33,21 +33,22 @@ the proxy needs raw ``recvmsg`` for SCM_RIGHTS anyway.
 
 from __future__ import annotations
 
-import argparse
 import array
 import contextlib
 import os
 import select
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import proc
 from toolkit.definitions.model import Container, Mount, MountType, Notify
 from toolkit.errors import PodunitError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import subprocess  # annotations only: `podunit run` imports neither it nor argparse here
 
 CONTAINER_NOTIFY_DIR = "/run/notify"
 CONTAINER_NOTIFY_SOCKET = f"{CONTAINER_NOTIFY_DIR}/notify.sock"
@@ -140,21 +141,32 @@ def announces_ready(message: bytes) -> bool:
     return b"READY=1" in message.split(b"\n")
 
 
-@dataclass
 class NotifySetup:
     """What the run path adds for a container's notify mode.
 
     `env` goes into config.json ``process.env``, `mounts` into its mounts (after
     the container's own). After conmon has started the payload, call `start`;
-    `close` releases podunit's copy of the socket (always call it).
+    `close` releases podunit's copy of the socket (always call it). A plain class,
+    not a dataclass: `podunit run` must not pay for `dataclasses`.
     """
 
-    mode: Notify
-    container_name: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()
-    host_socket: Path | None = None
-    listener: socket.socket | None = None
+    __slots__ = ("container_name", "env", "host_socket", "listener", "mode", "mounts")
+
+    def __init__(
+        self,
+        mode: Notify,
+        container_name: str = "",
+        env: dict[str, str] | None = None,
+        mounts: tuple[Mount, ...] = (),
+        host_socket: Path | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
+        self.mode = mode
+        self.container_name = container_name
+        self.env: dict[str, str] = {} if env is None else env
+        self.mounts = mounts
+        self.host_socket = host_socket
+        self.listener = listener
 
     def start(
         self, conmon_pid: int, environ: Mapping[str, str] = os.environ
@@ -352,6 +364,8 @@ def _barrier(sock: socket.socket) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m toolkit.notify proxy --listen-fd FD --conmon-pid PID --container NAME``."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="podunit-notify-proxy")
     parser.add_argument("action", choices=["proxy"])
     parser.add_argument("--listen-fd", type=int, required=True)

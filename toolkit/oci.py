@@ -17,9 +17,9 @@ import os
 import resource
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from toolkit.definitions.model import Container, Mount, MountType
 from toolkit.errors import PodunitError
@@ -220,8 +220,7 @@ def find_init_binary(candidates: Sequence[str] = INIT_CANDIDATES) -> str | None:
     return next((path for path in candidates if os.access(path, os.X_OK)), None)
 
 
-@dataclass(frozen=True)
-class ResolvedUser:
+class ResolvedUser(NamedTuple):
     """The numeric identity of the container's process."""
 
     uid: int = 0
@@ -229,8 +228,7 @@ class ResolvedUser:
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class DeviceNode:
+class DeviceNode(NamedTuple):
     """A host device made available in the container (`devices:`)."""
 
     path: str  # inside the container
@@ -241,17 +239,23 @@ class DeviceNode:
     file_mode: int = 0o666
 
 
-@dataclass(frozen=True)
-class SpecInputs:
-    """Everything `build_spec` needs besides the `Container`, gathered at the edge."""
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class SpecInputs(NamedTuple):
+    """Everything `build_spec` needs besides the `Container`, gathered at the edge.
+
+    These records are NamedTuples, not dataclasses: `podunit run` must not pay for
+    `dataclasses`.
+    """
 
     container_id: str
     rootfs: str
-    hard_limits: Mapping[str, int] = field(default_factory=dict)  # RLIMIT_* -> hard limit
+    hard_limits: Mapping[str, int] = _NOTHING  # RLIMIT_* -> hard limit
     user: ResolvedUser = ResolvedUser()
     env_file_vars: tuple[tuple[str, str], ...] = ()
     devices: tuple[DeviceNode, ...] = ()
-    extra_env: Mapping[str, str] = field(default_factory=dict)  # activation, notify
+    extra_env: Mapping[str, str] = _NOTHING  # activation, notify
     extra_mounts: tuple[Mount, ...] = ()  # added by podunit itself (notify socket)
     cgroups_path: str | None = None
     tty: bool = False

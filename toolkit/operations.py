@@ -105,11 +105,9 @@ def runtime_binary(name: str | None) -> str:
     Spec §1.1 (`runtime`); crun is passed over where it cannot work (`crun_can_work`).
     """
     if name is None:
-        import shutil
-
         candidates = ("crun", "runc") if crun_can_work() else ("runc", "crun")
         for candidate in candidates:
-            if shutil.which(candidate):
+            with contextlib.suppress(ExecutableNotFound):
                 return proc.which(candidate)
         raise ExecutableNotFound(
             "no OCI runtime found: neither crun nor runc is on PATH",

@@ -23,14 +23,25 @@ _DEVNULL = -3  # subprocess.DEVNULL
 
 
 def which(program: str) -> str:
-    """Absolute path of `program` (searched on PATH unless it contains a slash)."""
+    """Absolute path of `program` (searched on PATH unless it contains a slash).
+
+    The search of `shutil.which` (first executable non-directory on PATH, os.defpath
+    when PATH is unset), without importing shutil: 3 ms of every `podunit run`.
+    """
     if "/" in program:
         if os.access(program, os.X_OK):
             return program
         raise ExecutableNotFound(f"{program}: not found or not executable")
-    import shutil
-
-    found = shutil.which(program)
+    found = next(
+        (
+            candidate
+            for directory in os.environ.get("PATH", os.defpath).split(os.pathsep)
+            if directory
+            for candidate in (os.path.join(directory, program),)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate)
+        ),
+        None,
+    )
     if found is None:
         raise ExecutableNotFound(
             f"{program}: not found on PATH", hint=f"install the Debian package providing {program}"

@@ -228,3 +228,25 @@ def test_signal_running_signals_only_the_recorded_running_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_which_searches_path_as_shutil_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "tool").chmod(0o755)
+    (tmp_path / "bin" / "plain").write_text("")  # not executable
+    (tmp_path / "bin" / "adir").mkdir()
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "plain").write_text("#!/bin/sh\n")
+    (tmp_path / "late" / "plain").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}/bin::{tmp_path}/late:/usr/bin:/bin")
+    for program in ("tool", "plain", "sh", "env"):
+        assert proc.which(program) == shutil.which(program)
+    for missing in ("adir", "no-such-program-here"):
+        assert shutil.which(missing) is None
+        with pytest.raises(PodunitError, match="not found on PATH"):
+            proc.which(missing)
