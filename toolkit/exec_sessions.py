@@ -42,6 +42,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -318,22 +319,29 @@ def _session_from_row(row: Any) -> ExecSession:
 
 
 def _insert_session(store: StateStore, session: ExecSession) -> None:
+    """The session's row; its container's row must still exist (removed meanwhile: error)."""
     stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
-    with store.transaction() as db:
-        db.execute(
-            f"INSERT INTO exec_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.id,
-                session.container_id,
-                session.pid,
-                session.state,
-                session.exit_code,
-                stored,
-                session.created_at,
-                session.started_at,
-                session.finished_at,
-            ),
-        )
+    try:
+        with store.transaction() as db:
+            db.execute(
+                f"INSERT INTO exec_sessions ({_SESSION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id,
+                    session.container_id,
+                    session.pid,
+                    session.state,
+                    session.exit_code,
+                    stored,
+                    session.created_at,
+                    session.started_at,
+                    session.finished_at,
+                ),
+            )
+    except sqlite3.IntegrityError:  # the foreign key: `podunit rm` removed the container
+        raise InvalidState(
+            f"container {session.container_id[:12]} was removed while the exec started"
+        ) from None
 
 
 def _record_stopped(store: StateStore, session: ExecSession) -> None:
@@ -739,7 +747,15 @@ def start_session(
             "owner_start_time": process_start_time(os.getpid()),
         },
     )
-    _insert_session(store, running)  # the session's one row, from here until it is removed
+    try:
+        _insert_session(store, running)  # the session's one row, from here until it is removed
+    except BaseException:
+        _signal_session(running, signal.SIGKILL)  # a session nobody could see or stop
+        if client is not None:
+            client.close()
+        monitor.close()
+        _fail_session(store, session)
+        raise
     return _Started(running, monitor, client)
 
 

@@ -240,6 +240,21 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
         assert _session_rows(store) == []
 
 
+def test_a_session_of_a_container_removed_meanwhile_is_a_clear_error(tmp_path: Path) -> None:
+    paths = RuntimePaths.for_mode(
+        False,
+        {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
+    )
+    with StateStore(paths) as store:
+        session = exec_sessions.ExecSession(
+            id="2" * 64, container_id="9" * 64, state=exec_sessions.STARTED,
+            config=exec_sessions.ExecConfig(("true",)), created_at=time.time(), pid=1,
+        )  # fmt: skip
+        with pytest.raises(InvalidState, match="container 999999999999 was removed while"):
+            exec_sessions._insert_session(store, session)
+        assert _session_rows(store) == []
+
+
 # --- waiting for a process to be gone (exec --stop/--rm -f, stop_all_sessions) --------------
 
 
