@@ -178,9 +178,13 @@ def racy(inputs: Sequence[Input], started_ns: int) -> bool:
 
 
 def load(path: str, key: Key) -> Output | None:
-    """The cached output for `key`; None when missing, corrupt, foreign or for another key."""
+    """The cached output for `key`; None when missing, corrupt, foreign or for another key,
+    or not this user's own file that only they can write (its text becomes units)."""
     try:
         with open(path, "rb") as stream:
+            status = os.fstat(stream.fileno())
+            if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+                return None
             data = marshal.loads(stream.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None

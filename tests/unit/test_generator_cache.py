@@ -258,6 +258,19 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_overwritten(
     assert cache.read_bytes() != content
 
 
+def test_a_cache_others_could_write_is_ignored(setup: Setup) -> None:
+    (setup.defs / "web.yaml").write_text(WEB)
+    first = setup.generate()
+    (cache,) = setup.caches()
+    key, (units, messages, status) = marshal.loads(cache.read_bytes())
+    units[0][0]["web.service"] = "[Service]\nExecStart=/bin/evil\n"
+    cache.write_bytes(marshal.dumps((key, (units, messages, status))))
+    assert "/bin/evil" in setup.generate()[1]["web.service"]  # the own file is trusted
+    cache.chmod(0o666)
+    assert setup.generate() == first  # ignored, regenerated and stored again
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+
 def test_a_cache_with_the_right_key_but_a_malformed_output_is_ignored(setup: Setup) -> None:
     (setup.defs / "web.yaml").write_text(WEB)
     first = setup.generate()
