@@ -252,11 +252,60 @@ def system_bus_reachable(environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
+class _EarlyMove:
+    """`_move_into_supervisor` running in a thread (see `start_prepare_before_conmon`)."""
+
+    def __init__(self, plan: CgroupPlan) -> None:
+        import threading
+
+        self.error: CgroupError | None = None
+        self.thread = threading.Thread(target=self._move, args=(plan,), daemon=True)
+        self.thread.start()
+
+    def _move(self, plan: CgroupPlan) -> None:
+        try:
+            _move_into_supervisor(plan)
+        except CgroupError as error:
+            self.error = error
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+_early_moves: dict[str, _EarlyMove] = {}  # supervisor cgroup -> its move in progress
+
+
+def _moves_podunit(plan: CgroupPlan) -> bool:
+    return plan.mode is CgroupMode.SPLIT and plan.supervisor_cgroup is not None
+
+
+def start_prepare_before_conmon(plan: CgroupPlan) -> None:
+    """Begin `prepare_before_conmon` in a thread; it finishes (or raises) there.
+
+    Moving a process between cgroups waits in the kernel for an RCU grace period
+    (10-20 ms of every unit start in split mode); `podunit run` starts it as soon as
+    the plan is known and builds the bundle meanwhile (the GIL is free while the
+    thread waits in write(2)). Nothing may be spawned that must stay behind.
+    """
+    if _moves_podunit(plan) and plan.supervisor_cgroup not in _early_moves:
+        _early_moves[str(plan.supervisor_cgroup)] = _EarlyMove(plan)
+
+
 def prepare_before_conmon(plan: CgroupPlan) -> None:
     """split: move podunit into the unit's supervisor leaf, so conmon is born there."""
-    if plan.mode is not CgroupMode.SPLIT or plan.supervisor_cgroup is None:
+    if not _moves_podunit(plan):
         return
-    leaf = Path(plan.cgroup2_mount + plan.supervisor_cgroup)
+    early = _early_moves.pop(str(plan.supervisor_cgroup), None)
+    if early is not None:
+        early.join()
+    else:
+        _move_into_supervisor(plan)
+
+
+def _move_into_supervisor(plan: CgroupPlan) -> None:
+    leaf = Path(plan.cgroup2_mount + str(plan.supervisor_cgroup))
     try:
         leaf.mkdir(exist_ok=True)
         (leaf / "cgroup.procs").write_text(f"{os.getpid()}\n")

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import subprocess  # annotations only: `podunit run` imports neither it nor argparse here
 
 CONTAINER_NOTIFY_DIR = "/run/notify"
+PROXY_PIDFILE = "proxy.pid"  # beside the host socket: "PID STARTTIME" of the running proxy
+PROXY_WAIT_SECONDS = 5.0
 CONTAINER_NOTIFY_SOCKET = f"{CONTAINER_NOTIFY_DIR}/notify.sock"
 
 FORWARDED_KEYS = frozenset(
@@ -180,6 +182,7 @@ class NotifySetup:
         if notify_socket_address(environ) is None:
             return None
         fd = self.listener.fileno()
+        assert self.host_socket is not None
         proxy = proc.spawn(
             [
                 sys.executable,
@@ -196,6 +199,8 @@ class NotifySetup:
             env=dict(environ),
             pass_fds=[fd],
         )
+        pidfile = self.host_socket.with_name(PROXY_PIDFILE)
+        pidfile.write_text(f"{proxy.pid} {proc.process_start_time(proxy.pid)}\n")
         notify_main_pid(conmon_pid, environ)
         return proxy
 
@@ -293,6 +298,26 @@ def run_proxy(
         )
         return 1
     return 0
+
+
+def wait_for_proxy(bundle_dir: Path, timeout: float = PROXY_WAIT_SECONDS) -> None:
+    """Wait until the container's notify proxy has exited (it does right after the container).
+
+    conmon's exit command calls this in `notify: container` units: conmon waits for
+    its exit command, and systemd kills what is left of a unit once conmon is gone,
+    so the proxy's last line ("exited before it sent READY=1") is always written.
+    """
+    try:
+        pid_text, start_text = (bundle_dir / "notify" / PROXY_PIDFILE).read_text().split()
+        pid, start = int(pid_text), int(start_text)
+        pidfd = os.pidfd_open(pid)
+    except (OSError, ValueError):
+        return
+    try:
+        if proc.same_process_alive(pid, start):
+            select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
 
 
 def _children(pid: int) -> list[int]:

@@ -405,7 +405,7 @@ def prepare_record(
     environ: Mapping[str, str] = os.environ,
 ) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
     """Decide everything about a new container and build its config.json (not yet stored)."""
-    from toolkit import activation, notify, oci
+    from toolkit import activation, cgroups, notify, oci
     from toolkit.definitions.model import LogDriver
 
     if container.rootfs is None:
@@ -415,6 +415,7 @@ def prepare_record(
     activation_fds = activation.inherited_sockets(environ)
     plan = plan_for(container.cgroups, container_id, runtime, container=container,
                     environ=environ)  # fmt: skip
+    cgroups.start_prepare_before_conmon(plan)  # launch_container waits for it
     bundle = store.paths.bundle_dir(container_id)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     notify_setup = notify.prepare_container_notify(bundle, container)
@@ -586,8 +587,11 @@ def launch_container(
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
         cgroups.prepare_before_conmon(plan)
+        # under a unit ExecStopPost cleans up; a container-notify unit keeps the exit
+        # command so that conmon outlives the notify proxy (cli_cleanup)
+        exit_command = not _under_unit(environ) or record.options.get("notify") == "container"
         options = conmon_options(
-            store, record, restore_path=restore_path, exit_command=not _under_unit(environ)
+            store, record, restore_path=restore_path, exit_command=exit_command
         )
         monitor = conmon.launch(
             options,
@@ -1412,10 +1416,18 @@ def cli_wait(args: argparse.Namespace) -> int:
 
 
 def cli_cleanup(args: argparse.Namespace) -> int:
-    """conmon's exit command: record the exit code, release the container's resources."""
+    """conmon's exit command: record the exit code, release the container's resources.
+
+    A `notify: container` container's proxy is waited for first: conmon waits for
+    this command, and the proxy must write its last line before conmon is gone.
+    """
     with _store(args) as store:
         record = store.find(args.names)
         if record is not None:
+            if record.options.get("notify") == "container":
+                from toolkit import notify
+
+                notify.wait_for_proxy(store.paths.bundle_dir(record.id))
             with contextlib.suppress(ContainerNotFound):  # removed meanwhile by rm -f
                 finalize(store, record, runaway=False)
     return 0

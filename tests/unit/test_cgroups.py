@@ -10,6 +10,7 @@ import pytest
 
 from toolkit.cgroups import (
     CgroupError,
+    CgroupPlan,
     _remove_cgroup,
     decide_plan,
     is_service_cgroup,
@@ -18,6 +19,7 @@ from toolkit.cgroups import (
     prepare_before_conmon,
     scope_properties,
     service_cgroup,
+    start_prepare_before_conmon,
     system_bus_reachable,
 )
 from toolkit.definitions.model import CgroupMode, Container, Resources
@@ -223,3 +225,35 @@ def test_only_split_moves_podunit_itself(tmp_path: Path, mode: CgroupMode) -> No
     )
     prepare_before_conmon(plan)
     assert list(tmp_path.iterdir()) == []
+
+
+def _split_plan(mount: Path) -> CgroupPlan:
+    return decide_plan(
+        CgroupMode.SPLIT, CID, own_cgroup=UNIT, in_service=True, bus_reachable=False,
+        cgroup2_mount=str(mount),
+    )  # fmt: skip
+
+
+def test_an_early_move_is_finished_by_prepare_before_conmon(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / UNIT.lstrip("/")).mkdir(parents=True)
+    plan = _split_plan(tmp_path)
+    start_prepare_before_conmon(plan)
+    prepare_before_conmon(plan)  # waits for the thread
+    procs = tmp_path / UNIT.lstrip("/") / "supervisor" / "cgroup.procs"
+    assert procs.read_text() == f"{os.getpid()}\n"
+    procs.unlink()
+    prepare_before_conmon(plan)  # nothing in flight any more: moves by itself
+    assert procs.read_text() == f"{os.getpid()}\n"
+
+
+def test_an_early_move_reports_its_error_where_it_is_awaited(tmp_path: Path) -> None:
+    plan = _split_plan(tmp_path)  # no unit cgroup below the mount
+    start_prepare_before_conmon(plan)  # does not raise here
+    with pytest.raises(CgroupError, match=r"cannot move podunit into .*: No such file"):
+        prepare_before_conmon(plan)
+    disabled = decide_plan(CgroupMode.DISABLED, CID, own_cgroup=UNIT, in_service=True,
+                           bus_reachable=False, cgroup2_mount=str(tmp_path))  # fmt: skip
+    start_prepare_before_conmon(disabled)  # nothing to move: no thread
+    prepare_before_conmon(disabled)

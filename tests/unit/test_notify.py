@@ -344,3 +344,31 @@ def test_a_unit_watchdog_is_passed_on_to_the_container(tmp_path: Path) -> None:
         setup.close()
     conmon_mode = prepare_container_notify(tmp_path / "b", container(Notify.CONMON), environ)
     assert conmon_mode.env == {}
+
+
+def test_wait_for_proxy_waits_for_the_recorded_proxy_only(tmp_path: Path) -> None:
+    """conmon's exit command waits so; a missing or stale pidfile does not block."""
+    from toolkit import proc
+    from toolkit.notify import PROXY_PIDFILE, wait_for_proxy
+
+    wait_for_proxy(tmp_path, timeout=5)  # no pidfile: at once
+    (tmp_path / "notify").mkdir()
+    child = subprocess.Popen(["sleep", "0.5"])
+    pidfile = tmp_path / "notify" / PROXY_PIDFILE
+    start = proc.process_start_time(child.pid)
+    pidfile.write_text(f"{child.pid} {start}\n")
+    began = time.monotonic()
+    wait_for_proxy(tmp_path, timeout=5)
+    assert 0.2 < time.monotonic() - began < 4
+    child.wait()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile.write_text(f"{sleeper.pid} {start}\n")  # another process's start time
+        began = time.monotonic()
+        wait_for_proxy(tmp_path, timeout=5)
+        assert time.monotonic() - began < 1
+        pidfile.write_text("garbage\n")
+        wait_for_proxy(tmp_path, timeout=5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
