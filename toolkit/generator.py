@@ -205,10 +205,13 @@ def generate_cached(
     return output
 
 
+_NOT_NAMES = frozenset(("", ".", ".."))
+
+
 def _confined(relative: str) -> list[str]:
     """The parts of a path relative to the output directory; refuses any way out of it."""
     parts = relative.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if not _NOT_NAMES.isdisjoint(parts):
         raise PodunitError(f"refusing to write {relative!r} outside the output directory")
     return parts
 
@@ -234,7 +237,7 @@ def write_units(
             os.makedirs(f"{base}/{directory}", exist_ok=True)
             made.add(directory)
         for name, text in texts.items():
-            if len(_confined(name)) != 1:
+            if ("/" in name or name in _NOT_NAMES) and len(_confined(name)) != 1:
                 raise PodunitError(f"refusing to write {name!r}: not a plain file name")
             path = f"{base}/{directory}/{name}" if directory else f"{base}/{name}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

@@ -195,25 +195,23 @@ def load(path: str, key: Key) -> Output | None:
 
 
 def _well_formed(output: object) -> bool:
+    """The shape of `Output`, all of it checked before anything is written (plain loops:
+    the warm path checks thousands of entries)."""
     if not (isinstance(output, tuple) and len(output) == 3):
         return False
     units, messages, status = output
-    return (
-        isinstance(units, list)
-        and all(
-            isinstance(unit, tuple)
-            and len(unit) == 3
-            and all(
-                isinstance(mapping, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
-                for mapping in unit
-            )
-            for unit in units
-        )
-        and isinstance(messages, list)
-        and all(isinstance(message, str) for message in messages)
-        and isinstance(status, int)
-    )
+    if not (isinstance(units, list) and isinstance(messages, list) and isinstance(status, int)):
+        return False
+    for unit in units:
+        if not (isinstance(unit, tuple) and len(unit) == 3):
+            return False
+        for mapping in unit:
+            if not isinstance(mapping, dict):
+                return False
+            for name, text in mapping.items():
+                if name.__class__ is not str or text.__class__ is not str:
+                    return False
+    return all(message.__class__ is str for message in messages)
 
 
 def store(path: str, key: Key, output: Output) -> None:
