@@ -854,13 +854,19 @@ def wait_for_exit(
     """Block (without any lock) until the container exited or `timeout` passed; sync status.
 
     Sleeps on a pidfd of conmon (it exits right after writing the exit file), waking
-    at least every half second to look for the exit file.
+    at least every half second to look for the exit file, and looks again at once
+    when conmon is gone; only without a pidfd (none, or conmon already gone) it polls.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     pidfd = None
-    if record.conmon_pid and same_process_alive(record.conmon_pid, record.conmon_start_time):
+    if record.conmon_pid:
         with contextlib.suppress(OSError):
             pidfd = os.pidfd_open(record.conmon_pid)
+        if pidfd is not None and not same_process_alive(
+            record.conmon_pid, record.conmon_start_time
+        ):  # opened first, checked second: never a reused pid's
+            os.close(pidfd)
+            pidfd = None
     try:
         while True:
             try:
@@ -875,9 +881,11 @@ def wait_for_exit(
             if remaining is not None and remaining <= 0:
                 return record
             step = 0.5 if remaining is None else min(0.5, remaining)
-            if pidfd is not None and not select.select([pidfd], [], [], step)[0]:
-                continue
-            time.sleep(min(step, POLL_SECONDS))  # conmon gone or no pidfd: poll
+            if pidfd is None:
+                time.sleep(min(step, POLL_SECONDS))  # no conmon to wait on: poll
+            elif select.select([pidfd], [], [], step)[0]:
+                os.close(pidfd)  # conmon exited: its exit file is written, look at once
+                pidfd = None
     finally:
         if pidfd is not None:
             os.close(pidfd)

@@ -250,3 +250,33 @@ def test_which_searches_path_as_shutil_does(
         assert shutil.which(missing) is None
         with pytest.raises(PodunitError, match="not found on PATH"):
             proc.which(missing)
+
+
+def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No poll interval between conmon's exit and the recorded exit (every stop waits so)."""
+    import subprocess
+    import threading
+
+    from toolkit.paths import RuntimePaths
+    from toolkit.state import StateStore
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
+    with StateStore(paths) as store:
+        exit_file = paths.exit_file(CID)
+        conmon = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo 3 > {exit_file}"])
+        record = ContainerRecord(
+            id=CID, name="web", runtime="/bin/true", status=RUNNING, created_at=0.0, spec={},
+            options={"cgroup_plan": operations.plan_to_json(plan(CgroupMode.DISABLED))},
+            conmon_pid=conmon.pid, conmon_start_time=proc.process_start_time(conmon.pid),
+        )  # fmt: skip
+        store.add(record)
+        slept: list[float] = []
+        monkeypatch.setattr(time, "sleep", slept.append)
+        reaper = threading.Thread(target=conmon.wait)
+        reaper.start()  # reap conmon as its parent would
+        done = operations.wait_for_exit(store, record, timeout=10)
+        reaper.join()
+    assert (done.status, done.exit_code) == (EXITED, 3)
+    assert slept == []
