@@ -66,6 +66,9 @@ def test_podunit_definition_dirs_replaces_the_search_path() -> None:
     environ = {"PODUNIT_DEFINITION_DIRS": "/a:/b::/c"}
     assert search_dirs(environ=environ) == ["/a", "/b", "/c"]
     assert search_dirs(user=True, environ=environ) == ["/a", "/b", "/c"]
+    # written as pathlib writes it: no empty or `.` parts, `..` kept (it may follow a symlink)
+    environ = {"PODUNIT_DEFINITION_DIRS": "/a/../b//./c/:/"}
+    assert search_dirs(environ=environ) == ["/a/../b/c", "/"]
 
 
 def test_relative_podunit_definition_dirs_is_an_error() -> None:

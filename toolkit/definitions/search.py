@@ -57,7 +57,7 @@ def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) 
 
                 message = f"PODUNIT_DEFINITION_DIRS entry {quote(entry)} is not an absolute path"
                 raise DefinitionError(None, message)
-            result.append(os.path.normpath(entry))
+            result.append(_clean(entry))
         return result
     if not user:
         return list(SYSTEM_DIRS)
@@ -69,7 +69,7 @@ def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) 
     if not (config_home and config_home.startswith("/")):
         home = environ.get("HOME") or os.path.expanduser("~")
         config_home = os.path.join(home, ".config")
-    result.append(os.path.normpath(os.path.join(config_home, "podunit")))
+    result.append(_clean(f"{config_home}/podunit"))
     result.append(f"/etc/podunit/users/{os.getuid()}")
     return result
 
@@ -79,13 +79,20 @@ def run_dir(*, user: bool, environ: Mapping[str, str] = os.environ) -> str | Non
     in `toolkit.paths`), None in user mode without an absolute `$XDG_RUNTIME_DIR`."""
     override = environ.get("PODUNIT_RUN_DIR")
     if override and override.startswith("/"):
-        return os.path.normpath(override)
+        return _clean(override)
     if not user:
         return SYSTEM_RUN_DIR
     runtime_dir = environ.get("XDG_RUNTIME_DIR")
     if runtime_dir and runtime_dir.startswith("/"):
-        return os.path.normpath(os.path.join(runtime_dir, "podunit"))
+        return _clean(f"{runtime_dir}/podunit")
     return None
+
+
+def _clean(path: str) -> str:
+    """`path` without empty or `.` parts, as `pathlib` writes it (`..` kept: collapsing
+    it would be wrong after a symlink)."""
+    cleaned = "/".join(part for part in path.split("/") if part not in ("", "."))
+    return "/" + cleaned if path.startswith("/") else cleaned or "."
 
 
 def _identity(kind: str, path: str, status: os.stat_result) -> Input:
