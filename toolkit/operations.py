@@ -735,9 +735,15 @@ def _exit_file_of(store: StateStore, record: ContainerRecord) -> tuple[int, floa
     )
 
 
-def sync_status(store: StateStore, record: ContainerRecord) -> ContainerRecord:
-    """Bring `record` up to date from conmon's exit files, conmon's liveness and the runtime."""
-    record = store.reload(record)
+def sync_status(
+    store: StateStore, record: ContainerRecord, *, reload: bool = True
+) -> ContainerRecord:
+    """Bring `record` up to date from conmon's exit files, conmon's liveness and the runtime.
+
+    `reload=False` for a record just read (ps: no second query and JSON decoding per row).
+    """
+    if reload:
+        record = store.reload(record)
     if not record.alive or record.conmon_pid is None:
         return record
     exited = _exit_file_of(store, record)
@@ -1443,7 +1449,7 @@ def cli_cleanup(args: argparse.Namespace) -> int:
 
 def cli_ps(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        records = [sync_status(store, r) for r in store.all()]
+        records = [sync_status(store, r, reload=False) for r in store.all()]
     if not args.all:
         records = [r for r in records if r.status in ALIVE_STATUSES]
     if args.format == "json":
