@@ -265,11 +265,37 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `podunit` console script."""
+    """Entry point of the `podunit` console script.
+
+    A unit's own invocation (`fast_arguments`, argv from the command line) ends with
+    `os._exit` once its output is flushed: the interpreter's orderly shutdown (module
+    teardown, GC) costs each unit start and stop about 6 ms and has nothing to do
+    here: files and the database are closed, children are not waited for, and these
+    verbs start no threads that must finish.
+    """
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = fast_arguments(arguments) or build_parser(only=invoked_verb(arguments)).parse_args(
-        arguments
-    )
+    fast = fast_arguments(arguments)
+    args = fast or build_parser(only=invoked_verb(arguments)).parse_args(arguments)
+    code = _run(args)
+    if fast is not None and argv is None:
+        _exit_at_once(code)
+    return code
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process without the interpreter's shutdown."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: the output is lost anyway
+            code = code or EXIT_PODUNIT_ERROR
+    os._exit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The verb's handler; a `PodunitError` becomes one line (and a hint) and its exit code."""
     command = getattr(args, "command", None)
     if isinstance(command, list) and command[:1] == ["--"]:
         args.command = command[1:]

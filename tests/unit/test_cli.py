@@ -172,3 +172,29 @@ def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) ->
     assert operations.podunit_command(False, "pytest") == [
         "/usr/bin/python3-nowhere", "-m", "toolkit.cli",
     ]  # fmt: skip
+
+
+def test_a_units_invocation_flushes_its_output_before_exiting_at_once(tmp_path: Path) -> None:
+    """`os._exit` ends the unit forms: their output and exit status must still be right."""
+    from toolkit.paths import RuntimePaths
+    from toolkit.state import EXITED, ContainerRecord, StateStore
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
+    with StateStore(paths) as store:
+        store.add(ContainerRecord(
+            id="ab" * 32, name="web", runtime="/bin/true", status=EXITED, created_at=0.0,
+            spec={}, options={"released": True, "cgroup_plan": {"manager": "none"}},
+        ))  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "PODUNIT_STATE_DIR": str(paths.state_dir),
+           "PODUNIT_RUN_DIR": str(paths.run_dir)}  # fmt: skip
+    script = Path(sys.executable).parent / "podunit"
+    stopped = subprocess.run(
+        [str(script), "stop", "-t", "1", "nothing"], capture_output=True, text=True, env=env
+    )
+    assert (stopped.returncode, stopped.stderr) == (125, "podunit: no such container: nothing\n")
+    removed = subprocess.run(
+        [str(script), "rm", "-f", "web"], capture_output=True, text=True, env=env
+    )
+    assert (removed.returncode, removed.stdout, removed.stderr) == (0, "web\n", "")
+    with StateStore(paths) as store:
+        assert store.find("web") is None
