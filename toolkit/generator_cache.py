@@ -35,7 +35,11 @@ a tmpfs, so the cache is gone at reboot and a boot always starts cold; the cache
 not configuration for another service nor generator output (systemd never loads
 it; the units still go only into the output directory, and are written on every
 run); generators of one manager run in parallel, so the file is per mode and
-search path and replaced atomically (temporary file + rename). The search walk
+search path and replaced atomically (temporary file + rename). Since systemd 253
+the system manager runs generators in a mount namespace with most of the file
+system read-only but /run left writable "because that's where the output goes"
+(systemd PR #25723); its authors call writes outside the output directories side
+effects to avoid, which is why a cache that cannot be written only costs speed. The search walk
 skips it (`search.RUNTIME_ENTRIES`). A cache that cannot be read or written, is
 corrupt or from another version is ignored (and overwritten);
 `PODUNIT_GENERATOR_CACHE=0` turns the cache off.
