@@ -290,6 +290,15 @@ def test_the_run_directory_is_made_with_the_runtimes_mode(setup: Setup) -> None:
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
 
 
+def test_a_cache_that_cannot_be_written_only_costs_speed(setup: Setup) -> None:
+    """As in a read-only /run: the output is still complete and right."""
+    (setup.defs / "web.yaml").write_text(WEB)
+    blocker = setup.root / "not-a-directory"
+    blocker.write_text("")
+    unwritable = setup.generate(PODUNIT_RUN_DIR=f"{blocker}/run")
+    assert unwritable == setup.uncached() and unwritable[0] == 0 and unwritable[1]
+
+
 def test_cache_disabled_writes_nothing(setup: Setup) -> None:
     (setup.defs / "web.yaml").write_text(WEB)
     assert setup.uncached()[0] == 0
