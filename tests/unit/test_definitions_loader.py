@@ -441,3 +441,28 @@ def test_arbitrary_input_never_raises(content: str | bytes) -> None:
         result = load_all([Path(directory)])
     for error in result.errors:
         assert error.location is not None and error.location.path == str(path)
+
+
+def test_the_runtimes_run_directory_entries_are_all_skipped(tmp_path: Path) -> None:
+    """search.RUNTIME_ENTRIES covers every top-level entry toolkit.paths puts in the run
+    directory (the search walk must not read container root file systems as definitions)."""
+    from toolkit.definitions.search import RUNTIME_ENTRIES
+    from toolkit.paths import RuntimePaths
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "state", run_dir=tmp_path / "run")
+    used = [
+        paths.boot_id_stamp,
+        paths.exits_dir,
+        paths.pidfiles_dir,
+        paths.locks_dir,
+        paths.containers_dir,
+        paths.sockets_dir,
+        paths.exit_file("c"),
+        paths.unit_pidfile("web"),
+        paths.bundle_dir("c"),
+        paths.exec_dir("c"),
+        paths.rootfs_mount("c"),
+        paths.lock_file("c"),
+    ]
+    top = {path.relative_to(paths.run_dir).parts[0] for path in used}
+    assert top <= RUNTIME_ENTRIES and RUNTIME_ENTRIES - top == {"generator-cache"}
