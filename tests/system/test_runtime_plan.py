@@ -56,9 +56,11 @@ class Units:
     def __init__(self, sandbox: Sandbox, repo_root: Path) -> None:
         self.sandbox = sandbox
         self.podunit = f"{repo_root}/.venv/bin/podunit"
+        self.launcher = f"{repo_root}/bin/podunit"
 
-    def write(self, container: Container, *, plan: bool = True) -> None:
+    def write(self, container: Container, *, plan: bool = True, podunit: str = "") -> None:
         """A plan (unless `plan` is False) and a unit of the generated form."""
+        podunit = podunit or self.podunit
         path = f"{BASE}/{container.unit_name}.json"
         if plan:
             data = {PLAN_KEY: PLAN_VERSION, "container": container_to_json(container)}
@@ -69,9 +71,9 @@ class Units:
             f"{UNIT_DIR}/{container.unit_name}.service",
             "[Service]\nType=notify\nNotifyAccess=all\nKillMode=mixed\nDelegate=yes\n"
             f"Environment={environment}\n"
-            f"ExecStart={self.podunit} run --plan {path} {name}\n"
-            f"ExecStop={self.podunit} stop -t 10 {name}\n"
-            f"ExecStopPost=-{self.podunit} rm -f {name}\n",
+            f"ExecStart={podunit} run --plan {path} {name}\n"
+            f"ExecStop={podunit} stop -t 10 {name}\n"
+            f"ExecStopPost=-{podunit} rm -f {name}\n",
         )
         self.sandbox.run(["systemctl", "daemon-reload"])
 
@@ -163,3 +165,18 @@ def test_a_missing_plan_fails_the_start_with_one_line_suggesting_daemon_reload(
     assert "hint: run 'systemctl daemon-reload'" in journal
     assert "Traceback" not in journal
     units.systemctl("reset-failed", "plan-gone.service")
+
+
+def test_the_bin_podunit_launcher_runs_a_units_start_and_stop(units: Units) -> None:
+    """bin/podunit (python3 -I -S) as the Exec lines' program, as units may use it."""
+    fast = WEB._replace(name="plan-launched")
+    units.write(fast, podunit=units.launcher)
+    code, output = units.systemctl("start", "plan-launched.service")
+    assert code == 0, output + units.journal("plan-launched.service")
+    (listed,) = units.podunit_json("ps")
+    assert listed["Name"] == "plan-launched"
+    code, output = units.systemctl("stop", "plan-launched.service")
+    assert code == 0, output
+    assert units.show("plan-launched.service", "Result") == "success"
+    assert units.podunit_json("ps", "-a") == []
+    assert "Traceback" not in units.journal("plan-launched.service")
