@@ -791,11 +791,23 @@ def _kill_runaway(record: ContainerRecord) -> None:
         if state.get("status") == "paused":
             runtime_call(record, "resume", record.id, check=False)
         pid = state.get("pid") or record.pid
-        deadline = time.monotonic() + KILL_WAIT_SECONDS
-        while isinstance(pid, int) and pid > 0 and time.monotonic() < deadline:
-            if not same_process_alive(pid, record.pid_start_time if pid == record.pid else None):
-                break
-            time.sleep(POLL_SECONDS)
+        if isinstance(pid, int) and pid > 0:
+            start = record.pid_start_time if pid == record.pid else None
+            wait_until_gone(pid, start, KILL_WAIT_SECONDS)
+
+
+def wait_until_gone(pid: int, start_time: int | None, timeout: float) -> bool:
+    """Wait (on a pidfd) until process `pid` of `start_time` has exited; False on timeout."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return True  # no such process
+    try:
+        if not same_process_alive(pid, start_time):
+            return True
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
 
 
 def _release(store: StateStore, record: ContainerRecord) -> None:
