@@ -117,3 +117,23 @@ def test_the_other_light_verbs_load_argparse_but_nothing_heavy(tmp_path: Path) -
     # kill (ExecReload) parses its signal with the definitions' values, without the model
     killed = _modules_after((["kill", "-s", "HUP", "web"],), tmp_path)
     assert _heavy(killed, ("toolkit.definitions", "toolkit.definitions.values")) == []
+
+
+def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
+    """ExecStopPost after ExecStop: the container is released, only its row goes."""
+    from toolkit.paths import RuntimePaths
+    from toolkit.state import EXITED, ContainerRecord, StateStore
+
+    paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
+    plan = {"manager": "cgroupfs", "mode": "split", "cgroups_path": "/gone/payload",
+            "cgroup2_mount": str(tmp_path)}  # fmt: skip
+    with StateStore(paths) as store:
+        store.add(ContainerRecord(
+            id="ab" * 32, name="web", runtime="/bin/true", status=EXITED, created_at=0.0,
+            spec={}, options={"released": True, "cgroup_plan": plan},
+        ))  # fmt: skip
+    loaded = _modules_after((["rm", "-f", "web"],), tmp_path)
+    assert _heavy(loaded) == []
+    assert [m for m in loaded if m in (*NEVER, "argparse", "shutil")] == []
+    with StateStore(paths) as store:
+        assert store.find("web") is None
