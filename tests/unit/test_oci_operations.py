@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -273,7 +274,14 @@ def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
         )  # fmt: skip
         store.add(record)
         slept: list[float] = []
-        monkeypatch.setattr(time, "sleep", slept.append)
+        real_sleep = time.sleep
+
+        def sleep(seconds: float) -> None:  # records only wait_for_exit's own polling
+            if sys._getframe(1).f_code.co_name == "wait_for_exit":
+                slept.append(seconds)
+            real_sleep(seconds)
+
+        monkeypatch.setattr(time, "sleep", sleep)
         reaper = threading.Thread(target=conmon.wait)
         reaper.start()  # reap conmon as its parent would
         done = operations.wait_for_exit(store, record, timeout=10)
