@@ -39,16 +39,19 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from toolkit import proc
-from toolkit.definitions.model import LogDriver
 from toolkit.errors import (
     CannotInvoke,
     CommandNotFoundInContainer,
     ExecutableNotFound,
     PodunitError,
 )
+from toolkit.logdrivers import JOURNALD, K8S_FILE
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 CREATE_TIMEOUT_SECONDS = 60.0
 SD_LISTEN_FDS_START = 3
@@ -58,51 +61,113 @@ class RuntimeFailed(PodunitError):
     """conmon or the OCI runtime could not create or start the container."""
 
 
-class ConmonOptions(NamedTuple):
+class ConmonOptions:
     """Everything conmon's command line says about one container (or exec session).
 
-    A NamedTuple, not a dataclass: `podunit run` must not pay for `dataclasses`.
+    A plain class with `__slots__`, keyword arguments only: neither a dataclass
+    (`podunit run` must not pay for `dataclasses`) nor a NamedTuple (`podunit exec`
+    must not import `typing`, ~2.5 ms; issue 6). Read-only by convention.
     """
 
-    container_id: str
-    name: str
-    runtime: str  # absolute path of the runtime binary (conmon -r)
-    bundle_dir: Path  # also conmon's working directory (2.1.6 writes `oom` there)
-    exit_dir: Path
-    persist_dir: Path
-    socket_dir: Path
-    container_pidfile: Path
-    conmon_pidfile: Path
-    log_driver: LogDriver = LogDriver.JOURNALD
-    log_path: Path | None = None  # k8s-file only
-    log_size_max: int | None = None
-    log_tag: str | None = None
-    tty: bool = False
-    stdin: bool = False
-    preserve_fds: int = 0
-    cgroup_args: tuple[str, ...] = ()  # CgroupPlan.conmon_args(): -s, --runtime-arg ...
-    runtime_args: tuple[str, ...] = ()  # before the runtime's subcommand
-    exit_command: tuple[str, ...] = ()
-    log_level: str = "error"
-    exec_process_spec: Path | None = None  # exec mode
-    exec_attach: bool = False
-    exec_session_id: str | None = None  # exec mode: conmon -u (attach socket name)
-    sync: bool = False  # --sync: conmon stays our child instead of double-forking
-    runtime_log: Path | None = None  # the runtime's --log (JSON): its error when conmon has none
-    restore_path: Path | None = None  # `RUNTIME restore --image-path` instead of create
+    __slots__ = (
+        "bundle_dir",
+        "cgroup_args",
+        "conmon_pidfile",
+        "container_id",
+        "container_pidfile",
+        "exec_attach",
+        "exec_process_spec",
+        "exec_session_id",
+        "exit_command",
+        "exit_dir",
+        "log_driver",
+        "log_level",
+        "log_path",
+        "log_size_max",
+        "log_tag",
+        "name",
+        "persist_dir",
+        "preserve_fds",
+        "restore_path",
+        "runtime",
+        "runtime_args",
+        "runtime_log",
+        "socket_dir",
+        "stdin",
+        "sync",
+        "tty",
+    )
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        name: str,
+        runtime: str,  # absolute path of the runtime binary (conmon -r)
+        bundle_dir: Path,  # also conmon's working directory (2.1.6 writes `oom` there)
+        exit_dir: Path,
+        persist_dir: Path,
+        socket_dir: Path,
+        container_pidfile: Path,
+        conmon_pidfile: Path,
+        log_driver: str = JOURNALD,  # one of toolkit.logdrivers
+        log_path: Path | None = None,  # k8s-file only
+        log_size_max: int | None = None,
+        log_tag: str | None = None,
+        tty: bool = False,
+        stdin: bool = False,
+        preserve_fds: int = 0,
+        cgroup_args: tuple[str, ...] = (),  # CgroupPlan.conmon_args(): -s, --runtime-arg ...
+        runtime_args: tuple[str, ...] = (),  # before the runtime's subcommand
+        exit_command: tuple[str, ...] = (),
+        log_level: str = "error",
+        exec_process_spec: Path | None = None,  # exec mode
+        exec_attach: bool = False,
+        exec_session_id: str | None = None,  # exec mode: conmon -u (attach socket name)
+        sync: bool = False,  # --sync: conmon stays our child instead of double-forking
+        # the runtime's --log (JSON): its error when conmon has none
+        runtime_log: Path | None = None,
+        restore_path: Path | None = None,  # `RUNTIME restore --image-path` instead of create
+    ) -> None:
+        self.container_id = container_id
+        self.name = name
+        self.runtime = runtime
+        self.bundle_dir = bundle_dir
+        self.exit_dir = exit_dir
+        self.persist_dir = persist_dir
+        self.socket_dir = socket_dir
+        self.container_pidfile = container_pidfile
+        self.conmon_pidfile = conmon_pidfile
+        self.log_driver = log_driver
+        self.log_path = log_path
+        self.log_size_max = log_size_max
+        self.log_tag = log_tag
+        self.tty = tty
+        self.stdin = stdin
+        self.preserve_fds = preserve_fds
+        self.cgroup_args = cgroup_args
+        self.runtime_args = runtime_args
+        self.exit_command = exit_command
+        self.log_level = log_level
+        self.exec_process_spec = exec_process_spec
+        self.exec_attach = exec_attach
+        self.exec_session_id = exec_session_id
+        self.sync = sync
+        self.runtime_log = runtime_log
+        self.restore_path = restore_path
 
     @property
     def exec_mode(self) -> bool:
         return self.exec_process_spec is not None
 
 
-def log_argument(driver: LogDriver, log_path: Path | None) -> str:
+def log_argument(driver: str, log_path: Path | None) -> str:
     """conmon's `-l` value: `journald`, `k8s-file:PATH`, `passthrough`, `none`."""
-    if driver is LogDriver.K8S_FILE:
+    if driver == K8S_FILE:
         if log_path is None:
             raise PodunitError("the k8s-file log driver needs a log path")
         return f"k8s-file:{log_path}"
-    return str(driver.value)
+    return driver
 
 
 def conmon_argv(options: ConmonOptions) -> list[str]:
@@ -113,9 +178,9 @@ def conmon_argv(options: ConmonOptions) -> list[str]:
     argv += ["-n", options.name, "-r", options.runtime, "-b", str(options.bundle_dir)]
     argv += ["-p", str(options.container_pidfile), "-P", str(options.conmon_pidfile)]
     argv += ["-l", log_argument(options.log_driver, options.log_path)]
-    if options.log_size_max is not None and options.log_driver is LogDriver.K8S_FILE:
+    if options.log_size_max is not None and options.log_driver == K8S_FILE:
         argv += ["--log-size-max", str(options.log_size_max)]
-    if options.log_tag and options.log_driver is LogDriver.JOURNALD:
+    if options.log_tag and options.log_driver == JOURNALD:
         argv += ["--log-tag", options.log_tag]
     argv += ["--exit-dir", str(options.exit_dir), "-0", str(options.persist_dir)]
     argv += ["--socket-dir-path", str(options.socket_dir), "--log-level", options.log_level]

@@ -627,8 +627,7 @@ def create_session(
 def _conmon_options(
     paths: RuntimePaths, record: ContainerRecord, session: ExecSession, *, attach: bool
 ) -> conmon.ConmonOptions:
-    from toolkit import conmon
-    from toolkit.definitions.model import LogDriver
+    from toolkit import conmon, logdrivers
 
     directory = session_dir(paths, record.id, session.id)
     return conmon.ConmonOptions(
@@ -642,7 +641,7 @@ def _conmon_options(
         container_pidfile=directory / "exec_pid",
         conmon_pidfile=directory / "conmon.pid",
         # attached: the output goes to us only; detached: a bounded copy under the run dir
-        log_driver=LogDriver.NONE if attach else LogDriver.K8S_FILE,
+        log_driver=logdrivers.NONE if attach else logdrivers.K8S_FILE,
         log_path=None if attach else directory / "exec_log",
         log_size_max=None if attach else DETACHED_LOG_MAX_BYTES,
         tty=session.config.tty,

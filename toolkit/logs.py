@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from toolkit.errors import PodunitError
+from toolkit.logdrivers import JOURNALD, K8S_FILE, PASSTHROUGH
 from toolkit.operations import sync_status
 from toolkit.paths import RuntimePaths
 from toolkit.state import StateStore
@@ -36,12 +37,6 @@ JOURNAL_PRIORITY_STDERR = 3
 FOLLOW_POLL_SECONDS = 0.1
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
 JOURNAL_WAIT_SECONDS = 0.5  # systemd.journal.Reader.wait takes seconds
-# The log drivers (the values of toolkit.definitions.model.LogDriver, as stored in the
-# state database): `podunit logs` only compares the stored strings, and importing the
-# model for its enum would cost every invocation ~15 ms.
-JOURNALD = "journald"
-K8S_FILE = "k8s-file"
-PASSTHROUGH = "passthrough"
 
 
 class LogFormatError(PodunitError):
@@ -247,7 +242,10 @@ def _journal_reader(container_id: str) -> Any:
 
 
 def read_journal(
-    container_id: str, *, tail: int | None = None, follow: bool = False,
+    container_id: str,
+    *,
+    tail: int | None = None,
+    follow: bool = False,
     still_running: Callable[[], bool] = lambda: False,
 ) -> Iterator[LogLine]:
     """The container's journal lines; with `follow`, wait for more until it stops running."""
@@ -284,8 +282,14 @@ def no_logs_message(driver: str, name: str) -> str:
 
 
 def show_logs(
-    *, name: str, container_id: str, driver: str, log_path: Path | None,
-    tail: int | None, follow: bool, still_running: Callable[[], bool],
+    *,
+    name: str,
+    container_id: str,
+    driver: str,
+    log_path: Path | None,
+    tail: int | None,
+    follow: bool,
+    still_running: Callable[[], bool],
     emit: Callable[[LogLine], None] = write_line,
 ) -> None:
     """Print a container's logs from wherever its log driver put them."""
@@ -347,8 +351,12 @@ def cli_logs(args: argparse.Namespace) -> int:
         target = lookup_log_target(store, args.names)
         try:
             show_logs(
-                name=target.name, container_id=target.container_id, driver=target.driver,
-                log_path=target.log_path, tail=args.tail, follow=args.follow,
+                name=target.name,
+                container_id=target.container_id,
+                driver=target.driver,
+                log_path=target.log_path,
+                tail=args.tail,
+                follow=args.follow,
                 still_running=target.still_running,
             )
         except BrokenPipeError:  # `podunit logs NAME | head`: end like `cat` would

@@ -519,7 +519,6 @@ def conmon_options(
     only delay every `systemctl stop`: `launch_container` leaves it out there.
     """
     from toolkit import conmon
-    from toolkit.definitions.model import LogDriver
 
     stored = record.options
     plan = plan_from_json(stored["cgroup_plan"])
@@ -534,7 +533,7 @@ def conmon_options(
         socket_dir=store.paths.sockets_dir,
         container_pidfile=bundle / "pidfile",
         conmon_pidfile=bundle / "conmon.pid",
-        log_driver=LogDriver(stored["log_driver"]),
+        log_driver=str(stored["log_driver"]),
         log_path=Path(stored["log_path"]) if stored.get("log_path") else None,
         log_size_max=stored.get("log_size_max"),
         log_tag=record.name,

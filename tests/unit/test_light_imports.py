@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import logs
+from toolkit import conmon, logdrivers, logs
 from toolkit.definitions.model import LogDriver
 
 HEAVY = (
@@ -66,10 +66,16 @@ def test_kill_parses_its_signal_without_the_model() -> None:
     assert result.stdout.strip() == "False"
 
 
-def test_the_log_driver_names_of_logs_are_the_models() -> None:
-    assert LogDriver.JOURNALD.value == logs.JOURNALD
-    assert LogDriver.K8S_FILE.value == logs.K8S_FILE
-    assert LogDriver.PASSTHROUGH.value == logs.PASSTHROUGH
+def test_the_log_driver_names_of_logs_and_conmon_are_the_models() -> None:
+    """exec, logs and conmon use logdrivers' strings; the model's enum has the same values."""
+    names = {"JOURNALD", "K8S_FILE", "PASSTHROUGH", "NONE"}
+    assert {driver.name: driver.value for driver in LogDriver} == {
+        name: getattr(logdrivers, name) for name in names
+    }
+    assert (logs.JOURNALD, logs.K8S_FILE, logs.PASSTHROUGH) == (
+        logdrivers.JOURNALD, logdrivers.K8S_FILE, logdrivers.PASSTHROUGH,
+    )  # fmt: skip
+    assert (conmon.JOURNALD, conmon.K8S_FILE) == (logdrivers.JOURNALD, logdrivers.K8S_FILE)
 
 
 UNIT_FORMS = (["rm", "-f", "web"], ["stop", "-t", "10", "web"], ["cleanup", "0" * 64])

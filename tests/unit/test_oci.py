@@ -12,10 +12,9 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from toolkit import conmon, oci
+from toolkit import conmon, logdrivers, oci
 from toolkit.definitions.model import (
     Container,
-    LogDriver,
     Mount,
     MountType,
     Ulimit,
@@ -305,9 +304,16 @@ def test_conmon_argv_always_sets_the_directories() -> None:
     assert "-i" not in argv and "-t" not in argv and "-e" not in argv
 
 
+def test_conmon_log_argument_of_each_driver() -> None:
+    assert conmon.log_argument(logdrivers.JOURNALD, None) == "journald"
+    assert conmon.log_argument(logdrivers.NONE, None) == "none"
+    assert conmon.log_argument(logdrivers.PASSTHROUGH, None) == "passthrough"
+    assert conmon.log_argument(logdrivers.K8S_FILE, Path("/l.log")) == "k8s-file:/l.log"
+
+
 def test_conmon_argv_variants() -> None:
     k8s = conmon.conmon_argv(
-        conmon_options(log_driver=LogDriver.K8S_FILE, log_path=Path("/l.log"), log_size_max=1024,
+        conmon_options(log_driver=logdrivers.K8S_FILE, log_path=Path("/l.log"), log_size_max=1024,
                        stdin=True, exit_command=("/bin/podunit", "cleanup", CID),
                        runtime_log=Path("/b/runtime.log"))
     )  # fmt: skip
@@ -324,7 +330,7 @@ def test_conmon_argv_variants() -> None:
     assert "-e --exec-process-spec /p.json --exec-attach" in " ".join(exec_argv)
     assert exec_argv[exec_argv.index("-u") + 1] == "s1"
     with pytest.raises(PodunitError, match="log path"):
-        conmon.conmon_argv(conmon_options(log_driver=LogDriver.K8S_FILE))
+        conmon.conmon_argv(conmon_options(log_driver=logdrivers.K8S_FILE))
     restore = conmon.conmon_argv(conmon_options(restore_path=Path("/var/lib/podunit/ckpt")))
     assert restore[restore.index("--restore") + 1] == "/var/lib/podunit/ckpt"
     assert "--restore" not in conmon.conmon_argv(conmon_options())

@@ -19,6 +19,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
+from toolkit import logdrivers
 from toolkit.errors import Location, PodunitError
 
 
@@ -49,10 +50,12 @@ class Restart(Enum):
 
 
 class LogDriver(Enum):
-    JOURNALD = "journald"
-    K8S_FILE = "k8s-file"
-    PASSTHROUGH = "passthrough"
-    NONE = "none"
+    """Where a container's output goes; the values are `toolkit.logdrivers`'s strings."""
+
+    JOURNALD = logdrivers.JOURNALD
+    K8S_FILE = logdrivers.K8S_FILE
+    PASSTHROUGH = logdrivers.PASSTHROUGH
+    NONE = logdrivers.NONE
 
 
 class SocketType(Enum):
