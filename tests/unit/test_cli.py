@@ -98,6 +98,11 @@ def test_location_is_an_immutable_value() -> None:
         ["rm", "-f", "web"],
         ["--user", "rm", "-f", "web"],
         ["cleanup", "0123abcd" * 8],
+        ["exec", "web", "true"],  # and `podunit exec NAME [--] CMD...` without options
+        ["exec", "web", "--", "nginx", "-t"],
+        ["--user", "exec", "web", "sh", "-c", "exit 3", "--help"],
+        ["exec", "web", "sh", "--", "-x"],  # a later `--` is the command's
+        ["exec", "web", "--", "sh", "--", "-x"],
     ],
 )
 def test_the_unit_forms_parse_without_argparse_as_argparse_does(argv: list[str]) -> None:
@@ -118,6 +123,19 @@ def test_the_unit_forms_parse_without_argparse_as_argparse_does(argv: list[str])
         ["run", "web"],
         ["--log-level", "debug", "rm", "-f", "web"],
         ["cleanup", "--help"],
+        ["exec", "-i", "web", "cat"],
+        ["exec", "web"],
+        ["exec", "web", "--"],
+        ["exec", "web", "--", "-x"],
+        ["exec", "--list", "web"],
+        ["exec", "-u", "nobody", "web", "id"],  # any option: argparse
+        ["exec", "-e", "A=1", "web", "env"],
+        ["exec", "-d", "web", "sleep", "9"],
+        ["exec", "-w", "/tmp", "web", "pwd"],
+        ["exec", "--stop", "0123", "web"],
+        ["exec", "web", "-i", "cat"],
+        ["exec", "--", "web", "true"],
+        ["--log-level", "debug", "exec", "web", "true"],
         ["ps"],
         [],
     ],
@@ -137,6 +155,7 @@ def test_the_fast_forms_do_not_import_argparse() -> None:
     probe = (
         "import sys; from toolkit import cli; "
         "cli.fast_arguments(['stop', '-t', '10', 'web']); cli.fast_arguments(['rm', '-f', 'web']); "
+        "cli.fast_arguments(['exec', 'web', '--', 'true']); "
         "print('argparse' in sys.modules, 'typing' in sys.modules)"
     )
     result = subprocess.run(
