@@ -74,18 +74,32 @@ def test_durations_locations_and_records_are_written_as_json_values() -> None:
     container = Container(
         name="web",
         source=Location("/etc/podunit/web.yaml", 3, 5),
-        mounts=(Mount(MountType.TMPFS, "/tmp", size=1 << 20),),
+        mounts=(Mount(MountType.TMPFS, "/tmp", size=1 << 20, options=("noexec",)),),
         healthcheck=Healthcheck(("true",), interval=timedelta(seconds=1.5)),
+        stop_timeout=timedelta(seconds=20),
     )
     data = container_to_json(container)
     assert data["source"] == ["/etc/podunit/web.yaml", 3, 5]
-    assert data["stop_timeout"] == 10_000_000
-    assert data["healthcheck"]["interval"] == 1_500_000
+    assert data["stop_timeout"] == 20_000_000
+    assert data["healthcheck"] == {"test": ["true"], "interval": 1_500_000}
     assert data["mounts"] == [
-        {"type": "tmpfs", "target": "/tmp", "source": None, "read_only": False,
-         "size": 1 << 20, "options": []}
-    ]  # fmt: skip
+        {"type": "tmpfs", "target": "/tmp", "size": 1 << 20, "options": ["noexec"]}
+    ]
     assert _round_trip(container) == container
+
+
+def test_fields_at_their_default_are_left_out_and_come_back() -> None:
+    """A plan holds what differs from the model's defaults; reading fills them in."""
+    container = Container(name="web", source=Location("/etc/podunit/web.yaml", 3, 5))
+    assert container_to_json(container) == {
+        "name": "web",
+        "source": ["/etc/podunit/web.yaml", 3, 5],
+    }
+    assert _round_trip(container) == container
+    # Equal to the default but of another type is written (0 is not False, 1.0 not 1).
+    odd = container._replace(read_only=0, stop_signal=15.0)
+    assert container_to_json(odd)["read_only"] == 0
+    assert container_to_json(odd)["stop_signal"] == 15.0
 
 
 @pytest.mark.parametrize(

@@ -250,16 +250,30 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
 }
 
 
+_PLAIN = (str, int, bool, float, type(None))
+
+
 def _to_json(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, timedelta):
         return value // timedelta(microseconds=1)  # exact: whole microseconds
     if isinstance(value, Location):
         return [value.path, value.line, value.column]
+    if hasattr(value, "_fields"):
+        # Fields at their default are left out (the record's defaults fill them in
+        # again): most of a container is defaults, so plans are small and quick to write.
+        defaults = value._field_defaults
+        return {
+            name: _to_json(item)
+            for name, item in zip(value._fields, value, strict=True)
+            if name not in defaults
+            or type(item) is not type(defaults[name])
+            or item != defaults[name]
+        }
     if isinstance(value, tuple):
-        if hasattr(value, "_fields"):
-            return {name: _to_json(item) for name, item in zip(value._fields, value, strict=True)}
         return [_to_json(item) for item in value]
     return value
 
