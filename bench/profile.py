@@ -19,6 +19,7 @@ import io
 import os
 import pstats
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from bench.inside import (
     write_generator_definitions,
 )
 from toolkit import proc
+from toolkit.errors import PodunitError
 from toolkit.escape import command_line
 
 VENV = Path(PODUNIT).parent
@@ -50,6 +52,20 @@ LINE_NUMBER = re.compile(r":\d+\)$")
 # What generators/podunit-generator does instead of site processing.
 SYS_PATH = f"import sys; sys.path[:0] = [{REPO!r}, {str(SITE_PACKAGES / 'site-packages')!r}]"
 RESULTS = Path("/run/podunit-bench-profile")
+GENERATED = Path("/run/systemd/generator")
+LAUNCHER = str(Path(REPO) / "bin" / "podunit")
+# What `podunit run --plan FILE NAME` imports on a unit's start (split cgroups, notify conmon).
+RUN_MODULES = (
+    "toolkit.cli",
+    "toolkit.operations",
+    "toolkit.definitions.model",
+    "toolkit.definitions.instances",
+    "toolkit.oci",
+    "toolkit.conmon",
+    "toolkit.cgroups",
+    "toolkit.notify",
+    "toolkit.activation",
+)
 
 
 def min_wall_ms(argv: Sequence[str], runs: int) -> float:
@@ -160,16 +176,20 @@ def startup_section(runs: int) -> list[str]:
         ("venv `python -c pass` (site and its .pth files)", [PYTHON, "-c", "pass"]),
         ("venv `python -S -c pass`", [PYTHON, "-S", "-c", "pass"]),
         (
-            "`-S` + `import toolkit.operations` (run/stop/rm/ps)",
-            [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.operations"],
+            "`-S` + the modules `podunit run --plan` imports",
+            [PYTHON, "-S", "-c", f"{sys_path}; import {', '.join(RUN_MODULES)}"],
         ),
         (
             "`-S` + `import toolkit.exec_sessions` (exec)",
             [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.exec_sessions"],
         ),
         (
-            "`-S` + `toolkit.cli.build_parser()`",
+            "`-S` + `toolkit.cli.build_parser()` (argparse; the units' forms skip it)",
             [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.cli as c; c.build_parser()"],
+        ),
+        (
+            "`bin/podunit rm -f NAME` of nothing (a unit's ExecStopPost after stop)",
+            [LAUNCHER, "rm", "-f", "bench-nothing"],
         ),
         ("`podunit ps` (no containers)", [PODUNIT, "ps"]),
         ("`podman ps` (no containers)", ["/usr/bin/podman", "ps"]),
@@ -193,11 +213,11 @@ def imports_section(runs: int, limit: int = 18) -> list[str]:
         "-c",
         f"{SYS_PATH}; import toolkit.generator, toolkit.definitions.loader, toolkit.units",
     ]
-    runtime = [PYTHON, "-X", "importtime", "-c", "import toolkit.cli, toolkit.operations"]
+    runtime = [PYTHON, "-X", "importtime", "-c", f"import {', '.join(RUN_MODULES)}"]
     lines = []
     for label, argv in (
         ("the generator (`python3 -I -S`)", generator),
-        ("`podunit run` (venv python, site)", runtime),
+        ("`podunit run --plan` (venv python, site)", runtime),
     ):
         outputs = [proc.run(argv, check=False).stderr.decode() for _ in range(runs)]
         rows = import_times(outputs)
@@ -232,10 +252,19 @@ def sampled(name: str) -> list[str]:
     return lines
 
 
+def generated_exec_start(unit: str) -> list[str]:
+    """The ExecStart= words the generator wrote for `unit` (`podunit run --plan F NAME`)."""
+    for line in (GENERATED / unit).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.removeprefix("ExecStart="))
+    raise PodunitError(f"{GENERATED / unit} has no ExecStart=")
+
+
 def profile_unit_start(unit_name: str, samplers: Sequence[str]) -> list[str]:
-    lines = [f"### `podunit run {unit_name}` as ExecStart (`systemctl start`)", ""]
+    exec_start = generated_exec_start(f"{unit_name}.service")
+    lines = [f"### `{' '.join(exec_start[1:])}` as ExecStart (`systemctl start`)", ""]
     for sampler in samplers:
-        argv = wrapped([PODUNIT, "run", unit_name], "run", sampler)
+        argv = wrapped(exec_start, "run", sampler)
         with exec_start_replaced(f"{unit_name}.service", argv):
             proc.run(["systemctl", "start", f"{unit_name}.service"])
             time.sleep(0.5)  # py-spy writes its output after podunit exited
