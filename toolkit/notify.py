@@ -185,9 +185,7 @@ class NotifySetup:
         assert self.host_socket is not None
         proxy = proc.spawn(
             [
-                sys.executable,
-                "-m",
-                "toolkit.notify",
+                *proc.python_module_argv("toolkit.notify"),
                 "proxy",
                 "--listen-fd",
                 str(fd),

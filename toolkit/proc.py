@@ -88,6 +88,24 @@ def output(argv: Sequence[str], **kwargs: object) -> str:
     return result.stdout.decode(errors="replace").rstrip("\n")
 
 
+def python_module_argv(module: str) -> list[str]:
+    """`python -m MODULE` for a child that imports exactly as this process does.
+
+    Plain `sys.executable -m` under bin/podunit (`python3 -I -S`, the checkout and
+    the .venv's site-packages put on sys.path by hand, as units run podunit) would
+    not find `toolkit`: there the child gets the same flags and this sys.path.
+    """
+    import sys
+
+    if not (sys.flags.isolated and sys.flags.no_site):
+        return [sys.executable, "-m", module]
+    code = (
+        f"import runpy, sys; sys.path[:] = {sys.path!r}; "
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-I", "-S", "-c", code]
+
+
 def spawn(
     argv: Sequence[str],
     *,

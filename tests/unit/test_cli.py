@@ -182,6 +182,27 @@ def test_the_launcher_runs_podunit_without_site(tmp_path: Path) -> None:
     assert probe.returncode == 125 and "Traceback" not in probe.stderr
 
 
+def test_python_module_children_of_the_launcher_find_toolkit() -> None:
+    """Under bin/podunit (-I -S, paths by hand) `-m toolkit.notify` (the notify proxy) runs."""
+    from toolkit import proc
+
+    assert proc.python_module_argv("toolkit.notify") == [sys.executable, "-m", "toolkit.notify"]
+    repo = LAUNCHER.parent.parent
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    probe = (  # what bin/podunit does, then start the proxy's module as notify.py does
+        f"import subprocess, sys; sys.path[:0] = [{str(repo)!r}, "
+        f"{str(repo / '.venv' / 'lib' / version / 'site-packages')!r}]\n"
+        "from toolkit import proc\n"
+        "argv = [*proc.python_module_argv('toolkit.notify'), '--help']\n"
+        "print(argv[1:3], subprocess.run(argv, capture_output=True, text=True).stdout)"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("['-I', '-S']"), result.stdout
+    assert "usage: podunit-notify-proxy" in result.stdout
+
+
 def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit import operations
 
