@@ -16,10 +16,11 @@ container as parsed; the units run `podunit run --plan <that file> NAME`
 (toolkit.units).
 
 The podunit executable written into the units (`<podunit>` in the Exec lines) is,
-in order: `$PODUNIT_EXECUTABLE` (absolute path), the `podunit` next to the
-running interpreter (`Path(sys.executable).parent`, i.e. the venv's bin/ when run
-as `podunit generate`), or what the generators/ scripts pass: the checkout's
-`.venv/bin/podunit`. `$PODUNIT_KMSG` replaces /dev/kmsg (tests use a plain file).
+in order: `$PODUNIT_EXECUTABLE` (absolute path), the checkout's `bin/podunit`
+launcher (next to this package: the generators/ scripts and `podunit generate`
+in a checkout), or the `podunit` next to the running interpreter
+(`Path(sys.executable).parent`: an installed package's console script).
+`$PODUNIT_KMSG` replaces /dev/kmsg (tests use a plain file).
 
 Warm path (daemon-reload with nothing changed): the generator walks the search
 path, and when the walk, environment and code match its per-boot cache
@@ -93,11 +94,20 @@ def describe(error: PodunitError) -> str:
     return f"{error} (hint: {error.hint})" if error.hint else str(error)
 
 
-def podunit_executable(environ: Mapping[str, str] = os.environ, default: str | None = None) -> str:
+# bin/podunit of the checkout this package is in (absent in an installed package)
+LAUNCHER = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "podunit"
+)
+
+
+def podunit_executable(
+    environ: Mapping[str, str] = os.environ, default: str | None = None, launcher: str = LAUNCHER
+) -> str:
     """The absolute path of `podunit` to write into Exec lines (see module docstring).
 
-    `$PODUNIT_EXECUTABLE` wins, then `default` (what the generator scripts pass),
-    then the `podunit` next to the running interpreter.
+    `$PODUNIT_EXECUTABLE` wins, then `default`, then the checkout's `bin/podunit`
+    launcher (python3 -I -S: ~4 ms less per unit process than the console script),
+    then the `podunit` next to the running interpreter (an installed package).
     """
     configured = environ.get("PODUNIT_EXECUTABLE")
     if configured:
@@ -106,9 +116,9 @@ def podunit_executable(environ: Mapping[str, str] = os.environ, default: str | N
         return configured
     if default is not None:
         return default
-    sibling = os.path.join(os.path.dirname(sys.executable), "podunit")
-    if os.access(sibling, os.X_OK):
-        return os.path.abspath(sibling)
+    for candidate in (launcher, os.path.join(os.path.dirname(sys.executable), "podunit")):
+        if os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
     raise PodunitError(
         f"cannot find the podunit executable next to {sys.executable}",
         hint="set PODUNIT_EXECUTABLE to its absolute path",

@@ -86,7 +86,7 @@ def generated(sandbox: Sandbox, repo_root: object) -> Iterator[Sandbox]:
 
 
 def test_generated_service_properties(generated: Sandbox, repo_root: object) -> None:
-    podunit = f"{repo_root}/.venv/bin/podunit"
+    podunit = f"{repo_root}/bin/podunit"  # the launcher (toolkit.generator.podunit_executable)
     props = show(
         generated, f"{PREFIX}-web.service",
         "LoadState", "Type", "NotifyAccess", "KillMode", "Delegate", "SourcePath", "FragmentPath",
@@ -149,7 +149,7 @@ def test_template_instances_get_their_name(generated: Sandbox, repo_root: object
     assert props["PIDFile"] == f"/run/podunit/pidfiles/{PREFIX}-worker@a-b.pid"
     plan = f"/run/systemd/generator/podunit/{PREFIX}-worker@.json"
     assert (
-        f"argv[]={repo_root}/.venv/bin/podunit run --plan {plan} {PREFIX}-worker@a-b ;"
+        f"argv[]={repo_root}/bin/podunit run --plan {plan} {PREFIX}-worker@a-b ;"
         in props["ExecStart"]
     )
     # %i is the instance exactly as in the unit name: the container is named like its unit.
@@ -200,7 +200,7 @@ def test_user_generator_in_a_user_manager(generated: Sandbox, repo_root: object)
         assert props["SourcePath"] == definition
         plan = f"/run/user/0/systemd/generator/podunit/{PREFIX}-user.json"
         assert (
-            f"argv[]={repo_root}/.venv/bin/podunit --user run --plan {plan} {PREFIX}-user ;"
+            f"argv[]={repo_root}/bin/podunit --user run --plan {plan} {PREFIX}-user ;"
             in props["ExecStart"]
         )
     finally:

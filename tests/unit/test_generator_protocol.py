@@ -21,6 +21,8 @@ from toolkit.errors import PodunitError
 from toolkit.generator import GeneratorLog, podunit_executable, write_units
 from toolkit.units import UnitFiles
 
+LAUNCHER = Path(__file__).resolve().parents[2] / "bin" / "podunit"  # units run it (not .venv's)
+
 GOOD = """\
 containers:
   web:
@@ -140,9 +142,7 @@ def test_good_and_bad_definitions(repo_root: Path, tmp_path: Path, defs: Path) -
     assert "../../etc/foo.service" in by_file["d-sneaky.yaml"].group(4)
     web = (normal / "web.service").read_text()
     assert f"SourcePath={defs}/c-web.yaml\n" in web
-    assert (
-        f"ExecStart={repo_root}/.venv/bin/podunit run --plan {normal}/podunit/web.json web\n" in web
-    )
+    assert f"ExecStart={repo_root}/bin/podunit run --plan {normal}/podunit/web.json web\n" in web
     assert f'Environment="PODUNIT_DEFINITION_DIRS={defs}"\n' in web
 
 
@@ -201,7 +201,7 @@ def test_user_generator_uses_the_user_search_path(repo_root: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     web = (normal / "web.service").read_text()
     plan = f"{normal}/podunit/web.json"
-    assert f"ExecStart={repo_root}/.venv/bin/podunit --user run --plan {plan} web\n" in web
+    assert f"ExecStart={repo_root}/bin/podunit --user run --plan {plan} web\n" in web
     assert "Environment=" not in web
 
 
@@ -231,7 +231,9 @@ def test_bad_search_path_is_logged_not_a_traceback(repo_root: Path, tmp_path: Pa
 def test_podunit_executable_resolution() -> None:
     assert podunit_executable({"PODUNIT_EXECUTABLE": "/x/podunit"}, "/y") == "/x/podunit"
     assert podunit_executable({}, "/y/podunit") == "/y/podunit"
-    assert podunit_executable({}) == str(Path(sys.executable).parent / "podunit")
+    assert podunit_executable({}) == str(LAUNCHER)
+    installed = podunit_executable({}, launcher="/nonexistent/bin/podunit")
+    assert installed == str(Path(sys.executable).parent / "podunit")  # the console script
 
 
 def test_write_units_refuses_paths_outside_the_output_dir(tmp_path: Path) -> None:
@@ -293,7 +295,7 @@ def test_cli_generate_dry_run_and_output_dir(
     headers = re.findall(r"^---(.*)---$", out, re.MULTILINE)
     assert headers == ["echo.service", "echo.socket", "web.service"]
     plan = "/run/systemd/generator/podunit/web.json"
-    assert f"ExecStart={Path(sys.executable).parent}/podunit run --plan {plan} web\n" in out
+    assert f"ExecStart={LAUNCHER} run --plan {plan} web\n" in out
     target = tmp_path / "generated" / "deep"
     assert cli.main(["generate", str(target)]) == 0
     assert sorted(tree(target)) == [
@@ -406,10 +408,7 @@ def test_cli_generate_user_units(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     assert cli.main(argv) == 0
     plan = f"{tmp_path}/run/systemd/generator/podunit/web.json"
-    assert (
-        f"ExecStart={Path(sys.executable).parent}/podunit --user run --plan {plan} web\n"
-        in capsys.readouterr().out
-    )
+    assert f"ExecStart={LAUNCHER} --user run --plan {plan} web\n" in capsys.readouterr().out
     assert cli.main(["validate", "--user"]) == 0
 
 
@@ -434,4 +433,4 @@ def test_plan_files_hold_the_rendered_containers(
         assert data[PLAN_KEY] == PLAN_VERSION
         assert container_from_json(data["container"]) == expected[unit]
         service = (normal / f"{unit}.service").read_text()
-        assert f"ExecStart={repo_root}/.venv/bin/podunit run --plan {plan} {instance}\n" in service
+        assert f"ExecStart={repo_root}/bin/podunit run --plan {plan} {instance}\n" in service
