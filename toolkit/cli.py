@@ -242,7 +242,8 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
     """The parsed arguments of the common forms, or None for anything else (argparse's).
 
     The forms in generated units: `[--user] run --plan FILE NAME`, `stop -t SECONDS
-    NAME`, `rm -f NAME` and `cleanup ID`, exactly; and `[--user] exec NAME [--]
+    NAME`, `rm -f NAME`, `kill -s SIGNAL NAME` (ExecReload) and `cleanup ID`,
+    exactly; and `[--user] exec NAME [--]
     CMD...` without options (the common interactive use, benchmarked against
     `podman exec`; argparse costs each 3-6 ms). The result equals argparse's
     (tests/unit/test_cli.py).
@@ -264,6 +265,8 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
             values |= {"verb": "stop", "time": timeout, "all": False, "names": [name]}
         case ["rm", "-f", name] if _word(name):
             values |= {"verb": "rm", "force": True, "time": None, "names": [name]}
+        case ["kill", "-s", signal, name] if _word(signal) and _word(name):
+            values |= {"verb": "kill", "signal": signal, "names": [name]}
         case ["exec", name, "--", first, *rest] | ["exec", name, first, *rest] if (
             _word(name) and _word(first)
         ):  # fmt: skip

@@ -98,6 +98,8 @@ def test_location_is_an_immutable_value() -> None:
         ["rm", "-f", "web"],
         ["--user", "rm", "-f", "web"],
         ["cleanup", "0123abcd" * 8],
+        ["kill", "-s", "SIGHUP", "web"],  # ExecReload
+        ["--user", "kill", "-s", "RTMIN+3", "worker@x"],
         ["exec", "web", "true"],  # and `podunit exec NAME [--] CMD...` without options
         ["exec", "web", "--", "nginx", "-t"],
         ["--user", "exec", "web", "sh", "-c", "exit 3", "--help"],
@@ -123,6 +125,10 @@ def test_the_unit_forms_parse_without_argparse_as_argparse_does(argv: list[str])
         ["run", "web"],
         ["--log-level", "debug", "rm", "-f", "web"],
         ["cleanup", "--help"],
+        ["kill", "web"],
+        ["kill", "-s", "-9", "web"],
+        ["kill", "--signal", "HUP", "web"],
+        ["kill", "-s", "HUP", "web", "db"],
         ["exec", "-i", "web", "cat"],
         ["exec", "web"],
         ["exec", "web", "--"],
