@@ -322,22 +322,7 @@ def test_exec_without_command(sandbox: Sandbox, web: ExecTarget) -> None:
 
 def test_exec_in_a_container_that_podunit_run_started(sandbox: Sandbox, web: ExecTarget) -> None:
     """The real run path: conmon-monitored, with podunit's runtime arguments (--root ...)."""
-    name = f"exec-run-{secrets.token_hex(3)}"
-    started = podunit(
-        sandbox,
-        "run",
-        "-d",
-        "--runtime",
-        "runc",
-        "--rootfs",
-        ROOTFS,
-        "--name",
-        name,
-        "--",
-        "sleep",
-        "1000",
-    )
-    assert started.returncode == 0, started.stderr
+    name = start_container(sandbox, f"exec-run-{secrets.token_hex(3)}").name
     try:
         assert podunit(sandbox, "exec", name, "--", "sh", "-c", "exit 5").returncode == 5
         assert podunit(sandbox, "pause", name).returncode == 0
