@@ -130,34 +130,12 @@ def pstats_text(path: Path, limit: int = 25) -> str:
     return "\n".join(line.rstrip() for line in lines if line.strip())
 
 
-# cProfile around a Python script that may end with os._exit (the CLI's fast forms do,
-# skipping the interpreter's shutdown, and with it `python -m cProfile`'s report):
-# the profile is written first. argv: OUTPUT SCRIPT ARGS...
-CPROFILE_HARNESS = """
-import cProfile, os, runpy, sys
-output, script = sys.argv[1], sys.argv[2]
-sys.argv = sys.argv[2:]
-profile, exit_now = cProfile.Profile(), os._exit
-def dump_then_exit(code):
-    profile.disable()
-    profile.dump_stats(output)
-    exit_now(code)
-os._exit = dump_then_exit
-profile.enable()
-try:
-    runpy.run_path(script, run_name="__main__")
-finally:
-    profile.disable()
-    profile.dump_stats(output)
-"""
-
-
 def wrapped(argv: Sequence[str], name: str, sampler: str) -> list[str]:
     """`argv` (a Python script and its arguments) under cProfile or py-spy, writing
     RESULTS/NAME.{cprof,txt}."""
     if sampler == "cprofile":
         output = str(RESULTS / f"{name}.cprof")
-        return [PYTHON, "-c", CPROFILE_HARNESS, output, *argv]
+        return [PYTHON, "-m", "bench.cprofile_harness", output, *argv]
     return [
         str(PY_SPY),
         "record",
