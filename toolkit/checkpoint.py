@@ -51,7 +51,7 @@ def require_criu() -> None:
 
 
 def checkpoint_dir(store: StateStore, container_id: str) -> Path:
-    return store.paths.state_dir / "checkpoints" / container_id
+    return Path(store.paths.state_dir, "checkpoints", container_id)
 
 
 def checkpoint_argv(
@@ -159,6 +159,6 @@ def cli_restore(args: argparse.Namespace) -> int:
         record = store.get(args.names)
         import_file = Path(args.import_file) if args.import_file else None
         image_dir = restore(store, record, import_file=import_file)
-        restored = operations.restore_container(store, record, image_dir)
+        restored = operations.restore_container(store, record, str(image_dir))
     print(restored.id)
     return 0

@@ -38,7 +38,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from toolkit import proc
 from toolkit.errors import (
@@ -48,6 +47,7 @@ from toolkit.errors import (
     PodunitError,
 )
 from toolkit.logdrivers import JOURNALD, K8S_FILE
+from toolkit.paths import read_text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -104,14 +104,14 @@ class ConmonOptions:
         container_id: str,
         name: str,
         runtime: str,  # absolute path of the runtime binary (conmon -r)
-        bundle_dir: Path,  # also conmon's working directory (2.1.6 writes `oom` there)
-        exit_dir: Path,
-        persist_dir: Path,
-        socket_dir: Path,
-        container_pidfile: Path,
-        conmon_pidfile: Path,
+        bundle_dir: str,  # also conmon's working directory (2.1.6 writes `oom` there)
+        exit_dir: str,
+        persist_dir: str,
+        socket_dir: str,
+        container_pidfile: str,
+        conmon_pidfile: str,
         log_driver: str = JOURNALD,  # one of toolkit.logdrivers
-        log_path: Path | None = None,  # k8s-file only
+        log_path: str | None = None,  # k8s-file only
         log_size_max: int | None = None,
         log_tag: str | None = None,
         tty: bool = False,
@@ -121,13 +121,13 @@ class ConmonOptions:
         runtime_args: tuple[str, ...] = (),  # before the runtime's subcommand
         exit_command: tuple[str, ...] = (),
         log_level: str = "error",
-        exec_process_spec: Path | None = None,  # exec mode
+        exec_process_spec: str | None = None,  # exec mode
         exec_attach: bool = False,
         exec_session_id: str | None = None,  # exec mode: conmon -u (attach socket name)
         sync: bool = False,  # --sync: conmon stays our child instead of double-forking
         # the runtime's --log (JSON): its error when conmon has none
-        runtime_log: Path | None = None,
-        restore_path: Path | None = None,  # `RUNTIME restore --image-path` instead of create
+        runtime_log: str | None = None,
+        restore_path: str | None = None,  # `RUNTIME restore --image-path` instead of create
     ) -> None:
         self.container_id = container_id
         self.name = name
@@ -161,7 +161,7 @@ class ConmonOptions:
         return self.exec_process_spec is not None
 
 
-def log_argument(driver: str, log_path: Path | None) -> str:
+def log_argument(driver: str, log_path: str | None) -> str:
     """conmon's `-l` value: `journald`, `k8s-file:PATH`, `passthrough`, `none`."""
     if driver == K8S_FILE:
         if log_path is None:
@@ -347,7 +347,8 @@ class ConmonProcess:
         if self.options.runtime_log is None:
             return None
         try:
-            return last_runtime_error(self.options.runtime_log.read_text(errors="replace"))
+            with open(self.options.runtime_log, encoding="utf-8", errors="replace") as log:
+                return last_runtime_error(log.read())
         except OSError:
             return None
 
@@ -375,7 +376,7 @@ class ConmonProcess:
         if self.options.sync:
             return self.launcher_pid
         try:
-            return int(self.options.conmon_pidfile.read_text().strip())
+            return int(read_text(self.options.conmon_pidfile).strip())
         except (OSError, ValueError) as error:
             raise RuntimeFailed(
                 f"conmon wrote no usable pid file {self.options.conmon_pidfile}: {error}"

@@ -46,10 +46,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 from toolkit.errors import InvalidState, PodunitError
-from toolkit.paths import RuntimePaths, remove_tree
+from toolkit.paths import RuntimePaths, read_text, remove_tree
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
@@ -385,18 +384,18 @@ def _session(store: StateStore, record: ContainerRecord, session_id: str) -> Exe
 # --- processes -------------------------------------------------------------------------------
 
 
-def session_dir(paths: RuntimePaths, container_id: str, session_id: str) -> Path:
-    return paths.bundle_dir(container_id) / "exec" / session_id
+def session_dir(paths: RuntimePaths, container_id: str, session_id: str) -> str:
+    return os.path.join(paths.exec_dir(container_id), session_id)
 
 
-def _exit_file(paths: RuntimePaths, session: ExecSession) -> Path:
+def _exit_file(paths: RuntimePaths, session: ExecSession) -> str:
     """conmon's persist-dir exit file (bare decimal status)."""
-    return session_dir(paths, session.container_id, session.id) / "exit"
+    return os.path.join(session_dir(paths, session.container_id, session.id), "exit")
 
 
-def _read_exit_file(path: Path) -> int | None:
+def _read_exit_file(path: str) -> int | None:
     try:
-        return int(path.read_text().strip())
+        return int(read_text(path).strip())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -404,7 +403,7 @@ def _read_exit_file(path: Path) -> int | None:
 def _remove_session_files(paths: RuntimePaths, session: ExecSession) -> None:
     remove_tree(session_dir(paths, session.container_id, session.id))
     with contextlib.suppress(OSError):
-        (paths.sockets_dir / session.id).unlink()  # conmon's attach symlink
+        os.unlink(paths.attach_socket_dir(session.id))  # conmon's attach symlink
 
 
 def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
@@ -528,8 +527,8 @@ def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: fl
     files go only once it has ended), so the usual `rm` costs no database transaction;
     rows of ended sessions go with the container's row (ON DELETE CASCADE).
     """
-    exec_dir = store.paths.bundle_dir(record.id) / "exec"
-    if not exec_dir.is_dir():
+    exec_dir = store.paths.exec_dir(record.id)
+    if not os.path.isdir(exec_dir):
         return
     for session in _sessions(store, record.id):
         with contextlib.suppress(PodunitError):
@@ -588,7 +587,7 @@ def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.Resolve
 
     rootfs = str((record.spec.get("root") or {}).get("path", "/"))
     if not os.path.isabs(rootfs):
-        rootfs = str(Path(record.options.get("bundle_dir", "/")) / rootfs)
+        rootfs = os.path.join(record.options.get("bundle_dir", "/"), rootfs)
     return oci.resolve_user(
         user,
         (),
@@ -619,8 +618,9 @@ def create_session(
         created_at=time.time(),
     )
     directory = session_dir(store.paths, record.id, session.id)
-    (directory / "exits").mkdir(mode=0o700, parents=True)
-    (directory / "process.json").write_text(json.dumps(process))
+    os.makedirs(os.path.join(directory, "exits"), mode=0o700)
+    with open(os.path.join(directory, "process.json"), "w", encoding="utf-8") as file:
+        file.write(json.dumps(process))
     return session
 
 
@@ -635,19 +635,19 @@ def _conmon_options(
         name=record.name,
         runtime=record.runtime,
         bundle_dir=directory,
-        exit_dir=directory / "exits",
+        exit_dir=os.path.join(directory, "exits"),
         persist_dir=directory,
         socket_dir=paths.sockets_dir,
-        container_pidfile=directory / "exec_pid",
-        conmon_pidfile=directory / "conmon.pid",
+        container_pidfile=os.path.join(directory, "exec_pid"),
+        conmon_pidfile=os.path.join(directory, "conmon.pid"),
         # attached: the output goes to us only; detached: a bounded copy under the run dir
         log_driver=logdrivers.NONE if attach else logdrivers.K8S_FILE,
-        log_path=None if attach else directory / "exec_log",
+        log_path=None if attach else os.path.join(directory, "exec_log"),
         log_size_max=None if attach else DETACHED_LOG_MAX_BYTES,
         tty=session.config.tty,
         stdin=session.config.interactive,
         runtime_args=tuple(record.options.get("runtime_args", ())),
-        exec_process_spec=directory / "process.json",
+        exec_process_spec=os.path.join(directory, "process.json"),
         exec_attach=attach,
         exec_session_id=session.id,
     )
@@ -655,7 +655,7 @@ def _conmon_options(
 
 def connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket:
     """Connect through an O_PATH fd of the directory: its path may exceed sun_path's 108 bytes."""
-    directory = os.open(paths.sockets_dir / session_id, os.O_PATH | os.O_CLOEXEC)
+    directory = os.open(paths.attach_socket_dir(session_id), os.O_PATH | os.O_CLOEXEC)
     try:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client.connect(f"/proc/self/fd/{directory}/attach")
@@ -764,7 +764,8 @@ def _kill_monitor(monitor: conmon.ConmonProcess) -> None:
     if pid is None:
         return
     try:  # only the conmon of this session, never a process that reused the pid
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            cmdline = file.read().split(b"\0")
     except OSError:
         return
     if str(monitor.options.exec_session_id).encode() in cmdline:
@@ -812,7 +813,7 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return (rows, columns) if rows and columns else None
 
 
-def send_window_size(ctl: Path, fd: int) -> None:
+def send_window_size(ctl: str, fd: int) -> None:
     with contextlib.suppress(OSError):
         columns, rows = os.get_terminal_size(fd)
         descriptor = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -910,7 +911,7 @@ def run_attached(
     session = create_session(store, record, config, terminal_size(stdin) if config.tty else None)
     started = start_session(store, record, session, environ=environ)
     assert started.attach is not None
-    ctl = session_dir(store.paths, record.id, session.id) / "ctl"
+    ctl = os.path.join(session_dir(store.paths, record.id, session.id), "ctl")
     previous_winch = None
     try:
         if config.tty:

@@ -258,8 +258,8 @@ class ImageStore:
     root: Path
 
     @classmethod
-    def under(cls, state_dir: Path) -> ImageStore:
-        return cls(state_dir / "images")
+    def under(cls, state_dir: str | os.PathLike[str]) -> ImageStore:
+        return cls(Path(state_dir, "images"))
 
     @property
     def layout(self) -> Path:
@@ -357,7 +357,11 @@ def _unpack(store: ImageStore, name: str, digest: str) -> Path:
     return target
 
 
-def container_rootfs(image_rootfs: Path, layer_dir: Path, mountpoint: Path) -> Path:
+def container_rootfs(
+    image_rootfs: str | os.PathLike[str],
+    layer_dir: str | os.PathLike[str],
+    mountpoint: str | os.PathLike[str],
+) -> Path:
     """A private writable root file system for one container over a shared image rootfs.
 
     An overlayfs (lower = the cached image, upper/work under `layer_dir`, which
@@ -367,6 +371,7 @@ def container_rootfs(image_rootfs: Path, layer_dir: Path, mountpoint: Path) -> P
     image is copied once into `layer_dir/rootfs` instead. Returns the path to use
     as the container's root.
     """
+    image_rootfs, layer_dir, mountpoint = Path(image_rootfs), Path(layer_dir), Path(mountpoint)
     if os.path.ismount(mountpoint):
         return mountpoint
     copy = layer_dir / "rootfs"
@@ -394,7 +399,7 @@ def container_rootfs(image_rootfs: Path, layer_dir: Path, mountpoint: Path) -> P
     return copy
 
 
-def release_container_rootfs(mountpoint: Path) -> None:
+def release_container_rootfs(mountpoint: str | os.PathLike[str]) -> None:
     """Unmount what `container_rootfs` mounted (the layer stays until the container is removed)."""
     if os.path.ismount(mountpoint):
         try:
@@ -403,7 +408,7 @@ def release_container_rootfs(mountpoint: Path) -> None:
             proc.run(["umount", "--lazy", str(mountpoint)])
 
 
-def resolve_image(image: str, state_dir: Path) -> ImageRootfs:
+def resolve_image(image: str, state_dir: str | os.PathLike[str]) -> ImageRootfs:
     """Make `image` available as a root file system; return it with the image's defaults."""
     reference = parse_image_reference(image)
     store = ImageStore.under(state_dir)

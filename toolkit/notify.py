@@ -40,11 +40,11 @@ import select
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from toolkit import proc
 from toolkit.definitions.model import Container, Mount, MountType, Notify
 from toolkit.errors import PodunitError
+from toolkit.paths import read_text, unlink_if_present
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class NotifySetup:
         container_name: str = "",
         env: dict[str, str] | None = None,
         mounts: tuple[Mount, ...] = (),
-        host_socket: Path | None = None,
+        host_socket: str | None = None,
         listener: socket.socket | None = None,
     ) -> None:
         self.mode = mode
@@ -197,8 +197,9 @@ class NotifySetup:
             env=dict(environ),
             pass_fds=[fd],
         )
-        pidfile = self.host_socket.with_name(PROXY_PIDFILE)
-        pidfile.write_text(f"{proxy.pid} {proc.process_start_time(proxy.pid)}\n")
+        pidfile = os.path.join(os.path.dirname(self.host_socket), PROXY_PIDFILE)
+        with open(pidfile, "w", encoding="utf-8") as file:
+            file.write(f"{proxy.pid} {proc.process_start_time(proxy.pid)}\n")
         notify_main_pid(conmon_pid, environ)
         return proxy
 
@@ -209,7 +210,9 @@ class NotifySetup:
 
 
 def prepare_container_notify(
-    bundle_dir: Path, container: Container, environ: Mapping[str, str] = os.environ
+    bundle_dir: str | os.PathLike[str],
+    container: Container,
+    environ: Mapping[str, str] = os.environ,
 ) -> NotifySetup:
     """For ``notify: container`` bind the container's notify socket; other modes: empty setup.
 
@@ -219,10 +222,10 @@ def prepare_container_notify(
     """
     if container.notify is not Notify.CONTAINER:
         return NotifySetup(mode=container.notify, container_name=container.name)
-    notify_dir = bundle_dir / "notify"
-    notify_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    host_socket = notify_dir / "notify.sock"
-    host_socket.unlink(missing_ok=True)
+    notify_dir = os.path.join(bundle_dir, "notify")
+    os.makedirs(notify_dir, mode=0o755, exist_ok=True)
+    host_socket = os.path.join(notify_dir, "notify.sock")
+    unlink_if_present(host_socket)
     listener = bind_datagram_socket(host_socket)
     os.chmod(host_socket, 0o666)  # the payload may run as any user
     env = {"NOTIFY_SOCKET": CONTAINER_NOTIFY_SOCKET}
@@ -232,22 +235,23 @@ def prepare_container_notify(
         mode=Notify.CONTAINER,
         container_name=container.name,
         env=env,
-        mounts=(Mount(type=MountType.BIND, source=str(notify_dir), target=CONTAINER_NOTIFY_DIR),),
+        mounts=(Mount(type=MountType.BIND, source=notify_dir, target=CONTAINER_NOTIFY_DIR),),
         host_socket=host_socket,
         listener=listener,
     )
 
 
-def bind_datagram_socket(path: Path) -> socket.socket:
+def bind_datagram_socket(path: str | os.PathLike[str]) -> socket.socket:
     """An AF_UNIX datagram socket bound at `path`, even beyond sun_path's 107 bytes."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
         if len(os.fsencode(path)) <= _SUN_PATH_MAX:
-            sock.bind(str(path))
+            sock.bind(os.fspath(path))
         else:
-            directory = os.open(path.parent, os.O_PATH | os.O_CLOEXEC)
+            parent, name = os.path.split(path)
+            directory = os.open(parent or ".", os.O_PATH | os.O_CLOEXEC)
             try:
-                sock.bind(f"/proc/self/fd/{directory}/{path.name}")
+                sock.bind(f"/proc/self/fd/{directory}/{name}")
             finally:
                 os.close(directory)
     except OSError as error:
@@ -298,7 +302,7 @@ def run_proxy(
     return 0
 
 
-def wait_for_proxy(bundle_dir: Path, timeout: float = PROXY_WAIT_SECONDS) -> None:
+def wait_for_proxy(bundle_dir: str | os.PathLike[str], timeout: float = PROXY_WAIT_SECONDS) -> None:
     """Wait until the container's notify proxy has exited (it does right after the container).
 
     conmon's exit command calls this in `notify: container` units: conmon waits for
@@ -306,7 +310,7 @@ def wait_for_proxy(bundle_dir: Path, timeout: float = PROXY_WAIT_SECONDS) -> Non
     so the proxy's last line ("exited before it sent READY=1") is always written.
     """
     try:
-        pid_text, start_text = (bundle_dir / "notify" / PROXY_PIDFILE).read_text().split()
+        pid_text, start_text = read_text(os.path.join(bundle_dir, "notify", PROXY_PIDFILE)).split()
         pid, start = int(pid_text), int(start_text)
         pidfd = os.pidfd_open(pid)
     except (OSError, ValueError):
@@ -321,9 +325,7 @@ def wait_for_proxy(bundle_dir: Path, timeout: float = PROXY_WAIT_SECONDS) -> Non
 def _children(pid: int) -> list[int]:
     """The children of `pid` (Linux /proc/PID/task/PID/children), [] if it is gone."""
     try:
-        return [
-            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ]
+        return [int(child) for child in read_text(f"/proc/{pid}/task/{pid}/children").split()]
     except OSError:
         return []
 

@@ -31,7 +31,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 from toolkit import proc
 from toolkit.errors import (
@@ -42,7 +41,7 @@ from toolkit.errors import (
     Location,
     PodunitError,
 )
-from toolkit.paths import RuntimePaths, remove_tree
+from toolkit.paths import RuntimePaths, read_text, remove_tree, unlink_if_present
 from toolkit.proc import process_start_time, same_process_alive
 from toolkit.state import (
     ALIVE_STATUSES,
@@ -222,7 +221,7 @@ def runtime_args_for(plan: cgroups.CgroupPlan, paths: RuntimePaths, runtime: str
     from toolkit.definitions.model import CgroupMode
 
     name = os.path.basename(runtime)
-    args = ["--root", str(paths.run_dir / f"runtime-{name}")]
+    args = ["--root", os.path.join(paths.run_dir, f"runtime-{name}")]
     if plan.systemd_cgroup:
         args.append("--systemd-cgroup")
     elif plan.mode is CgroupMode.DISABLED and name == "crun":
@@ -417,7 +416,7 @@ def prepare_record(
                     environ=environ)  # fmt: skip
     cgroups.start_prepare_before_conmon(plan)  # launch_container waits for it
     bundle = store.paths.bundle_dir(container_id)
-    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.makedirs(bundle, mode=0o700, exist_ok=True)
     notify_setup = notify.prepare_container_notify(bundle, container)
     image_options = {"image_rootfs": container.rootfs} if container.image else {}
     try:
@@ -484,7 +483,7 @@ def _container_root(
     from toolkit import images
 
     layer, mountpoint = paths.image_layer(container_id), paths.rootfs_mount(container_id)
-    return str(images.container_rootfs(Path(options["image_rootfs"]), layer, mountpoint))
+    return str(images.container_rootfs(options["image_rootfs"], layer, mountpoint))
 
 
 def _unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
@@ -494,7 +493,7 @@ def _unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping
         with contextlib.suppress(PodunitError):
             images.release_container_rootfs(paths.rootfs_mount(container_id))
         with contextlib.suppress(OSError):
-            paths.rootfs_mount(container_id).rmdir()
+            os.rmdir(paths.rootfs_mount(container_id))
 
 
 def _drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
@@ -508,7 +507,7 @@ def conmon_options(
     store: StateStore,
     record: ContainerRecord,
     *,
-    restore_path: Path | None = None,
+    restore_path: str | None = None,
     exit_command: bool = True,
 ) -> conmon.ConmonOptions:
     """conmon's options for the container; `exit_command`: call `podunit cleanup` at exit.
@@ -531,10 +530,10 @@ def conmon_options(
         exit_dir=store.paths.exits_dir,
         persist_dir=bundle,
         socket_dir=store.paths.sockets_dir,
-        container_pidfile=bundle / "pidfile",
-        conmon_pidfile=bundle / "conmon.pid",
+        container_pidfile=os.path.join(bundle, "pidfile"),
+        conmon_pidfile=os.path.join(bundle, "conmon.pid"),
         log_driver=str(stored["log_driver"]),
-        log_path=Path(stored["log_path"]) if stored.get("log_path") else None,
+        log_path=str(stored["log_path"]) if stored.get("log_path") else None,
         log_size_max=stored.get("log_size_max"),
         log_tag=record.name,
         tty=bool(stored.get("tty")),
@@ -545,7 +544,7 @@ def conmon_options(
         exit_command=(*podunit_command(store.paths.user), "cleanup", record.id)
         if exit_command
         else (),
-        runtime_log=bundle / "runtime.log",
+        runtime_log=os.path.join(bundle, "runtime.log"),
         restore_path=restore_path,
     )
 
@@ -557,7 +556,7 @@ def launch_container(
     stdio: Stdio,
     preserved_fds: Sequence[int] = (),
     environ: Mapping[str, str] = os.environ,
-    restore_path: Path | None = None,
+    restore_path: str | None = None,
 ) -> ContainerRecord:
     """Write the bundle, reserve ports, run conmon + `RUNTIME create`; status `created`.
 
@@ -571,15 +570,15 @@ def launch_container(
     from toolkit.definitions.model import PortMapping
 
     bundle = store.paths.bundle_dir(record.id)
-    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.makedirs(bundle, mode=0o700, exist_ok=True)
     _container_root(store.paths, record.id, record.options)  # mounted again after a reboot
-    config = bundle / "config.json"
-    config.write_text(json.dumps(record.spec, indent=2))
-    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
+        config.write(json.dumps(record.spec, indent=2))
+    unlink_if_present(store.paths.exit_file(record.id))
     for stale in ("exit", "oom", "pidfile", "conmon.pid"):
-        (bundle / stale).unlink(missing_ok=True)
+        unlink_if_present(os.path.join(bundle, stale))
     if record.options.get("log_path"):
-        Path(record.options["log_path"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(record.options["log_path"]), mode=0o700, exist_ok=True)
     plan = plan_from_json(record.options["cgroup_plan"])
     ports: list[socket.socket] = []
     monitor: conmon.ConmonProcess | None = None
@@ -632,10 +631,10 @@ def launch_container(
     )
 
 
-def _remove_tree_or_link(path: Path) -> None:
+def _remove_tree_or_link(path: str) -> None:
     """Remove a directory tree, or just the symlink if `path` is one (rmtree refuses those)."""
-    if path.is_symlink():
-        path.unlink(missing_ok=True)
+    if os.path.islink(path):
+        unlink_if_present(path)
     else:
         remove_tree(path)
 
@@ -650,8 +649,8 @@ def _discard_half_made(
     with contextlib.suppress(Exception):
         cgroups.cleanup_cgroups(plan)
     remove_tree(store.paths.bundle_dir(record.id))
-    _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
-    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    _remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
+    unlink_if_present(store.paths.exit_file(record.id))
     with contextlib.suppress(Exception):
         if record.options.get("fresh", True):
             _drop_image_layer(store.paths, record.id, record.options)
@@ -716,11 +715,11 @@ def create_container(
 # --- status -----------------------------------------------------------------------------------
 
 
-def read_exit_file(path: Path) -> tuple[int, float] | None:
+def read_exit_file(path: str | os.PathLike[str]) -> tuple[int, float] | None:
     """conmon's exit file: (status, mtime), None if missing or still being written."""
     try:
-        text = path.read_text().strip()
-        mtime = path.stat().st_mtime
+        text = read_text(path).strip()
+        mtime = os.stat(path).st_mtime
     except OSError:
         return None
     if not text.lstrip("-").isdigit():
@@ -730,7 +729,7 @@ def read_exit_file(path: Path) -> tuple[int, float] | None:
 
 def _exit_file_of(store: StateStore, record: ContainerRecord) -> tuple[int, float] | None:
     return read_exit_file(store.paths.exit_file(record.id)) or read_exit_file(
-        store.paths.bundle_dir(record.id) / "exit"
+        os.path.join(store.paths.bundle_dir(record.id), "exit")
     )
 
 
@@ -775,7 +774,7 @@ def finalize(
                 return record
             else:
                 (code, finished), reason = exited, None
-            oom = (store.paths.bundle_dir(record.id) / "oom").exists()
+            oom = os.path.exists(os.path.join(store.paths.bundle_dir(record.id), "oom"))
             record = store.record_exit(record, code, reason=reason, finished_at=finished, oom=oom)
         _release(store, record)
         if record.options.get("auto_remove"):
@@ -820,12 +819,12 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     runtime_delete(record)
     _unmount_image_root(store.paths, record.id, record.options)
     remove_tree(store.paths.bundle_dir(record.id))
-    _remove_tree_or_link(store.paths.sockets_dir / record.id)  # conmon's attach symlink
-    store.paths.exit_file(record.id).unlink(missing_ok=True)
+    _remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
+    unlink_if_present(store.paths.exit_file(record.id))
     pidfile = store.paths.unit_pidfile(record.name)
     with contextlib.suppress(OSError):
-        if pidfile.read_text().strip() == str(record.conmon_pid):
-            pidfile.unlink()
+        if read_text(pidfile).strip() == str(record.conmon_pid):
+            os.unlink(pidfile)
     store.update(record, options={**record.options, "released": True})
     stored_plan = record.options["cgroup_plan"]
     if not cgroups_left(stored_plan):
@@ -833,7 +832,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     from toolkit import cgroups
 
     plan = plan_from_json(stored_plan)
-    own_cgroup = Path("/proc/self/cgroup").read_text()
+    own_cgroup = read_text("/proc/self/cgroup")
     if plan.conmon_scope is None or f"/{plan.conmon_scope}" not in own_cgroup:
         with contextlib.suppress(Exception):
             cgroups.cleanup_cgroups(plan)
@@ -860,9 +859,9 @@ def _forget(store: StateStore, record: ContainerRecord) -> None:
     """
     store.remove(record)
     _drop_image_layer(store.paths, record.id, record.options)
-    store.paths.lock_file(record.id).unlink(missing_ok=True)
+    unlink_if_present(store.paths.lock_file(record.id))
     if record.options.get("log_path"):
-        Path(record.options["log_path"]).unlink(missing_ok=True)
+        unlink_if_present(record.options["log_path"])
 
 
 def wait_for_exit(
@@ -995,7 +994,7 @@ def remove_container(
                 hint=f"stop it first, or use: podunit rm -f {record.name}",
             )
         record = stop_container(store, record, timeout)
-    if store.paths.exec_dir(record.id).is_dir():  # else it never had a session still running
+    if os.path.isdir(store.paths.exec_dir(record.id)):  # else it never had a session still running
         from toolkit import exec_sessions  # imports this module: import late
 
         exec_sessions.stop_all_sessions(store, record)
@@ -1278,7 +1277,7 @@ def _relay_attached(
     """Attached run through conmon's attach socket (needed with -t, or a logging driver)."""
     from toolkit import exec_sessions
 
-    ctl = store.paths.bundle_dir(record.id) / "ctl"
+    ctl = os.path.join(store.paths.bundle_dir(record.id), "ctl")
     previous_winch = None
     if tty:
         exec_sessions.send_window_size(ctl, 0)
@@ -1303,8 +1302,9 @@ def _announce(
 
     assert record.conmon_pid is not None
     pidfile = store.paths.unit_pidfile(record.name)
-    temporary = pidfile.with_suffix(".tmp")
-    temporary.write_text(f"{record.conmon_pid}\n")
+    temporary = os.path.splitext(pidfile)[0] + ".tmp"  # NAME.pid -> NAME.tmp
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(f"{record.conmon_pid}\n")
     os.replace(temporary, pidfile)
     if container.notify is Notify.CONMON:
         notify.notify_ready(record.conmon_pid)
@@ -1363,7 +1363,7 @@ def cli_start(args: argparse.Namespace) -> int:
 
 
 def _relaunch(
-    store: StateStore, record: ContainerRecord, restore_path: Path | None = None
+    store: StateStore, record: ContainerRecord, restore_path: str | None = None
 ) -> ContainerRecord:
     """Start an exited container again: a new conmon with its stored config.json."""
     record = replan(record, store.paths)
@@ -1373,7 +1373,7 @@ def _relaunch(
 
 
 def restore_container(
-    store: StateStore, record: ContainerRecord, image_dir: Path
+    store: StateStore, record: ContainerRecord, image_dir: str
 ) -> ContainerRecord:
     """Bring a checkpointed (hence exited) container back from `image_dir` (`conmon --restore`).
 

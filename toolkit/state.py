@@ -33,10 +33,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from toolkit.errors import ContainerNotFound, PodunitError
-from toolkit.paths import RuntimePaths
+from toolkit.paths import RuntimePaths, read_text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -217,11 +216,11 @@ def _row_from_record(record: ContainerRecord) -> dict[str, Any]:
 
 def current_boot_id() -> str:
     """The kernel's boot id (random per boot), from /proc/sys/kernel/random/boot_id."""
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return read_text("/proc/sys/kernel/random/boot_id").strip()
 
 
 @contextlib.contextmanager
-def flocked(path: Path, *, shared: bool = False) -> Iterator[None]:
+def flocked(path: str, *, shared: bool = False) -> Iterator[None]:
     """Hold flock(2) on `path` (created if missing) for the duration of the block."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -247,7 +246,7 @@ class StateStore:
             # Switching a new database to WAL and creating its schema can answer "database
             # is locked" at once to a concurrent opener (SQLite skips the busy handler there),
             # so the processes that open the database take turns for this part.
-            with flocked(paths.database.with_name(paths.database.name + ".lock")):
+            with flocked(paths.database + ".lock"):
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
                 self._db.execute("PRAGMA foreign_keys = ON")
@@ -365,13 +364,14 @@ class StateStore:
                     _insert_exit_code(db, row["id"], row["name"], -1, REBOOT_REASON, now)
                 db.execute("DELETE FROM exec_sessions")
             stamp = self.paths.boot_id_stamp
-            temporary = stamp.with_suffix(".tmp")
-            temporary.write_text(boot_id + "\n")
+            temporary = stamp + ".tmp"
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.write(boot_id + "\n")
             os.replace(temporary, stamp)
 
     def _stamped_boot_id(self) -> str | None:
         try:
-            return self.paths.boot_id_stamp.read_text().strip()
+            return read_text(self.paths.boot_id_stamp).strip()
         except FileNotFoundError:
             return None
 

@@ -464,5 +464,5 @@ def test_the_runtimes_run_directory_entries_are_all_skipped(tmp_path: Path) -> N
         paths.rootfs_mount("c"),
         paths.lock_file("c"),
     ]
-    top = {path.relative_to(paths.run_dir).parts[0] for path in used}
+    top = {Path(path).relative_to(paths.run_dir).parts[0] for path in used}
     assert top <= RUNTIME_ENTRIES and RUNTIME_ENTRIES - top == {"generator-cache"}

@@ -196,9 +196,9 @@ def test_removing_a_container_without_exec_sessions_needs_no_transaction(
         finally:
             other.execute("ROLLBACK")
             other.close()
-        (paths.bundle_dir(record.id) / "exec" / "s1").mkdir(parents=True)
+        Path(paths.exec_dir(record.id), "s1").mkdir(parents=True)
         exec_sessions.stop_all_sessions(store, record)  # with one: looked up, files removed
-        assert not (paths.bundle_dir(record.id) / "exec").exists()
+        assert not Path(paths.exec_dir(record.id)).exists()
 
 
 def _session_rows(store: StateStore) -> list[tuple[str, str, int | None]]:
@@ -227,7 +227,7 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
             runtime={"pid_start_time": 1},
         )  # fmt: skip
         exec_sessions._insert_session(store, session)
-        exit_file = exec_sessions.session_dir(paths, record.id, session.id) / "exit"
+        exit_file = Path(exec_sessions.session_dir(paths, record.id, session.id), "exit")
         exit_file.parent.mkdir(parents=True)
         # the process is gone, conmon has not written the exit file yet: stopped, code unknown
         assert exec_sessions.refresh_session(store, session).exit_code is None

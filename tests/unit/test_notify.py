@@ -186,8 +186,8 @@ def test_container_setup_binds_socket_and_mounts_its_directory(tmp_path: Path) -
             str(tmp_path / "notify"),
             "/run/notify",
         )
-        assert setup.host_socket == tmp_path / "notify" / "notify.sock"
-        assert oct(setup.host_socket.stat().st_mode & 0o777) == oct(0o666)
+        assert setup.host_socket == str(tmp_path / "notify" / "notify.sock")
+        assert oct(os.stat(setup.host_socket).st_mode & 0o777) == oct(0o666)
     finally:
         setup.close()
 
@@ -202,7 +202,7 @@ def test_socket_path_longer_than_sun_path_still_binds(tmp_path: Path) -> None:
         sock.close()
 
 
-def send_from_container(path: Path, message: bytes, fds: list[int] | None = None) -> None:
+def send_from_container(path: str | Path, message: bytes, fds: list[int] | None = None) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         client.sendmsg([message], ancillary, 0, str(path))

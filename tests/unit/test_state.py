@@ -37,10 +37,19 @@ def record(name: str = "web", cid: str | None = None) -> st.ContainerRecord:
 def test_paths_for_modes() -> None:
     system = RuntimePaths.for_mode(False, {})
     assert (system.state_dir, system.run_dir) == (SYSTEM_STATE_DIR, SYSTEM_RUN_DIR)
-    assert system.unit_pidfile("web") == Path("/run/podunit/pidfiles/web.pid")
+    assert system.unit_pidfile("web") == "/run/podunit/pidfiles/web.pid"
     user = RuntimePaths.for_mode(True, {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/7"})
-    assert user.state_dir == Path("/home/u/.local/share/podunit")
-    assert user.run_dir == Path("/run/user/7/podunit")
+    assert user.state_dir == "/home/u/.local/share/podunit"
+    assert user.run_dir == "/run/user/7/podunit"
+    # spelt as pathlib spelt them (a database stores its directories and checks them)
+    odd = RuntimePaths.for_mode(
+        True,
+        {"XDG_DATA_HOME": "/d//x/./", "XDG_RUNTIME_DIR": "/r/", "PODUNIT_RUN_DIR": "//o/./r//"},
+    )
+    assert (odd.state_dir, odd.run_dir) == (str(Path("/d//x/./", "podunit")), "//o/r")
+    assert RuntimePaths(user=False, state_dir=Path("/s"), run_dir="/r") == RuntimePaths(
+        user=False, state_dir="/s", run_dir=Path("/r")
+    )
     with pytest.raises(PodunitError, match="XDG_RUNTIME_DIR"):
         RuntimePaths.for_mode(True, {"HOME": "/home/u"})
     with pytest.raises(PodunitError, match="absolute"):
@@ -51,11 +60,11 @@ def test_directories_are_private(tmp_path: Path) -> None:
     paths = paths_in(tmp_path)
     with st.StateStore(paths):
         pass
-    assert paths.state_dir.stat().st_mode & 0o777 == 0o700
-    assert paths.database.stat().st_mode & 0o777 == 0o600
+    assert os.stat(paths.state_dir).st_mode & 0o777 == 0o700
+    assert os.stat(paths.database).st_mode & 0o777 == 0o600
     for directory in (paths.exits_dir, paths.locks_dir, paths.containers_dir):
-        assert directory.is_dir()
-    assert paths.boot_id_stamp.read_text().strip() == st.current_boot_id()
+        assert os.path.isdir(directory)
+    assert Path(paths.boot_id_stamp).read_text().strip() == st.current_boot_id()
 
 
 def test_add_find_update_remove(tmp_path: Path) -> None:
@@ -102,7 +111,7 @@ def test_reboot_marks_alive_containers_exited_and_clears_exec_sessions(tmp_path:
                 "VALUES ('s', ?, 'running', '{}', 0)",
                 (alive.id,),
             )
-    paths.boot_id_stamp.write_text("some-other-boot\n")
+    Path(paths.boot_id_stamp).write_text("some-other-boot\n")
     with st.StateStore(paths) as store:
         after = store.get("alive")
         assert (after.status, after.exit_code, after.exit_reason) == (
@@ -113,7 +122,7 @@ def test_reboot_marks_alive_containers_exited_and_clears_exec_sessions(tmp_path:
         assert store.get("done").exit_code == 0
         with store.transaction() as db:
             assert db.execute("SELECT count(*) FROM exec_sessions").fetchone()[0] == 0
-    assert paths.boot_id_stamp.read_text().strip() == st.current_boot_id()
+    assert Path(paths.boot_id_stamp).read_text().strip() == st.current_boot_id()
 
 
 def test_a_database_of_other_directories_is_refused(tmp_path: Path) -> None:

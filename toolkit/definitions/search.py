@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from toolkit.errors import DefinitionError
+from toolkit.paths import clean_path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) 
 
                 message = f"PODUNIT_DEFINITION_DIRS entry {quote(entry)} is not an absolute path"
                 raise DefinitionError(None, message)
-            result.append(_clean(entry))
+            result.append(clean_path(entry))
         return result
     if not user:
         return list(SYSTEM_DIRS)
@@ -69,7 +70,7 @@ def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) 
     if not (config_home and config_home.startswith("/")):
         home = environ.get("HOME") or os.path.expanduser("~")
         config_home = os.path.join(home, ".config")
-    result.append(_clean(f"{config_home}/podunit"))
+    result.append(clean_path(f"{config_home}/podunit"))
     result.append(f"/etc/podunit/users/{os.getuid()}")
     return result
 
@@ -79,20 +80,13 @@ def run_dir(*, user: bool, environ: Mapping[str, str] = os.environ) -> str | Non
     in `toolkit.paths`), None in user mode without an absolute `$XDG_RUNTIME_DIR`."""
     override = environ.get("PODUNIT_RUN_DIR")
     if override and override.startswith("/"):
-        return _clean(override)
+        return clean_path(override)
     if not user:
         return SYSTEM_RUN_DIR
     runtime_dir = environ.get("XDG_RUNTIME_DIR")
     if runtime_dir and runtime_dir.startswith("/"):
-        return _clean(f"{runtime_dir}/podunit")
+        return clean_path(f"{runtime_dir}/podunit")
     return None
-
-
-def _clean(path: str) -> str:
-    """`path` without empty or `.` parts, as `pathlib` writes it (`..` kept: collapsing
-    it would be wrong after a symlink)."""
-    cleaned = "/".join(part for part in path.split("/") if part not in ("", "."))
-    return "/" + cleaned if path.startswith("/") else cleaned or "."
 
 
 def _identity(kind: str, path: str, status: os.stat_result) -> Input:
