@@ -29,18 +29,18 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from toolkit.definitions.model import CgroupMode, Container, Resources
 from toolkit.errors import PodunitError
+from toolkit.paths import make_dir, read_text
 
 CgroupManager = Literal["systemd", "cgroupfs", "none"]
 
 MACHINE_SLICE = "machine.slice"
 SUPERVISOR_LEAF = "supervisor"
 PAYLOAD_LEAF = "payload"
-CGROUP2_MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+CGROUP2_MOUNTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 JOB_TIMEOUT_SECONDS = 30.0
 
@@ -212,7 +212,7 @@ def plan_cgroups(
 ) -> CgroupPlan:
     """Decide the placement for `container_id` in the current process's situation."""
     mount = cgroup2_mount()
-    own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text()) if mount else None
+    own = parse_proc_cgroup(read_text("/proc/self/cgroup")) if mount else None
     in_service = bool(environ.get("INVOCATION_ID")) and own is not None and is_service_cgroup(own)
     needs_bus = mode is not CgroupMode.DISABLED and not (mode is CgroupMode.SPLIT and in_service)
     return decide_plan(
@@ -221,15 +221,15 @@ def plan_cgroups(
         own_cgroup=own,
         in_service=in_service,
         bus_reachable=needs_bus and system_bus_reachable(environ),
-        cgroup2_mount=str(mount or "/sys/fs/cgroup"),
+        cgroup2_mount=mount or "/sys/fs/cgroup",
         container=container,
     )
 
 
-def cgroup2_mount() -> Path | None:
+def cgroup2_mount() -> str | None:
     """Mount point of the cgroup v2 hierarchy (unified or hybrid layout), None if none."""
     for candidate in CGROUP2_MOUNTS:
-        if (candidate / "cgroup.controllers").exists():
+        if os.path.exists(os.path.join(candidate, "cgroup.controllers")):
             return candidate
     return None
 
@@ -305,10 +305,11 @@ def prepare_before_conmon(plan: CgroupPlan) -> None:
 
 
 def _move_into_supervisor(plan: CgroupPlan) -> None:
-    leaf = Path(plan.cgroup2_mount + str(plan.supervisor_cgroup))
+    leaf = plan.cgroup2_mount + str(plan.supervisor_cgroup)
     try:
-        leaf.mkdir(exist_ok=True)
-        (leaf / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        make_dir(leaf)
+        with open(os.path.join(leaf, "cgroup.procs"), "w", encoding="utf-8") as procs:
+            procs.write(f"{os.getpid()}\n")
     except OSError as error:
         raise CgroupError(
             f"cannot move podunit into {plan.supervisor_cgroup}: {error.strerror}",
@@ -341,17 +342,19 @@ def cleanup_cgroups(plan: CgroupPlan) -> None:
                 systemd.stop_unit(scope)
         return
     if plan.cgroups_path is not None and plan.manager == "cgroupfs":
-        _remove_cgroup(Path(plan.cgroup2_mount + plan.cgroups_path))
+        _remove_cgroup(plan.cgroup2_mount + plan.cgroups_path)
 
 
-def _remove_cgroup(path: Path) -> None:
+def _remove_cgroup(path: str | os.PathLike[str]) -> None:
     """rmdir an (empty) cgroup and its empty children; a missing one is fine."""
-    if not path.is_dir():
+    if not os.path.isdir(path):
         return
-    for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
+    with os.scandir(path) as entries:
+        children = sorted((entry.path for entry in entries if entry.is_dir()), reverse=True)
+    for child in children:
         _remove_cgroup(child)
     try:
-        path.rmdir()
+        os.rmdir(path)
     except FileNotFoundError:
         pass
     except OSError as error:

@@ -37,12 +37,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from toolkit import notify, proc
 from toolkit.activation import environment_for_conmon
 from toolkit.definitions.model import Container, Healthcheck
 from toolkit.errors import PodunitError
+from toolkit.paths import read_text
 from toolkit.state import ContainerRecord, StateStore
 
 READINESS_POLL = timedelta(seconds=1)
@@ -135,8 +135,8 @@ def run_check_in_container(
 ) -> CheckResult:
     """``RUNTIME exec`` of the check's argv; killed after ``timeout`` (then exit_code None)."""
     with tempfile.TemporaryDirectory(prefix="podunit-health-") as scratch:
-        pidfile = Path(scratch) / "pid"
-        argv = [runtime, *runtime_args, "exec", "--pid-file", str(pidfile), container_id]
+        pidfile = os.path.join(scratch, "pid")
+        argv = [runtime, *runtime_args, "exec", "--pid-file", pidfile, container_id]
         try:
             result = proc.run(
                 [*argv, *check.test],
@@ -152,9 +152,9 @@ def run_check_in_container(
     return CheckResult(result.returncode, output.decode(errors="replace"))
 
 
-def _kill_checked_process(pidfile: Path) -> None:
+def _kill_checked_process(pidfile: str) -> None:
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        os.kill(int(read_text(pidfile).strip()), signal.SIGKILL)
 
 
 def pause_watching(pid: int | None) -> Callable[[float], bool]:

@@ -17,12 +17,12 @@ import os
 import resource
 import stat
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from toolkit.definitions.model import Container, Mount, MountType
 from toolkit.errors import PodunitError
+from toolkit.paths import read_text
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -515,7 +515,7 @@ def current_hard_limits() -> dict[str, int]:
 
 def held_capabilities(status_text: str | None = None) -> tuple[str, ...]:
     """Names of the capabilities in this process's bounding set (/proc/self/status CapBnd)."""
-    text = status_text if status_text is not None else Path("/proc/self/status").read_text()
+    text = status_text if status_text is not None else read_text("/proc/self/status")
     for line in text.splitlines():
         if line.startswith("CapBnd:"):
             mask = int(line.split()[1], 16)
@@ -568,7 +568,8 @@ def _file(what: str) -> str:
 def read_rootfs_file(rootfs: str, path: str) -> str:
     """A text file of the root file system, or "" if it does not exist."""
     try:
-        return (Path(rootfs) / path.lstrip("/")).read_text(errors="replace")
+        with open(os.path.join(rootfs, path.lstrip("/")), encoding="utf-8", errors="replace") as f:
+            return f.read()
     except (FileNotFoundError, NotADirectoryError):
         return ""
 
@@ -591,7 +592,7 @@ def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
     pairs: list[tuple[str, str]] = []
     for path in paths:
         try:
-            text = Path(path).read_text()
+            text = read_text(path)
         except OSError as error:
             raise PodunitError(f"env_file {path}: {error.strerror}") from error
         pairs += parse_env_file(text, path)
@@ -661,7 +662,7 @@ def gather_inputs(
     profile = None
     if container.seccomp not in ("default", "unconfined"):
         try:
-            profile = json.loads(Path(container.seccomp).read_text())
+            profile = json.loads(read_text(container.seccomp))
         except (OSError, ValueError) as error:
             raise PodunitError(f"seccomp profile {container.seccomp}: {error}") from error
     return SpecInputs(

@@ -172,7 +172,7 @@ class RuntimePaths:
     def ensure(self) -> None:
         """Create the directories (state dir 0700, run dir 0711) if missing."""
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        _mkdir(os.path.join(self.state_dir, "logs"), 0o700)
+        make_dir(os.path.join(self.state_dir, "logs"), 0o700)
         os.makedirs(self.run_dir, mode=0o711, exist_ok=True)
         for directory in (
             self.exits_dir,
@@ -181,7 +181,7 @@ class RuntimePaths:
             self.containers_dir,
             self.sockets_dir,
         ):
-            _mkdir(directory, 0o700)
+            make_dir(directory, 0o700)
 
 
 def clean_path(path: str) -> str:
@@ -196,7 +196,7 @@ def clean_path(path: str) -> str:
     return root + "/".join(parts) or "."
 
 
-def _mkdir(path: str, mode: int) -> None:
+def make_dir(path: str, mode: int = 0o777) -> None:
     """`Path.mkdir(mode=mode, exist_ok=True)`: an existing directory is fine."""
     try:
         os.mkdir(path, mode)
