@@ -28,7 +28,8 @@ from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 # What a plain `podunit exec NAME CMD` must not load: the status and run machinery of
 # operations (only for a container that is not plainly running), oci (only for -u),
-# the terminal modules (only for -t), and secrets (ids come from os.urandom).
+# the terminal modules (only for -t), secrets (ids come from os.urandom), and pathlib
+# (toolkit.paths hands out str paths; conmon, imported for the session, is pathlib-free too).
 NOT_ON_THE_EXEC_PATH = (
     "toolkit.operations",
     "toolkit.oci",
@@ -42,6 +43,7 @@ NOT_ON_THE_EXEC_PATH = (
     "tty",
     "termios",
     "argparse",
+    "pathlib",
 )
 
 IMPORT_PROBE = """

@@ -9,6 +9,8 @@ A fresh interpreter checks it, so that the gain cannot silently regress.
 Module level is not enough: the verbs are also run (against an empty state
 directory), and a whole `podunit stop`/`rm -f`/`cleanup` process of a unit must
 not load argparse, typing, dataclasses, subprocess, shutil or socket either.
+No light verb loads pathlib (with urllib.parse and fnmatch, ~5 ms): toolkit.paths
+hands out `str` paths; nor does what `run --plan` loads (below).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def test_the_log_driver_names_of_logs_and_conmon_are_the_models() -> None:
 
 UNIT_FORMS = (["rm", "-f", "web"], ["stop", "-t", "10", "web"], ["cleanup", "0" * 64])
 OTHER_LIGHT = (["ps", "-a"], ["inspect", "web"], ["wait", "web"])
-NEVER = ("dataclasses", "typing", "subprocess", "socket", "inspect", "ast")
+NEVER = ("dataclasses", "typing", "subprocess", "socket", "inspect", "ast", "pathlib")
 
 
 def _modules_after(argv_list: tuple[list[str], ...], tmp_path: Path) -> list[str]:
@@ -144,3 +146,24 @@ def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
     assert [m for m in loaded if m in (*NEVER, "argparse", "shutil")] == []
     with StateStore(paths) as store:
         assert store.find("web") is None
+
+
+# What a unit's `podunit run --plan FILE NAME` loads (toolkit.operations.cli_run with a plan,
+# a `notify: healthy` unit's health included); the cold verbs (images, checkpoint, logs,
+# generate, sandbox) may use pathlib.
+RUN_PATH_PROBE = """
+import json, sys
+import toolkit.cli
+from toolkit import activation, cgroups, conmon, exec_sessions, health, notify, oci, operations
+from toolkit.definitions import instances, model
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_run_path_does_not_import_pathlib() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_PATH_PROBE], capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(result.stdout)
+    assert "toolkit.health" in loaded
+    assert [m for m in loaded if m in ("pathlib", "urllib.parse")] == []
