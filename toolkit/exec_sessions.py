@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from toolkit.errors import InvalidState, PodunitError
 from toolkit.paths import RuntimePaths, read_text, remove_tree
-from toolkit.proc import process_start_time, same_process_alive
+from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -469,37 +469,16 @@ def stop_session(
         )
     pid_start_time = session.runtime.get("pid_start_time")
     _signal_session(session, stop_signal)
-    if not _wait_gone(session.pid, pid_start_time, timeout):
+    if not wait_until_gone(session.pid, pid_start_time, timeout):
         _signal_session(session, signal.SIGKILL)
-        _wait_gone(session.pid, pid_start_time, EXIT_FILE_GRACE_SECONDS)
+        wait_until_gone(session.pid, pid_start_time, EXIT_FILE_GRACE_SECONDS)
     # conmon writes the exit file once it has reaped the process, then exits
-    _wait_gone(
+    wait_until_gone(
         session.runtime.get("conmon_pid"),
         session.runtime.get("conmon_start_time"),
         EXIT_FILE_GRACE_SECONDS,
     )
     return refresh_session(store, session)
-
-
-def _wait_gone(pid: int | None, start_time: int | None, timeout: float) -> bool:
-    """Wait until the process `pid` (started at `start_time`) has exited; False on timeout.
-
-    pidfd_open(2) + poll: the pidfd becomes readable when the process exits, whoever's
-    child it is; opened before the identity check, so a reused pid cannot be waited on.
-    """
-    if not pid:
-        return True
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not same_process_alive(pid, start_time):
-            return True
-        readable, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
-        return bool(readable)
-    finally:
-        os.close(pidfd)
 
 
 def remove_session(

@@ -312,14 +312,9 @@ def wait_for_proxy(bundle_dir: str | os.PathLike[str], timeout: float = PROXY_WA
     try:
         pid_text, start_text = read_text(os.path.join(bundle_dir, "notify", PROXY_PIDFILE)).split()
         pid, start = int(pid_text), int(start_text)
-        pidfd = os.pidfd_open(pid)
     except (OSError, ValueError):
         return
-    try:
-        if proc.same_process_alive(pid, start):
-            select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
+    proc.wait_until_gone(pid, start, timeout)
 
 
 def _children(pid: int) -> list[int]:

@@ -42,7 +42,7 @@ from toolkit.errors import (
     PodunitError,
 )
 from toolkit.paths import RuntimePaths, read_text, remove_tree, unlink_if_present
-from toolkit.proc import process_start_time, same_process_alive
+from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
 from toolkit.state import (
     ALIVE_STATUSES,
     CREATED,
@@ -792,20 +792,6 @@ def _kill_runaway(record: ContainerRecord) -> None:
         if isinstance(pid, int) and pid > 0:
             start = record.pid_start_time if pid == record.pid else None
             wait_until_gone(pid, start, KILL_WAIT_SECONDS)
-
-
-def wait_until_gone(pid: int, start_time: int | None, timeout: float) -> bool:
-    """Wait (on a pidfd) until process `pid` of `start_time` has exited; False on timeout."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return True  # no such process
-    try:
-        if not same_process_alive(pid, start_time):
-            return True
-        return bool(select.select([pidfd], [], [], timeout)[0])
-    finally:
-        os.close(pidfd)
 
 
 def _release(store: StateStore, record: ContainerRecord) -> None:

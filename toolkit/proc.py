@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 from collections.abc import Mapping, Sequence
 
 from toolkit.errors import CommandFailed, ExecutableNotFound
@@ -196,3 +197,25 @@ def same_process_alive(pid: int | None, start_time: int | None) -> bool:
         return False
     state, _ppid, start = fields
     return state not in ("Z", "X") and (start_time is None or start == start_time)
+
+
+def wait_until_gone(pid: int | None, start_time: int | None, timeout: float) -> bool:
+    """Wait until process `pid` (started at `start_time`; any when None) has exited; False
+    on timeout, True at once when it is already gone or `pid` names another process.
+
+    pidfd_open(2) + poll: the pidfd becomes readable when the process exits, whoever's
+    child it is; it is opened before the identity check, so a reused pid is never waited on.
+    """
+    if not pid:
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not same_process_alive(pid, start_time):
+            return True
+        readable, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
+        return bool(readable)
+    finally:
+        os.close(pidfd)

@@ -23,7 +23,7 @@ import pytest
 from toolkit import exec_sessions
 from toolkit.errors import InvalidState
 from toolkit.paths import RuntimePaths
-from toolkit.proc import process_start_time
+from toolkit.proc import process_start_time, wait_until_gone
 from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 # What a plain `podunit exec NAME CMD` must not load: the status and run machinery of
@@ -57,7 +57,7 @@ REQUIRE_RUNNING_PROBE = """
 import json, os, subprocess, sys, time
 from toolkit.exec_sessions import require_running
 from toolkit.paths import RuntimePaths
-from toolkit.proc import process_start_time
+from toolkit.proc import process_start_time, wait_until_gone
 from toolkit.state import ContainerRecord, StateStore
 payload, monitor = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
 try:
@@ -272,14 +272,14 @@ def test_wait_gone_returns_when_the_process_exits(sleeper: subprocess.Popen[byte
     started = process_start_time(sleeper.pid)
     os.kill(sleeper.pid, signal.SIGTERM)
     before = time.monotonic()
-    assert exec_sessions._wait_gone(sleeper.pid, started, 30.0) is True
+    assert wait_until_gone(sleeper.pid, started, 30.0) is True
     assert time.monotonic() - before < 10.0  # woken by the exit, not by the timeout
 
 
 def test_wait_gone_times_out_on_a_live_process(sleeper: subprocess.Popen[bytes]) -> None:
     started = process_start_time(sleeper.pid)
     before = time.monotonic()
-    assert exec_sessions._wait_gone(sleeper.pid, started, 0.2) is False
+    assert wait_until_gone(sleeper.pid, started, 0.2) is False
     assert time.monotonic() - before >= 0.2
     assert sleeper.poll() is None
 
@@ -288,11 +288,11 @@ def test_wait_gone_does_not_wait_on_another_process(sleeper: subprocess.Popen[by
     """A pid that now names another process (other start time) counts as gone."""
     started = process_start_time(sleeper.pid)
     assert started is not None
-    assert exec_sessions._wait_gone(sleeper.pid, started + 1, 30.0) is True
-    assert exec_sessions._wait_gone(None, None, 30.0) is True
+    assert wait_until_gone(sleeper.pid, started + 1, 30.0) is True
+    assert wait_until_gone(None, None, 30.0) is True
     finished = subprocess.Popen(["true"])
     finished.wait()
-    assert exec_sessions._wait_gone(finished.pid, None, 30.0) is True
+    assert wait_until_gone(finished.pid, None, 30.0) is True
 
 
 # --- the attach relay ---------------------------------------------------------------------

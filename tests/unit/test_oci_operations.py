@@ -296,14 +296,14 @@ def test_wait_until_gone_wakes_when_the_process_exits() -> None:
     child = subprocess.Popen(["sleep", "0.3"])
     start = proc.process_start_time(child.pid)
     began = time.monotonic()
-    assert operations.wait_until_gone(child.pid, start, 10)
+    assert proc.wait_until_gone(child.pid, start, 10)
     assert time.monotonic() - began < 5
     child.wait()
-    assert operations.wait_until_gone(child.pid, start, 10)  # gone: at once
+    assert proc.wait_until_gone(child.pid, start, 10)  # gone: at once
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        assert not operations.wait_until_gone(sleeper.pid, None, 0.1)  # timeout
-        assert operations.wait_until_gone(sleeper.pid, 1, 10)  # another start time: not ours
+        assert not proc.wait_until_gone(sleeper.pid, None, 0.1)  # timeout
+        assert proc.wait_until_gone(sleeper.pid, 1, 10)  # another start time: not ours
     finally:
         sleeper.kill()
         sleeper.wait()
