@@ -135,7 +135,8 @@ def parse_signal(text: str) -> int:
 def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
     """How conmon's exit command calls podunit back: the console script beside the
     interpreter, else the `podunit` launcher this process was started as (bin/podunit
-    runs the system python3 -I -S), else `python -m toolkit.cli`."""
+    runs the system python3 -I -S), else `python -m toolkit.cli` as this process imports
+    (`proc.python_module_argv`)."""
     argv0 = sys.argv[0] if argv0 is None else argv0
     script = os.path.join(os.path.dirname(sys.executable), "podunit")
     if os.path.exists(script):
@@ -143,7 +144,7 @@ def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
     elif os.path.isabs(argv0) and os.path.basename(argv0) == "podunit":
         base = [argv0]
     else:
-        base = [sys.executable, "-m", "toolkit.cli"]
+        base = proc.python_module_argv("toolkit.cli")
     return [*base, *(["--user"] if user else [])]
 
 

@@ -220,6 +220,25 @@ def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) ->
     ]  # fmt: skip
 
 
+def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> None:
+    """No console script and no launcher in argv[0] under -I -S: `-m toolkit.cli` still
+    finds toolkit (the same flags and sys.path as this process)."""
+    repo = LAUNCHER.parent.parent
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    probe = (
+        f"import subprocess, sys; sys.path[:0] = [{str(repo)!r}, "
+        f"{str(repo / '.venv' / 'lib' / version / 'site-packages')!r}]\n"
+        "from toolkit import operations\n"
+        "argv = operations.podunit_command(False, 'not-the-launcher')\n"
+        "print(argv[1:3], subprocess.run([*argv, '--help'], capture_output=True, text=True).stdout)"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("['-I', '-S']"), result.stdout
+    assert "usage: podunit" in result.stdout
+
+
 def test_a_units_invocation_flushes_its_output_before_exiting_at_once(tmp_path: Path) -> None:
     """`os._exit` ends the unit forms: their output and exit status must still be right."""
     from toolkit.paths import RuntimePaths
