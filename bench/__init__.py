@@ -1,6 +1,6 @@
 """podunit benchmarks against Podman and the raw OCI runtimes (issue 6).
 
-`scripts/bench` is the one command: it boots one sandbox (`toolkit.sandbox`),
+`scripts/bench` is the one command: it boots one sandbox (`tests.support.sandbox`),
 runs `bench.inside` in it (every contender in the same systemd, alternating)
 and prints the table that `bench.report` renders (also written to
 ``bench/RESULTS.md`` with ``--write-results``).

@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from toolkit import proc
 from toolkit.errors import PodunitError
-from toolkit.escape import command_line
+from toolkit.unitgen.escape import command_line
 
 REPO = Path(__file__).resolve().parent.parent
 PODUNIT = str(REPO / ".venv" / "bin" / "podunit")
@@ -545,7 +545,7 @@ def scenario_generator(sizes: Sizes, recorder: Recorder) -> None:
     run first, then the timed one hits the cache: a daemon-reload with nothing changed);
     plus the floor of a Python interpreter started the same way (``python3 -I -S -c
     pass``). Peak RSS is measured once per input (an extra, untimed run under GNU time)."""
-    from toolkit.generator_cache import RACY_NS, cache_file
+    from toolkit.unitgen.cache import RACY_NS, cache_file
 
     dirs = tuple(str(GENERATOR_OUTPUT / kind) for kind in ("normal", "early", "late"))
     runs = [GeneratorRun("floor", ("/usr/bin/python3", "-I", "-S", "-c", "pass"), {}, 0)]

@@ -20,9 +20,9 @@ from typing import Any
 
 from bench import report
 from bench.inside import Sizes
+from tests.support.sandbox import REPO_ROOT, VENV_PYTHON, Sandbox, inside_env
 from toolkit import proc
 from toolkit.errors import PodunitError
-from toolkit.sandbox import REPO_ROOT, VENV_PYTHON, Sandbox, inside_env
 
 RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 RAW_RESULTS = REPO_ROOT / "bench" / "results.json"

@@ -40,7 +40,7 @@ from bench.inside import (
 )
 from toolkit import proc
 from toolkit.errors import PodunitError
-from toolkit.escape import command_line
+from toolkit.unitgen.escape import command_line
 
 VENV = Path(PODUNIT).parent
 PYTHON = str(VENV / "python")
@@ -56,15 +56,15 @@ GENERATED = Path("/run/systemd/generator")
 LAUNCHER = str(Path(REPO) / "bin" / "podunit")
 # What `podunit run --plan FILE NAME` imports on a unit's start (split cgroups, notify conmon).
 RUN_MODULES = (
-    "toolkit.cli",
-    "toolkit.operations",
+    "toolkit.cli.main",
+    "toolkit.runtime.operations",
     "toolkit.definitions.model",
     "toolkit.definitions.instances",
-    "toolkit.oci",
-    "toolkit.conmon",
-    "toolkit.cgroups",
-    "toolkit.notify",
-    "toolkit.activation",
+    "toolkit.runtime.oci",
+    "toolkit.runtime.conmon",
+    "toolkit.systemd.cgroups",
+    "toolkit.systemd.notify",
+    "toolkit.systemd.activation",
 )
 
 
@@ -182,12 +182,12 @@ def startup_section(runs: int) -> list[str]:
             [PYTHON, "-S", "-c", f"{sys_path}; import {', '.join(RUN_MODULES)}"],
         ),
         (
-            "`-S` + `import toolkit.exec_sessions` (exec)",
-            [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.exec_sessions"],
+            "`-S` + `import toolkit.runtime.exec` (exec)",
+            [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.runtime.exec"],
         ),
         (
-            "`-S` + `toolkit.cli.build_parser()` (argparse; the units' forms skip it)",
-            [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.cli as c; c.build_parser()"],
+            "`-S` + `toolkit.cli.main.build_parser()` (argparse; the units' forms skip it)",
+            [PYTHON, "-S", "-c", f"{sys_path}; import toolkit.cli.main as c; c.build_parser()"],
         ),
         (
             "`bin/podunit rm -f NAME` of nothing (a unit's ExecStopPost after stop)",
@@ -213,7 +213,8 @@ def imports_section(runs: int, limit: int = 18) -> list[str]:
         "-X",
         "importtime",
         "-c",
-        f"{SYS_PATH}; import toolkit.generator, toolkit.definitions.loader, toolkit.units",
+        f"{SYS_PATH}; import toolkit.unitgen.generator, toolkit.definitions.loader,"
+        " toolkit.unitgen.render",
     ]
     runtime = [PYTHON, "-X", "importtime", "-c", f"import {', '.join(RUN_MODULES)}"]
     lines = []

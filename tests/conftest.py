@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sandbox import Sandbox, reap_stale
 from toolkit.errors import SandboxError
-from toolkit.sandbox import Sandbox, reap_stale
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ HOSTTOOLS_VOLUMES = ("/usr:/usr:ro",)
 
 
 class Runs(Protocol):
-    """What these helpers need of `toolkit.sandbox.Sandbox`."""
+    """What these helpers need of `tests.support.sandbox.Sandbox`."""
 
     def sh(self, script: str, **kwargs: object) -> object: ...
 

@@ -1,6 +1,6 @@
 """The one error hierarchy of podunit.
 
-Library code raises these; only the CLI (`toolkit.cli`) and the generator turn
+Library code raises these; only the CLI (`toolkit.cli.main`) and the generator turn
 them into messages and exit codes. Exit codes follow the spec, section 4:
 125 for an error of podunit itself, 126 when a command cannot be invoked,
 127 when it is not found.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sandbox import Sandbox
 from toolkit import proc
-from toolkit.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
 

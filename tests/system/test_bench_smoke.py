@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not installed
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from rootfs import busybox_rootfs
 
-from toolkit.cgroups import parse_proc_cgroup
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
+from toolkit.systemd.cgroups import parse_proc_cgroup
 
 pytestmark = pytest.mark.system
 
@@ -65,7 +65,7 @@ def test_enabled_moves_conmon_into_its_scope_and_cleanup_removes_it(
             sandbox,
             repo_root,
             f"""
-            from toolkit.cgroups import plan_cgroups, place_conmon
+            from toolkit.systemd.cgroups import plan_cgroups, place_conmon
             from toolkit.definitions.model import CgroupMode
             plan = plan_cgroups(CgroupMode.ENABLED, {container_id!r})
             assert plan.manager == "systemd", plan
@@ -93,7 +93,7 @@ def test_enabled_moves_conmon_into_its_scope_and_cleanup_removes_it(
         sandbox,
         repo_root,
         f"""
-        from toolkit.cgroups import plan_cgroups, cleanup_cgroups
+        from toolkit.systemd.cgroups import plan_cgroups, cleanup_cgroups
         from toolkit.definitions.model import CgroupMode
         cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}))
         cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}))  # idempotent
@@ -110,7 +110,7 @@ def test_placing_a_vanished_pid_is_a_one_line_error(
         repo_root,
         f"""
         import subprocess
-        from toolkit.cgroups import plan_cgroups, place_conmon
+        from toolkit.systemd.cgroups import plan_cgroups, place_conmon
         from toolkit.definitions.model import CgroupMode
         from toolkit.errors import PodunitError
         gone = subprocess.Popen(["true"]); gone.wait()
@@ -126,7 +126,7 @@ def test_placing_a_vanished_pid_is_a_one_line_error(
 
 SPLIT_PROBE = """
     import json, os, subprocess
-    from toolkit.cgroups import parse_proc_cgroup, plan_cgroups, prepare_before_conmon
+    from toolkit.systemd.cgroups import parse_proc_cgroup, plan_cgroups, prepare_before_conmon
     from toolkit.definitions.model import CgroupMode
     plan = plan_cgroups(CgroupMode.SPLIT, "c" * 64)
     def v2(text): return parse_proc_cgroup(text)
@@ -175,7 +175,7 @@ def test_plan_outside_a_service_uses_the_systemd_manager(sandbox: Sandbox, repo_
         sandbox,
         repo_root,
         """
-        from toolkit.cgroups import plan_cgroups
+        from toolkit.systemd.cgroups import plan_cgroups
         from toolkit.definitions.model import CgroupMode
         plan = plan_cgroups(CgroupMode.SPLIT, "d" * 64, environ={})
         print(plan.mode.value, plan.manager, plan.cgroups_path)
@@ -204,7 +204,7 @@ def test_payload_scope_carries_stop_settings_and_limits(
         f"""
         import json
         from datetime import timedelta
-        from toolkit.cgroups import plan_cgroups
+        from toolkit.systemd.cgroups import plan_cgroups
         from toolkit.definitions.model import CgroupMode, Container, Resources
         from toolkit.errors import Location
         container = Container(
@@ -257,7 +257,7 @@ def test_payload_scope_carries_stop_settings_and_limits(
         sandbox,
         repo_root,
         f"""
-        from toolkit.cgroups import plan_cgroups, cleanup_cgroups
+        from toolkit.systemd.cgroups import plan_cgroups, cleanup_cgroups
         from toolkit.definitions.model import CgroupMode
         cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}, environ={{}}))
         """,

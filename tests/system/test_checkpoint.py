@@ -1,4 +1,4 @@
-"""Checkpoint/restore in the sandbox (toolkit.checkpoint): CRIU's availability decides."""
+"""Checkpoint/restore in the sandbox (toolkit.runtime.checkpoint): CRIU's availability decides."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import re
 import pytest
 from rootfs import busybox_rootfs
 
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system
 
 REQUIRE_CRIU = """
-from toolkit.checkpoint import require_criu
+from toolkit.runtime.checkpoint import require_criu
 from toolkit.errors import PodunitError
 try:
     require_criu()

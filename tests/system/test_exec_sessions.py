@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 from rootfs import busybox_rootfs
 
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system
 
@@ -29,9 +29,9 @@ ROOTFS = f"{BASE}/rootfs"
 
 STOP_ALL = """
 import sys
-from toolkit.exec_sessions import stop_all_sessions
-from toolkit.paths import RuntimePaths
-from toolkit.state import StateStore
+from toolkit.runtime.exec import stop_all_sessions
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import StateStore
 with StateStore(RuntimePaths.for_mode(False)) as store:
     stop_all_sessions(store, store.get(sys.argv[1]))
 """
@@ -425,8 +425,12 @@ def test_a_real_exec_imports_only_what_it_needs(sandbox: Sandbox, web: ExecTarge
         for line in result.stderr.decode().splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert "toolkit.state" in loaded  # (cli's import_module of the verb's module is not listed)
-    heavy = {"toolkit.operations", "toolkit.oci", "toolkit.definitions", "typing", "secrets", "tty"}
+    # (cli's import_module of the verb's module is not listed)
+    assert "toolkit.storage.state" in loaded
+    heavy = {
+        "toolkit.runtime.operations", "toolkit.runtime.oci", "toolkit.definitions.model",
+        "typing", "secrets", "tty",
+    }  # fmt: skip
     assert sorted(loaded & heavy) == []
     assert leftovers(sandbox, web) == []
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolkit.escape import command_line, environment_assignment
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
+from toolkit.unitgen.escape import command_line, environment_assignment
 
 pytestmark = pytest.mark.system
 
@@ -86,7 +86,7 @@ def generated(sandbox: Sandbox, repo_root: object) -> Iterator[Sandbox]:
 
 
 def test_generated_service_properties(generated: Sandbox, repo_root: object) -> None:
-    podunit = f"{repo_root}/bin/podunit"  # the launcher (toolkit.generator.podunit_executable)
+    podunit = f"{repo_root}/bin/podunit"  # the launcher (generator.podunit_executable)
     props = show(
         generated, f"{PREFIX}-web.service",
         "LoadState", "Type", "NotifyAccess", "KillMode", "Delegate", "SourcePath", "FragmentPath",
@@ -241,7 +241,7 @@ class RoundTrip:
 def test_exec_words_and_environment_reach_the_process_unchanged(
     sandbox: Sandbox, commands: list[list[str]], env_values: list[str]
 ) -> None:
-    """Rendered with toolkit.escape, parsed and executed by systemd 252: bytes in == bytes out."""
+    """Rendered with unitgen.escape, parsed and executed by systemd 252: bytes in == bytes out."""
     RoundTrip.counter += 1
     name = f"{PREFIX}-roundtrip-{RoundTrip.counter}"
     output = f"/run/{name}.jsonl"

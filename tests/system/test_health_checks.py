@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rootfs import busybox_rootfs
 
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
 
@@ -27,9 +27,9 @@ CHECK = """
 import json, sys
 from datetime import timedelta
 from toolkit.definitions.model import Healthcheck
-from toolkit.health import run_check_in_container
-from toolkit.paths import RuntimePaths
-from toolkit.state import StateStore
+from toolkit.systemd.health import run_check_in_container
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import StateStore
 with StateStore(RuntimePaths.for_mode(False)) as store:
     record = store.get({name!r})
 timeout = timedelta(seconds=float(sys.argv[2]))

@@ -1,4 +1,4 @@
-"""Images end to end with the real skopeo and umoci: local layouts and archives (toolkit.images).
+"""Images end to end with the real skopeo and umoci: local layouts and archives (storage.images).
 
 No network here: the test builds its own busybox image with umoci and exports it
 as an OCI layout, an oci-archive and a docker-archive. skopeo and umoci need no
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.images import ImageError, ImageStore, resolve_image
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
+from toolkit.storage.images import ImageError, ImageStore, resolve_image
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("skopeo", "umoci", "busybox")),
@@ -137,7 +137,7 @@ def test_unreachable_registry_is_a_pull_error(tmp_path: Path) -> None:
 PRIVATE_LAYERS = """
 import json, os, sys
 from pathlib import Path
-from toolkit.images import container_rootfs, release_container_rootfs
+from toolkit.storage.images import container_rootfs, release_container_rootfs
 image, layers = Path(sys.argv[1]), Path(sys.argv[2])
 image.mkdir(parents=True, exist_ok=True)
 (image / "shared").write_text("image")
@@ -191,7 +191,7 @@ def test_containers_of_one_image_do_not_share_writes(
 REGISTRY_PULL = r"""
 import http.server, json, re, sys, threading
 from pathlib import Path
-from toolkit.images import REF_NAME_ANNOTATION, ImageError, resolve_image
+from toolkit.storage.images import REF_NAME_ANNOTATION, ImageError, resolve_image
 
 layout, state = Path(sys.argv[1]), Path(sys.argv[2])
 requests = []

@@ -1,4 +1,4 @@
-"""`podunit logs` against the sandbox's real journald (toolkit.logs).
+"""`podunit logs` against the sandbox's real journald (toolkit.runtime.logs).
 
 Entries are sent with the fields conmon's journald driver writes (CONTAINER_ID_FULL,
 CONTAINER_NAME, PRIORITY 6/3, CONTAINER_PARTIAL_MESSAGE), for a container recorded
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system
 
@@ -23,8 +23,8 @@ ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-lo
 # argv: name. Records an exited journald container, prints its id.
 RECORD = """
 import secrets, sys, time
-from toolkit.paths import RuntimePaths
-from toolkit.state import ContainerRecord, StateStore
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import ContainerRecord, StateStore
 cid = secrets.token_hex(32)
 with StateStore(RuntimePaths.for_mode(False)) as store:
     store.add(ContainerRecord(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from rootfs import busybox_rootfs
 
-from toolkit.sandbox import VENV_PYTHON, Sandbox
+from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from rootfs import busybox_rootfs, hosttools_rootfs
 
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from rootfs import busybox_rootfs, hosttools_rootfs
 
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
 

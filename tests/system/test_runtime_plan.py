@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from rootfs import busybox_rootfs
 
+from tests.support.sandbox import Sandbox
 from toolkit.definitions.model import (
     PLAN_KEY,
     PLAN_VERSION,
@@ -26,7 +27,6 @@ from toolkit.definitions.model import (
     container_to_json,
 )
 from toolkit.errors import Location
-from toolkit.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
 

@@ -1,4 +1,4 @@
-"""The real-systemd sandbox itself (toolkit/sandbox.py, notes/real-systemd-in-tests.md)."""
+"""The real-systemd sandbox itself (tests/support/sandbox.py, notes/real-systemd-in-tests.md)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sandbox import (
+    BASE,
+    REPO_ROOT,
+    VENV_PYTHON,
+    Sandbox,
+    cgroup_parents,
+    list_sandboxes,
+    reap_stale,
+)
 from toolkit.errors import CommandFailed, SandboxError
-from toolkit.sandbox import BASE, VENV_PYTHON, Sandbox, cgroup_parents, list_sandboxes, reap_stale
 
 pytestmark = pytest.mark.system
 
@@ -312,7 +320,7 @@ def test_an_existing_name_is_refused_and_the_existing_sandbox_survives() -> None
 
 INNER_TESTS = """
 import os, time
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 
 def test_raises_inside():
     with Sandbox.booted(name=os.environ["SANDBOX_NAME"] + "-a") as sb:
@@ -336,7 +344,7 @@ def test_kills_the_shared_sandbox(sandbox):
 
 OWNER_SCRIPT = """
 import os, time
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 sandbox = Sandbox(name=os.environ["SANDBOX_NAME"])
 sandbox.up()
 print("BOOTED", flush=True)
@@ -434,12 +442,13 @@ def test_reaper_removes_sandboxes_of_killed_owners_only(tmp_path: Path) -> None:
     assert leftovers(living) == []
 
 
-# --- podunit sandbox up|exec|list|down -------------------------------------------
+# --- scripts/sandbox up|exec|list|down ----------------------------------------------
 
 
 def podunit(*args: str) -> subprocess.CompletedProcess[str]:
+    """`scripts/sandbox ARGS` (python -m tests.support.sandbox)."""
     return subprocess.run(
-        [sys.executable, "-m", "toolkit.cli", "sandbox", *args],
+        [str(REPO_ROOT / "scripts" / "sandbox"), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -473,7 +482,7 @@ def test_cli_up_exec_list_down(tmp_path: Path) -> None:
 def test_cli_errors_are_one_line_without_traceback() -> None:
     missing = podunit("down", "--name", "pu-test-never-made")
     assert missing.returncode == 125
-    assert missing.stderr.startswith("podunit: no sandbox named pu-test-never-made")
+    assert missing.stderr.startswith("sandbox: no sandbox named pu-test-never-made")
     assert "Traceback" not in missing.stderr
     exec_missing = podunit("exec", "--name", "pu-test-never-made", "--", "true")
     assert exec_missing.returncode == 125 and "Traceback" not in exec_missing.stderr

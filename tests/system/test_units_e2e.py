@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from rootfs import busybox_rootfs, hosttools_rootfs
 
-from toolkit.cgroups import parse_proc_cgroup
-from toolkit.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
+from toolkit.systemd.cgroups import parse_proc_cgroup
 
 pytestmark = pytest.mark.system
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.activation import (
+from toolkit.systemd.activation import (
     ActivationFds,
     container_environment,
     environment_for_conmon,
@@ -28,7 +28,7 @@ from toolkit.activation import (
 CHILD = textwrap.dedent(
     """
     import json, os, sys
-    from toolkit.activation import inherited_sockets
+    from toolkit.systemd.activation import inherited_sockets
     from toolkit.errors import PodunitError
     sources = [int(fd) for fd in sys.argv[1].split(",") if fd]
     for target, source in enumerate(sources, start=3):

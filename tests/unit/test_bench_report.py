@@ -215,12 +215,12 @@ def test_import_times_take_the_minimum_per_module() -> None:
 
 def test_collapsed_stacks_count_a_frame_once_per_sample() -> None:
     raw = (
-        "podunit;main (toolkit/cli.py:1);run (toolkit/ops.py:5);run (toolkit/ops.py:7) 3\n"
-        "podunit;main (toolkit/cli.py:2);select (selectors.py:9) 1\n"
+        "podunit;main (toolkit/cli/main.py:1);run (toolkit/ops.py:5);run (toolkit/ops.py:7) 3\n"
+        "podunit;main (toolkit/cli/main.py:2);select (selectors.py:9) 1\n"
         "garbage line\n"
     )
     assert collapsed_inclusive(raw) == [
-        ("main (toolkit/cli.py)", 100.0),
+        ("main (toolkit/cli/main.py)", 100.0),
         ("run (toolkit/ops.py)", 75.0),
     ]
     assert collapsed_inclusive("") == []

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cgroups import (
+from toolkit.definitions.model import CgroupMode, Container, Resources
+from toolkit.errors import Location
+from toolkit.systemd.cgroups import (
     CgroupError,
     CgroupPlan,
     _remove_cgroup,
@@ -22,8 +24,6 @@ from toolkit.cgroups import (
     start_prepare_before_conmon,
     system_bus_reachable,
 )
-from toolkit.definitions.model import CgroupMode, Container, Resources
-from toolkit.errors import Location
 
 CID = "a" * 64
 UNIT = "/system.slice/web.service"

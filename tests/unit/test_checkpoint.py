@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.checkpoint import CheckpointError, checkpoint_argv, criu_problem, import_checkpoint
-from toolkit.paths import RuntimePaths
-from toolkit.state import ContainerRecord, StateStore
+from toolkit.runtime.checkpoint import (
+    CheckpointError,
+    checkpoint_argv,
+    criu_problem,
+    import_checkpoint,
+)
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import ContainerRecord, StateStore
 
 CRIU_ON_NEW_KERNEL = """\
 Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds

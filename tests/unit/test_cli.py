@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cli
+from toolkit.cli import main as cli
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,6 @@ def test_invoked_verb(argv: list[str], verb: str | None) -> None:
         ["kill", "-s", "HUP", "web", "db"],
         ["exec", "-i", "-e", "A=1", "web", "--", "cat"],
         ["logs", "-f", "--tail", "5", "web"],
-        ["sandbox", "exec", "--name", "s", "--", "true"],
     ],
 )
 def test_building_only_the_invoked_verb_parses_the_same(argv: list[str]) -> None:
@@ -159,7 +158,7 @@ def test_a_bad_stop_timeout_is_still_a_usage_error(capsys: pytest.CaptureFixture
 
 def test_the_fast_forms_do_not_import_argparse() -> None:
     probe = (
-        "import sys; from toolkit import cli; "
+        "import sys; from toolkit.cli import main as cli; "
         "cli.fast_arguments(['stop', '-t', '10', 'web']); cli.fast_arguments(['rm', '-f', 'web']); "
         "cli.fast_arguments(['exec', 'web', '--', 'true']); "
         "print('argparse' in sys.modules, 'typing' in sys.modules)"
@@ -189,17 +188,18 @@ def test_the_launcher_runs_podunit_without_site(tmp_path: Path) -> None:
 
 
 def test_python_module_children_of_the_launcher_find_toolkit() -> None:
-    """Under bin/podunit (-I -S, paths by hand) `-m toolkit.notify` (the notify proxy) runs."""
+    """Under bin/podunit (-I -S, paths by hand) `-m toolkit.systemd.notify` (the proxy) runs."""
     from toolkit import proc
 
-    assert proc.python_module_argv("toolkit.notify") == [sys.executable, "-m", "toolkit.notify"]
+    module = "toolkit.systemd.notify"
+    assert proc.python_module_argv(module) == [sys.executable, "-m", module]
     repo = LAUNCHER.parent.parent
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     probe = (  # what bin/podunit does, then start the proxy's module as notify.py does
         f"import subprocess, sys; sys.path[:0] = [{str(repo)!r}, "
         f"{str(repo / '.venv' / 'lib' / version / 'site-packages')!r}]\n"
         "from toolkit import proc\n"
-        "argv = [*proc.python_module_argv('toolkit.notify'), '--help']\n"
+        "argv = [*proc.python_module_argv('toolkit.systemd.notify'), '--help']\n"
         "print(argv[1:3], subprocess.run(argv, capture_output=True, text=True).stdout)"
     )
     result = subprocess.run(
@@ -210,25 +210,25 @@ def test_python_module_children_of_the_launcher_find_toolkit() -> None:
 
 
 def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit import operations
+    from toolkit.runtime import operations
 
     assert operations.podunit_command(False)[0] == str(Path(sys.executable).parent / "podunit")
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3-nowhere")
     assert operations.podunit_command(True, str(LAUNCHER)) == [str(LAUNCHER), "--user"]
     assert operations.podunit_command(False, "pytest") == [
-        "/usr/bin/python3-nowhere", "-m", "toolkit.cli",
+        "/usr/bin/python3-nowhere", "-m", "toolkit.cli.main",
     ]  # fmt: skip
 
 
 def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> None:
-    """No console script and no launcher in argv[0] under -I -S: `-m toolkit.cli` still
+    """No console script and no launcher in argv[0] under -I -S: `-m toolkit.cli.main` still
     finds toolkit (the same flags and sys.path as this process)."""
     repo = LAUNCHER.parent.parent
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     probe = (
         f"import subprocess, sys; sys.path[:0] = [{str(repo)!r}, "
         f"{str(repo / '.venv' / 'lib' / version / 'site-packages')!r}]\n"
-        "from toolkit import operations\n"
+        "from toolkit.runtime import operations\n"
         "argv = operations.podunit_command(False, 'not-the-launcher')\n"
         "print(argv[1:3], subprocess.run([*argv, '--help'], capture_output=True, text=True).stdout)"
     )
@@ -241,8 +241,8 @@ def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> Non
 
 def test_a_units_invocation_flushes_its_output_before_exiting_at_once(tmp_path: Path) -> None:
     """`os._exit` ends the unit forms: their output and exit status must still be right."""
-    from toolkit.paths import RuntimePaths
-    from toolkit.state import EXITED, ContainerRecord, StateStore
+    from toolkit.storage.paths import RuntimePaths
+    from toolkit.storage.state import EXITED, ContainerRecord, StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     with StateStore(paths) as store:

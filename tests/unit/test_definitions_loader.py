@@ -444,10 +444,10 @@ def test_arbitrary_input_never_raises(content: str | bytes) -> None:
 
 
 def test_the_runtimes_run_directory_entries_are_all_skipped(tmp_path: Path) -> None:
-    """search.RUNTIME_ENTRIES covers every top-level entry toolkit.paths puts in the run
+    """search.RUNTIME_ENTRIES covers every top-level entry toolkit.storage.paths puts in the run
     directory (the search walk must not read container root file systems as definitions)."""
     from toolkit.definitions.search import RUNTIME_ENTRIES
-    from toolkit.paths import RuntimePaths
+    from toolkit.storage.paths import RuntimePaths
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "state", run_dir=tmp_path / "run")
     used = [

@@ -1,4 +1,4 @@
-"""Escaping rules of toolkit/escape.py (systemd.syntax(7), systemd.service(5), systemd.unit(5)).
+"""Escaping rules of unitgen/escape.py (systemd.syntax(7), systemd.service(5), systemd.unit(5)).
 
 Unit-name escaping is compared with the host's own `systemd-escape`; the
 round trip of Exec words and Environment= values through a real systemd is in
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.escape import (
+from toolkit.unitgen.escape import (
     UnsafeValue,
     check_safe,
     check_unit_key,

@@ -1,4 +1,4 @@
-"""The `podunit exec` path stays light and event-driven (issue 6; toolkit.exec_sessions).
+"""The `podunit exec` path stays light and event-driven (issue 6; toolkit.runtime.exec).
 
 Real processes, sockets, pipes and SQLite; the import checks run in a fresh interpreter,
 so that what the test process already imported does not hide a regression.
@@ -20,25 +20,25 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import exec_sessions
 from toolkit.errors import InvalidState
-from toolkit.paths import RuntimePaths
 from toolkit.proc import process_start_time, wait_until_gone
-from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
+from toolkit.runtime import exec as exec_sessions
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 # What a plain `podunit exec NAME CMD` must not load: the status and run machinery of
 # operations (only for a container that is not plainly running), oci (only for -u),
 # the terminal modules (only for -t), secrets (ids come from os.urandom), and pathlib
-# (toolkit.paths hands out str paths; conmon, imported for the session, is pathlib-free too).
+# (storage.paths hands out str paths; conmon, imported for the session, is pathlib-free too).
 NOT_ON_THE_EXEC_PATH = (
-    "toolkit.operations",
-    "toolkit.oci",
-    "toolkit.cgroups",
-    "toolkit.notify",
-    "toolkit.activation",
-    "toolkit.health",
-    "toolkit.images",
-    "toolkit.generator",
+    "toolkit.runtime.operations",
+    "toolkit.runtime.oci",
+    "toolkit.systemd.cgroups",
+    "toolkit.systemd.notify",
+    "toolkit.systemd.activation",
+    "toolkit.systemd.health",
+    "toolkit.storage.images",
+    "toolkit.unitgen.generator",
     "secrets",
     "tty",
     "termios",
@@ -48,17 +48,17 @@ NOT_ON_THE_EXEC_PATH = (
 
 IMPORT_PROBE = """
 import json, sys
-from toolkit import exec_sessions
+from toolkit.runtime import exec as exec_sessions
 print(json.dumps(sorted(sys.modules)))
 """
 
 # A fresh interpreter: a container whose process and conmon (two sleeps here) are alive.
 REQUIRE_RUNNING_PROBE = """
 import json, os, subprocess, sys, time
-from toolkit.exec_sessions import require_running
-from toolkit.paths import RuntimePaths
+from toolkit.runtime.exec import require_running
+from toolkit.storage.paths import RuntimePaths
 from toolkit.proc import process_start_time, wait_until_gone
-from toolkit.state import ContainerRecord, StateStore
+from toolkit.storage.state import ContainerRecord, StateStore
 payload, monitor = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
 try:
     with StateStore(RuntimePaths.for_mode(False)) as store:
@@ -73,7 +73,7 @@ try:
             answer = require_running(store, record).status
         except Exception as error:
             answer = str(error)
-    print(json.dumps([answer, "toolkit.operations" in sys.modules]))
+    print(json.dumps([answer, "toolkit.runtime.operations" in sys.modules]))
 finally:
     for child in (payload, monitor):
         child.kill()
@@ -84,9 +84,9 @@ finally:
 # What exec_sessions itself adds to the modules it builds on (theirs are their owners' business).
 OWN_IMPORTS_PROBE = """
 import json, sys
-import toolkit.errors, toolkit.paths, toolkit.proc, toolkit.state
+import toolkit.errors, toolkit.storage.paths, toolkit.proc, toolkit.storage.state
 before = set(sys.modules)
-from toolkit import exec_sessions
+from toolkit.runtime import exec as exec_sessions
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
@@ -106,7 +106,7 @@ def test_the_exec_module_imports_nothing_it_does_not_need() -> None:
 
 def test_the_exec_module_itself_needs_neither_dataclasses_typing_nor_shutil() -> None:
     added = set(json.loads(_fresh(OWN_IMPORTS_PROBE)))
-    assert "toolkit.exec_sessions" in added
+    assert "toolkit.runtime.exec" in added
     assert sorted(added & {"dataclasses", "typing", "shutil", *NOT_ON_THE_EXEC_PATH}) == []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.errors import PodunitError
-from toolkit.exec_sessions import (
+from toolkit.runtime.exec import (
     ExecConfig,
     ExecSession,
     attach_packet,
@@ -13,7 +13,7 @@ from toolkit.exec_sessions import (
     parse_env_options,
     resize_message,
 )
-from toolkit.oci import ResolvedUser
+from toolkit.runtime.oci import ResolvedUser
 
 CONTAINER_SPEC = {
     "process": {

@@ -1,4 +1,4 @@
-"""The generator's per-boot output cache (toolkit/generator_cache.py): a hit writes
+"""The generator's per-boot output cache (toolkit/unitgen/cache.py): a hit writes
 byte-identical output and the same messages; every change of an input invalidates it;
 a corrupt or foreign cache is ignored; the warm path imports no PyYAML.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import generator_cache
-from toolkit.generator import generator_main
+from toolkit.unitgen import cache as generator_cache
+from toolkit.unitgen.generator import generator_main
 
 WEB = "containers:\n  web:\n    image: docker.io/library/nginx:1.27\n"
 DB = "containers:\n  db:\n    image: docker.io/library/postgres:16\n"
@@ -284,7 +284,7 @@ def test_a_cache_with_the_right_key_but_a_malformed_output_is_ignored(setup: Set
 def test_the_run_directory_is_made_with_the_runtimes_mode(setup: Setup) -> None:
     (setup.defs / "web.yaml").write_text(WEB)
     setup.generate()
-    assert stat.S_IMODE(setup.run_dir.stat().st_mode) == 0o711  # as toolkit.paths makes it
+    assert stat.S_IMODE(setup.run_dir.stat().st_mode) == 0o711  # as toolkit.storage.paths makes it
     assert stat.S_IMODE((setup.run_dir / "generator-cache").stat().st_mode) == 0o700
     (cache,) = setup.caches()
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cli
+from toolkit.cli import main as cli
 from toolkit.errors import PodunitError
-from toolkit.generator import GeneratorLog, podunit_executable, write_units
-from toolkit.units import UnitFiles
+from toolkit.unitgen.generator import GeneratorLog, podunit_executable, write_units
+from toolkit.unitgen.render import UnitFiles
 
 LAUNCHER = Path(__file__).resolve().parents[2] / "bin" / "podunit"  # units run it (not .venv's)
 

@@ -11,7 +11,13 @@ from datetime import timedelta
 import pytest
 
 from toolkit.definitions.model import Healthcheck
-from toolkit.health import CheckResult, ContainerExited, Unhealthy, poll_interval, wait_for_health
+from toolkit.systemd.health import (
+    CheckResult,
+    ContainerExited,
+    Unhealthy,
+    poll_interval,
+    wait_for_health,
+)
 
 
 class Script:

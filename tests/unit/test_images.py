@@ -1,4 +1,4 @@
-"""Image references, image configs and their merge under a definition (toolkit.images)."""
+"""Image references, image configs and their merge under a definition (toolkit.storage.images)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from toolkit.definitions.model import Container
 from toolkit.errors import Location
-from toolkit.images import (
+from toolkit.storage.images import (
     ImageConfig,
     ImageError,
     Transport,

@@ -9,7 +9,7 @@ A fresh interpreter checks it, so that the gain cannot silently regress.
 Module level is not enough: the verbs are also run (against an empty state
 directory), and a whole `podunit stop`/`rm -f`/`cleanup` process of a unit must
 not load argparse, typing, dataclasses, subprocess, shutil or socket either.
-No light verb loads pathlib (with urllib.parse and fnmatch, ~5 ms): toolkit.paths
+No light verb loads pathlib (with urllib.parse and fnmatch, ~5 ms): storage.paths
 hands out `str` paths; nor does what `run --plan` loads (below).
 """
 
@@ -23,27 +23,29 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import conmon, logdrivers, logs
+from toolkit.definitions import logdrivers
 from toolkit.definitions.model import LogDriver
+from toolkit.runtime import conmon, logs
 
+# (toolkit.definitions itself, an empty package, and its logdrivers, a few constants, are light)
+LIGHT_DEFINITIONS = ("toolkit.definitions", "toolkit.definitions.logdrivers")
 HEAVY = (
-    "toolkit.definitions",
-    "toolkit.oci",
-    "toolkit.notify",
-    "toolkit.activation",
-    "toolkit.health",
-    "toolkit.images",
-    "toolkit.conmon",
-    "toolkit.cgroups",
-    "toolkit.generator",
-    "toolkit.units",
+    "toolkit.runtime.oci",
+    "toolkit.systemd.notify",
+    "toolkit.systemd.activation",
+    "toolkit.systemd.health",
+    "toolkit.storage.images",
+    "toolkit.runtime.conmon",
+    "toolkit.systemd.cgroups",
+    "toolkit.unitgen.generator",
+    "toolkit.unitgen.render",
     "secrets",
 )
 
 PROBE = """
 import json, sys
-import toolkit.cli
-from toolkit import exec_sessions, logs, operations
+import toolkit.cli.main
+from toolkit.runtime import exec as exec_sessions, logs, operations
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -53,13 +55,18 @@ def test_the_light_verbs_modules_import_nothing_heavy() -> None:
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
     )
     loaded = json.loads(result.stdout)
-    heavy = [m for m in loaded if m in HEAVY or m.startswith("toolkit.definitions.")]
+    heavy = [
+        m
+        for m in loaded
+        if m in HEAVY or (m.startswith("toolkit.definitions") and m not in LIGHT_DEFINITIONS)
+    ]
     assert heavy == []
 
 
 def test_kill_parses_its_signal_without_the_model() -> None:
     probe = (
-        "import sys; from toolkit import operations; operations.parse_signal('SIGRTMIN+3'); "
+        "import sys; from toolkit.runtime import operations; "
+        "operations.parse_signal('SIGRTMIN+3'); "
         "print('toolkit.definitions.model' in sys.modules)"
     )
     result = subprocess.run(
@@ -88,7 +95,7 @@ NEVER = ("dataclasses", "typing", "subprocess", "socket", "inspect", "ast", "pat
 def _modules_after(argv_list: tuple[list[str], ...], tmp_path: Path) -> list[str]:
     probe = (
         "import json, sys\n"
-        "from toolkit import cli\n"
+        "from toolkit.cli import main as cli\n"
         f"codes = [cli.main(argv) for argv in {json.dumps(argv_list)}]\n"
         "print(json.dumps([codes, sorted(sys.modules)]))\n"
     )
@@ -107,7 +114,8 @@ def _heavy(loaded: list[str], allowed: tuple[str, ...] = ()) -> list[str]:
     return [
         m
         for m in loaded
-        if (m in HEAVY or m.startswith("toolkit.definitions.")) and m not in allowed
+        if (m in HEAVY or (m.startswith("toolkit.definitions") and m not in LIGHT_DEFINITIONS))
+        and m not in allowed
     ]
 
 
@@ -124,14 +132,14 @@ def test_the_other_light_verbs_load_argparse_but_nothing_heavy(tmp_path: Path) -
     assert [m for m in loaded if m in NEVER] == []
     # kill (ExecReload) parses its signal with the definitions' values, without the model
     killed = _modules_after((["kill", "-s", "HUP", "web"],), tmp_path)
-    assert _heavy(killed, ("toolkit.definitions", "toolkit.definitions.values")) == []
+    assert _heavy(killed, ("toolkit.definitions.values",)) == []
     assert [m for m in killed if m in (*NEVER, "argparse")] == []  # a fast form, no typing
 
 
 def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
     """ExecStopPost after ExecStop: the container is released, only its row goes."""
-    from toolkit.paths import RuntimePaths
-    from toolkit.state import EXITED, ContainerRecord, StateStore
+    from toolkit.storage.paths import RuntimePaths
+    from toolkit.storage.state import EXITED, ContainerRecord, StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     plan = {"manager": "cgroupfs", "mode": "split", "cgroups_path": "/gone/payload",
@@ -148,13 +156,14 @@ def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
         assert store.find("web") is None
 
 
-# What a unit's `podunit run --plan FILE NAME` loads (toolkit.operations.cli_run with a plan,
+# What a unit's `podunit run --plan FILE NAME` loads (runtime.operations.cli_run with a plan,
 # a `notify: healthy` unit's health included); the cold verbs (images, checkpoint, logs,
 # generate, sandbox) may use pathlib.
 RUN_PATH_PROBE = """
 import json, sys
-import toolkit.cli
-from toolkit import activation, cgroups, conmon, exec_sessions, health, notify, oci, operations
+import toolkit.cli.main
+from toolkit.systemd import activation, cgroups, health, notify
+from toolkit.runtime import conmon, exec as exec_sessions, oci, operations
 from toolkit.definitions import instances, model
 print(json.dumps(sorted(sys.modules)))
 """
@@ -165,5 +174,5 @@ def test_the_run_path_does_not_import_pathlib() -> None:
         [sys.executable, "-c", RUN_PATH_PROBE], capture_output=True, text=True, check=True
     )
     loaded = json.loads(result.stdout)
-    assert "toolkit.health" in loaded
+    assert "toolkit.systemd.health" in loaded
     assert [m for m in loaded if m in ("pathlib", "urllib.parse")] == []

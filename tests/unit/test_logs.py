@@ -1,4 +1,4 @@
-"""k8s-file parsing, partial-line joining, --tail and following (toolkit.logs)."""
+"""k8s-file parsing, partial-line joining, --tail and following (toolkit.runtime.logs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import PodunitError
-from toolkit.logs import (
+from toolkit.runtime.logs import (
     K8sFileFollower,
     LogFormatError,
     LogLine,
@@ -214,8 +214,8 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _add_container(name: str, options: dict[str, object]) -> None:
-    from toolkit.paths import RuntimePaths
-    from toolkit.state import ContainerRecord, StateStore
+    from toolkit.storage.paths import RuntimePaths
+    from toolkit.storage.state import ContainerRecord, StateStore
 
     with StateStore(RuntimePaths.for_mode(False)) as store:
         store.add(
@@ -229,7 +229,7 @@ def _add_container(name: str, options: dict[str, object]) -> None:
 def test_cli_logs_k8s_file_splits_streams(
     store_env: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from toolkit.cli import main
+    from toolkit.cli.main import main
 
     log = store_env / "web.log"
     log.write_bytes(CONMON_SAMPLE)
@@ -245,7 +245,7 @@ def test_cli_logs_k8s_file_splits_streams(
 def test_cli_logs_follow_of_an_exited_container_ends(
     store_env: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from toolkit.cli import main
+    from toolkit.cli.main import main
 
     log = store_env / "done.log"
     log.write_bytes(b"2026-11-23T09:01:02.1+00:00 stdout F last words\n")
@@ -255,7 +255,7 @@ def test_cli_logs_follow_of_an_exited_container_ends(
 
 
 def test_cli_logs_errors(store_env: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    from toolkit.cli import main
+    from toolkit.cli.main import main
 
     _add_container("pt", {"log_driver": "passthrough"})
     assert main(["logs", "pt"]) == 125
@@ -293,7 +293,7 @@ def test_cli_logs_into_a_closed_pipe_ends_like_cat(store_env: Path) -> None:
     _add_container("long", {"log_driver": "k8s-file", "log_path": str(log)})
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     writer = subprocess.run(
-        [sys.executable, "-m", "toolkit.cli", "logs", "long"],
+        [sys.executable, "-m", "toolkit.cli.main", "logs", "long"],
         stdout=reader.stdin, stderr=subprocess.PIPE, check=False,
     )
     assert reader.stdin is not None and reader.stdout is not None

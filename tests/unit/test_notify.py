@@ -21,7 +21,7 @@ import pytest
 
 from toolkit.definitions.model import Container, MountType, Notify
 from toolkit.errors import Location
-from toolkit.notify import (
+from toolkit.systemd.notify import (
     CONTAINER_NOTIFY_SOCKET,
     NotifyError,
     announces_ready,
@@ -250,7 +250,7 @@ def test_proxy_reports_a_container_that_never_got_ready(
         [
             sys.executable,
             "-m",
-            "toolkit.notify",
+            "toolkit.systemd.notify",
             "proxy",
             "--listen-fd",
             str(listener.fileno()),
@@ -291,7 +291,7 @@ def test_proxy_for_an_already_gone_conmon_drains_and_exits(
     send_from_container(tmp_path / "notify.sock", b"READY=1")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    from toolkit.notify import run_proxy
+    from toolkit.systemd.notify import run_proxy
 
     try:
         assert run_proxy(listener, gone.pid, "web", environ) == 0
@@ -312,7 +312,7 @@ def test_proxy_ends_when_the_container_ends_even_before_conmon(
         while not children and time.monotonic() < wait:
             children = Path(f"/proc/{conmon.pid}/task/{conmon.pid}/children").read_text().split()
         (payload,) = children
-        from toolkit.notify import run_proxy
+        from toolkit.systemd.notify import run_proxy
 
         result: list[int] = []
         proxy = threading.Thread(
@@ -349,7 +349,7 @@ def test_a_unit_watchdog_is_passed_on_to_the_container(tmp_path: Path) -> None:
 def test_wait_for_proxy_waits_for_the_recorded_proxy_only(tmp_path: Path) -> None:
     """conmon's exit command waits so; a missing or stale pidfile does not block."""
     from toolkit import proc
-    from toolkit.notify import PROXY_PIDFILE, wait_for_proxy
+    from toolkit.systemd.notify import PROXY_PIDFILE, wait_for_proxy
 
     wait_for_proxy(tmp_path, timeout=5)  # no pidfile: at once
     (tmp_path / "notify").mkdir()

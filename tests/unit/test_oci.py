@@ -1,4 +1,4 @@
-"""config.json generation (toolkit.oci): schema validity and the defaults that matter."""
+"""config.json generation (toolkit.runtime.oci): schema validity and the defaults that matter."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from toolkit import conmon, logdrivers, oci
+from toolkit.definitions import logdrivers
 from toolkit.definitions.model import (
     Container,
     Mount,
@@ -20,6 +20,7 @@ from toolkit.definitions.model import (
     Ulimit,
 )
 from toolkit.errors import CannotInvoke, CommandNotFoundInContainer, Location, PodunitError
+from toolkit.runtime import conmon, oci
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data" / "oci-runtime-spec"  # vendored
 CID = "ab" * 32
@@ -274,7 +275,7 @@ def test_held_capabilities_from_status() -> None:
     )
 
 
-# --- conmon's command line and messages (pure parts of toolkit.conmon) ---
+# --- conmon's command line and messages (pure parts of toolkit.runtime.conmon) ---
 
 
 def conmon_options(**overrides: Any) -> conmon.ConmonOptions:

@@ -1,4 +1,4 @@
-"""The explicit fd table conmon is started with (`proc.spawn(fd_table=...)`, toolkit.conmon)."""
+"""The explicit fd table conmon is started with (`proc.spawn(fd_table=...)`, runtime.conmon)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure parts of toolkit.operations: cgroup plans in config.json, exit files, log drivers."""
+"""Pure parts of runtime.operations: cgroup plans in config.json, exit files, log drivers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cgroups, operations, proc
+from toolkit import proc
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
-from toolkit.state import CREATED, EXITED, RUNNING, ContainerRecord
+from toolkit.runtime import operations
+from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerRecord
+from toolkit.systemd import cgroups
 
 CID = "cd" * 32
 
@@ -69,7 +71,7 @@ def test_spec_resources() -> None:
 
 
 def test_runtime_args_follow_the_plan(tmp_path: Path) -> None:
-    from toolkit.paths import RuntimePaths
+    from toolkit.storage.paths import RuntimePaths
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     systemd = plan(CgroupMode.ENABLED)
@@ -154,7 +156,7 @@ def test_describe_shows_exit_details_only_when_exited() -> None:
 
 
 def test_ps_shows_a_multi_line_command_on_one_line() -> None:
-    from toolkit.operations import command_summary
+    from toolkit.runtime.operations import command_summary
 
     assert command_summary(["sh", "-c", "echo a\nexit 3"]) == "sh -c echo a\\nexit 3"
     assert command_summary(["printf", "\t\x1b"]) == "printf \\t\\x1b"
@@ -166,9 +168,9 @@ def test_ps_shows_a_multi_line_command_on_one_line() -> None:
 def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path) -> None:
     """Under a unit conmon 2.1.6 would wait for the exit command on every stop, and
     ExecStopPost's `rm -f` cleans up anyway (operations.conmon_options)."""
-    from toolkit import conmon
-    from toolkit.paths import RuntimePaths
-    from toolkit.state import StateStore
+    from toolkit.runtime import conmon
+    from toolkit.storage.paths import RuntimePaths
+    from toolkit.storage.state import StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     record = ContainerRecord(
@@ -260,8 +262,8 @@ def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
     import subprocess
     import threading
 
-    from toolkit.paths import RuntimePaths
-    from toolkit.state import StateStore
+    from toolkit.storage.paths import RuntimePaths
+    from toolkit.storage.state import StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     with StateStore(paths) as store:

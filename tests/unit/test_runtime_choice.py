@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from toolkit import operations
+from toolkit.runtime import operations
 
 
 def test_an_infinite_memlock_hard_limit_lets_crun_work(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The pure parts of toolkit/sandbox.py: names, masking, /proc parsing, command lines."""
+"""The pure parts of tests/support/sandbox.py: names, masking, /proc parsing, command lines."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import SandboxError
-from toolkit.proc import proc_stat_fields
-from toolkit.sandbox import (
+from tests.support.sandbox import (
     ALWAYS_MASKED,
     INSIDE_PATH,
     NEVER_MASKED,
@@ -23,6 +21,8 @@ from toolkit.sandbox import (
     units_to_mask,
     valid_name,
 )
+from toolkit.errors import SandboxError
+from toolkit.proc import proc_stat_fields
 
 HYBRID_CGROUP = """9:name=systemd:/
 4:memory:/process_api/87aee4

@@ -1,4 +1,4 @@
-"""The state store (toolkit.state) and paths (toolkit.paths): real SQLite in a temp dir."""
+"""The state store (storage.state) and paths (storage.paths): real SQLite in a temp dir."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import state as st
 from toolkit.errors import ContainerNotFound, PodunitError
-from toolkit.paths import SYSTEM_RUN_DIR, SYSTEM_STATE_DIR, RuntimePaths
+from toolkit.storage import state as st
+from toolkit.storage.paths import SYSTEM_RUN_DIR, SYSTEM_STATE_DIR, RuntimePaths
 
 
 def paths_in(tmp: Path) -> RuntimePaths:

@@ -1,4 +1,4 @@
-"""Unit rendering (toolkit/units.py, spec §2) from `Container` objects built directly.
+"""Unit rendering (toolkit/unitgen/render.py, spec §2) from `Container` objects built directly.
 
 The second half runs the golden tests (tests/golden/*.yaml, YAML in). The
 generator protocol is tested in test_generator_protocol.py, loading the units
@@ -34,7 +34,7 @@ from toolkit.definitions.model import (
     container_from_json,
 )
 from toolkit.errors import DefinitionError, Location
-from toolkit.units import UnitFiles, cpu_quota, render, render_all, seconds, signal_name
+from toolkit.unitgen.render import UnitFiles, cpu_quota, render, render_all, seconds, signal_name
 
 PODUNIT = "/opt/podunit/bin/podunit"
 SOURCE = Location("/etc/podunit/web.yaml", 3, 3)
@@ -674,7 +674,7 @@ def test_the_runner_catches_wrong_expectations(tmp_path: Path, repo_root: Path) 
 
 def test_plan_file_round_trips_and_is_named_like_the_unit() -> None:
     """The plan is ASCII JSON (non-ASCII escaped) of exactly the rendered container."""
-    from toolkit.units import plan_text
+    from toolkit.unitgen.render import plan_text
 
     web = container(environment=(("GREETING", "grüß dich ☃"),), stop_timeout=timedelta(0.5))
     units = render(web, podunit=PODUNIT, plan_dir="/run/systemd/generator/podunit")

@@ -1,7 +1,7 @@
 """The typed, immutable model of a container definition (spec §1.1).
 
 Parsing (`toolkit.definitions.parse`, `.compose`) produces these; unit rendering
-(`toolkit.units`) and the runtime (`toolkit.oci`, `toolkit.runtime`) consume them.
+(`toolkit.unitgen.render`) and the runtime (`toolkit.runtime.oci`, `toolkit.runtime`) consume them.
 Every value is already validated and normalised: durations are `timedelta`,
 sizes are bytes, signals are numbers, paths are absolute.
 
@@ -19,7 +19,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
-from toolkit import logdrivers
+from toolkit.definitions import logdrivers
 from toolkit.errors import Location, PodunitError
 
 
@@ -50,7 +50,7 @@ class Restart(Enum):
 
 
 class LogDriver(Enum):
-    """Where a container's output goes; the values are `toolkit.logdrivers`'s strings."""
+    """Where a container's output goes; the values are `definitions.logdrivers`'s strings."""
 
     JOURNALD = logdrivers.JOURNALD
     K8S_FILE = logdrivers.K8S_FILE

@@ -3,12 +3,12 @@
 `search_dirs` gives the search path (highest precedence first), `Scan` walks it:
 `*.yaml`/`*.yml` files, subdirectories walked, `*.d` directories holding drop-ins.
 Every directory and file the walk looks at is recorded with its `stat` identity
-in `Scan.inputs`, so the generator's cache (`toolkit.generator_cache`) can tell
+in `Scan.inputs`, so the generator's cache (`toolkit.unitgen.cache`) can tell
 whether anything changed without reading a file.
 
 The run directory (`/run/podunit`, `$XDG_RUNTIME_DIR/podunit`) is also the first
 search directory; the entries the runtime and the generator keep there
-(`RUNTIME_ENTRIES`, the layout in `toolkit.paths`) are not definitions and are not
+(`RUNTIME_ENTRIES`, the layout in `toolkit.storage.paths`) are not definitions and are not
 walked: `rootfs/<id>` holds whole container root file systems, whose YAML files
 must never become units.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from toolkit.errors import DefinitionError
-from toolkit.paths import clean_path
+from toolkit.fs import clean_path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SYSTEM_RUN_DIR = "/run/podunit"
 SYSTEM_DIRS = (SYSTEM_RUN_DIR, "/etc/podunit", "/usr/local/share/podunit", "/usr/share/podunit")
 SUFFIXES = (".yaml", ".yml")
-# Top-level entries of the run directory that belong to the runtime (toolkit.paths) or to
+# Top-level entries of the run directory that belong to the runtime (toolkit.storage.paths) or to
 # the generator's cache, not to the definitions.
 RUNTIME_ENTRIES = frozenset(
     ["boot-id", "exits", "pidfiles", "locks", "containers", "rootfs", "sockets", "generator-cache"]
@@ -77,7 +77,7 @@ def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) 
 
 def run_dir(*, user: bool, environ: Mapping[str, str] = os.environ) -> str | None:
     """The per-boot run directory of the mode (spec §3.1; `$PODUNIT_RUN_DIR` when set, as
-    in `toolkit.paths`), None in user mode without an absolute `$XDG_RUNTIME_DIR`."""
+    in `toolkit.storage.paths`), None in user mode without an absolute `$XDG_RUNTIME_DIR`."""
     override = environ.get("PODUNIT_RUN_DIR")
     if override and override.startswith("/"):
         return clean_path(override)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from toolkit.definitions.model import Container, Mount, MountType
 from toolkit.errors import PodunitError
-from toolkit.paths import read_text
+from toolkit.fs import read_text
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -42,9 +42,9 @@ whatever is left in its cgroup, unmounts the overlay and the tmpfs and removes t
 directory; `Sandbox.booted` also does it when the body raises, on Ctrl-C and on
 SIGTERM (turned into KeyboardInterrupt while a sandbox is up). Sandboxes left by a
 killed process halt by themselves (nspawn has the owner's death signal: SIGTERM) and
-are removed by `reap_stale` (called by the test fixture) or ``podunit sandbox down
---all``; a sandbox whose owner is still alive is never touched. ``podunit sandbox up``
-makes a detached sandbox (no owner) that lasts until ``podunit sandbox down``.
+are removed by `reap_stale` (called by the test fixture) or ``scripts/sandbox down
+--all``; a sandbox whose owner is still alive is never touched. ``scripts/sandbox up``
+makes a detached sandbox (no owner) that lasts until ``scripts/sandbox down``.
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ from types import FrameType
 from typing import Any
 
 from toolkit import proc
-from toolkit.errors import CommandFailed, SandboxError
+from toolkit.errors import EXIT_PODUNIT_ERROR, CommandFailed, PodunitError, SandboxError
 from toolkit.proc import proc_stat_fields, process_start_time, same_process_alive
 
 BASE = Path("/var/lib/podunit-sandbox")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
 INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -880,11 +880,11 @@ def reap_stale(*, include_detached: bool = False) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# CLI: podunit sandbox up|exec|down|list
+# CLI: scripts/sandbox up|exec|down|list (python -m tests.support.sandbox)
 
 
 def cli_sandbox(args: argparse.Namespace) -> int:
-    """``podunit sandbox``: a long-lived sandbox for demos and debugging."""
+    """``scripts/sandbox``: a long-lived sandbox for demos and debugging."""
     action: str = args.action
     _require_root()
     if action == "list":
@@ -926,3 +926,40 @@ def cli_sandbox(args: argparse.Namespace) -> int:
         return child.wait()
     except KeyboardInterrupt:
         return child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``scripts/sandbox up|exec|down|list`` (was ``podunit sandbox``: the sandbox is test
+    tooling, it needs the checkout and is not part of the installed package)."""
+    p = argparse.ArgumentParser(
+        prog="scripts/sandbox", description="a throwaway real-systemd sandbox (systemd-nspawn)"
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="boot a sandbox that stays until `down`")
+    up.add_argument("--bind", action="append", default=[], metavar="DIR", help="also bind DIR")
+    ex = actions.add_parser("exec", help="run a command inside (default: a login shell)")
+    down = actions.add_parser("down", help="power off and remove a sandbox")
+    down.add_argument("-a", "--all", action="store_true", help="all ownerless and stale ones")
+    actions.add_parser("list", help="list sandboxes")
+    for action in (up, ex, down):
+        action.add_argument("--name", default="podunit-sandbox")
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tests.support.sandbox``; errors are one line and exit 1."""
+    args = build_parser().parse_args(argv)
+    if args.action == "exec" and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    try:
+        return cli_sandbox(args)
+    except PodunitError as error:
+        print(f"sandbox: {error}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return EXIT_PODUNIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple
 
 from toolkit.definitions.model import CgroupMode, Container, Resources
 from toolkit.errors import PodunitError
-from toolkit.paths import make_dir, read_text
+from toolkit.fs import make_dir, read_text
 
 CgroupManager = Literal["systemd", "cgroupfs", "none"]
 

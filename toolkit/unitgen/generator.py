@@ -13,7 +13,7 @@ generator directory, without the plan files) and logs to stderr.
 
 Plan files: next to the units, `<normal dir>/podunit/NAME.json` holds each
 container as parsed; the units run `podunit run --plan <that file> NAME`
-(toolkit.units).
+(toolkit.unitgen.render).
 
 The podunit executable written into the units (`<podunit>` in the Exec lines) is,
 in order: `$PODUNIT_EXECUTABLE` (absolute path), the checkout's `bin/podunit`
@@ -24,7 +24,7 @@ in a checkout), or the `podunit` next to the running interpreter
 
 Warm path (daemon-reload with nothing changed): the generator walks the search
 path, and when the walk, environment and code match its per-boot cache
-(`toolkit.generator_cache`, off with `PODUNIT_GENERATOR_CACHE=0`) it writes the
+(`toolkit.unitgen.cache`, off with `PODUNIT_GENERATOR_CACHE=0`) it writes the
 cached output and logs the cached messages without importing PyYAML or the
 model; otherwise (cold path, e.g. at boot) it loads and renders everything and
 caches the result.
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import TextIO
 
-    from toolkit.generator_cache import Output
-    from toolkit.units import UnitFiles
+    from toolkit.unitgen.cache import Output
+    from toolkit.unitgen.render import UnitFiles
 
 KMSG = "/dev/kmsg"
 # Passed on to the runtime, so `podunit run NAME` finds the definition the unit came from.
@@ -96,7 +96,7 @@ def describe(error: PodunitError) -> str:
 
 # bin/podunit of the checkout this package is in (absent in an installed package)
 LAUNCHER = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "podunit"
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bin", "podunit"
 )
 
 
@@ -139,7 +139,7 @@ def _render(
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Load every definition the walk found and render it; errors never stop the rest."""
     from toolkit.definitions.loader import load_scan
-    from toolkit.units import render_all
+    from toolkit.unitgen.render import render_all
 
     loaded = load_scan(scan)
     rendered, errors = render_all(
@@ -191,7 +191,7 @@ def generate_cached(
 ) -> Output:
     """The generator's whole output: from the cache when nothing changed (see module
     docstring), else loaded and rendered, and then cached."""
-    from toolkit import generator_cache as cache
+    from toolkit.unitgen import cache
 
     started = cache.now_ns()
     path = cache.prepare(user=user, environ=environ)  # before the walk: it may add a directory
@@ -371,7 +371,7 @@ def cli_generate(args: argparse.Namespace) -> int:
 def cli_validate(args: argparse.Namespace) -> int:
     """`podunit validate [PATH...]`: print only problems, `FILE:LINE:COLUMN: message`."""
     from toolkit.definitions.loader import load_all, load_paths
-    from toolkit.units import render_all
+    from toolkit.unitgen.render import render_all
 
     if args.paths:
         loaded = load_paths(args.paths)

@@ -18,7 +18,7 @@ The key is everything the output depends on:
   written into the units, the search path itself, the environment the generator
   reads (`ENVIRONMENT`) and the uid;
 - the code: Python's version and the identity of every module of `toolkit/`,
-  `toolkit/definitions/` and of PyYAML's `__init__.py`.
+  `toolkit/definitions/`, `toolkit/unitgen/` and of PyYAML's `__init__.py`.
 
 The whole output is one entry: any change regenerates everything, so facts that
 cross files (a `service_healthy` dependency reads another container's healthcheck,
@@ -106,7 +106,7 @@ def prepare(*, user: bool, environ: Mapping[str, str]) -> str | None:
     Called before the search path is walked: creating the directory changes the run
     directory, which is a search directory, and the walk must see it as it will stay.
     At boot the generator may be first to make the run directory: with the runtime's
-    mode, 0711 (`toolkit.paths`); the cache directory is 0700.
+    mode, 0711 (`toolkit.storage.paths`); the cache directory is 0700.
     """
     path = cache_file(user=user, environ=environ)
     if path is None:
@@ -130,9 +130,9 @@ def _identity(path: str) -> tuple[str | int, ...]:
 
 def code_version() -> Key:
     """Python's version and the identity of the code that produces the output."""
-    toolkit = os.path.dirname(os.path.abspath(__file__))
+    toolkit = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts: list[Any] = [sys.version, sys.executable]
-    for directory in (toolkit, f"{toolkit}/definitions"):
+    for directory in (toolkit, f"{toolkit}/definitions", f"{toolkit}/unitgen"):
         try:
             names = sorted(name for name in os.listdir(directory) if name.endswith(".py"))
         except OSError:

@@ -20,7 +20,7 @@
   `podunit wait` answers after removal (for a week, and for the latest 20
   containers of a name: units restarting forever must not grow it without end).
 
-Exec sessions (owned by `toolkit.exec_sessions`) live in the `exec_sessions`
+Exec sessions (owned by `toolkit.runtime.exec`) live in the `exec_sessions`
 table; that module writes its own queries inside `StateStore.transaction()`.
 """
 
@@ -35,7 +35,8 @@ import time
 from collections.abc import Iterator
 
 from toolkit.errors import ContainerNotFound, PodunitError
-from toolkit.paths import RuntimePaths, read_text
+from toolkit.fs import read_text
+from toolkit.storage.paths import RuntimePaths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

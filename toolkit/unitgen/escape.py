@@ -1,7 +1,7 @@
 """Every escaping rule podunit needs to write values into systemd unit files.
 
 Nothing else in podunit quotes or escapes unit-file text; the renderer
-(`toolkit.units`) builds lines only from the functions here. References:
+(`toolkit.unitgen.render`) builds lines only from the functions here. References:
 
 - systemd.unit(5) "Specifiers": `%` starts a specifier, `%%` is a literal `%`.
 - systemd.service(5) "Command lines": words are split on whitespace, may be

@@ -25,7 +25,7 @@ exit file before it exits. `stop_all_sessions` is what removing a container call
 
 Nothing here is imported that a plain `podunit exec NAME CMD` does not use (issue 6:
 the imports of a fresh process are most of its time): no dataclasses or typing, the
-status machinery of `toolkit.operations` only for a container that is not plainly
+status machinery of `toolkit.runtime.operations` only for a container that is not plainly
 running, oci only for `-u`, conmon where a session starts.
 
 Files of a session live in `<run>/containers/<container id>/exec/<session id>/`:
@@ -48,9 +48,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from toolkit.errors import InvalidState, PodunitError
-from toolkit.paths import RuntimePaths, read_text, remove_tree
+from toolkit.fs import read_text, remove_tree
 from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
-from toolkit.state import PAUSED, RUNNING, ContainerRecord, StateStore
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import PAUSED, RUNNING, ContainerRecord, StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from toolkit import conmon, oci
+    from toolkit.runtime import conmon, oci
 
 CREATED = "created"
 STARTED = "running"
@@ -542,7 +543,7 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
         and same_process_alive(record.pid, record.pid_start_time)
         and same_process_alive(record.conmon_pid, record.conmon_start_time)
     ):
-        from toolkit.operations import sync_status  # the status machinery, only when needed
+        from toolkit.runtime.operations import sync_status  # the status machinery, only when needed
 
         record = sync_status(store, record)
     if record.status == PAUSED:
@@ -562,7 +563,7 @@ def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.Resolve
     container's own user)."""
     if not user:
         return None
-    from toolkit import oci
+    from toolkit.runtime import oci
 
     rootfs = str((record.spec.get("root") or {}).get("path", "/"))
     if not os.path.isabs(rootfs):
@@ -606,7 +607,8 @@ def create_session(
 def _conmon_options(
     paths: RuntimePaths, record: ContainerRecord, session: ExecSession, *, attach: bool
 ) -> conmon.ConmonOptions:
-    from toolkit import conmon, logdrivers
+    from toolkit.definitions import logdrivers
+    from toolkit.runtime import conmon
 
     directory = session_dir(paths, record.id, session.id)
     return conmon.ConmonOptions(
@@ -644,7 +646,7 @@ def connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket
 
 
 def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | None:
-    from toolkit import conmon
+    from toolkit.runtime import conmon
 
     channel.settimeout(timeout)
     try:
@@ -672,7 +674,7 @@ def start_session(
     store: StateStore, record: ContainerRecord, session: ExecSession, *, environ: Mapping[str, str]
 ) -> _Started:
     """Launch conmon in exec mode and record the session as running (libpod ExecStartAndAttach)."""
-    from toolkit import conmon
+    from toolkit.runtime import conmon
 
     attach = not session.config.detach
     options = _conmon_options(store.paths, record, session, attach=attach)

@@ -12,18 +12,18 @@ Modes (``notify:`` in the definition):
   ``<bundle>/notify/notify.sock``, bind-mounted into the container at
   ``/run/notify`` with ``NOTIFY_SOCKET=/run/notify/notify.sock``. conmon 2.1.6
   only forwards READY/WATCHDOG, so podunit runs its own proxy:
-  `NotifySetup.start` spawns ``python -m toolkit.notify proxy`` (a small process
+  `NotifySetup.start` spawns ``python -m toolkit.systemd.notify proxy`` (a small process
   that stays in the unit's cgroup, so systemd attributes its datagrams to the
   unit under ``NotifyAccess=all``) and announces ``MAINPID=<conmon>``. The proxy
   forwards only `FORWARDED_KEYS`, drops ``MAINPID=`` and closes any fds that
   came with a message; it exits when conmon exits, logging to the journal if
   the container never sent ``READY=1``.
-- ``healthy``: `toolkit.health` waits for the first passing check, then calls
+- ``healthy``: `toolkit.systemd.health` waits for the first passing check, then calls
   `notify_ready`.
 - ``ignore``: nothing is sent (the unit is ``Type=forking`` with ``PIDFile=``).
 
 ``NOTIFY_SOCKET`` itself never reaches conmon or the runtime
-(`toolkit.activation.environment_for_conmon`).
+(`toolkit.systemd.activation.environment_for_conmon`).
 
 The sending side is a few lines of `socket` rather than systemd-python's
 ``daemon.notify``: that one reads only the process environment (the run path
@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from toolkit import proc
 from toolkit.definitions.model import Container, Mount, MountType, Notify
 from toolkit.errors import PodunitError
-from toolkit.paths import read_text, unlink_if_present
+from toolkit.fs import read_text, unlink_if_present
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class NotifySetup:
         assert self.host_socket is not None
         proxy = proc.spawn(
             [
-                *proc.python_module_argv("toolkit.notify"),
+                *proc.python_module_argv("toolkit.systemd.notify"),
                 "proxy",
                 "--listen-fd",
                 str(fd),
@@ -383,7 +383,7 @@ def _barrier(sock: socket.socket) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m toolkit.notify proxy --listen-fd FD --conmon-pid PID --container NAME``."""
+    """``python -m toolkit.systemd.notify proxy --listen-fd FD --conmon-pid PID --container N``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="podunit-notify-proxy")

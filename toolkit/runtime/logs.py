@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from toolkit.definitions.logdrivers import JOURNALD, K8S_FILE, PASSTHROUGH
 from toolkit.errors import PodunitError
-from toolkit.logdrivers import JOURNALD, K8S_FILE, PASSTHROUGH
-from toolkit.operations import sync_status
-from toolkit.paths import RuntimePaths
-from toolkit.state import StateStore
+from toolkit.runtime.operations import sync_status
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import StateStore
 
 STDOUT = "stdout"
 STDERR = "stderr"

@@ -4,7 +4,7 @@ A checkpoint is written by `RUNTIME checkpoint --image-path DIR --work-path DIR`
 into `<state_dir>/checkpoints/<container id>/` (it survives reboots, unlike the
 bundle); `--export FILE` also packs it into a tar archive, `--import FILE`
 unpacks one before restoring. Restoring runs the runtime's `restore` through
-conmon (`conmon --restore DIR`, `toolkit.operations.restore_container`).
+conmon (`conmon --restore DIR`, `toolkit.runtime.operations.restore_container`).
 
 CRIU must work on the machine: `criu check` is run first, and its failure is
 reported with CRIU's own reason (on kernels newer than the installed CRIU knows,
@@ -18,10 +18,11 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from toolkit import operations, proc
+from toolkit import proc
 from toolkit.errors import CommandFailed, InvalidState, PodunitError
-from toolkit.paths import RuntimePaths
-from toolkit.state import RUNNING, ContainerRecord, StateStore
+from toolkit.runtime import operations
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
 
 CHECKPOINT_TIMEOUT_SECONDS = 300.0
 
@@ -127,7 +128,7 @@ def import_checkpoint(store: StateStore, record: ContainerRecord, archive: Path)
 def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | None) -> Path:
     """Check that a restore can happen and return the checkpoint image to restore from.
 
-    The restore itself is `toolkit.operations.restore_container` (`conmon --restore`).
+    The restore itself is `toolkit.runtime.operations.restore_container` (`conmon --restore`).
     """
     record = operations.sync_status(store, record)
     if record.alive:
@@ -154,7 +155,7 @@ def cli_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cli_restore(args: argparse.Namespace) -> int:
-    """Handler of `podunit restore NAME`: checks here, the launch in toolkit.operations."""
+    """Handler of `podunit restore NAME`: checks here, the launch in toolkit.runtime.operations."""
     with StateStore(RuntimePaths.for_mode(args.user)) as store:
         record = store.get(args.names)
         import_file = Path(args.import_file) if args.import_file else None

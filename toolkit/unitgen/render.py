@@ -1,8 +1,8 @@
 """Rendering: a pure function from a `Container` to its unit files and install symlinks.
 
 Implements the unit shape of the spec, section 2. No I/O here: the generator
-(`toolkit.generator`) loads definitions and writes what `render`/`render_all`
-return. Every value goes through `toolkit.escape`.
+(`toolkit.unitgen.generator`) loads definitions and writes what `render`/`render_all`
+return. Every value goes through `toolkit.unitgen.escape`.
 
 Decisions (documented here and in the golden tests, tests/golden/):
 
@@ -49,7 +49,7 @@ Decisions (documented here and in the golden tests, tests/golden/):
   runtime neither searches nor parses definitions; the plan lives and dies with
   the unit (systemd empties the generator directories at every daemon-reload).
 - `<podunit>` in the Exec lines is the absolute path the caller passes (see
-  `toolkit.generator.podunit_executable`).
+  `toolkit.unitgen.generator.podunit_executable`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from toolkit.definitions.model import (
 )
 from toolkit.definitions.values import SIGNALS, SIGRTMAX, SIGRTMIN
 from toolkit.errors import DefinitionError
-from toolkit.escape import (
+from toolkit.unitgen.escape import (
     UNIT_TYPES,
     UnsafeValue,
     check_unit_key,

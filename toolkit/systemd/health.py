@@ -38,12 +38,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from toolkit import notify, proc
-from toolkit.activation import environment_for_conmon
+from toolkit import proc
 from toolkit.definitions.model import Container, Healthcheck
 from toolkit.errors import PodunitError
-from toolkit.paths import read_text
-from toolkit.state import ContainerRecord, StateStore
+from toolkit.fs import read_text
+from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.systemd import notify
+from toolkit.systemd.activation import environment_for_conmon
 
 READINESS_POLL = timedelta(seconds=1)
 DEFAULT_RETRIES = 3  # what Docker uses for `retries: 0`

@@ -2,11 +2,11 @@
 
 Spec §3.1 and §4; modelled on libpod's oci.go. Each verb is a library call
 (`create_container`, `stop_container`, ...) plus a `cli_*` handler that
-`toolkit.cli` dispatches to.
+`toolkit.cli.main` dispatches to.
 
 The run path (`podunit run NAME`, a unit's ExecStart): load the definition ->
 reconcile state -> take the socket-activation fds -> plan cgroups -> write the
-bundle -> spawn conmon (`toolkit.conmon`) -> place it -> start -> read the pid
+bundle -> spawn conmon (`toolkit.runtime.conmon`) -> place it -> start -> read the pid
 -> record -> pidfile -> notify -> exit 0. conmon is then the unit's main
 process and exits with the container's status.
 
@@ -41,9 +41,10 @@ from toolkit.errors import (
     Location,
     PodunitError,
 )
-from toolkit.paths import RuntimePaths, read_text, remove_tree, unlink_if_present
+from toolkit.fs import read_text, remove_tree, unlink_if_present
 from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
-from toolkit.state import (
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import (
     ALIVE_STATUSES,
     CREATED,
     EXITED,
@@ -62,8 +63,9 @@ if TYPE_CHECKING:
     import socket
     from typing import Any
 
-    from toolkit import activation, cgroups, conmon, notify
     from toolkit.definitions.model import CgroupMode, Container, LogDriver, PortMapping, Resources
+    from toolkit.runtime import conmon
+    from toolkit.systemd import activation, cgroups, notify
 
 KILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -91,7 +93,7 @@ def crun_can_work() -> bool:
     """
     import resource
 
-    from toolkit import oci
+    from toolkit.runtime import oci
 
     if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
         return True
@@ -135,7 +137,7 @@ def parse_signal(text: str) -> int:
 def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
     """How conmon's exit command calls podunit back: the console script beside the
     interpreter, else the `podunit` launcher this process was started as (bin/podunit
-    runs the system python3 -I -S), else `python -m toolkit.cli` as this process imports
+    runs the system python3 -I -S), else `python -m toolkit.cli.main` as this process imports
     (`proc.python_module_argv`)."""
     argv0 = sys.argv[0] if argv0 is None else argv0
     script = os.path.join(os.path.dirname(sys.executable), "podunit")
@@ -144,7 +146,7 @@ def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
     elif os.path.isabs(argv0) and os.path.basename(argv0) == "podunit":
         base = [argv0]
     else:
-        base = proc.python_module_argv("toolkit.cli")
+        base = proc.python_module_argv("toolkit.cli.main")
     return [*base, *(["--user"] if user else [])]
 
 
@@ -170,7 +172,7 @@ def runtime_call(
 
     Never with NOTIFY_SOCKET or LISTEN_*: `runc start` would run its own notify proxy.
     """
-    from toolkit import activation
+    from toolkit.systemd import activation
 
     return proc.run([record.runtime, *runtime_global_args(record), *args], check=check,
                     timeout=timeout, env=activation.environment_for_conmon(os.environ))  # fmt: skip
@@ -206,8 +208,8 @@ def plan_to_json(plan: cgroups.CgroupPlan) -> dict[str, Any]:
 
 
 def plan_from_json(data: Mapping[str, Any]) -> cgroups.CgroupPlan:
-    from toolkit import cgroups
     from toolkit.definitions.model import CgroupMode, Resources
+    from toolkit.systemd import cgroups
 
     fields = dict(data)
     fields["requested"] = CgroupMode(fields["requested"])
@@ -238,13 +240,13 @@ def plan_for(
     container: Container | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> cgroups.CgroupPlan:
-    """The cgroup plan (toolkit.cgroups, spec §3.4), validated against the runtime.
+    """The cgroup plan (toolkit.systemd.cgroups, spec §3.4), validated against the runtime.
 
     Rootless (not root): no cgroup of podunit's own; crun runs with its cgroup
     manager disabled, rootless runc tolerates the cgroups it cannot create.
     """
-    from toolkit import cgroups
     from toolkit.definitions.model import CgroupMode, Resources
+    from toolkit.systemd import cgroups
 
     if os.geteuid() != 0:
         return cgroups.CgroupPlan(
@@ -306,7 +308,7 @@ def apply_plan(spec: dict[str, Any], plan: cgroups.CgroupPlan) -> dict[str, Any]
 
 def replan(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecord:
     """The container with cgroups planned anew for this process (a restart elsewhere)."""
-    from toolkit import cgroups
+    from toolkit.systemd import cgroups
 
     old = plan_from_json(record.options["cgroup_plan"])
     plan = plan_for(old.requested, record.id, record.runtime)
@@ -405,8 +407,9 @@ def prepare_record(
     environ: Mapping[str, str] = os.environ,
 ) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
     """Decide everything about a new container and build its config.json (not yet stored)."""
-    from toolkit import activation, cgroups, notify, oci
     from toolkit.definitions.model import LogDriver
+    from toolkit.runtime import oci
+    from toolkit.systemd import activation, cgroups, notify
 
     if container.rootfs is None:
         raise PodunitError(f"container {container.name!r} has neither rootfs nor image")
@@ -478,10 +481,10 @@ def prepare_record(
 def _container_root(
     paths: RuntimePaths, container_id: str, options: Mapping[str, Any]
 ) -> str | None:
-    """An image container's private root (toolkit.images overlay), mounted if needed."""
+    """An image container's private root (toolkit.storage.images overlay), mounted if needed."""
     if not options.get("image_rootfs"):
         return None
-    from toolkit import images
+    from toolkit.storage import images
 
     layer, mountpoint = paths.image_layer(container_id), paths.rootfs_mount(container_id)
     return str(images.container_rootfs(options["image_rootfs"], layer, mountpoint))
@@ -489,7 +492,7 @@ def _container_root(
 
 def _unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
     if options.get("image_rootfs"):
-        from toolkit import images
+        from toolkit.storage import images
 
         with contextlib.suppress(PodunitError):
             images.release_container_rootfs(paths.rootfs_mount(container_id))
@@ -518,7 +521,7 @@ def conmon_options(
     and ExecStopPost's `podunit rm -f` does the same cleanup, the exit command would
     only delay every `systemctl stop`: `launch_container` leaves it out there.
     """
-    from toolkit import conmon
+    from toolkit.runtime import conmon
 
     stored = record.options
     plan = plan_from_json(stored["cgroup_plan"])
@@ -567,8 +570,9 @@ def launch_container(
     On any failure nothing is left behind: the runtime's container, the bundle,
     the cgroups, the port sockets and the state row are all removed.
     """
-    from toolkit import activation, cgroups, conmon
     from toolkit.definitions.model import PortMapping
+    from toolkit.runtime import conmon
+    from toolkit.systemd import activation, cgroups
 
     bundle = store.paths.bundle_dir(record.id)
     os.makedirs(bundle, mode=0o700, exist_ok=True)
@@ -643,7 +647,7 @@ def _remove_tree_or_link(path: str) -> None:
 def _discard_half_made(
     store: StateStore, record: ContainerRecord, plan: cgroups.CgroupPlan
 ) -> None:
-    from toolkit import cgroups
+    from toolkit.systemd import cgroups
 
     with contextlib.suppress(Exception):
         runtime_delete(record)
@@ -663,7 +667,7 @@ def _discard_half_made(
 
 def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """`RUNTIME start`: the created container's process runs its command."""
-    from toolkit import conmon
+    from toolkit.runtime import conmon
 
     try:
         runtime_call(record, "start", record.id)
@@ -816,7 +820,7 @@ def _release(store: StateStore, record: ContainerRecord) -> None:
     stored_plan = record.options["cgroup_plan"]
     if not cgroups_left(stored_plan):
         return
-    from toolkit import cgroups
+    from toolkit.systemd import cgroups
 
     plan = plan_from_json(stored_plan)
     own_cgroup = read_text("/proc/self/cgroup")
@@ -982,7 +986,7 @@ def remove_container(
             )
         record = stop_container(store, record, timeout)
     if os.path.isdir(store.paths.exec_dir(record.id)):  # else it never had a session still running
-        from toolkit import exec_sessions  # imports this module: import late
+        from toolkit.runtime import exec as exec_sessions  # imports this module: import late
 
         exec_sessions.stop_all_sessions(store, record)
     with store.container_lock(record.id), contextlib.suppress(ContainerNotFound):
@@ -1096,7 +1100,7 @@ def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
 def _resolve_image(container: Container, store: StateStore) -> Container:
     if container.rootfs is not None or container.image is None:
         return container
-    from toolkit import images
+    from toolkit.storage import images
 
     unpacked = images.resolve_image(container.image, store.paths.state_dir)
     return images.apply_image_defaults(container, unpacked.config, unpacked.rootfs)
@@ -1252,7 +1256,7 @@ def cli_run(args: argparse.Namespace) -> int:
 
 def _connect_attach_socket(store: StateStore, record: ContainerRecord) -> socket.socket:
     """conmon's attach socket of the container (`<socket dir>/<id>/attach`, SEQPACKET)."""
-    from toolkit import exec_sessions
+    from toolkit.runtime import exec as exec_sessions
 
     return exec_sessions.connect_attach_socket(store.paths, record.id)
 
@@ -1262,7 +1266,7 @@ def _relay_attached(
     interactive: bool,
 ) -> None:  # fmt: skip
     """Attached run through conmon's attach socket (needed with -t, or a logging driver)."""
-    from toolkit import exec_sessions
+    from toolkit.runtime import exec as exec_sessions
 
     ctl = os.path.join(store.paths.bundle_dir(record.id), "ctl")
     previous_winch = None
@@ -1284,8 +1288,8 @@ def _announce(
     store: StateStore, record: ContainerRecord, setup: notify.NotifySetup, container: Container
 ) -> None:
     """Unit mode: pidfile for Type=forking, then the readiness protocol of spec §3.2."""
-    from toolkit import notify
     from toolkit.definitions.model import Notify
+    from toolkit.systemd import notify
 
     assert record.conmon_pid is not None
     pidfile = store.paths.unit_pidfile(record.name)
@@ -1298,7 +1302,7 @@ def _announce(
     elif container.notify is Notify.CONTAINER:
         setup.start(record.conmon_pid)
     elif container.notify is Notify.HEALTHY:
-        from toolkit import health
+        from toolkit.systemd import health
 
         health.wait_until_healthy(store, record, container)
         notify.notify_ready(record.conmon_pid)
@@ -1364,7 +1368,7 @@ def restore_container(
 ) -> ContainerRecord:
     """Bring a checkpointed (hence exited) container back from `image_dir` (`conmon --restore`).
 
-    For toolkit.checkpoint: its `restore` checks CRIU and finds the image; this
+    For toolkit.runtime.checkpoint: its `restore` checks CRIU and finds the image; this
     launches it. The container keeps its id, name and config.json.
     """
     record = sync_status(store, record)
@@ -1437,7 +1441,7 @@ def cli_cleanup(args: argparse.Namespace) -> int:
         record = store.find(args.names)
         if record is not None:
             if record.options.get("notify") == "container":
-                from toolkit import notify
+                from toolkit.systemd import notify
 
                 notify.wait_for_proxy(store.paths.bundle_dir(record.id))
             with contextlib.suppress(ContainerNotFound):  # removed meanwhile by rm -f
@@ -1481,14 +1485,14 @@ def cli_inspect(args: argparse.Namespace) -> int:
 
 
 def cli_checkpoint(args: argparse.Namespace) -> int:
-    from toolkit import checkpoint  # type: ignore[attr-defined, unused-ignore]
+    from toolkit.runtime import checkpoint  # type: ignore[attr-defined, unused-ignore]
 
     result: int = checkpoint.cli_checkpoint(args)
     return result
 
 
 def cli_restore(args: argparse.Namespace) -> int:
-    from toolkit import checkpoint  # type: ignore[attr-defined, unused-ignore]
+    from toolkit.runtime import checkpoint  # type: ignore[attr-defined, unused-ignore]
 
     result: int = checkpoint.cli_restore(args)
     return result

@@ -18,12 +18,12 @@ Protocol (conmon 2.1.6): conmon blocks on the start pipe until `ConmonProcess.st
 `{"data": PID}` (or `{"data": -1, "message": "..."}`) to the sync pipe. In exec
 mode a second record carries the exit code. EOF before a record is a failure.
 
-Restoring a checkpoint (toolkit.checkpoint) is a launch with
+Restoring a checkpoint (toolkit.runtime.checkpoint) is a launch with
 `ConmonOptions(restore_path=IMAGE_DIR)`: conmon runs `RUNTIME restore` and the
 reported pid is already running (no `RUNTIME start`); see
-`toolkit.operations.restore_container`.
+`toolkit.runtime.operations.restore_container`.
 
-Exec sessions (toolkit.exec_sessions) use the same launcher: pass
+Exec sessions (toolkit.runtime.exec) use the same launcher: pass
 `ConmonOptions(exec_process_spec=PATH, ...)`, call `launch`, `start`, then
 `container_pid` (the exec'd process's pid) and, when not detached,
 `exec_exit_code`.
@@ -40,14 +40,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from toolkit import proc
+from toolkit.definitions.logdrivers import JOURNALD, K8S_FILE
 from toolkit.errors import (
     CannotInvoke,
     CommandNotFoundInContainer,
     ExecutableNotFound,
     PodunitError,
 )
-from toolkit.logdrivers import JOURNALD, K8S_FILE
-from toolkit.paths import read_text
+from toolkit.fs import read_text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ConmonOptions:
         socket_dir: str,
         container_pidfile: str,
         conmon_pidfile: str,
-        log_driver: str = JOURNALD,  # one of toolkit.logdrivers
+        log_driver: str = JOURNALD,  # one of toolkit.definitions.logdrivers
         log_path: str | None = None,  # k8s-file only
         log_size_max: int | None = None,
         log_tag: str | None = None,
@@ -402,7 +402,7 @@ def launch(
     """Spawn conmon with exactly stdio, `preserved_fds` at 3.., the pipes and `extra_fds`.
 
     `environ` must already be free of LISTEN_* and NOTIFY_SOCKET
-    (`toolkit.activation.environment_for_conmon`). stdio None means /dev/null.
+    (`toolkit.systemd.activation.environment_for_conmon`). stdio None means /dev/null.
     conmon then waits on its start pipe: place it, then call `start()`.
     """
     if len(preserved_fds) != options.preserve_fds:

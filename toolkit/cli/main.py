@@ -26,25 +26,24 @@ if TYPE_CHECKING:
 
 # verb -> "module:function"; the function takes the parsed arguments, returns an exit status.
 HANDLERS: dict[str, str] = {
-    "generate": "toolkit.generator:cli_generate",
-    "validate": "toolkit.generator:cli_validate",
-    "run": "toolkit.operations:cli_run",
-    "create": "toolkit.operations:cli_create",
-    "start": "toolkit.operations:cli_start",
-    "stop": "toolkit.operations:cli_stop",
-    "kill": "toolkit.operations:cli_kill",
-    "rm": "toolkit.operations:cli_rm",
-    "pause": "toolkit.operations:cli_pause",
-    "unpause": "toolkit.operations:cli_unpause",
-    "ps": "toolkit.operations:cli_ps",
-    "inspect": "toolkit.operations:cli_inspect",
-    "wait": "toolkit.operations:cli_wait",
-    "logs": "toolkit.logs:cli_logs",
-    "exec": "toolkit.exec_sessions:cli_exec",
-    "checkpoint": "toolkit.operations:cli_checkpoint",
-    "restore": "toolkit.operations:cli_restore",
-    "cleanup": "toolkit.operations:cli_cleanup",
-    "sandbox": "toolkit.sandbox:cli_sandbox",
+    "generate": "toolkit.unitgen.generator:cli_generate",
+    "validate": "toolkit.unitgen.generator:cli_validate",
+    "run": "toolkit.runtime.operations:cli_run",
+    "create": "toolkit.runtime.operations:cli_create",
+    "start": "toolkit.runtime.operations:cli_start",
+    "stop": "toolkit.runtime.operations:cli_stop",
+    "kill": "toolkit.runtime.operations:cli_kill",
+    "rm": "toolkit.runtime.operations:cli_rm",
+    "pause": "toolkit.runtime.operations:cli_pause",
+    "unpause": "toolkit.runtime.operations:cli_unpause",
+    "ps": "toolkit.runtime.operations:cli_ps",
+    "inspect": "toolkit.runtime.operations:cli_inspect",
+    "wait": "toolkit.runtime.operations:cli_wait",
+    "logs": "toolkit.runtime.logs:cli_logs",
+    "exec": "toolkit.runtime.exec:cli_exec",
+    "checkpoint": "toolkit.runtime.operations:cli_checkpoint",
+    "restore": "toolkit.runtime.operations:cli_restore",
+    "cleanup": "toolkit.runtime.operations:cli_cleanup",
 }
 
 
@@ -199,17 +198,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _names(p)
     p = verbs.add_parser("cleanup", help=argparse.SUPPRESS)  # conmon's --exit-command
     _names(p)
-    p = verbs.add_parser("sandbox", help="a throwaway real-systemd sandbox (systemd-nspawn)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="boot a sandbox that stays until `down`")
-    up.add_argument("--bind", action="append", default=[], metavar="DIR", help="also bind DIR")
-    ex = actions.add_parser("exec", help="run a command inside (default: a login shell)")
-    down = actions.add_parser("down", help="power off and remove a sandbox")
-    down.add_argument("-a", "--all", action="store_true", help="all ownerless and stale ones")
-    actions.add_parser("list", help="list sandboxes")
-    for action in (up, ex, down):
-        action.add_argument("--name", default="podunit-sandbox")
-    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     return parser
 
 

@@ -1,0 +1,3 @@
+"""Test support: the real-systemd sandbox and helpers shared by the tests and the
+benchmarks.
+"""
