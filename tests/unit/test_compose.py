@@ -244,10 +244,7 @@ def test_ulimits_and_ports_long_form_and_top_level_names(tmp_path: Path) -> None
 
 UNSUPPORTED_SAMPLES: dict[str, str] = {
     "build": ".",
-    "networks": "[front]",
     "expose": "['80']",
-    "extra_hosts": "['db:10.0.0.2']",
-    "dns": "8.8.8.8",
     "links": "[db]",
     "secrets": "[token]",
     "configs": "[conf]",

@@ -155,7 +155,7 @@ def test_every_key_parsed_into_the_model() -> None:
     assert db.restart is Restart.ON_FAILURE
     assert db.healthcheck == Healthcheck(("/bin/sh", "-c", "pg_isready"))
     assert db.stop_signal == 15 and db.stop_timeout == timedelta(seconds=10)
-    assert db.no_new_privileges is True and db.network == "private"
+    assert db.no_new_privileges is True and db.network is None
     worker = result.containers["worker@"]
     assert worker.template and worker.name == "worker" and worker.unit_name == "worker@"
     assert result.sources["web"] == [str(DATA / "good" / "full.yaml")]

@@ -21,6 +21,7 @@ SAME_KEYS = frozenset(
         "group_add", "hostname", "volumes", "tmpfs", "read_only", "ports", "healthcheck",
         "stop_signal", "restart", "cap_add", "cap_drop", "privileged", "devices", "sysctls",
         "ulimits", "security_opt", "labels", "annotations", "init", "depends_on",
+        "networks", "dns", "dns_search", "extra_hosts",
     }
 )  # fmt: skip
 # Compose key -> podunit key (a dotted target is a key of a nested podunit mapping).
@@ -45,8 +46,8 @@ X_PODUNIT_KEYS = frozenset(
     }
 )  # fmt: skip
 # Compose top-level keys: accepted ones; the rest of the Compose specification is refused.
-TOP_LEVEL_KEYS = frozenset({"services", "name", "version", "volumes"})
-UNSUPPORTED_TOP_LEVEL = frozenset({"networks", "configs", "secrets", "include", "models"})
+TOP_LEVEL_KEYS = frozenset({"services", "name", "version", "volumes", "networks"})
+UNSUPPORTED_TOP_LEVEL = frozenset({"configs", "secrets", "include", "models"})
 NAMED_VOLUME_KEYS = frozenset({"name"})
 LOGGING_DRIVERS = frozenset({"journald", "k8s-file", "none"})
 
@@ -55,10 +56,10 @@ UNSUPPORTED_KEYS = frozenset(
     {
         "attach", "blkio_config", "build", "cgroup", "cgroup_parent", "configs", "cpu_count",
         "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpuset",
-        "credential_spec", "develop", "device_cgroup_rules", "dns", "dns_opt", "dns_search",
-        "domainname", "expose", "extends", "external_links", "extra_hosts", "gpus", "ipc",
+        "credential_spec", "develop", "device_cgroup_rules", "dns_opt",
+        "domainname", "expose", "extends", "external_links", "gpus", "ipc",
         "isolation", "label_file", "links", "mac_address", "mem_swappiness", "memswap_limit",
-        "models", "networks", "oom_kill_disable", "oom_score_adj", "pid", "platform",
+        "models", "oom_kill_disable", "oom_score_adj", "pid", "platform",
         "post_start", "pre_stop", "profiles", "provider", "pull_policy", "pull_refresh_after",
         "runtime", "scale", "secrets", "shm_size", "stdin_open", "storage_opt", "tty",
         "use_api_socket", "userns_mode", "uts", "volumes_from",
@@ -142,15 +143,13 @@ def _logging(node: Node, out: dict[str, Entry]) -> None:
 
 def _network_mode(entry: Entry) -> Entry:
     mode = text(entry.node, "network_mode")
-    if mode in ("host", "none"):
+    if mode in ("bridge", "host", "none"):
         return entry
-    if mode == "bridge" or ":" in mode:
-        raise fail(
-            entry.node,
-            f"network_mode {v.quote(mode)} is not supported by podunit "
-            "(host or none; the default is a private namespace)",
-        )
-    return entry
+    raise fail(
+        entry.node,
+        f"network_mode {v.quote(mode)} is not supported by podunit "
+        "(bridge, host or none; name networks under 'networks:')",
+    )
 
 
 def translate_service(name: str, node: Node) -> Node:
@@ -215,6 +214,8 @@ def check_top_level(document: Node, errors: list[DefinitionError]) -> None:
         try:
             if key == "name" or key == "version":
                 text(entry.node, key)
+            elif key == "networks":
+                pass  # parsed with the services (toolkit.definitions.networks)
             elif key == "volumes":
                 _check_named_volumes(entry.node)
             elif key in UNSUPPORTED_TOP_LEVEL:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+from toolkit.definitions import networks
 from toolkit.definitions import values as v
 from toolkit.definitions.instances import instantiate
 from toolkit.definitions.instances import substitute as substitute  # re-exported
-from toolkit.definitions.model import Container, DependencyCondition, Notify
+from toolkit.definitions.model import Container, DependencyCondition, NetworkSpec, Notify
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
 from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
@@ -29,7 +30,7 @@ from toolkit.definitions.search import search_dirs as search_dirs  # re-exported
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
 
-DOCUMENT_KEYS = frozenset({"containers", "services", "version"})
+DOCUMENT_KEYS = frozenset({"containers", "services", "version", "networks"})
 
 
 class LoadResult:
@@ -101,6 +102,7 @@ def load_scan(scan: Scan) -> LoadResult:
     """Read, merge, parse and cross-check every definition the walk found."""
     result = LoadResult()
     origin: dict[str, Location] = {}  # unit name -> where it was first defined (good or bad)
+    declared: dict[str, tuple[NetworkSpec, Location]] = {}  # every file's networks
     for source in scan.sources.values():
         files = [source, *scan.dropins_for(source)]
         unsafe = [path for path in files if v.has_control(str(path))]
@@ -111,10 +113,20 @@ def load_scan(scan: Scan) -> LoadResult:
         document = _read_merged(files, result.errors)
         if document is None:
             continue
+        file_networks = _file_networks(document, result.errors)
+        networks.merge_declared(declared, file_networks, result.errors)
         for name, key_loc, spec, from_compose in _container_entries(document, result.errors):
             unit_name = name
             errors: list[DefinitionError] = []
             container = _parse_one(name, key_loc, spec, source, from_compose, errors)
+            if container is not None:
+                try:
+                    container = networks.attach_networks(
+                        container, file_networks, compose=from_compose
+                    )
+                except DefinitionError as error:
+                    errors.append(error)
+                    container = None
             if unit_name in origin:  # the first definition stays; this one's problems are shown
                 first = origin[unit_name]
                 message = (
@@ -131,7 +143,35 @@ def load_scan(scan: Scan) -> LoadResult:
             result.sources[unit_name] = files
     _check_dependencies(result, origin)
     _ready_when_healthy(result)
+    _declared_elsewhere(result, declared)
     return result
+
+
+def _file_networks(
+    document: Node, errors: list[DefinitionError]
+) -> dict[str, tuple[NetworkSpec, Location]]:
+    """The networks a document declares at its top level (own form or Compose)."""
+    entry = document.value.get("networks")
+    if entry is None:
+        return {}
+    compose = "services" in document.value
+    return networks.parse_networks(entry.node, compose=compose, errors=errors)
+
+
+def _declared_elsewhere(
+    result: LoadResult, declared: Mapping[str, tuple[NetworkSpec, Location]]
+) -> None:
+    """A container joining a network another file declares carries that declaration."""
+    for unit_name, container in result.containers.items():
+        names = {a.name for a in container.networks}
+        if container.network is not None:
+            names.add(container.network)
+        have = {spec.name for spec in container.network_specs}
+        extra = tuple(declared[n][0] for n in sorted(names - have) if n in declared)
+        if extra:
+            result.containers[unit_name] = container._replace(
+                network_specs=container.network_specs + extra
+            )
 
 
 def _read_merged(files: list[str], errors: list[DefinitionError]) -> Node | None:

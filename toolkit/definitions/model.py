@@ -86,6 +86,30 @@ class PortMapping(NamedTuple):
     host_ip: str | None = None
 
 
+class NetworkAttachment(NamedTuple):
+    """One network a container joins (`networks:`), its DNS aliases and a fixed address."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str | None = None
+
+
+class NetworkSpec(NamedTuple):
+    """A network declared under a file's top-level `networks:` (podunit.yaml(5)).
+
+    `subnet`/`gateway` None: chosen when the network is first created. `external`:
+    declared elsewhere (another file or `podunit network create`), only referred to.
+    """
+
+    name: str
+    subnet: str | None = None
+    gateway: str | None = None
+    internal: bool = False
+    dns: bool = True
+    ipv6: bool = False
+    external: bool = False
+
+
 class Mount(NamedTuple):
     """A volume or tmpfs. `source` is an absolute host path (bind), a volume name, or None."""
 
@@ -172,7 +196,14 @@ class Container(NamedTuple):
     hostname: str | None = None
     mounts: tuple[Mount, ...] = ()  # volumes: and tmpfs: together, in order
     read_only: bool = False
-    network: str = "private"  # "private", "host", "none" or a network name
+    # None: the default network mode (bridge, the default network); "bridge", "none",
+    # "host" or a network name. `networks` lists several, with aliases and addresses.
+    network: str | None = None
+    networks: tuple[NetworkAttachment, ...] = ()
+    network_specs: tuple[NetworkSpec, ...] = ()  # the declared networks it joins (loader)
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (host name, address)
     ports: tuple[PortMapping, ...] = ()
     sockets: tuple[SocketSpec, ...] = ()
     notify: Notify = Notify.CONMON
@@ -222,6 +253,8 @@ PLAN_VERSION = 1
 # list is a tuple of the model, every other value a plain str/int/float/bool/None.
 _FIELD_TYPES: dict[type, dict[str, Any]] = {
     PortMapping: {},
+    NetworkAttachment: {},
+    NetworkSpec: {},
     Mount: {"type": MountType},
     SocketSpec: {"type": SocketType},
     Healthcheck: {"interval": timedelta, "timeout": timedelta, "start_period": timedelta},
@@ -234,6 +267,8 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
         "source": Location,
         "mounts": (Mount,),
         "ports": (PortMapping,),
+        "networks": (NetworkAttachment,),
+        "network_specs": (NetworkSpec,),
         "sockets": (SocketSpec,),
         "notify": Notify,
         "healthcheck": Healthcheck,

@@ -22,6 +22,7 @@ from toolkit.definitions.model import (
     LogDriver,
     Mount,
     MountType,
+    NetworkAttachment,
     Notify,
     PortMapping,
     Reload,
@@ -376,8 +377,105 @@ def _flag(field: str) -> Callable[[Node, _Context, Fields], None]:
     return handler
 
 
+NETWORK_MODES = ("bridge", "none", "host")
+NETWORK_ATTACH_KEYS = frozenset({"aliases", "ipv4_address"})
+
+
 def _network(node: Node, ctx: _Context, out: Fields) -> None:
-    out["network"] = converted(node, lambda s: v.check_name(s, "network name"), "network")
+    """`bridge` (the default network), `none`, `host` or a network name; `private` is the
+    name `none` had before podunit had bridge networks."""
+    name = converted(node, lambda s: v.check_name(s, "network name"), "network")
+    out["network"] = "none" if name == "private" else name
+
+
+def check_address(text: str, what: str = "IP address", *, version: int | None = None) -> str:
+    """An IPv4 (or IPv6 unless `version` is 4) address, in its canonical form."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or (version is not None and address.version != version):
+        kind = "IPv4 address" if version == 4 else what
+        raise ValueError(f"invalid {kind} {v.quote(text)}")
+    return str(address)
+
+
+def _networks(node: Node, ctx: _Context, out: Fields) -> None:
+    """Several networks: a list of names, or names mapped to {aliases, ipv4_address}."""
+    attached: list[NetworkAttachment] = []
+    items = (
+        [(name, entry.key_loc, entry.node) for name, entry in node.value.items()
+         if not name.startswith("x-")]
+        if node.is_mapping
+        else [(text(item, "network"), item.loc, None) for item in sequence(node, "networks")]
+    )  # fmt: skip
+    for name, loc, spec in items:
+        _check_pair_key(loc, name, "network", lambda s: v.check_name(s, "network name"))
+        if name in NETWORK_MODES or name == "private":
+            raise fail(loc, f"{v.quote(name)} is a network mode: use 'network: {name}' instead")
+        if any(a.name == name for a in attached):
+            raise fail(loc, f"network {v.quote(name)} is listed twice")
+        aliases: tuple[str, ...] = ()
+        address = None
+        if spec is not None and spec.value is not None:
+            keys = check_keys(spec, NETWORK_ATTACH_KEYS, f"network {name}")
+            if "aliases" in keys:
+                aliases = tuple(
+                    converted(item, v.check_hostname, "alias")
+                    for item in sequence(keys["aliases"].node, "aliases", scalar_ok=True)
+                )
+            if "ipv4_address" in keys:
+                address = converted(
+                    keys["ipv4_address"].node, lambda s: check_address(s, version=4),
+                    "ipv4_address",
+                )  # fmt: skip
+        attached.append(NetworkAttachment(name, aliases, address))
+    out["networks"] = tuple(attached)
+
+
+def _dns(node: Node, ctx: _Context, out: Fields) -> None:
+    out["dns"] = tuple(
+        converted(item, lambda s: check_address(s, "DNS server address"), "dns")
+        for item in sequence(node, "dns", scalar_ok=True)
+    )
+
+
+def _dns_search(node: Node, ctx: _Context, out: Fields) -> None:
+    out["dns_search"] = tuple(
+        converted(item, v.check_hostname, "dns_search domain")
+        for item in sequence(node, "dns_search", scalar_ok=True)
+    )
+
+
+def _extra_host(text_: str) -> tuple[str, str]:
+    """`host:address` or `host=address` (Compose); IPv6 as `host:::1` or `host:[::1]`."""
+    separator = "=" if "=" in text_ else ":"
+    host, found, address = text_.partition(separator)
+    if not found:
+        raise ValueError(f"extra_hosts entry {v.quote(text_)} must be HOST:ADDRESS")
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    return v.check_hostname(host), check_address(address)
+
+
+def _extra_hosts(node: Node, ctx: _Context, out: Fields) -> None:
+    if node.is_mapping:
+        entries = [
+            (entry.node, f"{name}:{text(entry.node, 'extra_hosts address')}")
+            for name, entry in node.value.items()
+        ]
+    else:
+        items = sequence(node, "extra_hosts")
+        entries = [(item, text(item, "extra_hosts entry")) for item in items]
+    hosts = []
+    for item, spec in entries:
+        try:
+            hosts.append(_extra_host(spec))
+        except ValueError as error:
+            raise fail(item, str(error)) from None
+    out["extra_hosts"] = tuple(hosts)
 
 
 def _long_port(node: Node) -> list[PortMapping]:
@@ -758,6 +856,10 @@ HANDLERS: dict[str, Callable[[Node, _Context, Fields], None]] = {
     "tmpfs": _tmpfs,
     "read_only": _flag("read_only"),
     "network": _network,
+    "networks": _networks,
+    "dns": _dns,
+    "dns_search": _dns_search,
+    "extra_hosts": _extra_hosts,
     "ports": _ports,
     "sockets": _sockets,
     "notify": _enum("notify", Notify),
@@ -852,5 +954,12 @@ def _check_whole(
         errors.append(fail(key_loc, f"container {v.quote(name)} needs 'image' or 'rootfs'"))
     if fields.get("notify") is Notify.HEALTHY and fields.get("healthcheck") is None:
         errors.append(fail(entries["notify"].node, "notify 'healthy' needs a healthcheck"))
+    if fields.get("networks") and fields.get("network", "bridge") != "bridge":
+        errors.append(
+            fail(
+                entries["networks"].key_loc,
+                f"'networks' joins bridge networks, but 'network' is {fields['network']!r}",
+            )
+        )
     if "socket" in entries and not fields.get("sockets"):
         errors.append(fail(entries["socket"].key_loc, "'socket' keys given but no 'sockets'"))
