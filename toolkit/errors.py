@@ -77,6 +77,16 @@ class DefinitionError(PodunitError):
         return f"{self.location}: {self.message}" if self.location else self.message
 
 
+class UnreadableFile(PodunitError):
+    """A file a definition names cannot be read safely (toolkit.safefile): `reason` says
+    why in a few words ("not a regular file (a FIFO)"), never quoting its contents."""
+
+    def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"cannot read {path}: {reason}", hint=hint)
+        self.path = path
+        self.reason = reason
+
+
 class ExecutableNotFound(PodunitError):
     """A program podunit needs (conmon, runc, ...) is not installed."""
 

@@ -259,7 +259,7 @@ def test_resolve_user_unknown_names() -> None:
 
 def test_env_files_and_devices_parsing() -> None:
     assert oci.parse_env_file("# c\n\nA=1\nB= two = 2 \n", "f") == [("A", "1"), ("B", " two = 2")]
-    with pytest.raises(PodunitError, match="f:2: expected KEY=VALUE"):
+    with pytest.raises(PodunitError, match="f:2: not a KEY=VALUE line"):
         oci.parse_env_file("A=1\nnonsense\n", "f")
     assert oci.parse_device("/dev/fuse") == ("/dev/fuse", "/dev/fuse", "rwm")
     assert oci.parse_device("/dev/a:/dev/b:r") == ("/dev/a", "/dev/b", "r")

@@ -11,12 +11,12 @@ undone where a string was meant.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import yaml
 
-from toolkit.errors import DefinitionError, Location
+from toolkit.errors import DefinitionError, Location, UnreadableFile
+from toolkit.safefile import read_bytes
 
 try:  # libyaml's parser and composer with the safe resolver, without a constructor
     from yaml._yaml import CParser
@@ -252,36 +252,23 @@ class _Converter:
         return result
 
 
-def _read(path: str) -> bytes:
-    """The whole file, with plain system calls (no buffered file object per file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks: list[bytes] = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
 def read_file(path: str) -> Node | None:
     """The file's document as a `Node` tree (None for an empty file).
 
-    Raises `DefinitionError` located at the problem for unreadable files, YAML
+    Raises `DefinitionError` located at the problem for unreadable files (read with
+    `toolkit.safefile`: regular files of at most 4 MiB, never blocking), YAML
     syntax errors, several documents, disallowed tags and recursive aliases.
     """
     name = path
     try:
-        data = _read(path)
+        data = read_bytes(path)
         loader = _Loader(data)
         try:
             document = loader.get_single_node()
         finally:
             loader.dispose()
-    except OSError as error:
-        raise DefinitionError(Location(name, 1, 1), f"cannot read: {error.strerror}") from None
+    except UnreadableFile as error:
+        raise DefinitionError(Location(name, 1, 1), f"cannot read: {error.reason}") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from toolkit import safefile
 from toolkit.definitions.model import Container, Mount, MountType
-from toolkit.errors import PodunitError
+from toolkit.errors import PodunitError, UnreadableFile
 from toolkit.fs import read_text
 
 OCI_VERSION = "1.0.2"
@@ -575,7 +576,11 @@ def read_rootfs_file(rootfs: str, path: str) -> str:
 
 
 def parse_env_file(text: str, source: str) -> list[tuple[str, str]]:
-    """`K=V` lines (Compose env_file): blank lines and `#` comments skipped."""
+    """`K=V` lines (Compose env_file): blank lines and `#` comments skipped.
+
+    A bad line is reported by its location only: an env_file holds secrets, and
+    errors end up in the journal (issue 15 item 15).
+    """
     pairs = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -583,18 +588,23 @@ def parse_env_file(text: str, source: str) -> list[tuple[str, str]]:
             continue
         key, equals, value = stripped.partition("=")
         if not equals or not key or any(c.isspace() for c in key):
-            raise PodunitError(f"{source}:{number}: expected KEY=VALUE, got {line!r}")
+            raise PodunitError(
+                f"env_file {source}:{number}: not a KEY=VALUE line (its text is not shown: "
+                "it may hold a secret)"
+            )
         pairs.append((key, value))
     return pairs
 
 
 def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The `K=V` pairs of every env_file, in order (read with toolkit.safefile: regular
+    files of at most 4 MiB, never blocking)."""
     pairs: list[tuple[str, str]] = []
     for path in paths:
         try:
-            text = read_text(path)
-        except OSError as error:
-            raise PodunitError(f"env_file {path}: {error.strerror}") from error
+            text = safefile.read_text(path)
+        except UnreadableFile as error:
+            raise PodunitError(f"env_file {path}: {error.reason}") from None
         pairs += parse_env_file(text, path)
     return tuple(pairs)
 
@@ -662,9 +672,11 @@ def gather_inputs(
     profile = None
     if container.seccomp not in ("default", "unconfined"):
         try:
-            profile = json.loads(read_text(container.seccomp))
-        except (OSError, ValueError) as error:
-            raise PodunitError(f"seccomp profile {container.seccomp}: {error}") from error
+            profile = json.loads(safefile.read_bytes(container.seccomp))
+        except UnreadableFile as error:
+            raise PodunitError(f"seccomp profile {container.seccomp}: {error.reason}") from None
+        except ValueError as error:  # json's messages give the position, not the text
+            raise PodunitError(f"seccomp profile {container.seccomp}: {error}") from None
     return SpecInputs(
         container_id=container_id,
         rootfs=rootfs,
