@@ -25,7 +25,7 @@ from toolkit.definitions.model import Container, DependencyCondition, NetworkSpe
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
 from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
-from toolkit.definitions.search import Scan, run_dir
+from toolkit.definitions.search import Scan
 from toolkit.definitions.search import search_dirs as search_dirs  # re-exported
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
@@ -58,7 +58,7 @@ def scan_all(
     """The walk of the search path `dirs` (highest precedence first): the first file
     of a name wins, subdirectories are walked (not the runtime's entries of the
     mode's run directory), `*.d` directories hold drop-ins."""
-    scan = Scan(skip_runtime=run_dir(user=user, environ=environ))
+    scan = Scan.of_mode(user=user, environ=environ)
     for directory in dirs:
         scan.walk(os.fspath(directory), shadow=True)
     return scan
@@ -99,8 +99,10 @@ def load_paths(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
 
 
 def load_scan(scan: Scan) -> LoadResult:
-    """Read, merge, parse and cross-check every definition the walk found."""
+    """Read, merge, parse and cross-check every definition the walk found (the walk's
+    own problems first)."""
     result = LoadResult()
+    result.errors.extend(scan.problems)
     origin: dict[str, Location] = {}  # unit name -> where it was first defined (good or bad)
     declared: dict[str, tuple[NetworkSpec, Location]] = {}  # every file's networks
     for source in scan.sources.values():
@@ -178,10 +180,12 @@ def _read_merged(files: list[str], errors: list[DefinitionError]) -> Node | None
     """The main file with its drop-ins merged over it; None (errors noted) if any is unreadable."""
     document: Node | None = None
     ok = True
-    for path in files:
+    for index, path in enumerate(files):
         try:
             node = read_file(path)
         except DefinitionError as error:
+            if index and error.hint is None:  # a drop-in: say what it costs
+                error.hint = f"{files[0]} is not generated without its drop-ins"
             errors.append(error)
             ok = False
             continue

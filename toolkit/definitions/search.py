@@ -8,15 +8,23 @@ whether anything changed without reading a file.
 
 The run directory (`/run/podunit`, `$XDG_RUNTIME_DIR/podunit`) is also the first
 search directory; the entries the runtime and the generator keep there
-(`RUNTIME_ENTRIES`, the layout in `toolkit.storage.paths`) are not definitions and are not
-walked: `rootfs/<id>` holds whole container root file systems, whose YAML files
-must never become units.
+(`RUNTIME_ENTRIES` and `runtime-*`, the layout in `toolkit.storage.paths`) are not
+definitions and are not walked: `rootfs/<id>` holds whole container root file
+systems, whose YAML files must never become units, and `runtime-runc/` changes at
+every container start (walking it would invalidate the generator's cache).
+The system search path never includes `/etc/podunit/users` (the user generator's).
+
+One bad entry never stops the walk (podunit.yaml(5), "FILES AND SEARCH PATH"):
+symbolic link loops, unreachable targets and unreadable subdirectories are noted
+in `Scan.problems` and skipped; symbolic links to / or into /proc, /sys and /dev
+are not followed; the walk stops at `MAX_DEPTH` levels and `MAX_ENTRIES` entries.
 
 Only `os` is imported: the generator's warm path runs this without PyYAML or the model.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 from toolkit.errors import DefinitionError
@@ -24,7 +32,7 @@ from toolkit.fs import clean_path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from typing import TypeAlias
 
     # One input of the walk: ("d"|"f", path, st_dev, st_ino, st_size, st_mtime_ns,
@@ -39,6 +47,14 @@ SUFFIXES = (".yaml", ".yml")
 RUNTIME_ENTRIES = frozenset(
     ["boot-id", "exits", "pidfiles", "locks", "containers", "rootfs", "sockets", "generator-cache"]
 )
+RUNTIME_PREFIX = "runtime-"  # runtime-runc, runtime-crun: the OCI runtimes' --root state
+# The per-user admin directory: the user generator's (`/etc/podunit/users/$UID`), never
+# system definitions (as Quadlet keeps its users/ directory out of system units).
+USERS_DIR = "/etc/podunit/users"
+# Symbolic links to these (or to /) are not walked: kernel file systems, endless trees.
+KERNEL_DIRS = ("/proc", "/sys", "/dev")
+MAX_DEPTH = 16  # directory levels below a search directory
+MAX_ENTRIES = 100_000  # entries of all walked directories together
 
 
 def search_dirs(*, user: bool = False, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -101,43 +117,110 @@ def _identity(kind: str, path: str, status: os.stat_result) -> Input:
     )
 
 
+def _refused_target(path: str) -> str | None:
+    """Why the directory `path`, reached through a symbolic link, is not walked: the
+    root or a kernel file system (/proc holds a link to / for every process, so
+    walking it walks everything), else None."""
+    real = os.path.realpath(path)
+    if real == "/":
+        return "is a symbolic link to /: not searched"
+    for kernel in KERNEL_DIRS:
+        if real == kernel or real.startswith(kernel + "/"):
+            return f"is a symbolic link into {kernel}, a kernel file system: not searched"
+    return None
+
+
 class Scan:
     """Definition files and drop-in directories found under the search directories.
 
-    `skip_runtime`: the run directory whose `RUNTIME_ENTRIES` are not walked.
+    `skip_runtime`: the run directory whose `RUNTIME_ENTRIES` are not walked;
+    `exclude`: directories never walked (the system generator's `USERS_DIR`).
+    The walk never raises: an entry it cannot use is skipped and noted in
+    `problems` (one located `DefinitionError` each), the rest is still found.
+    A name ending in `.yaml`/`.yml` is a definition whatever it is (it hides the
+    lower files of its name); reading it (`toolkit.safefile`) reports one that
+    is not a regular file.
     """
 
-    def __init__(self, *, skip_runtime: str | None = None) -> None:
+    def __init__(
+        self, *, skip_runtime: str | None = None, exclude: Iterable[str] = ()
+    ) -> None:
         self.sources: dict[str, str] = {}  # file name (or path) -> first file of that name
         self.dropins: dict[str, dict[str, str]] = {}  # "web.yaml.d" -> drop-in name -> file
         self.seen: set[tuple[int, int]] = set()  # (device, inode) of walked directories
         self.inputs: list[Input] = []  # what the result depends on, in walk order
+        self.problems: list[DefinitionError] = []  # entries skipped, and why
         self.skip_runtime = skip_runtime
+        self.entries = 0  # entries looked at, against MAX_ENTRIES
+        for path in exclude:
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            self.seen.add((status.st_dev, status.st_ino))
 
-    def walk(self, directory: str, *, shadow: bool) -> None:
+    @classmethod
+    def of_mode(cls, *, user: bool, environ: Mapping[str, str] = os.environ) -> Scan:
+        """An empty walk for the search path of the mode (system: without `USERS_DIR`)."""
+        return cls(
+            skip_runtime=run_dir(user=user, environ=environ),
+            exclude=() if user else (USERS_DIR,),
+        )
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(DefinitionError(None, f"{path}: {message}"))
+
+    def walk(self, directory: str, *, shadow: bool, depth: int = 0) -> None:
         """Add the files under `directory` (`shadow`: the first file of a name wins)."""
         try:
             status = os.stat(directory)
+            if (status.st_dev, status.st_ino) in self.seen:  # symlink loops, excluded
+                return
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:  # missing search directories are normal
+        except OSError as error:  # missing search directories are normal
             self.inputs.append(("-", directory))
-            return
-        if (status.st_dev, status.st_ino) in self.seen:  # symlink loops
+            if depth and error.errno != errno.ENOENT:
+                self.problem(directory, f"cannot read the directory: {error.strerror}; skipped")
             return
         self.seen.add((status.st_dev, status.st_ino))
         self.inputs.append(_identity("d", directory, status))
+        self.entries += len(entries)
+        if self.entries > MAX_ENTRIES:
+            self.problem(
+                directory,
+                f"more than {MAX_ENTRIES} entries on the search path: not searched "
+                "(is a search directory linked to a large tree?)",
+            )
+            return
         runtime = directory == self.skip_runtime
         for entry in entries:
             name = entry.name
             if name.startswith("."):  # hidden: editors' and VCS files
                 continue
-            if runtime and name in RUNTIME_ENTRIES:
+            if runtime and (name in RUNTIME_ENTRIES or name.startswith(RUNTIME_PREFIX)):
                 continue
-            if entry.is_dir():
-                if name.endswith(".d"):
-                    self.dropin_dir(entry.path, name)
+            try:
+                is_dir = entry.is_dir()
+            except OSError as error:  # a symlink loop, an unreachable target
+                if name.endswith(SUFFIXES):
+                    self.add_source(entry.path, shadow=shadow, status=None)  # read reports it
                 else:
-                    self.walk(entry.path, shadow=shadow)
+                    self.inputs.append(("-", entry.path))
+                    self.problem(entry.path, f"cannot tell what it is: {error.strerror}; skipped")
+                continue
+            if is_dir:
+                refused = _refused_target(entry.path) if entry.is_symlink() else None
+                if refused is not None:
+                    self.inputs.append(("-", entry.path))
+                    self.problem(entry.path, refused)
+                elif name.endswith(".d"):
+                    self.dropin_dir(entry.path, name)
+                elif depth >= MAX_DEPTH:
+                    self.problem(
+                        entry.path, f"more than {MAX_DEPTH} directory levels deep: not searched"
+                    )
+                else:
+                    self.walk(entry.path, shadow=shadow, depth=depth + 1)
             elif name.endswith(SUFFIXES):
                 self.add_source(entry.path, shadow=shadow, status=_stat(entry))
 
@@ -153,10 +236,12 @@ class Scan:
         try:
             status = os.stat(path)
             entries = list(os.scandir(path))
-        except OSError:
+        except OSError as error:
             self.inputs.append(("-", path))
+            self.problem(path, f"cannot read the drop-in directory: {error.strerror}; skipped")
             return
         self.inputs.append(_identity("d", path, status))
+        self.entries += len(entries)
         for entry in entries:
             if entry.name.endswith(SUFFIXES) and not entry.name.startswith("."):
                 entry_status = _stat(entry)
@@ -176,5 +261,5 @@ class Scan:
 def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
     try:
         return entry.stat()
-    except OSError:  # a dangling symlink: read_file reports it
+    except OSError:  # a dangling symlink or a loop: reading it reports it
         return None

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from toolkit.definitions.search import Scan, run_dir, search_dirs
+from toolkit.definitions.search import Scan, search_dirs
 from toolkit.errors import DefinitionError, PodunitError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -128,7 +128,7 @@ def podunit_executable(
 def _scan(*, user: bool, environ: Mapping[str, str]) -> tuple[list[str], Scan]:
     """The search path and its walk (no file is read yet)."""
     dirs = search_dirs(user=user, environ=environ)
-    scan = Scan(skip_runtime=run_dir(user=user, environ=environ))
+    scan = Scan.of_mode(user=user, environ=environ)
     for directory in dirs:
         scan.walk(directory, shadow=True)
     return dirs, scan
