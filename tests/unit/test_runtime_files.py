@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import oci
 from toolkit.definitions.model import Container
 from toolkit.errors import Location, PodunitError
+from toolkit.runtime import oci
 
 
 @pytest.fixture(autouse=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import generator_cache
 from toolkit.definitions import search
 from toolkit.definitions.loader import load_all, load_paths, scan_all
-from toolkit.generator import generate
+from toolkit.unitgen import cache as generator_cache
+from toolkit.unitgen.generator import generate
 
 GOOD = "containers:\n  good:\n    rootfs: /srv/good\n"
 
