@@ -158,10 +158,11 @@ def test_full_compose_file_maps_onto_the_model() -> None:
         "web",
     )
     assert web.mounts == (
-        Mount(MountType.BIND, "/usr/share/nginx/html", f"{good}/html", read_only=True),
+        Mount(MountType.BIND, "/usr/share/nginx/html", f"{good}/html", True, None,
+              ("create_host_path",)),  # the short syntax implies it (Compose specification)
         Mount(MountType.BIND, "/etc/nginx/conf.d", f"{good}/conf", True, None, ("rprivate",)),
         Mount(MountType.TMPFS, "/scratch", None, False, 64 << 20, ("mode=1777",)),
-        Mount(MountType.VOLUME, "/data", "data", options=("nocopy",)),
+        Mount(MountType.VOLUME, "/data", "demo_data", options=("nocopy",)),  # PROJECT_VOLUME
         Mount(MountType.TMPFS, "/run"),
     )
     assert web.read_only and web.network == "host"
@@ -246,8 +247,6 @@ UNSUPPORTED_SAMPLES: dict[str, str] = {
     "build": ".",
     "expose": "['80']",
     "links": "[db]",
-    "secrets": "[token]",
-    "configs": "[conf]",
     "profiles": "[debug]",
     "shm_size": "64m",
     "stdin_open": "true",
@@ -311,8 +310,8 @@ def test_unsupported_service_keys_are_refused_by_name(tmp_path: Path, key: str) 
         ("    mem_limit: 1g\n    deploy: {resources: {limits: {memory: 2g}}}\n", "set twice"),
         ("    cpu_shares: 1\n", "4:17: cpu_shares '1' must be an integer 2..262144"),
         (
-            "    volumes: [{type: bind, source: /x, target: /y, bind: {selinux: z}}]\n",
-            "4:59: unknown key 'selinux' in bind",
+            "    volumes: [{type: bind, source: /x, target: /y, bind: {recursive: disabled}}]\n",
+            "4:59: unknown key 'recursive' in bind",
         ),
         (
             "    healthcheck: {test: [CMD, 'true'], start_interval: 1s}\n",
@@ -334,10 +333,10 @@ def test_compose_values_without_a_podunit_meaning(
 @pytest.mark.parametrize(
     ("top_level", "expected"),
     [
-        ("configs:\n  c: {file: ./c.conf}\n", "Compose key 'configs' is not supported"),
-        ("secrets:\n  s: {file: ./s}\n", "Compose key 'secrets' is not supported"),
-        ("volumes:\n  data: {driver: local}\n", "Compose key 'volumes.data.driver' is not"),
-        ("volumes:\n  data: {external: true}\n", "Compose key 'volumes.data.external' is not"),
+        ("configs:\n  c: {external: true}\n", "external configs live in a Swarm"),
+        ("secrets:\n  s: {driver: vault}\n", "secret key 'driver' needs a Swarm"),
+        ("volumes:\n  data: {driver: nfs}\n", "volume driver 'nfs' is not supported"),
+        ("volumes:\n  data: {external: true, driver: local}\n", "volume 'data' is external"),
     ],
 )
 def test_top_level_compose_keys_refused_by_name(

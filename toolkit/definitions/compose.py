@@ -21,7 +21,7 @@ SAME_KEYS = frozenset(
         "group_add", "hostname", "volumes", "tmpfs", "read_only", "ports", "healthcheck",
         "stop_signal", "restart", "cap_add", "cap_drop", "privileged", "devices", "sysctls",
         "ulimits", "security_opt", "labels", "annotations", "init", "depends_on",
-        "networks", "dns", "dns_search", "extra_hosts",
+        "networks", "dns", "dns_search", "extra_hosts", "secrets", "configs",
     }
 )  # fmt: skip
 # Compose key -> podunit key (a dotted target is a key of a nested podunit mapping).
@@ -46,22 +46,25 @@ X_PODUNIT_KEYS = frozenset(
     }
 )  # fmt: skip
 # Compose top-level keys: accepted ones; the rest of the Compose specification is refused.
-TOP_LEVEL_KEYS = frozenset({"services", "name", "version", "volumes", "networks"})
-UNSUPPORTED_TOP_LEVEL = frozenset({"configs", "secrets", "include", "models"})
-NAMED_VOLUME_KEYS = frozenset({"name"})
+TOP_LEVEL_KEYS = frozenset(
+    {"services", "name", "version", "volumes", "networks", "secrets", "configs"}
+)
+# parsed with the own form's (toolkit.definitions.declarations), not here
+DECLARATION_KEYS = frozenset({"volumes", "secrets", "configs"})
+UNSUPPORTED_TOP_LEVEL = frozenset({"include", "models"})
 LOGGING_DRIVERS = frozenset({"journald", "k8s-file", "none"})
 
 # Every service key of the Compose specification that podunit refuses, for the message.
 UNSUPPORTED_KEYS = frozenset(
     {
-        "attach", "blkio_config", "build", "cgroup", "cgroup_parent", "configs", "cpu_count",
+        "attach", "blkio_config", "build", "cgroup", "cgroup_parent", "cpu_count",
         "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpuset",
         "credential_spec", "develop", "device_cgroup_rules", "dns_opt",
         "domainname", "expose", "extends", "external_links", "gpus", "ipc",
         "isolation", "label_file", "links", "mac_address", "mem_swappiness", "memswap_limit",
         "models", "oom_kill_disable", "oom_score_adj", "pid", "platform",
         "post_start", "pre_stop", "profiles", "provider", "pull_policy", "pull_refresh_after",
-        "runtime", "scale", "secrets", "shm_size", "stdin_open", "storage_opt", "tty",
+        "runtime", "scale", "shm_size", "stdin_open", "storage_opt", "tty",
         "use_api_socket", "userns_mode", "uts", "volumes_from",
     }
 )  # fmt: skip
@@ -207,44 +210,19 @@ def translate_service(name: str, node: Node) -> Node:
 
 
 def check_top_level(document: Node, errors: list[DefinitionError]) -> None:
-    """Compose's top-level keys besides `services`: `name`, `version`, `volumes` (names only)."""
+    """Compose's top-level keys besides `services`, `volumes`, `secrets` and `configs` (which
+    `toolkit.definitions.declarations` parses): `name`, `version`."""
     for key, entry in document.value.items():
-        if key.startswith("x-") or key == "services":
+        if key.startswith("x-") or key == "services" or key in DECLARATION_KEYS:
             continue
         try:
             if key == "name" or key == "version":
                 text(entry.node, key)
             elif key == "networks":
                 pass  # parsed with the services (toolkit.definitions.networks)
-            elif key == "volumes":
-                _check_named_volumes(entry.node)
             elif key in UNSUPPORTED_TOP_LEVEL:
                 raise unsupported(entry.key_loc, key)
             else:
                 raise unknown(entry.key_loc, "top-level key", key, TOP_LEVEL_KEYS)
         except DefinitionError as error:
             errors.append(error)
-
-
-def _check_named_volumes(node: Node) -> None:
-    """Top-level `volumes:` may only declare plain named volumes (no driver)."""
-    if node.value is None:
-        return
-    if not node.is_mapping:
-        raise fail(node, "volumes must be a mapping of volume names")
-    for volume, entry in node.value.items():
-        try:
-            v.check_volume_name(volume)
-        except ValueError as error:
-            raise fail(entry.key_loc, str(error)) from None
-        if entry.node.value is None:
-            continue
-        if not entry.node.is_mapping:
-            raise fail(entry.node, f"volume {v.quote(volume)} must be a mapping or empty")
-        for key, sub in entry.node.value.items():
-            if key.startswith("x-"):
-                continue
-            if key == "name":
-                text(sub.node, "name")
-            else:
-                raise unsupported(sub.key_loc, f"volumes.{volume}.{key}")

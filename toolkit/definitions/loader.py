@@ -21,7 +21,13 @@ from toolkit.definitions import networks
 from toolkit.definitions import values as v
 from toolkit.definitions.instances import instantiate
 from toolkit.definitions.instances import substitute as substitute  # re-exported
-from toolkit.definitions.model import Container, DependencyCondition, NetworkSpec, Notify
+from toolkit.definitions.model import (
+    Container,
+    Declarations,
+    DependencyCondition,
+    NetworkSpec,
+    Notify,
+)
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
 from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
@@ -30,7 +36,9 @@ from toolkit.definitions.search import search_dirs as search_dirs  # re-exported
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
 
-DOCUMENT_KEYS = frozenset({"containers", "services", "version", "networks"})
+DOCUMENT_KEYS = frozenset(
+    {"containers", "services", "version", "networks", "volumes", "secrets", "configs"}
+)
 
 
 class LoadResult:
@@ -95,7 +103,22 @@ def load_paths(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
             result.errors.append(DefinitionError(Location(path, 1, 1), "no such file"))
     loaded = load_scan(scan)
     loaded.errors[:0] = result.errors
+    _check_secret_files(loaded)
     return loaded
+
+
+def _check_secret_files(result: LoadResult) -> None:
+    """A secret's or config's `file:` must exist (`podunit validate`; the generator does not
+    look, so a file made after daemon-reload still counts; `podunit run` checks again)."""
+    for container in result.containers.values():
+        missing = [s for s in container.secrets if s.file and not os.path.isfile(s.file)]
+        if missing:
+            what = "config" if missing[0].config else "secret"
+            error = fail(
+                container.source,
+                f"{what} {v.quote(missing[0].name)}: no such file {v.quote(missing[0].file)}",
+            )
+            result.errors.append(error)
 
 
 def load_scan(scan: Scan) -> LoadResult:
@@ -117,10 +140,11 @@ def load_scan(scan: Scan) -> LoadResult:
             continue
         file_networks = _file_networks(document, result.errors)
         networks.merge_declared(declared, file_networks, result.errors)
+        declarations = _declarations(document, source, result.errors)
         for name, key_loc, spec, from_compose in _container_entries(document, result.errors):
             unit_name = name
             errors: list[DefinitionError] = []
-            container = _parse_one(name, key_loc, spec, source, from_compose, errors)
+            container = _parse_one(name, key_loc, spec, source, declarations, errors)
             if container is not None:
                 try:
                     container = networks.attach_networks(
@@ -203,6 +227,17 @@ def _read_merged(files: list[str], errors: list[DefinitionError]) -> Node | None
     return document if ok else None
 
 
+def _declarations(document: Node, source: str, errors: list[DefinitionError]) -> Declarations:
+    """The file's top-level volumes, secrets and configs (a Compose file's volumes are
+    named after its project)."""
+    from toolkit.definitions.declarations import parse_declarations, project_name
+
+    base_dir = os.path.abspath(os.path.dirname(source))
+    compose = "services" in document.value
+    project = project_name(document, base_dir) if compose else None
+    return parse_declarations(document, base_dir, errors, compose=compose, project=project)
+
+
 def _container_entries(
     document: Node, errors: list[DefinitionError]
 ) -> Iterable[tuple[str, Location, Node, bool]]:
@@ -243,10 +278,10 @@ def _container_entries(
 
 
 def _parse_one(
-    name: str, key_loc: Location, spec: Node, source: str, from_compose: bool,
+    name: str, key_loc: Location, spec: Node, source: str, declarations: Declarations,
     errors: list[DefinitionError],
 ) -> Container | None:  # fmt: skip
-    if from_compose:
+    if declarations.compose:
         from toolkit.definitions.compose import translate_service
 
         try:
@@ -254,7 +289,8 @@ def _parse_one(
         except DefinitionError as error:
             errors.append(error)
             return None
-    return parse_container(name, key_loc, spec, os.path.abspath(os.path.dirname(source)), errors)
+    base_dir = os.path.abspath(os.path.dirname(source))
+    return parse_container(name, key_loc, spec, base_dir, errors, declarations)
 
 
 def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> None:

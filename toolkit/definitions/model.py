@@ -121,6 +121,57 @@ class Mount(NamedTuple):
     options: tuple[str, ...] = ()
 
 
+class Volume(NamedTuple):
+    """A named volume as declared by a top-level `volumes:` entry (podunit.yaml(5) VOLUMES).
+
+    `name` is the volume's real name in podunit's volume store (a Compose file's
+    volumes are `PROJECT_KEY` unless `name:` or `external` says otherwise). `kind`:
+    `directory` (podunit keeps the data under its state directory), `bind` (the data
+    is the host directory `device`), `tmpfs` (memory; `options` as mount(8) tmpfs).
+    """
+
+    name: str
+    kind: str = "directory"
+    device: str | None = None  # bind: absolute host path
+    options: tuple[str, ...] = ()  # driver_opts `o`, split at commas (bind/rbind dropped)
+    external: bool = False  # must already exist: never created by a container's start
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+class Secret(NamedTuple):
+    """A secret or config mounted read-only into a container (podunit.yaml(5) SECRETS).
+
+    Exactly one of `file` (absolute host path), `environment` (a variable of the
+    environment `podunit run` starts with, read at start) or `content` (configs only)
+    gives the value; the generator never reads it, so it is never in a unit or plan.
+    """
+
+    name: str  # the top-level key
+    target: str  # absolute path in the container
+    file: str | None = None
+    environment: str | None = None
+    content: str | None = None
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+    config: bool = False  # a `configs:` entry (else `secrets:`)
+
+
+class Declarations(NamedTuple):
+    """A file's top-level `volumes:`, `secrets:`, `configs:`, keyed as written
+    (`toolkit.definitions.declarations` parses them; containers refer to them by key).
+    The secrets' and configs' `target` is empty until a container refers to one."""
+
+    volumes: Mapping[str, Volume]
+    secrets: Mapping[str, Secret]
+    configs: Mapping[str, Secret]
+    compose: bool = False  # a Compose file: a volume must be declared to be used
+    broken: frozenset[str] = frozenset()  # "volumes:KEY", ... of declarations with errors
+
+
+NO_DECLARATIONS = Declarations({}, {}, {})
+
+
 class SocketSpec(NamedTuple):
     """One socket of the generated NAME.socket (spec §3.3).
 
@@ -195,6 +246,8 @@ class Container(NamedTuple):
     group_add: tuple[str, ...] = ()
     hostname: str | None = None
     mounts: tuple[Mount, ...] = ()  # volumes: and tmpfs: together, in order
+    volumes: tuple[Volume, ...] = ()  # the declared named volumes `mounts` use
+    secrets: tuple[Secret, ...] = ()  # secrets: and configs: together, in order
     read_only: bool = False
     # None: the default network mode (bridge, the default network); "bridge", "none",
     # "host" or a network name. `networks` lists several, with aliases and addresses.
@@ -256,6 +309,8 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
     NetworkAttachment: {},
     NetworkSpec: {},
     Mount: {"type": MountType},
+    Volume: {},
+    Secret: {},
     SocketSpec: {"type": SocketType},
     Healthcheck: {"interval": timedelta, "timeout": timedelta, "start_period": timedelta},
     Resources: {},
@@ -266,6 +321,8 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
     Container: {
         "source": Location,
         "mounts": (Mount,),
+        "volumes": (Volume,),
+        "secrets": (Secret,),
         "ports": (PortMapping,),
         "networks": (NetworkAttachment,),
         "network_specs": (NetworkSpec,),

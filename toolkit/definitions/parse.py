@@ -13,8 +13,10 @@ from typing import Any
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import (
+    NO_DECLARATIONS,
     CgroupMode,
     Container,
+    Declarations,
     Dependency,
     DependencyCondition,
     Healthcheck,
@@ -28,9 +30,11 @@ from toolkit.definitions.model import (
     Reload,
     Resources,
     Restart,
+    Secret,
     SocketSpec,
     SocketType,
     Ulimit,
+    Volume,
 )
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError, Location
@@ -38,8 +42,8 @@ from toolkit.errors import DefinitionError, Location
 Pairs = tuple[tuple[str, str], ...]
 
 
-def fail(node: Node | Location, message: str) -> DefinitionError:
-    return DefinitionError(node if isinstance(node, Location) else node.loc, message)
+def fail(node: Node | Location, message: str, *, hint: str | None = None) -> DefinitionError:
+    return DefinitionError(node if isinstance(node, Location) else node.loc, message, hint=hint)
 
 
 def unknown(
@@ -228,8 +232,11 @@ RELOAD_KEYS = frozenset({"signal", "command"})
 INSTALL_KEYS = frozenset({"wanted_by", "required_by", "alias"})
 LOG_OPT_KEYS = frozenset({"max_size"})
 VOLUME_KEYS = frozenset(
-    {"type", "source", "target", "read_only", "size", "bind", "tmpfs", "volume"}
+    {"type", "source", "target", "read_only", "size", "bind", "tmpfs", "volume", "consistency"}
 )
+BIND_KEYS = frozenset({"propagation", "create_host_path", "selinux"})
+SECRET_REFERENCE_KEYS = frozenset({"source", "target", "uid", "gid", "mode"})
+SECRETS_DIR = "/run/secrets"
 PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode"})
 DEPENDENCY_KEYS = frozenset({"condition", "required"})
 ENV_FILE_KEYS = frozenset({"path", "required"})
@@ -241,9 +248,12 @@ Fields = dict[str, Any]
 class _Context:
     """What a key handler needs besides its node."""
 
-    def __init__(self, base_dir: str, template: bool) -> None:
+    def __init__(
+        self, base_dir: str, template: bool, declarations: Declarations = NO_DECLARATIONS
+    ) -> None:
         self.base_dir = base_dir
         self.template = template
+        self.declarations = declarations
 
 
 def _image(node: Node, ctx: _Context, out: Fields) -> None:
@@ -307,17 +317,17 @@ def _long_volume(node: Node, ctx: _Context) -> Mount:
     target = converted(keys["target"].node, v.check_container_path, "target")
     read_only = boolean(keys["read_only"].node, "read_only") if "read_only" in keys else False
     source, options, mount_size = None, [], None
+    if "consistency" in keys:
+        text(keys["consistency"].node, "consistency")  # Docker Desktop's file sharing: no effect
     if kind is MountType.TMPFS:
         if "source" in keys:
             raise fail(keys["source"].key_loc, "a tmpfs volume has no 'source'")
-    else:
+    elif kind is MountType.BIND:
         if "source" not in keys:
-            raise fail(node, f"a {kind.value} volume needs 'source'")
-        source = non_empty(keys["source"].node, "source")
-        if kind is MountType.BIND:
-            source = v.resolve_host_path(source, ctx.base_dir)
-        else:
-            source = converted(keys["source"].node, v.check_volume_name, "source")
+            raise fail(node, "a bind volume needs 'source'")
+        source = v.resolve_host_path(non_empty(keys["source"].node, "source"), ctx.base_dir)
+    elif "source" in keys:  # a named volume; without a source an anonymous one
+        source = converted(keys["source"].node, v.check_volume_name, "source")
     if "size" in keys:
         mount_size = size(keys["size"].node, "size")
     for sub_key, wanted in (
@@ -331,11 +341,15 @@ def _long_volume(node: Node, ctx: _Context) -> Mount:
             raise fail(keys[sub_key].key_loc, f"'{sub_key}' options on a {kind.value} volume")
         sub_node = keys[sub_key].node
         if sub_key == "bind":
-            sub = check_keys(sub_node, ("propagation", "create_host_path"), "bind")
+            sub = check_keys(sub_node, BIND_KEYS, "bind")
             if "propagation" in sub:
                 options.append(choice(sub["propagation"].node, "propagation", v.PROPAGATIONS))
-            if "create_host_path" in sub and boolean(sub["create_host_path"].node, "x"):
-                raise fail(sub["create_host_path"].node, "create_host_path is not supported")
+            if "create_host_path" in sub and boolean(
+                sub["create_host_path"].node, "create_host_path"
+            ):
+                options.append(v.CREATE_HOST_PATH)
+            if "selinux" in sub:  # relabelling: no SELinux here, accepted as Docker does then
+                choice(sub["selinux"].node, "selinux", ("z", "Z"))
         elif sub_key == "tmpfs":
             sub = check_keys(sub_node, ("size", "mode"), "tmpfs")
             if "size" in sub:
@@ -353,14 +367,118 @@ def _long_volume(node: Node, ctx: _Context) -> Mount:
     return Mount(kind, target, source, read_only, mount_size, tuple(options))
 
 
+def _named_volume(mount: Mount, node: Node, ctx: _Context, used: dict[str, Volume]) -> Mount:
+    """A named volume's mount with the volume's real name; its declaration noted in `used`."""
+    if mount.type is not MountType.VOLUME or mount.source is None:
+        return mount
+    declared = ctx.declarations.volumes.get(mount.source)
+    if declared is None:
+        _check_not_broken(ctx.declarations, "volumes", mount.source, node)
+        if ctx.declarations.compose:
+            raise fail(
+                node,
+                f"volume {v.quote(mount.source)} is not declared under the top-level "
+                f"'volumes:'{v.did_you_mean(mount.source, ctx.declarations.volumes)}",
+                hint=f"add it: volumes: {{{mount.source}: {{}}}}",
+            )
+        return mount  # the own form: an undeclared name is a plain local volume
+    used[declared.name] = declared
+    return mount._replace(source=declared.name)
+
+
 def _volumes(node: Node, ctx: _Context, out: Fields) -> None:
     mounts = []
+    used: dict[str, Volume] = {volume.name: volume for volume in out.get("volumes", ())}
     for item in sequence(node, "volumes"):
         if item.is_mapping:
-            mounts.append(_long_volume(item, ctx))
+            mount = _long_volume(item, ctx)
         else:
-            mounts.append(converted(item, lambda s: v.parse_volume(s, ctx.base_dir), "volume"))
+            mount = converted(item, lambda s: v.parse_volume(s, ctx.base_dir), "volume")
+            if ctx.declarations.compose and mount.type is MountType.BIND:
+                # the Compose specification: the short syntax implies create_host_path
+                mount = mount._replace(options=(*mount.options, v.CREATE_HOST_PATH))
+        mounts.append(_named_volume(mount, item, ctx, used))
     out["mounts"] = (*out.get("mounts", ()), *mounts)
+    if used:
+        out["volumes"] = tuple(used.values())
+
+
+def _numeric_id(node: Node, what: str) -> int:
+    raw = node.raw if node.raw is not None else ""
+    if not raw.isdigit() or int(raw) > 0xFFFFFFFE:
+        raise fail(node, f"{what} must be a number 0..4294967294, not {quote_node(node)}")
+    return int(raw)
+
+
+def _file_mode(node: Node) -> int:
+    """`0440` or `0o440` (octal, as Compose writes it), or a decimal number (YAML 1.1 reads an
+    unquoted 0440 as octal already)."""
+    raw = node.raw or ""
+    if isinstance(node.value, int) and not isinstance(node.value, bool):
+        value = node.value
+    else:
+        digits = raw.removeprefix("0o")
+        if not (raw.startswith("0") and digits.isdigit() and set(digits) <= set("01234567")):
+            raise fail(node, f"mode {quote_node(node)} must be an octal number such as 0440")
+        value = int(digits, 8)
+    if not 0 <= value <= 0o7777:
+        raise fail(node, f"mode {quote_node(node)} out of range 0..07777")
+    return value
+
+
+def _check_not_broken(declarations: Declarations, top: str, key: str, node: Node) -> None:
+    if f"{top}:{key}" in declarations.broken:
+        what = top.rstrip("s")
+        raise fail(node, f"{what} {v.quote(key)} cannot be used: its declaration has errors")
+
+
+def _secret_reference(item: Node, declarations: Declarations, config: bool) -> Secret:
+    """A `secrets:`/`configs:` item (a name, or `{source, target, uid, gid, mode}`) resolved
+    against the file's top-level declarations."""
+    what = "config" if config else "secret"
+    declared = declarations.configs if config else declarations.secrets
+    fields: dict[str, Any] = {}
+    source_node = item
+    target = None
+    if item.is_mapping:
+        keys = check_keys(item, SECRET_REFERENCE_KEYS, what)
+        if "source" not in keys:
+            raise fail(item, f"a {what} reference needs 'source'")
+        source_node = keys["source"].node
+        if "target" in keys:
+            target = non_empty(keys["target"].node, "target")
+        for id_key in ("uid", "gid"):
+            if id_key in keys:
+                fields[id_key] = _numeric_id(keys[id_key].node, id_key)
+        if "mode" in keys:
+            fields["mode"] = _file_mode(keys["mode"].node)
+    source = non_empty(source_node, what)
+    top = "configs" if config else "secrets"
+    if source not in declared:
+        _check_not_broken(declarations, top, source, source_node)
+        raise fail(
+            source_node,
+            f"{what} {v.quote(source)} is not declared under the top-level '{top}:'"
+            f"{v.did_you_mean(source, declared)}",
+        )
+    target = target or source
+    if not target.startswith("/"):
+        target = f"/{target}" if config else f"{SECRETS_DIR}/{target}"
+    if "/../" in f"{target}/" or "/./" in f"{target}/":
+        raise fail(item, f"{what} target {v.quote(target)} must be a plain absolute path")
+    secret: Secret = declared[source]._replace(target=target, **fields)
+    return secret
+
+
+def _secrets(config: bool) -> Callable[[Node, _Context, Fields], None]:
+    def handler(node: Node, ctx: _Context, out: Fields) -> None:
+        what = "configs" if config else "secrets"
+        found = [
+            _secret_reference(item, ctx.declarations, config) for item in sequence(node, what)
+        ]
+        out["secrets"] = (*out.get("secrets", ()), *found)
+
+    return handler
 
 
 def _tmpfs(node: Node, ctx: _Context, out: Fields) -> None:
@@ -854,6 +972,8 @@ HANDLERS: dict[str, Callable[[Node, _Context, Fields], None]] = {
     "hostname": _hostname,
     "volumes": _volumes,
     "tmpfs": _tmpfs,
+    "secrets": _secrets(config=False),
+    "configs": _secrets(config=True),
     "read_only": _flag("read_only"),
     "network": _network,
     "networks": _networks,
@@ -904,9 +1024,13 @@ def check_container_name(name: str) -> tuple[str, bool]:
 
 
 def parse_container(
-    name: str, key_loc: Location, node: Node, base_dir: str, errors: list[DefinitionError]
-) -> Container | None:
-    """One container spec -> `Container`, or None after appending its errors to `errors`."""
+    name: str, key_loc: Location, node: Node, base_dir: str, errors: list[DefinitionError],
+    declarations: Declarations = NO_DECLARATIONS,
+) -> Container | None:  # fmt: skip
+    """One container spec -> `Container`, or None after appending its errors to `errors`.
+
+    `declarations`: the file's top-level volumes, secrets and configs, which the
+    container's `volumes:`, `secrets:` and `configs:` refer to."""
     count = len(errors)
     try:
         plain_name, template = check_container_name(name)
@@ -920,7 +1044,7 @@ def parse_container(
         errors.append(fail(node, f"container {v.quote(name)} must be a mapping, not {_kind(node)}"))
         return None
     entries = {key: entry for key, entry in node.value.items() if not key.startswith("x-")}
-    ctx = _Context(base_dir, template)
+    ctx = _Context(base_dir, template, declarations)
     fields: Fields = {}
     for key, entry in entries.items():
         handler = HANDLERS.get(key)

@@ -32,6 +32,13 @@ _CONTROL = frozenset(chr(c) for c in (*range(32), 127))
 _TMPFS_VALUED = frozenset({"mode", "uid", "gid", "nr_inodes"})
 _TMPFS_FLAGS = frozenset({"ro", "rw", "nosuid", "nodev", "noexec", "exec", "suid", "dev"})
 PROPAGATIONS = frozenset({"shared", "rshared", "slave", "rslave", "private", "rprivate"})
+# podunit's own options of a Mount (never passed to the runtime): `nocopy` (a new volume
+# gets no copy of the image's content), `create_host_path` (a missing bind source is made).
+NOCOPY = "nocopy"
+CREATE_HOST_PATH = "create_host_path"
+PODUNIT_MOUNT_OPTIONS = frozenset({NOCOPY, CREATE_HOST_PATH})
+# SELinux relabelling: accepted and without effect (no SELinux here), as Docker does then.
+_SELINUX_OPTIONS = frozenset({"z", "Z"})
 
 
 def quote(text: object) -> str:
@@ -223,7 +230,8 @@ def check_volume_name(name: str) -> str:
 
 
 def parse_volume(text: str, base_dir: str) -> Mount:
-    """`host:container[:ro|rw[,propagation]]`, `volume:container[:ro]` or `container`."""
+    """`host:container[:OPTIONS]`, `volume:container[:OPTIONS]` or `container` (anonymous);
+    OPTIONS: comma-separated `ro`, `rw`, a propagation, `nocopy`, `z`, `Z`."""
     from toolkit.definitions.model import Mount, MountType
 
     parts = text.split(":")
@@ -236,8 +244,10 @@ def parse_volume(text: str, base_dir: str) -> Mount:
     for option in parts[2].split(",") if len(parts) == 3 else []:
         if option in ("ro", "rw"):
             read_only = option == "ro"
-        elif option in PROPAGATIONS or option == "nocopy":
+        elif option in PROPAGATIONS or option == NOCOPY:
             options.append(option)
+        elif option in _SELINUX_OPTIONS:
+            continue
         else:
             raise ValueError(f"unknown volume option {quote(option)} in {quote(text)}")
     if is_host_path(source):
