@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from toolkit.unitgen.escape import (
     UnsafeValue,
+    check_line_end,
     check_safe,
     check_unit_key,
     command_line,
@@ -26,6 +27,7 @@ from toolkit.unitgen.escape import (
     exec_word,
     is_unit_name,
     plain_value,
+    verbatim_value,
 )
 
 needs_systemd_escape = pytest.mark.skipif(
@@ -210,3 +212,81 @@ def test_unit_name_escaping_matches_systemd_escape(values: list[str]) -> None:
 def test_path_escaping_matches_systemd_escape(paths: list[list[str]]) -> None:
     absolute = ["/" + "/".join(parts) for parts in paths]
     assert [escape_unit_path(path) for path in absolute] == _systemd_escape(absolute, "--path")
+
+
+# ------------------------------------------- line continuation (issue 15 item 7)
+
+
+def systemd_lines(text: str) -> list[str]:
+    """The logical lines systemd's conf-parser.c reads from a unit file: a line ending
+    in an odd number of backslashes (an unescaped one) is joined with the next, the
+    backslash becoming a space (systemd.syntax(7))."""
+    lines: list[str] = []
+    pending = ""
+    for line in text.split("\n"):
+        escaped = False
+        for char in line:
+            escaped = not escaped if char == "\\" else False
+        if escaped:
+            pending += line[:-1] + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    return lines
+
+
+@pytest.mark.parametrize("value", ["40 \\", "x \\", "\\", "a\\\\\\"])
+def test_a_trailing_backslash_is_refused(value: str) -> None:
+    for check in (verbatim_value, plain_value):
+        with pytest.raises(UnsafeValue, match="ends in a backslash") as caught:
+            check(value, "service: TimeoutStopSec")
+        assert caught.value.hint == "remove the trailing backslash"
+
+
+def test_an_escaped_trailing_backslash_is_kept() -> None:
+    assert verbatim_value("x \\\\", "service: SyslogIdentifier") == "x \\\\"
+    assert check_line_end("a\\b", "v") == "a\\b"
+
+
+@given(st.text(alphabet="ab \\%$\"'", max_size=12), st.sampled_from([verbatim_value, plain_value]))
+def test_no_accepted_value_continues_its_line(value: str, writer: object) -> None:
+    """Whatever a writer of single-line values accepts stays one line with the next."""
+    assert callable(writer)
+    try:
+        written = writer(value, "value")
+    except UnsafeValue:
+        return
+    assert systemd_lines(f"Key={written}\nRestart=no") == [f"Key={written}", "Restart=no"]
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["TimeoutStopSec", "SyslogIdentifier", "X-Extra"]),
+            st.text(alphabet="a 1\\%", min_size=1, max_size=8),
+        ),
+        max_size=3,
+    )
+)
+def test_rendered_units_keep_every_line_whatever_the_passthrough(
+    extra: list[tuple[str, str]],
+) -> None:
+    """Passthrough values never swallow a line podunit writes: the unit renders with
+    ExecStart=, ExecStop= and Restart= intact, or is refused (issue 15 item 7)."""
+    from toolkit.definitions.model import Container
+    from toolkit.errors import DefinitionError, Location
+    from toolkit.unitgen.render import render
+
+    container = Container(
+        name="web", source=Location("/etc/podunit/web.yaml", 2, 3), rootfs="/srv",
+        service_extra=tuple(extra),
+    )  # fmt: skip
+    try:
+        text = render(container, podunit="/usr/bin/podunit").files["web.service"]
+    except DefinitionError as error:
+        assert str(error).startswith("/etc/podunit/web.yaml:2:3: container 'web': service: ")
+        return
+    lines = systemd_lines(text)
+    for key in ("ExecStart=", "ExecStop=", "ExecStopPost=", "Restart=", "KillMode="):
+        assert sum(line.startswith(key) for line in lines) == 1, (key, text)

@@ -1017,9 +1017,19 @@ CONTAINER_KEYS: frozenset[str] = frozenset(HANDLERS)
 
 
 def check_container_name(name: str) -> tuple[str, bool]:
-    """`web` -> ("web", False); `worker@` -> ("worker", True)."""
+    """`web` -> ("web", False); `worker@` -> ("worker", True).
+
+    The one place a container's name is checked, its length included
+    (`CONTAINER_NAME_MAX` characters, so that `NAME.service` is a valid unit name).
+    """
     template = name.endswith("@")
     v.check_name(name[:-1] if template else name, "container name")
+    if len(name) > v.CONTAINER_NAME_MAX:
+        raise ValueError(
+            f"container name {v.quote(name[:24] + '...')} is {len(name)} characters long, "
+            f"longer than {v.CONTAINER_NAME_MAX} ('NAME.service' must fit systemd's "
+            "255-character unit names)"
+        )
     return (name[:-1] if template else name), template
 
 

@@ -283,6 +283,12 @@ def check_user(text: str) -> str:
     return text
 
 
+# The longest container name (a template's `@` included): `NAME.service` must fit systemd's
+# unit names of at most 255 characters (unit-name.h; toolkit.unitgen.escape.UNIT_NAME_MAX),
+# and the plan, pid and socket files named after it fit NAME_MAX (255 bytes) with it.
+CONTAINER_NAME_MAX = 255 - len(".service")
+
+
 def check_name(text: str, what: str) -> str:
     """`[a-zA-Z0-9][a-zA-Z0-9_.-]*` (container names, network names...)."""
     if (

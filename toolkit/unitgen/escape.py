@@ -13,7 +13,8 @@ Nothing else in podunit quotes or escapes unit-file text; the renderer
 - systemd.unit(5) "String Escaping for Inclusion in Unit Names" (systemd-escape(1)).
 
 A value that cannot be written safely (control characters, newlines, text that
-is not valid Unicode) raises `UnsafeValue`; callers add the definition's location.
+is not valid Unicode, a trailing backslash that would continue the line) raises
+`UnsafeValue`; callers add the definition's location.
 """
 
 from __future__ import annotations
@@ -55,8 +56,22 @@ _UNIT_NAME_KEEP = frozenset("0123456789:_.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL
 class UnsafeValue(DefinitionError):
     """A value that cannot be written into a unit file without changing its meaning."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(None, message)
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(None, message, hint=hint)
+
+
+def check_line_end(value: str, what: str) -> str:
+    """Return `value` unless it ends in an odd number of backslashes, which systemd reads
+    as a line continuation (systemd.syntax(7): "Lines ending in a backslash are
+    concatenated with the following one"; conf-parser.c counts escaped backslashes):
+    the next line podunit writes (`Restart=`, `ExecStart=`) would be swallowed."""
+    if (len(value) - len(value.rstrip("\\"))) % 2:
+        raise UnsafeValue(
+            f"{what} {value!r} ends in a backslash, which systemd reads as a line "
+            "continuation (the unit's next line would be lost)",
+            hint="remove the trailing backslash",
+        )
+    return value
 
 
 def check_safe(value: str, what: str) -> str:
@@ -158,12 +173,13 @@ def plain_value(value: str, what: str) -> str:
     check_safe(value, what)
     if value != value.strip():
         raise UnsafeValue(f"{what} {value!r} has leading or trailing whitespace")
-    return escape_specifiers(value)
+    return escape_specifiers(check_line_end(value, what))
 
 
 def verbatim_value(value: str, what: str) -> str:
-    """A passthrough value (`unit:`/`service:`/`socket:` keys): verbatim, specifiers allowed."""
-    return check_safe(value, what)
+    """A passthrough value (`unit:`/`service:`/`socket:` keys): verbatim, specifiers
+    allowed; it must not end in a line continuation (`check_line_end`)."""
+    return check_line_end(check_safe(value, what), what)
 
 
 def check_unit_key(key: str, section: str) -> str:
