@@ -44,6 +44,7 @@ HANDLERS: dict[str, str] = {
     "checkpoint": "toolkit.runtime.operations:cli_checkpoint",
     "restore": "toolkit.runtime.operations:cli_restore",
     "cleanup": "toolkit.runtime.operations:cli_cleanup",
+    "network": "toolkit.cli.network:cli_network",
 }
 
 
@@ -198,6 +199,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _names(p)
     p = verbs.add_parser("cleanup", help=argparse.SUPPRESS)  # conmon's --exit-command
     _names(p)
+    p = verbs.add_parser("network", help="bridge networks: create, ls, inspect, rm, prune")
+    if p is not None and not isinstance(p, _Skipped):
+        from toolkit.cli.network import add_arguments
+
+        add_arguments(p)
     return parser
 
 
