@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from toolkit import safefile
 from toolkit.definitions.model import Container, Mount, MountType
+from toolkit.definitions.values import PODUNIT_MOUNT_OPTIONS
 from toolkit.errors import PodunitError, UnreadableFile
 from toolkit.fs import read_text
 
@@ -432,12 +433,12 @@ def _volume_mount(mount: Mount) -> dict[str, Any]:
             "source": "tmpfs",
             "options": options + list(mount.options),
         }
-    if mount.type is MountType.VOLUME:
+    if mount.type is MountType.VOLUME:  # toolkit.runtime.mounts.resolve makes it a bind mount
         raise PodunitError(
-            f"named volume {mount.source!r} for {mount.target}: named volumes are not supported",
-            hint="use a bind mount of a host directory",
+            f"named volume {mount.source!r} for {mount.target} was not resolved to a host path",
+            hint="this is a bug in podunit: volumes are resolved before the spec is built",
         )
-    extra = [option for option in mount.options if option != "nocopy"]  # a Docker-ism
+    extra = [option for option in mount.options if option not in PODUNIT_MOUNT_OPTIONS]
     options = ["rbind", "ro" if mount.read_only else "rw", *extra]
     return {"destination": mount.target, "type": "bind", "source": mount.source, "options": options}
 

@@ -5,7 +5,8 @@ System mode: the database under `/var/lib/podunit` (0700), per-boot files under
 `PODUNIT_STATE_DIR` and `PODUNIT_RUN_DIR` override either (tests isolate state so).
 
 The state directory holds `state.db`, `logs/<id>.log` (k8s-file) and
-`layers/<id>/` (an image container's writable layer). Layout of the run directory
+`layers/<id>/` (an image container's writable layer), `volumes/<name>/_data`
+(volumes, toolkit.storage.volumes). Layout of the run directory
 (everything in it disappears at reboot):
 
     boot-id               the kernel boot id the directory was made in
@@ -111,6 +112,15 @@ class RuntimePaths:
     def log_file(self, container_id: str) -> str:
         """Default k8s-file log of a container (kept until `rm`)."""
         return os.path.join(self.state_dir, "logs", f"{container_id}.log")
+
+    @property
+    def volumes_dir(self) -> str:
+        """Named and anonymous volumes: `volumes/<name>/_data` (Docker and Podman's layout)."""
+        return os.path.join(self.state_dir, "volumes")
+
+    def volume_data(self, name: str) -> str:
+        """The data directory of a (directory) volume (toolkit.storage.volumes)."""
+        return os.path.join(self.state_dir, "volumes", name, "_data")
 
     def image_layer(self, container_id: str) -> str:
         """The container's private writable layer over its image (kept until `rm`)."""

@@ -301,6 +301,14 @@ class StateStore:
                 self._db.execute("ROLLBACK")
             raise self._database_error(error) from None
 
+    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """The rows of a read-only statement (for the modules that own tables of their own:
+        toolkit.storage.volumes)."""
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise self._database_error(error) from None
+
     def container_lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
         """The per-container lock; never hold it while waiting for the container to exit."""
         return flocked(self.paths.lock_file(container_id))
