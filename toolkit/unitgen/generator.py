@@ -40,6 +40,7 @@ import sys
 
 from toolkit.definitions.search import Scan, search_dirs
 from toolkit.errors import DefinitionError, PodunitError
+from toolkit.unitgen.shadow import InstalledUnits
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -135,12 +136,16 @@ def _scan(*, user: bool, environ: Mapping[str, str]) -> tuple[list[str], Scan]:
 
 
 def _render(
-    scan: Scan, *, user: bool, podunit: str, environ: Mapping[str, str], plan_dir: str | None
-) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
-    """Load every definition the walk found and render it; errors never stop the rest."""
+    scan: Scan, *, user: bool, podunit: str, environ: Mapping[str, str], plan_dir: str | None,
+    installed: InstalledUnits | None = None,
+) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:  # fmt: skip
+    """Load every definition the walk found and render it; errors never stop the rest.
+    A container whose unit would shadow an `installed` unit is refused (unitgen.shadow)."""
     from toolkit.definitions.loader import load_scan
     from toolkit.unitgen.render import render_all
 
+    if installed is None:
+        installed = InstalledUnits.of_mode(user=user, environ=environ)
     loaded = load_scan(scan)
     rendered, errors = render_all(
         loaded.containers,
@@ -149,6 +154,7 @@ def _render(
         sources=loaded.sources,
         environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
         plan_dir=plan_dir,
+        installed=installed.names(),
     )
     return rendered, [*loaded.errors, *errors]
 
@@ -196,15 +202,19 @@ def generate_cached(
     started = cache.now_ns()
     path = cache.prepare(user=user, environ=environ)  # before the walk: it may add a directory
     dirs, scan = _scan(user=user, environ=environ)
+    installed = InstalledUnits.of_mode(user=user, environ=environ)  # stats its directories
     plan_dir = plan_dir_of(output_dir)  # written into ExecStart=: part of the key
     key = cache.make_key(
-        user=user, podunit=podunit, dirs=dirs, environ=environ, inputs=scan.inputs, extra=plan_dir
-    )
+        user=user, podunit=podunit, dirs=dirs, environ=environ,
+        inputs=[*scan.inputs, *installed.inputs], extra=plan_dir,
+    )  # fmt: skip
     if path is not None:
         cached = cache.load(path, key)
         if cached is not None:
             return cached
-    rendered, errors = _render(scan, user=user, podunit=podunit, environ=environ, plan_dir=plan_dir)
+    rendered, errors = _render(
+        scan, user=user, podunit=podunit, environ=environ, plan_dir=plan_dir, installed=installed
+    )
     output: Output = (
         [(units.files, units.symlinks, units.plans) for units in rendered.values()],
         [describe(error) for error in errors],
@@ -382,6 +392,7 @@ def cli_validate(args: argparse.Namespace) -> int:
         podunit="/usr/bin/podunit",  # any absolute path: validation does not write units
         user=args.user,
         sources=loaded.sources,
+        installed=InstalledUnits.of_mode(user=args.user).names(),
     )
     for error in [*loaded.errors, *errors]:
         print(describe(error))

@@ -482,6 +482,16 @@ def dependency_errors(
     return errors
 
 
+def _shadowed(units: UnitFiles, installed: Mapping[str, str]) -> tuple[str, str] | None:
+    """(unit file name, existing path) of the first unit or alias of `units` that exists."""
+    if not installed:
+        return None
+    for name in (*units.files, *(link for link in units.symlinks if "/" not in link)):
+        if name in installed:
+            return name, installed[name]
+    return None
+
+
 def render_all(
     containers: Mapping[str, Container],
     *,
@@ -490,13 +500,16 @@ def render_all(
     sources: Mapping[str, Sequence[str]] | None = None,
     environment: Sequence[tuple[str, str]] = (),
     plan_dir: str | None = None,
+    installed: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Render every container (keyed by unit name); one bad container never stops the others.
 
     Returns the units of every good container and the errors of the bad ones,
     including cross-container problems: service_healthy dependencies on a
     container without `notify: healthy`, and a symlink (alias, install link)
-    that another container already generates.
+    that another container already generates. `installed`: unit file names that
+    exist outside the generator's output (toolkit.unitgen.shadow) and the path of
+    each; a container whose unit file or alias has one of these names is refused.
     """
     errors: list[DefinitionError] = []
     rendered: dict[str, UnitFiles] = {}
@@ -517,6 +530,19 @@ def render_all(
             )
         except DefinitionError as error:
             errors.append(error)
+            continue
+        shadowed = _shadowed(rendered[name], installed or {})
+        if shadowed is not None:
+            del rendered[name]
+            errors.append(
+                DefinitionError(
+                    container.source,
+                    f"container {name!r}: {shadowed[0]} already exists as {shadowed[1]}, a unit "
+                    "that is not podunit's: the generated unit would silently replace it or be "
+                    "hidden by it",
+                    hint="rename the container",
+                )
+            )
     # Unit files are unique (one name per container); symlinks may clash with them or each other.
     claimed = {path: name for name, units in rendered.items() for path in units.files}
     for name in list(rendered):
