@@ -4,6 +4,7 @@ caller's own ids only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -230,3 +231,46 @@ def test_secrets_are_written_with_owner_and_mode(store: st.StateStore, tmp_path:
     gone = (Secret("gone", "/run/secrets/gone", file=str(tmp_path / "nope")),)
     with pytest.raises(PodunitError, match="secret gone: cannot read"):
         mounts.resolve(store, container(secrets=gone), rootfs=str(tmp_path), bundle=str(bundle))
+
+
+# ---------------------------------------------------------------- podunit volume
+
+
+def test_volume_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit.cli import main as cli
+
+    monkeypatch.setenv("PODUNIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PODUNIT_RUN_DIR", str(tmp_path / "run"))
+
+    def podunit(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert podunit("volume", "create", "-l", "a=b", "data") == (0, "data\n", "")
+    assert podunit("volume", "create", "-o", "type=tmpfs", "-o", "o=size=1m", "mem")[0] == 0
+    code, out, _ = podunit("volume", "ls")
+    assert code == 0 and out.splitlines()[1:] == [
+        f"local    {'data':<40} ", f"local    {'mem':<40} "
+    ]
+    code, out, _ = podunit("volume", "inspect", "data")
+    (data,) = json.loads(out)
+    assert data["Labels"] == {"a": "b"} and data["Mountpoint"].endswith("/volumes/data/_data")
+    code, _, err = podunit("volume", "create", "--driver", "nfs", "x")
+    assert code == 125 and "volume driver 'nfs' is not supported by podunit" in err
+    code, _, err = podunit("volume", "create", "-o", "type=cifs", "x")
+    assert code == 125 and "volume type 'cifs' is not supported" in err
+    with st.StateStore(RuntimePaths.for_mode(False)) as store:
+        user = add_user(store, "web", ["data"])
+        code, out, _ = podunit("volume", "ls", "--format", "json")
+        assert [v["UsedBy"] for v in json.loads(out)] == [["web"], []]
+        code, _, err = podunit("volume", "rm", "data")
+        assert code == 125 and "volume data is in use by container web" in err
+        store.remove(user)
+    assert podunit("volume", "rm", "data", "mem") == (0, "data\nmem\n", "")
+    code, _, err = podunit("volume", "rm", "data")
+    assert code == 125 and "no such volume: data" in err
+    assert podunit("volume", "rm", "-f", "data") == (0, "", "")
+    assert podunit("volume", "prune", "--format", "json") == (0, "[]\n", "")

@@ -45,6 +45,7 @@ HANDLERS: dict[str, str] = {
     "restore": "toolkit.runtime.operations:cli_restore",
     "cleanup": "toolkit.runtime.operations:cli_cleanup",
     "network": "toolkit.cli.network:cli_network",
+    "volume": "toolkit.cli.volume:cli_volume",
 }
 
 
@@ -204,6 +205,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from toolkit.cli.network import add_arguments
 
         add_arguments(p)
+    p = verbs.add_parser("volume", help="volumes: create, ls, inspect, rm, prune")
+    if p is not None and not isinstance(p, _Skipped):
+        from toolkit.cli.volume import add_arguments as add_volume_arguments
+
+        add_volume_arguments(p)
     return parser
 
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from toolkit.definitions.model import Container, Mount, MountType, Secret, Volume
 from toolkit.definitions.values import CREATE_HOST_PATH, NOCOPY, PODUNIT_MOUNT_OPTIONS
-from toolkit.errors import PodunitError
+from toolkit.errors import PodunitError, UnreadableFile
 from toolkit.storage.state import StateStore, flocked
 from toolkit.storage.volumes import VolumeRecord, VolumeStore
 
@@ -209,13 +209,14 @@ def copy_up(rootfs: str, target: str, data: str) -> bool:
 
 def _secret_value(secret: Secret, environ: Mapping[str, str]) -> bytes:
     what = "config" if secret.config else "secret"
-    if secret.file is not None:
+    if secret.file is not None:  # a regular file, bounded, never blocking (toolkit.safefile)
+        from toolkit import safefile
+
         try:
-            with open(secret.file, "rb") as file:
-                return file.read()
-        except OSError as error:
+            return safefile.read_bytes(secret.file)
+        except UnreadableFile as error:
             raise PodunitError(
-                f"{what} {secret.name}: cannot read {secret.file}: {error.strerror}",
+                f"{what} {secret.name}: {error}",
                 hint="podunit validate checks that every secret's file exists",
             ) from None
     if secret.environment is not None:
