@@ -62,7 +62,8 @@ def _create_settings(opts: dict[str, str]) -> tuple[str, str | None, tuple[str, 
         device = opts.get("device")
         if not device:
             raise PodunitError("a bind volume needs --opt device=PATH")
-        return "bind", os.path.abspath(device), tuple(w for w in words if w not in ("bind", "rbind"))
+        rest = tuple(word for word in words if word not in ("bind", "rbind"))
+        return "bind", os.path.abspath(device), rest
     if kind == "tmpfs":
         return "tmpfs", None, words
     raise PodunitError(
