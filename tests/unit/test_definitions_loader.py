@@ -444,25 +444,32 @@ def test_arbitrary_input_never_raises(content: str | bytes) -> None:
 
 
 def test_the_runtimes_run_directory_entries_are_all_skipped(tmp_path: Path) -> None:
-    """search.RUNTIME_ENTRIES covers every top-level entry toolkit.storage.paths puts in the run
-    directory (the search walk must not read container root file systems as definitions)."""
-    from toolkit.definitions.search import RUNTIME_ENTRIES
+    """No directory toolkit.storage.paths (or anything else) keeps in the run directory is
+    walked: only its own *.yaml files and *.d drop-in directories are definitions (the
+    search walk must not read container root file systems as definitions)."""
+    from toolkit.definitions.loader import scan_all
     from toolkit.storage.paths import RuntimePaths
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "state", run_dir=tmp_path / "run")
-    used = [
-        paths.boot_id_stamp,
-        paths.exits_dir,
-        paths.pidfiles_dir,
-        paths.locks_dir,
-        paths.containers_dir,
-        paths.sockets_dir,
-        paths.exit_file("c"),
-        paths.unit_pidfile("web"),
-        paths.bundle_dir("c"),
-        paths.exec_dir("c"),
-        paths.rootfs_mount("c"),
-        paths.lock_file("c"),
+    paths.ensure()
+    for directory in (
+        paths.bundle_dir("c"), paths.exec_dir("c"), paths.rootfs_mount("c"),
+        f"{paths.run_dir}/runtime-runc/c", f"{paths.run_dir}/netns", f"{paths.run_dir}/networks",
+        f"{paths.run_dir}/generator-cache", f"{paths.run_dir}/anything-new",
+    ):  # fmt: skip
+        os.makedirs(directory, exist_ok=True)
+        Path(directory, "inside.yaml").write_text(simple("inside"))
+    write(Path(paths.run_dir, "transient.yaml"), simple("transient"))
+    write(Path(paths.run_dir, "transient.yaml.d", "10-x.yaml"), simple("transient", "other"))
+    environ = {"PODUNIT_RUN_DIR": paths.run_dir}
+    scan = scan_all([paths.run_dir], environ=environ)
+    assert list(scan.sources.values()) == [f"{paths.run_dir}/transient.yaml"]
+    assert scan.dropins_for(f"{paths.run_dir}/transient.yaml") == [
+        f"{paths.run_dir}/transient.yaml.d/10-x.yaml"
     ]
-    top = {Path(path).relative_to(paths.run_dir).parts[0] for path in used}
-    assert top <= RUNTIME_ENTRIES and RUNTIME_ENTRIES - top == {"generator-cache"}
+    assert [item[1] for item in scan.inputs] == [
+        paths.run_dir,
+        f"{paths.run_dir}/transient.yaml",
+        f"{paths.run_dir}/transient.yaml.d",
+        f"{paths.run_dir}/transient.yaml.d/10-x.yaml",
+    ]

@@ -317,17 +317,19 @@ def test_racy_inputs_are_not_cached(tmp_path: Path) -> None:
 
 def test_the_runtime_entries_of_the_run_directory_are_not_walked(setup: Setup) -> None:
     """/run/podunit is a search directory and the runtime's run directory: container root
-    file systems (rootfs/<id>) and the generator's cache are not definitions."""
+    file systems (rootfs/<id>), the generator's cache and every other subdirectory of it
+    are not definitions; its own *.yaml files are."""
     (setup.defs / "web.yaml").write_text(WEB)
     (setup.run_dir / "rootfs" / "abc" / "etc").mkdir(parents=True)
     (setup.run_dir / "rootfs" / "abc" / "etc" / "db.yaml").write_text(DB)
     (setup.run_dir / "mine").mkdir()
     (setup.run_dir / "mine" / "other.yaml").write_text(DB.replace("db", "other"))
+    (setup.run_dir / "top.yaml").write_text(DB.replace("db", "top"))
     env = {"PODUNIT_DEFINITION_DIRS": f"{setup.run_dir}:{setup.defs}"}
     status, output, _ = setup.generate(**env)
     assert status == 0
     assert sorted(name for name in output if name.endswith(".service") and "/" not in name) == [
-        "other.service",
+        "top.service",
         "web.service",
     ]
     first = setup.cache_identity()

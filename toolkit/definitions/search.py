@@ -7,11 +7,13 @@ in `Scan.inputs`, so the generator's cache (`toolkit.unitgen.cache`) can tell
 whether anything changed without reading a file.
 
 The run directory (`/run/podunit`, `$XDG_RUNTIME_DIR/podunit`) is also the first
-search directory; the entries the runtime and the generator keep there
-(`RUNTIME_ENTRIES` and `runtime-*`, the layout in `toolkit.storage.paths`) are not
-definitions and are not walked: `rootfs/<id>` holds whole container root file
-systems, whose YAML files must never become units, and `runtime-runc/` changes at
-every container start (walking it would invalidate the generator's cache).
+search directory, and podunit's per-boot directory: its subdirectories belong to
+the runtime, the networks, the generator's cache... (the layout in
+`toolkit.storage.paths`) and are never walked; only its own `*.yaml`/`*.yml` files
+and `*.d` drop-in directories are definitions. `rootfs/<id>` holds whole container
+root file systems, whose YAML files must never become units, and `runtime-runc/`
+or `netns/` change at every container start (walking them invalidated the
+generator's cache).
 The system search path never includes `/etc/podunit/users` (the user generator's).
 
 One bad entry never stops the walk (podunit.yaml(5), "FILES AND SEARCH PATH"):
@@ -42,12 +44,6 @@ if TYPE_CHECKING:
 SYSTEM_RUN_DIR = "/run/podunit"
 SYSTEM_DIRS = (SYSTEM_RUN_DIR, "/etc/podunit", "/usr/local/share/podunit", "/usr/share/podunit")
 SUFFIXES = (".yaml", ".yml")
-# Top-level entries of the run directory that belong to the runtime (toolkit.storage.paths) or to
-# the generator's cache, not to the definitions.
-RUNTIME_ENTRIES = frozenset(
-    ["boot-id", "exits", "pidfiles", "locks", "containers", "rootfs", "sockets", "generator-cache"]
-)
-RUNTIME_PREFIX = "runtime-"  # runtime-runc, runtime-crun: the OCI runtimes' --root state
 # The per-user admin directory: the user generator's (`/etc/podunit/users/$UID`), never
 # system definitions (as Quadlet keeps its users/ directory out of system units).
 USERS_DIR = "/etc/podunit/users"
@@ -133,7 +129,7 @@ def _refused_target(path: str) -> str | None:
 class Scan:
     """Definition files and drop-in directories found under the search directories.
 
-    `skip_runtime`: the run directory whose `RUNTIME_ENTRIES` are not walked;
+    `skip_runtime`: the run directory, whose subdirectories (but `*.d`) are not walked;
     `exclude`: directories never walked (the system generator's `USERS_DIR`).
     The walk never raises: an entry it cannot use is skipped and noted in
     `problems` (one located `DefinitionError` each), the rest is still found.
@@ -197,8 +193,6 @@ class Scan:
             name = entry.name
             if name.startswith("."):  # hidden: editors' and VCS files
                 continue
-            if runtime and (name in RUNTIME_ENTRIES or name.startswith(RUNTIME_PREFIX)):
-                continue
             try:
                 is_dir = entry.is_dir()
             except OSError as error:  # a symlink loop, an unreachable target
@@ -215,6 +209,8 @@ class Scan:
                     self.problem(entry.path, refused)
                 elif name.endswith(".d"):
                     self.dropin_dir(entry.path, name)
+                elif runtime:  # the runtime's own directories
+                    continue
                 elif depth >= MAX_DEPTH:
                     self.problem(
                         entry.path, f"more than {MAX_DEPTH} directory levels deep: not searched"

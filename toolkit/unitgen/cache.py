@@ -40,7 +40,7 @@ the system manager runs generators in a mount namespace with most of the file
 system read-only but /run left writable "because that's where the output goes"
 (systemd PR #25723); its authors call writes outside the output directories side
 effects to avoid, which is why a cache that cannot be written only costs speed. The search walk
-skips it (`search.RUNTIME_ENTRIES`). A cache that cannot be read or written, is
+skips it (it walks no subdirectory of the run directory). A cache that cannot be read or written, is
 corrupt or from another version is ignored (and overwritten);
 `PODUNIT_GENERATOR_CACHE=0` turns the cache off.
 """
