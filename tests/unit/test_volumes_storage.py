@@ -218,16 +218,23 @@ def test_secrets_are_written_with_owner_and_mode(store: st.StateStore, tmp_path:
         Mount(MountType.BIND, s.target, str(f), True, None, ("nosuid", "nodev", "noexec"))
         for s, f in zip(secrets, files, strict=True)
     )
+    # the record keeps where each value comes from, never the value of a secret
+    assert "hunter2" not in json.dumps(resolved.secrets) and "t0k" not in json.dumps(
+        resolved.secrets
+    )
+    assert not bundle.exists()  # written at launch
+    mounts.write_secrets(resolved.secrets, {"TOKEN": "t0k"}, user_mode=False)
     assert [f.read_text() for f in files] == ["hunter2\n", "t0k", "a = 1"]
     assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o400, 0o444, 0o444]
     assert stat.S_IMODE((bundle / "secrets").stat().st_mode) == 0o700
-    # a restart writes them again
-    mounts.resolve(store, container(secrets=secrets), rootfs=str(tmp_path), bundle=str(bundle),
-                   environ={"TOKEN": "new"})  # fmt: skip
+    # a restart writes them again, with the environment of the process that starts it
+    mounts.write_secrets(resolved.secrets, {"TOKEN": "new"}, user_mode=False)
     assert files[1].read_text() == "new"
     with pytest.raises(PodunitError, match="secret token: the variable TOKEN is not set"):
         mounts.resolve(store, container(secrets=secrets), rootfs=str(tmp_path),
                        bundle=str(bundle), environ={})  # fmt: skip
+    with pytest.raises(PodunitError, match="secret token: the variable TOKEN is not set"):
+        mounts.write_secrets(resolved.secrets, {}, user_mode=False)
     gone = (Secret("gone", "/run/secrets/gone", file=str(tmp_path / "nope")),)
     with pytest.raises(PodunitError, match="secret gone: cannot read"):
         mounts.resolve(store, container(secrets=gone), rootfs=str(tmp_path), bundle=str(bundle))

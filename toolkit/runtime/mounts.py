@@ -14,33 +14,43 @@ before the spec is built:
   (owner and mode included; Docker's rule), unless `nocopy`;
 - a bind source marked `create_host_path` is created when missing, and a missing
   one otherwise is a clear error;
-- each secret or config is written into the container's bundle (per-boot, root
-  only) with its owner and mode and bind-mounted read-only; a secret from the
-  environment is read here, from the environment `podunit run` started with.
+- each secret or config is bind-mounted read-only from a file in the container's
+  bundle (per-boot, root only), which `write_secrets` writes at every launch with
+  its owner and mode (the record keeps where the value comes from, never the
+  value); a secret from the environment is read from the environment of the
+  process that starts the container (`podunit run`: for a unit, the unit's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from toolkit.definitions.model import Container, Mount, MountType, Secret, Volume
+from toolkit.definitions.model import Container, Mount, MountType, Volume
 from toolkit.definitions.values import CREATE_HOST_PATH, NOCOPY, PODUNIT_MOUNT_OPTIONS
 from toolkit.errors import PodunitError, UnreadableFile
-from toolkit.storage.state import StateStore, flocked
-from toolkit.storage.volumes import VolumeRecord, VolumeStore
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing it here (mypy knows the name)
+if TYPE_CHECKING:
+    from toolkit.storage.state import StateStore
+    from toolkit.storage.volumes import VolumeRecord, VolumeStore
+
+# toolkit.storage.volumes is imported only by a container that has volumes: `podunit run`
+# of one without pays nothing for this module beyond `needs_resolving`.
 
 _MAX_SYMLINKS = 40
 SECRET_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
 
 
 class Resolved(NamedTuple):
-    """The container with concrete mounts, and the volumes it uses (for its record)."""
+    """The container with concrete mounts, the volumes it uses and the secret files to write
+    at each launch (`write_secrets`), both for its record."""
 
     container: Container
     volumes: tuple[str, ...]
+    secrets: tuple[dict[str, Any], ...]
 
 
 def needs_resolving(container: Container) -> bool:
@@ -66,7 +76,10 @@ def resolve(
     used: list[str] = []
     for mount in container.mounts:
         if mount.type is MountType.VOLUME:
-            volumes = volumes or VolumeStore(store)
+            if volumes is None:
+                from toolkit.storage.volumes import VolumeStore
+
+                volumes = VolumeStore(store)
             record = _volume_for(volumes, container.name, mount, declared)
             used.append(record.name)
             mounts.append(_volume_mount(volumes, record, mount, rootfs))
@@ -75,8 +88,11 @@ def resolve(
             mounts.append(_plain(mount))
         else:
             mounts.append(mount)
-    mounts.extend(_secret_mounts(container, bundle, environ, user_mode=store.paths.user))
-    return Resolved(container._replace(mounts=tuple(mounts)), tuple(used))
+    secret_mounts, secret_files = _secret_mounts(container, bundle)
+    for secret in secret_files:  # fail now rather than at launch: the value must be there
+        _secret_value(secret, environ)
+    mounts.extend(secret_mounts)
+    return Resolved(container._replace(mounts=tuple(mounts)), tuple(used), tuple(secret_files))
 
 
 def _plain(mount: Mount) -> Mount:
@@ -147,6 +163,8 @@ def _volume_mount(volumes: VolumeStore, record: VolumeRecord, mount: Mount, root
             hint=f"podunit volume rm {record.name} and start again",
         )
     if record.needs_copy_up:
+        from toolkit.storage.state import flocked
+
         lock = os.path.join(volumes.paths.locks_dir, f"volume-{record.name}.lock")
         with flocked(lock):
             current = volumes.find(record.name)
@@ -207,52 +225,62 @@ def copy_up(rootfs: str, target: str, data: str) -> bool:
     return True
 
 
-def _secret_value(secret: Secret, environ: Mapping[str, str]) -> bytes:
-    what = "config" if secret.config else "secret"
-    if secret.file is not None:  # a regular file, bounded, never blocking (toolkit.safefile)
+def _secret_value(secret: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
+    what = "config" if secret.get("config") else "secret"
+    name = secret["name"]
+    if secret.get("file") is not None:  # a regular file, bounded, never blocking (safefile)
         from toolkit import safefile
 
         try:
-            return safefile.read_bytes(secret.file)
+            return safefile.read_bytes(secret["file"])
         except UnreadableFile as error:
             raise PodunitError(
-                f"{what} {secret.name}: {error}",
+                f"{what} {name}: {error}",
                 hint="podunit validate checks that every secret's file exists",
             ) from None
-    if secret.environment is not None:
-        value = environ.get(secret.environment)
+    if secret.get("environment") is not None:
+        value = environ.get(secret["environment"])
         if value is None:
             raise PodunitError(
-                f"{what} {secret.name}: the variable {secret.environment} is not set",
+                f"{what} {name}: the variable {secret['environment']} is not set",
                 hint="the value comes from podunit run's environment: for a unit, set it "
                 "with service: {EnvironmentFile: FILE} (or Environment=)",
             )
         return value.encode()
-    return (secret.content or "").encode()
+    return str(secret.get("content") or "").encode()
 
 
-def _secret_mounts(
-    container: Container, bundle: str, environ: Mapping[str, str], *, user_mode: bool
-) -> list[Mount]:
-    if not container.secrets:
-        return []
+def _secret_mounts(container: Container, bundle: str) -> tuple[list[Mount], list[dict[str, Any]]]:
+    """The read-only bind mounts of the secrets and configs, and what `write_secrets` needs
+    to write their files (where the value comes from, never the value itself)."""
     directory = os.path.join(bundle, "secrets")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    mounts = []
+    mounts, files = [], []
     for index, secret in enumerate(container.secrets):
         path = os.path.join(directory, f"{index}-{secret.name}")
+        mounts.append(Mount(MountType.BIND, secret.target, path, True, None,
+                            SECRET_MOUNT_OPTIONS))  # fmt: skip
+        fields = {key: value for key, value in secret._asdict().items() if value is not None}
+        files.append({**fields, "path": path})
+    return mounts, files
+
+
+def write_secrets(
+    files: Sequence[Mapping[str, Any]], environ: Mapping[str, str], *, user_mode: bool
+) -> None:
+    """Write the secrets' and configs' files (at every launch: the bundle is per run), each
+    with its owner and mode, in a directory only root reads. User mode: owned by the caller."""
+    for secret in files:
+        path = str(secret["path"])
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        value = memoryview(_secret_value(secret, environ))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            value = memoryview(_secret_value(secret, environ))
             while value:
                 value = value[os.write(fd, value) :]
             if not user_mode:
-                os.fchown(fd, secret.uid, secret.gid)
-            os.fchmod(fd, secret.mode)
+                os.fchown(fd, int(secret.get("uid", 0)), int(secret.get("gid", 0)))
+            os.fchmod(fd, int(secret.get("mode", 0o444)))
         finally:
             os.close(fd)
-        mounts.append(Mount(MountType.BIND, secret.target, path, True, None,
-                            SECRET_MOUNT_OPTIONS))  # fmt: skip
-    return mounts
