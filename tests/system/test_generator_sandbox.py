@@ -191,13 +191,18 @@ def test_user_generator_in_a_user_manager(generated: Sandbox, repo_root: object)
                 "show",
                 f"{PREFIX}-user.service",
                 "-p",
-                "LoadState,SourcePath,ExecStart",
+                "LoadState,SourcePath,ExecStart,WantedBy",
             ],
             env=user_env,
         )
         props = dict(line.partition("=")[::2] for line in result.stdout.decode().splitlines())
         assert props["LoadState"] == "loaded"
         assert props["SourcePath"] == definition
+        assert props["WantedBy"] == "default.target"  # a user manager has no multi-user.target
+        # The system manager does not make the user's file a system service (issue 15 item 3).
+        generated.run(["systemctl", "daemon-reload"])
+        system = show(generated, f"{PREFIX}-user.service", "LoadState")
+        assert system["LoadState"] == "not-found"
         plan = f"/run/user/0/systemd/generator/podunit/{PREFIX}-user.json"
         assert (
             f"argv[]={repo_root}/bin/podunit --user run --plan {plan} {PREFIX}-user ;"

@@ -784,17 +784,7 @@ def _seccomp(node: Node, ctx: _Context, out: Fields) -> None:
 
 
 def _device(spec: str) -> str:
-    parts = spec.split(":")
-    if len(parts) > 3 or not parts[0].startswith("/"):
-        raise ValueError(f"invalid device {v.quote(spec)} (use /dev/host[:/dev/container[:rwm]])")
-    if (
-        len(parts) >= 2
-        and not parts[1].startswith("/")
-        and not (len(parts) == 2 and parts[1] and set(parts[1]) <= set("rwm"))
-    ):
-        raise ValueError(f"device container path in {v.quote(spec)} must be absolute")
-    if len(parts) == 3 and not (parts[2] and set(parts[2]) <= set("rwm")):
-        raise ValueError(f"invalid device permissions in {v.quote(spec)} (letters r, w, m)")
+    v.parse_device(spec)  # the runtime reads it with the same function
     return spec
 
 
@@ -836,7 +826,15 @@ def _ulimits(node: Node, ctx: _Context, out: Fields) -> None:
 
 
 def _security_opt(node: Node, ctx: _Context, out: Fields) -> None:
-    out["security_opt"] = strings(node, "security_opt", scalar_ok=False)
+    """Kept as written; each must be one the runtime applies (values.security_opt)."""
+    items = sequence(node, "security_opt")
+    out["security_opt"] = tuple(converted(item, _checked_security_opt, "security_opt")
+                                for item in items)  # fmt: skip
+
+
+def _checked_security_opt(text: str) -> str:
+    v.security_opt(text)
+    return text
 
 
 def _labels(field: str) -> Callable[[Node, _Context, Fields], None]:

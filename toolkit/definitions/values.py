@@ -301,6 +301,57 @@ def check_name(text: str, what: str) -> str:
     return text
 
 
+DEVICE_ACCESS = "rwm"
+
+
+def parse_device(text: str) -> tuple[str, str, str]:
+    """`devices:` entry -> (host path, container path, access), as Docker reads
+    `--device`: `/dev/HOST`, `/dev/HOST:/dev/CONTAINER`, `/dev/HOST:PERMS` (PERMS made of
+    r, w, m: `/dev/null:rw` is the host's /dev/null with read and write access, not a
+    container path `rw`) or `/dev/HOST:/dev/CONTAINER:PERMS`. The one reading of a
+    device: the definition parser and the OCI spec builder both use it."""
+    parts = text.split(":")
+    host = parts[0]
+    if len(parts) > 3 or not host.startswith("/"):
+        raise ValueError(f"invalid device {quote(text)} (use /dev/host[:/dev/container][:rwm])")
+    inside, access = host, DEVICE_ACCESS
+    if len(parts) == 2 and parts[1] and not parts[1].strip(DEVICE_ACCESS):
+        access = parts[1]
+    elif len(parts) >= 2:
+        inside = parts[1] or host
+        if not inside.startswith("/"):
+            raise ValueError(f"device container path in {quote(text)} must be absolute")
+        if len(parts) == 3:
+            access = parts[2]
+            if not access or access.strip(DEVICE_ACCESS):
+                raise ValueError(
+                    f"invalid device permissions in {quote(text)} (letters r, w and m)"
+                )
+    return host, inside, access
+
+
+SECURITY_OPTS_HINT = (
+    "no-new-privileges[:true|false], seccomp=unconfined|/absolute/profile.json, "
+    "label=disable, apparmor=unconfined"
+)
+
+
+def security_opt(text: str) -> tuple[str, str]:
+    """A `security_opt` entry as Docker/Podman spell it (`key=value` or `key:value`) ->
+    (key, value): `no-new-privileges` (`true`/`false`), `seccomp` (`unconfined` or an
+    absolute path), `label`/`apparmor` (only `disable`/`unconfined`: there is no LSM
+    policy to apply). Anything else is a ValueError naming what is supported, so
+    `validate` refuses what the runtime could not apply."""
+    key, _, value = text.replace(":", "=", 1).partition("=")
+    if key == "no-new-privileges" and value in ("", "true", "false"):
+        return key, "false" if value == "false" else "true"
+    if key == "seccomp" and (value == "unconfined" or value.startswith("/")):
+        return key, value
+    if (key, value) in (("label", "disable"), ("apparmor", "unconfined")):
+        return key, value
+    raise ValueError(f"unsupported security_opt {quote(text)} (supported: {SECURITY_OPTS_HINT})")
+
+
 def check_hostname(text: str) -> str:
     """A host name: RFC 1123 labels, at most 64 characters."""
     labels = text.split(".")

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from toolkit import safefile
+from toolkit.definitions import values
 from toolkit.definitions.model import Container, Mount, MountType
 from toolkit.definitions.values import PODUNIT_MOUNT_OPTIONS
 from toolkit.errors import PodunitError, UnreadableFile
@@ -193,27 +194,23 @@ INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/
 
 
 def apply_security_opts(container: Container) -> Container:
-    """`security_opt` entries as Docker/Podman spell them, folded into the model's fields.
-
-    Supported: `no-new-privileges[:true|false]`, `seccomp=unconfined|PATH`,
-    `label=disable` and `apparmor=unconfined` (no-ops: no LSM here). Anything else
-    is an error rather than silently ignored.
+    """`security_opt` entries (read by `definitions.values.security_opt`, as `validate`
+    reads them) folded into the model's fields: `no-new-privileges[:true|false]`,
+    `seccomp=unconfined|PATH`; `label=disable` and `apparmor=unconfined` are no-ops (no
+    LSM here). A plan or ad-hoc option the definitions would refuse is an error here too.
     """
     changes: dict[str, Any] = {}
     for option in container.security_opt:
-        key, _, value = option.replace(":", "=", 1).partition("=")
-        if key == "no-new-privileges" and value in ("", "true", "false"):
-            changes["no_new_privileges"] = value != "false"
-        elif key == "seccomp" and (value == "unconfined" or value.startswith("/")):
-            changes["seccomp"] = value
-        elif option in ("label=disable", "label:disable", "apparmor=unconfined"):
-            continue
-        else:
+        try:
+            key, value = values.security_opt(option)
+        except ValueError as error:
             raise PodunitError(
-                f"container {container.name!r}: unsupported security_opt {option!r}",
-                hint="supported: no-new-privileges[:false], seccomp=unconfined|/path, "
-                "label=disable, apparmor=unconfined",
-            )
+                f"container {container.name!r}: {error}", hint="fix the definition's security_opt"
+            ) from None
+        if key == "no-new-privileges":
+            changes["no_new_privileges"] = value == "true"
+        elif key == "seccomp":
+            changes["seccomp"] = value
     return container._replace(**changes) if changes else container
 
 
@@ -611,16 +608,12 @@ def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def parse_device(spec: str) -> tuple[str, str, str]:
-    """`host[:container[:perms]]` -> (host path, container path, permissions)."""
-    parts = spec.split(":")
-    if len(parts) > 3 or not parts[0].startswith("/"):
-        raise PodunitError(f"device {spec!r}: expected /dev/HOST[:/dev/CONTAINER[:rwm]]")
-    host = parts[0]
-    inside = parts[1] if len(parts) > 1 and parts[1] else host
-    access = parts[2] if len(parts) > 2 else "rwm"
-    if not access or any(c not in "rwm" for c in access):
-        raise PodunitError(f"device {spec!r}: permissions must be made of r, w and m")
-    return host, inside, access
+    """`host[:container][:perms]` -> (host path, container path, permissions), read as the
+    definitions read it (`definitions.values.parse_device`: `/dev/null:rw` is permissions)."""
+    try:
+        return values.parse_device(spec)
+    except ValueError as error:
+        raise PodunitError(str(error)) from None
 
 
 def gather_devices(specs: Sequence[str]) -> tuple[DeviceNode, ...]:

@@ -34,7 +34,8 @@ Decisions (documented here and in the golden tests, tests/golden/):
   replaces podunit's lines, except list-valued keys (`LIST_KEYS`: dependencies,
   Environment=, Listen*=) which are appended. Values are verbatim (specifiers allowed).
 - `install` is applied as relative symlinks in the output directory: the
-  service defaults to `multi-user.target.wants/` when it has no sockets; the
+  service defaults to `multi-user.target.wants/` (`default.target.wants/` for user
+  units: a user manager has no multi-user.target) when it has no sockets; the
   socket is always in `sockets.target.wants/`. Templates get no default install
   and cannot be installed (no instance to enable).
 - User units (`user=True`) run `podunit --user ...` so the runtime uses the
@@ -229,15 +230,22 @@ def _header(sources: Sequence[str]) -> list[str]:
     return lines
 
 
-def _install_symlinks(container: Container, service: str, socket: str | None) -> dict[str, str]:
-    """The symlinks for [Install], relative to the output directory (systemd.unit(5) [Install])."""
+def _install_symlinks(
+    container: Container, service: str, socket: str | None, *, user: bool = False
+) -> dict[str, str]:
+    """The symlinks for [Install], relative to the output directory (systemd.unit(5) [Install]).
+
+    The default target is `multi-user.target` for system units and `default.target` for
+    user units: a user manager has no multi-user.target (systemd.special(7)).
+    """
     links: dict[str, str] = {}
     if socket is not None and not container.template:
         links[f"sockets.target.wants/{socket}"] = f"../{socket}"
     install = container.install
     if install is None:
         if socket is None and not container.template:
-            links[f"multi-user.target.wants/{service}"] = f"../{service}"
+            default = "default.target" if user else "multi-user.target"
+            links[f"{default}.wants/{service}"] = f"../{service}"
         return links
     if container.template and (install.wanted_by or install.required_by or install.alias):
         raise UnsafeValue(
@@ -446,7 +454,7 @@ def render(
         }
         if socket is not None:
             files[socket] = _socket_text(container, source_paths, socket)
-        symlinks = _install_symlinks(container, service, socket)
+        symlinks = _install_symlinks(container, service, socket, user=user)
     except DefinitionError as error:
         raise _located(container, error) from None
     plans = {} if plan is None else {plan_name: plan_text(container)}
