@@ -57,7 +57,9 @@ LAUNCHER = str(Path(REPO) / "bin" / "podunit")
 # What `podunit run --plan FILE NAME` imports on a unit's start (split cgroups, notify conmon).
 RUN_MODULES = (
     "toolkit.cli.main",
-    "toolkit.runtime.operations",
+    "toolkit.cli.containers",
+    "toolkit.runtime.launch",
+    "toolkit.runtime.lifecycle",
     "toolkit.definitions.model",
     "toolkit.definitions.instances",
     "toolkit.runtime.oci",

@@ -65,11 +65,11 @@ def test_enabled_moves_conmon_into_its_scope_and_cleanup_removes_it(
             sandbox,
             repo_root,
             f"""
-            from toolkit.systemd.cgroups import plan_cgroups, place_conmon
+            from toolkit.systemd.cgroups import host_placement, place_conmon
             from toolkit.definitions.model import CgroupMode
-            plan = plan_cgroups(CgroupMode.ENABLED, {container_id!r})
-            assert plan.manager == "systemd", plan
-            place_conmon(plan, {pid})
+            placement = host_placement(CgroupMode.ENABLED, {container_id!r})
+            assert placement.manager == "systemd", placement
+            place_conmon(placement, {pid})
             """,
         )
 
@@ -93,10 +93,10 @@ def test_enabled_moves_conmon_into_its_scope_and_cleanup_removes_it(
         sandbox,
         repo_root,
         f"""
-        from toolkit.systemd.cgroups import plan_cgroups, cleanup_cgroups
+        from toolkit.systemd.cgroups import host_placement, cleanup_cgroups
         from toolkit.definitions.model import CgroupMode
-        cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}))
-        cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}))  # idempotent
+        cleanup_cgroups(host_placement(CgroupMode.ENABLED, {container_id!r}))
+        cleanup_cgroups(host_placement(CgroupMode.ENABLED, {container_id!r}))  # idempotent
         """,
     )
     assert show(sandbox, scope, "LoadState")["LoadState"] == "not-found"
@@ -110,12 +110,12 @@ def test_placing_a_vanished_pid_is_a_one_line_error(
         repo_root,
         f"""
         import subprocess
-        from toolkit.systemd.cgroups import plan_cgroups, place_conmon
+        from toolkit.systemd.cgroups import host_placement, place_conmon
         from toolkit.definitions.model import CgroupMode
         from toolkit.errors import PodunitError
         gone = subprocess.Popen(["true"]); gone.wait()
         try:
-            place_conmon(plan_cgroups(CgroupMode.ENABLED, {container_id!r}), gone.pid)
+            place_conmon(host_placement(CgroupMode.ENABLED, {container_id!r}), gone.pid)
         except PodunitError as error:
             print(error)
         """,
@@ -126,15 +126,15 @@ def test_placing_a_vanished_pid_is_a_one_line_error(
 
 SPLIT_PROBE = """
     import json, os, subprocess
-    from toolkit.systemd.cgroups import parse_proc_cgroup, plan_cgroups, prepare_before_conmon
+    from toolkit.systemd.cgroups import parse_proc_cgroup, host_placement, prepare_before_conmon
     from toolkit.definitions.model import CgroupMode
-    plan = plan_cgroups(CgroupMode.SPLIT, "c" * 64)
+    placement = host_placement(CgroupMode.SPLIT, "c" * 64)
     def v2(text): return parse_proc_cgroup(text)
     before = v2(open("/proc/self/cgroup").read())
-    prepare_before_conmon(plan)
+    prepare_before_conmon(placement)
     child = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True)
     print(json.dumps({
-        "mode": plan.mode.value, "cgroups_path": plan.cgroups_path, "before": before,
+        "mode": placement.mode.value, "cgroups_path": placement.cgroups_path, "before": before,
         "after": v2(open("/proc/self/cgroup").read()), "child": v2(child.stdout),
     }))
 """
@@ -175,10 +175,10 @@ def test_plan_outside_a_service_uses_the_systemd_manager(sandbox: Sandbox, repo_
         sandbox,
         repo_root,
         """
-        from toolkit.systemd.cgroups import plan_cgroups
+        from toolkit.systemd.cgroups import host_placement
         from toolkit.definitions.model import CgroupMode
-        plan = plan_cgroups(CgroupMode.SPLIT, "d" * 64, environ={})
-        print(plan.mode.value, plan.manager, plan.cgroups_path)
+        placement = host_placement(CgroupMode.SPLIT, "d" * 64, environ={})
+        print(placement.mode.value, placement.manager, placement.cgroups_path)
         """,
     )
     assert out.split() == ["enabled", "systemd", f"machine.slice:podunit:{'d' * 64}"]
@@ -204,7 +204,7 @@ def test_payload_scope_carries_stop_settings_and_limits(
         f"""
         import json
         from datetime import timedelta
-        from toolkit.systemd.cgroups import plan_cgroups
+        from toolkit.systemd.cgroups import host_placement
         from toolkit.definitions.model import CgroupMode, Container, Resources
         from toolkit.errors import Location
         container = Container(
@@ -212,13 +212,15 @@ def test_payload_scope_carries_stop_settings_and_limits(
             stop_timeout=timedelta(seconds=7),
             resources=Resources(memory=256 << 20, cpus=0.5, cpu_weight=50, pids=32),
         )
-        plan = plan_cgroups(CgroupMode.ENABLED, {container_id!r}, environ={{}}, container=container)
+        placement = host_placement(
+            CgroupMode.ENABLED, {container_id!r}, environ={{}}, container=container
+        )
         path = {bundle!r} + "/config.json"
         spec = json.load(open(path))
         spec["process"].update(args=["sleep", "300"], terminal=False)
-        spec["linux"]["cgroupsPath"] = plan.cgroups_path
+        spec["linux"]["cgroupsPath"] = placement.cgroups_path
         spec["linux"].pop("resources", None)
-        spec["annotations"] = dict(plan.annotations)
+        spec["annotations"] = dict(placement.annotations)
         json.dump(spec, open(path, "w"))
         """,
     )
@@ -257,9 +259,9 @@ def test_payload_scope_carries_stop_settings_and_limits(
         sandbox,
         repo_root,
         f"""
-        from toolkit.systemd.cgroups import plan_cgroups, cleanup_cgroups
+        from toolkit.systemd.cgroups import host_placement, cleanup_cgroups
         from toolkit.definitions.model import CgroupMode
-        cleanup_cgroups(plan_cgroups(CgroupMode.ENABLED, {container_id!r}, environ={{}}))
+        cleanup_cgroups(host_placement(CgroupMode.ENABLED, {container_id!r}, environ={{}}))
         """,
     )
     assert show(sandbox, scope, "LoadState")["LoadState"] == "not-found"

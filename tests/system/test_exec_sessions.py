@@ -428,8 +428,8 @@ def test_a_real_exec_imports_only_what_it_needs(sandbox: Sandbox, web: ExecTarge
     # (cli's import_module of the verb's module is not listed)
     assert "toolkit.storage.state" in loaded
     heavy = {
-        "toolkit.runtime.operations", "toolkit.runtime.oci", "toolkit.definitions.model",
-        "typing", "secrets", "tty",
+        "toolkit.runtime.status", "toolkit.runtime.lifecycle", "toolkit.runtime.oci",
+        "toolkit.definitions.model", "typing", "secrets", "tty",
     }  # fmt: skip
     assert sorted(loaded & heavy) == []
     assert leftovers(sandbox, web) == []

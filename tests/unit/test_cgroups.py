@@ -12,9 +12,9 @@ from toolkit.definitions.model import CgroupMode, Container, Resources
 from toolkit.errors import Location
 from toolkit.systemd.cgroups import (
     CgroupError,
-    CgroupPlan,
+    CgroupPlacement,
     _remove_cgroup,
-    decide_plan,
+    decide_placement,
     is_service_cgroup,
     parse_proc_cgroup,
     payload_scope_annotations,
@@ -38,30 +38,32 @@ def container(**changes: object) -> Container:
 
 
 def test_split_in_a_service_puts_payload_beside_a_supervisor_leaf() -> None:
-    plan = decide_plan(CgroupMode.SPLIT, CID, own_cgroup=UNIT, in_service=True, bus_reachable=False)
-    assert plan.mode is CgroupMode.SPLIT
-    assert plan.manager == "cgroupfs"
-    assert plan.cgroups_path == f"{UNIT}/payload"
-    assert plan.supervisor_cgroup == f"{UNIT}/supervisor"
-    assert plan.unit_cgroup == UNIT
-    assert not plan.systemd_cgroup
-    assert plan.conmon_args("crun") == []
-    assert plan.annotations == ()
+    placement = decide_placement(
+        CgroupMode.SPLIT, CID, own_cgroup=UNIT, in_service=True, bus_reachable=False
+    )
+    assert placement.mode is CgroupMode.SPLIT
+    assert placement.manager == "cgroupfs"
+    assert placement.cgroups_path == f"{UNIT}/payload"
+    assert placement.supervisor_cgroup == f"{UNIT}/supervisor"
+    assert placement.unit_cgroup == UNIT
+    assert not placement.systemd_cgroup
+    assert placement.conmon_args("crun") == []
+    assert placement.annotations == ()
 
 
-def test_split_planned_again_from_the_supervisor_leaf_finds_the_same_unit() -> None:
-    plan = decide_plan(
+def test_split_placed_again_from_the_supervisor_leaf_finds_the_same_unit() -> None:
+    placement = decide_placement(
         CgroupMode.SPLIT,
         CID,
         own_cgroup=f"{UNIT}/supervisor",
         in_service=True,
         bus_reachable=False,
     )
-    assert plan.cgroups_path == f"{UNIT}/payload"
+    assert placement.cgroups_path == f"{UNIT}/payload"
 
 
 def test_enabled_uses_two_scopes_in_machine_slice_and_the_systemd_driver() -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         CgroupMode.ENABLED,
         CID,
         own_cgroup=UNIT,
@@ -69,12 +71,12 @@ def test_enabled_uses_two_scopes_in_machine_slice_and_the_systemd_driver() -> No
         bus_reachable=True,
         container=container(stop_signal=2, stop_timeout=timedelta(seconds=3)),
     )
-    assert plan.mode is CgroupMode.ENABLED
-    assert plan.cgroups_path == f"machine.slice:podunit:{CID}"
-    assert plan.conmon_scope == f"podunit-conmon-{CID}.scope"
-    assert plan.payload_scope == f"podunit-{CID}.scope"
-    assert plan.conmon_args("/usr/bin/runc") == ["-s"]
-    assert dict(plan.annotations) == {
+    assert placement.mode is CgroupMode.ENABLED
+    assert placement.cgroups_path == f"machine.slice:podunit:{CID}"
+    assert placement.conmon_scope == f"podunit-conmon-{CID}.scope"
+    assert placement.payload_scope == f"podunit-{CID}.scope"
+    assert placement.conmon_args("/usr/bin/runc") == ["-s"]
+    assert dict(placement.annotations) == {
         "org.systemd.property.KillSignal": "int32 2",
         "org.systemd.property.TimeoutStopUSec": "uint64 3000000",
     }
@@ -82,37 +84,41 @@ def test_enabled_uses_two_scopes_in_machine_slice_and_the_systemd_driver() -> No
 
 @pytest.mark.parametrize("mode", [CgroupMode.SPLIT, CgroupMode.ENABLED])
 def test_outside_systemd_with_a_bus_the_systemd_manager_is_used(mode: CgroupMode) -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         mode, CID, own_cgroup="/user.slice/session-1.scope", in_service=False, bus_reachable=True
     )
-    assert (plan.requested, plan.mode, plan.manager) == (mode, CgroupMode.ENABLED, "systemd")
-    assert plan.systemd_cgroup
+    decided = (placement.requested, placement.mode, placement.manager)
+    assert decided == (mode, CgroupMode.ENABLED, "systemd")
+    assert placement.systemd_cgroup
 
 
 @pytest.mark.parametrize("mode", [CgroupMode.SPLIT, CgroupMode.ENABLED])
 def test_outside_systemd_without_a_bus_cgroupfs_is_used(mode: CgroupMode) -> None:
-    plan = decide_plan(mode, CID, own_cgroup="/", in_service=False, bus_reachable=False)
-    assert plan.manager == "cgroupfs"
-    assert plan.cgroups_path == f"/podunit/{CID}"
-    assert plan.resources_in_spec
-    assert plan.conmon_args("runc") == []
+    placement = decide_placement(mode, CID, own_cgroup="/", in_service=False, bus_reachable=False)
+    assert placement.manager == "cgroupfs"
+    assert placement.cgroups_path == f"/podunit/{CID}"
+    assert placement.resources_in_spec
+    assert placement.conmon_args("runc") == []
 
 
 def test_split_without_a_cgroup_v2_hierarchy_falls_back() -> None:
-    plan = decide_plan(CgroupMode.SPLIT, CID, own_cgroup=None, in_service=True, bus_reachable=True)
-    assert plan.mode is CgroupMode.ENABLED
+    placement = decide_placement(
+        CgroupMode.SPLIT, CID, own_cgroup=None, in_service=True, bus_reachable=True
+    )
+    assert placement.mode is CgroupMode.ENABLED
 
 
 def test_disabled_needs_no_cgroup_and_tells_crun() -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         CgroupMode.DISABLED, CID, own_cgroup=UNIT, in_service=True, bus_reachable=True
     )
-    assert (plan.mode, plan.manager, plan.cgroups_path) == (CgroupMode.DISABLED, "none", None)
-    assert plan.conmon_args("/usr/bin/crun") == ["--runtime-arg", "--cgroup-manager=disabled"]
+    decided = (placement.mode, placement.manager, placement.cgroups_path)
+    assert decided == (CgroupMode.DISABLED, "none", None)
+    assert placement.conmon_args("/usr/bin/crun") == ["--runtime-arg", "--cgroup-manager=disabled"]
 
 
 def test_disabled_with_runc_is_a_clear_error() -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         CgroupMode.DISABLED,
         CID,
         own_cgroup=UNIT,
@@ -121,7 +127,7 @@ def test_disabled_with_runc_is_a_clear_error() -> None:
         container=container(),
     )
     with pytest.raises(CgroupError, match="container web: cgroups: disabled needs crun") as caught:
-        plan.conmon_args("runc")
+        placement.conmon_args("runc")
     assert caught.value.hint == "set `runtime: crun` or `cgroups: split`"
 
 
@@ -202,7 +208,7 @@ def test_remove_cgroup_reports_a_busy_one(tmp_path: Path) -> None:
 
 
 def test_moving_into_a_missing_unit_cgroup_is_a_one_line_error(tmp_path: Path) -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         CgroupMode.SPLIT,
         CID,
         own_cgroup=UNIT,
@@ -211,7 +217,7 @@ def test_moving_into_a_missing_unit_cgroup_is_a_one_line_error(tmp_path: Path) -
         cgroup2_mount=str(tmp_path),  # no system.slice/web.service below it
     )
     with pytest.raises(CgroupError) as caught:
-        prepare_before_conmon(plan)
+        prepare_before_conmon(placement)
     assert str(caught.value) == (
         f"cannot move podunit into {UNIT}/supervisor: No such file or directory"
     )
@@ -220,15 +226,15 @@ def test_moving_into_a_missing_unit_cgroup_is_a_one_line_error(tmp_path: Path) -
 
 @pytest.mark.parametrize("mode", [CgroupMode.ENABLED, CgroupMode.DISABLED])
 def test_only_split_moves_podunit_itself(tmp_path: Path, mode: CgroupMode) -> None:
-    plan = decide_plan(
+    placement = decide_placement(
         mode, CID, own_cgroup=UNIT, in_service=True, bus_reachable=True, cgroup2_mount=str(tmp_path)
     )
-    prepare_before_conmon(plan)
+    prepare_before_conmon(placement)
     assert list(tmp_path.iterdir()) == []
 
 
-def _split_plan(mount: Path) -> CgroupPlan:
-    return decide_plan(
+def _split_placement(mount: Path) -> CgroupPlacement:
+    return decide_placement(
         CgroupMode.SPLIT, CID, own_cgroup=UNIT, in_service=True, bus_reachable=False,
         cgroup2_mount=str(mount),
     )  # fmt: skip
@@ -238,22 +244,22 @@ def test_an_early_move_is_finished_by_prepare_before_conmon(tmp_path: Path) -> N
     import os
 
     (tmp_path / UNIT.lstrip("/")).mkdir(parents=True)
-    plan = _split_plan(tmp_path)
-    start_prepare_before_conmon(plan)
-    prepare_before_conmon(plan)  # waits for the thread
+    placement = _split_placement(tmp_path)
+    start_prepare_before_conmon(placement)
+    prepare_before_conmon(placement)  # waits for the thread
     procs = tmp_path / UNIT.lstrip("/") / "supervisor" / "cgroup.procs"
     assert procs.read_text() == f"{os.getpid()}\n"
     procs.unlink()
-    prepare_before_conmon(plan)  # nothing in flight any more: moves by itself
+    prepare_before_conmon(placement)  # nothing in flight any more: moves by itself
     assert procs.read_text() == f"{os.getpid()}\n"
 
 
 def test_an_early_move_reports_its_error_where_it_is_awaited(tmp_path: Path) -> None:
-    plan = _split_plan(tmp_path)  # no unit cgroup below the mount
-    start_prepare_before_conmon(plan)  # does not raise here
+    placement = _split_placement(tmp_path)  # no unit cgroup below the mount
+    start_prepare_before_conmon(placement)  # does not raise here
     with pytest.raises(CgroupError, match=r"cannot move podunit into .*: No such file"):
-        prepare_before_conmon(plan)
-    disabled = decide_plan(CgroupMode.DISABLED, CID, own_cgroup=UNIT, in_service=True,
+        prepare_before_conmon(placement)
+    disabled = decide_placement(CgroupMode.DISABLED, CID, own_cgroup=UNIT, in_service=True,
                            bus_reachable=False, cgroup2_mount=str(tmp_path))  # fmt: skip
     start_prepare_before_conmon(disabled)  # nothing to move: no thread
     prepare_before_conmon(disabled)

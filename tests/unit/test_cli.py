@@ -210,12 +210,12 @@ def test_python_module_children_of_the_launcher_find_toolkit() -> None:
 
 
 def test_the_exit_command_finds_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.runtime import operations
+    from toolkit.runtime import launch
 
-    assert operations.podunit_command(False)[0] == str(Path(sys.executable).parent / "podunit")
+    assert launch.podunit_command(False)[0] == str(Path(sys.executable).parent / "podunit")
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3-nowhere")
-    assert operations.podunit_command(True, str(LAUNCHER)) == [str(LAUNCHER), "--user"]
-    assert operations.podunit_command(False, "pytest") == [
+    assert launch.podunit_command(True, str(LAUNCHER)) == [str(LAUNCHER), "--user"]
+    assert launch.podunit_command(False, "pytest") == [
         "/usr/bin/python3-nowhere", "-m", "toolkit.cli.main",
     ]  # fmt: skip
 
@@ -228,8 +228,8 @@ def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> Non
     probe = (
         f"import subprocess, sys; sys.path[:0] = [{str(repo)!r}, "
         f"{str(repo / '.venv' / 'lib' / version / 'site-packages')!r}]\n"
-        "from toolkit.runtime import operations\n"
-        "argv = operations.podunit_command(False, 'not-the-launcher')\n"
+        "from toolkit.runtime import launch\n"
+        "argv = launch.podunit_command(False, 'not-the-launcher')\n"
         "print(argv[1:3], subprocess.run([*argv, '--help'], capture_output=True, text=True).stdout)"
     )
     result = subprocess.run(

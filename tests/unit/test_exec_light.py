@@ -1,7 +1,7 @@
-"""The `podunit exec` path stays light and event-driven (issue 6; toolkit.runtime.exec).
+"""The `podunit exec` path stays event-driven and cheap (issue 6; toolkit.runtime.exec).
 
-Real processes, sockets, pipes and SQLite; the import checks run in a fresh interpreter,
-so that what the test process already imported does not hide a regression.
+Real processes, sockets, pipes and SQLite. What exec may import is checked with the other
+hot paths in tests/unit/test_light_imports.py.
 """
 
 from __future__ import annotations
@@ -22,35 +22,11 @@ import pytest
 
 from toolkit.errors import InvalidState
 from toolkit.proc import process_start_time, wait_until_gone
+from toolkit.runtime import attach
 from toolkit.runtime import exec as exec_sessions
+from toolkit.storage import state
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.state import PAUSED, RUNNING, ContainerRecord, StateStore
-
-# What a plain `podunit exec NAME CMD` must not load: the status and run machinery of
-# operations (only for a container that is not plainly running), oci (only for -u),
-# the terminal modules (only for -t), secrets (ids come from os.urandom), and pathlib
-# (storage.paths hands out str paths; conmon, imported for the session, is pathlib-free too).
-NOT_ON_THE_EXEC_PATH = (
-    "toolkit.runtime.operations",
-    "toolkit.runtime.oci",
-    "toolkit.systemd.cgroups",
-    "toolkit.systemd.notify",
-    "toolkit.systemd.activation",
-    "toolkit.systemd.health",
-    "toolkit.storage.images",
-    "toolkit.unitgen.generator",
-    "secrets",
-    "tty",
-    "termios",
-    "argparse",
-    "pathlib",
-)
-
-IMPORT_PROBE = """
-import json, sys
-from toolkit.runtime import exec as exec_sessions
-print(json.dumps(sorted(sys.modules)))
-"""
 
 # A fresh interpreter: a container whose process and conmon (two sleeps here) are alive.
 REQUIRE_RUNNING_PROBE = """
@@ -73,21 +49,11 @@ try:
             answer = require_running(store, record).status
         except Exception as error:
             answer = str(error)
-    print(json.dumps([answer, "toolkit.runtime.operations" in sys.modules]))
+    print(json.dumps([answer, "toolkit.runtime.status" in sys.modules]))
 finally:
     for child in (payload, monitor):
         child.kill()
         child.wait()
-"""
-
-
-# What exec_sessions itself adds to the modules it builds on (theirs are their owners' business).
-OWN_IMPORTS_PROBE = """
-import json, sys
-import toolkit.errors, toolkit.storage.paths, toolkit.proc, toolkit.storage.state
-before = set(sys.modules)
-from toolkit.runtime import exec as exec_sessions
-print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
@@ -99,27 +65,16 @@ def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def test_the_exec_module_imports_nothing_it_does_not_need() -> None:
-    loaded = set(json.loads(_fresh(IMPORT_PROBE)))
-    assert sorted(loaded & set(NOT_ON_THE_EXEC_PATH)) == []
-
-
-def test_the_exec_module_itself_needs_neither_dataclasses_typing_nor_shutil() -> None:
-    added = set(json.loads(_fresh(OWN_IMPORTS_PROBE)))
-    assert "toolkit.runtime.exec" in added
-    assert sorted(added & {"dataclasses", "typing", "shutil", *NOT_ON_THE_EXEC_PATH}) == []
-
-
 def test_exec_records_are_immutable_values() -> None:
-    config = exec_sessions.ExecConfig(("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
-    assert config == exec_sessions.ExecConfig(
+    config = state.ExecConfig(("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
+    assert config == state.ExecConfig(
         ("sh", "-c", "x"), tty=True, environment=(("A", "1"),)
     )
-    assert hash(config) == hash(exec_sessions.ExecConfig.from_json(config.to_json()))
-    assert config != exec_sessions.ExecConfig(("sh", "-c", "x"))
+    assert hash(config) == hash(state.ExecConfig.from_json(config.to_json()))
+    assert config != state.ExecConfig(("sh", "-c", "x"))
     with pytest.raises(AttributeError, match="ExecConfig is immutable: cannot set tty"):
         config.tty = False  # type: ignore[misc]
-    session = exec_sessions.ExecSession(
+    session = state.ExecSession(
         id="a" * 64, container_id="b" * 64, state="created", config=config, created_at=1.0
     )
     running = session._replace(state="running", pid=7)
@@ -136,7 +91,7 @@ def test_exec_records_are_immutable_values() -> None:
     ("status", "answer", "status_machinery"),
     [
         (RUNNING, RUNNING, False),  # the common case: two /proc reads, nothing imported
-        (PAUSED, "container web is paused", True),  # anything else: operations.sync_status
+        (PAUSED, "container web is paused", True),  # anything else: status.sync_status
     ],
 )
 def test_require_running_uses_the_status_machinery_only_when_needed(
@@ -223,12 +178,12 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
             created_at=time.time(), spec={},
         )  # fmt: skip
         store.add(record)
-        session = exec_sessions.ExecSession(
-            id="1" * 64, container_id=record.id, state=exec_sessions.STARTED,
-            config=exec_sessions.ExecConfig(("true",)), created_at=time.time(), pid=ended.pid,
+        session = state.ExecSession(
+            id="1" * 64, container_id=record.id, state=state.SESSION_RUNNING,
+            config=state.ExecConfig(("true",)), created_at=time.time(), pid=ended.pid,
             runtime={"pid_start_time": 1},
         )  # fmt: skip
-        exec_sessions._insert_session(store, session)
+        store.add_exec_session(session)
         exit_file = Path(exec_sessions.session_dir(paths, record.id, session.id), "exit")
         exit_file.parent.mkdir(parents=True)
         # the process is gone, conmon has not written the exit file yet: stopped, code unknown
@@ -237,7 +192,7 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
         exit_file.write_text("3")  # then conmon writes it: the code is filled in
         assert exec_sessions.refresh_session(store, session).exit_code == 3
         assert _session_rows(store) == [(session.id, "stopped", 3)]
-        exec_sessions._delete_session(store, session.id)  # its `podunit exec` removes it
+        store.remove_exec_session(session.id)  # its `podunit exec` removes it
         assert exec_sessions.refresh_session(store, session).state == "stopped"
         assert _session_rows(store) == []
 
@@ -248,12 +203,12 @@ def test_a_session_of_a_container_removed_meanwhile_is_a_clear_error(tmp_path: P
         {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
     )
     with StateStore(paths) as store:
-        session = exec_sessions.ExecSession(
-            id="2" * 64, container_id="9" * 64, state=exec_sessions.STARTED,
-            config=exec_sessions.ExecConfig(("true",)), created_at=time.time(), pid=1,
+        session = state.ExecSession(
+            id="2" * 64, container_id="9" * 64, state=state.SESSION_RUNNING,
+            config=state.ExecConfig(("true",)), created_at=time.time(), pid=1,
         )  # fmt: skip
         with pytest.raises(InvalidState, match="container 999999999999 was removed while"):
-            exec_sessions._insert_session(store, session)
+            store.add_exec_session(session)
         assert _session_rows(store) == []
 
 
@@ -308,9 +263,9 @@ def test_relay_splits_the_streams_and_forwards_stdin_until_eof(tmp_path: Path) -
     stdin_read, stdin_write = os.pipe()
     os.write(stdin_write, b"input")
     os.close(stdin_write)
-    conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + b"hello ")
-    conmons.send(bytes([exec_sessions.ATTACH_STDERR]) + b"oops")
-    conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + b"world")
+    conmons.send(bytes([attach.ATTACH_STDOUT]) + b"hello ")
+    conmons.send(bytes([attach.ATTACH_STDERR]) + b"oops")
+    conmons.send(bytes([attach.ATTACH_STDOUT]) + b"world")
     received: list[bytes] = []
 
     def conmon() -> None:  # what conmon does: read the process's stdin to its end, then close
@@ -325,7 +280,7 @@ def test_relay_splits_the_streams_and_forwards_stdin_until_eof(tmp_path: Path) -
     with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
         thread = threading.Thread(target=conmon)
         thread.start()
-        exec_sessions.relay(ours, stdin=stdin_read, stdout=out.fileno(), stderr=err.fileno())
+        attach.relay(ours, stdin=stdin_read, stdout=out.fileno(), stderr=err.fileno())
         thread.join()
     os.close(stdin_read)
     ours.close()
@@ -343,10 +298,10 @@ def test_relay_reports_a_closed_reader_once_and_drops_its_output(tmp_path: Path)
     try:
         with open(tmp_path / "err", "wb") as err:
             for data in (b"a", b"b"):
-                conmons.send(bytes([exec_sessions.ATTACH_STDOUT]) + data)
-            conmons.send(bytes([exec_sessions.ATTACH_STDERR]) + b"still here")
+                conmons.send(bytes([attach.ATTACH_STDOUT]) + data)
+            conmons.send(bytes([attach.ATTACH_STDERR]) + b"still here")
             conmons.close()
-            exec_sessions.relay(
+            attach.relay(
                 ours, stdin=None, stdout=writer, stderr=err.fileno(),
                 on_output_closed=lambda: closed.append(1),
             )  # fmt: skip

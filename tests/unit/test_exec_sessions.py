@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 
 from toolkit.errors import PodunitError
-from toolkit.runtime.exec import (
-    ExecConfig,
-    ExecSession,
-    attach_packet,
-    exec_process_spec,
-    parse_env_options,
-    resize_message,
-)
+from toolkit.runtime.attach import attach_packet, resize_message
+from toolkit.runtime.exec import exec_process_spec, parse_env_options
 from toolkit.runtime.oci import ResolvedUser
+from toolkit.storage.state import ExecConfig, ExecSession
 
 CONTAINER_SPEC = {
     "process": {

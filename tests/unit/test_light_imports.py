@@ -1,16 +1,11 @@
-"""Start-up of the light verbs (stop, rm, kill, ps, inspect, wait, exec, logs).
+"""What the hot paths may import: the rules of README "Hot paths", checked (the one test).
 
-Every podunit action is a fresh Python process whose imports dominate its run
-time (bench/RESULTS.md). The modules of those verbs must not import, at module
-level, what only run/create/start need: the definitions model (its dataclasses
-and enums), oci, notify, activation, health, images, conmon, cgroups, secrets.
-A fresh interpreter checks it, so that the gain cannot silently regress.
-
-Module level is not enough: the verbs are also run (against an empty state
-directory), and a whole `podunit stop`/`rm -f`/`cleanup` process of a unit must
-not load argparse, typing, dataclasses, subprocess, shutil or socket either.
-No light verb loads pathlib (with urllib.parse and fnmatch, ~5 ms): storage.paths
-hands out `str` paths; nor does what `run --plan` loads (below).
+Every podunit action is a fresh Python process whose imports dominate its run time
+(bench/RESULTS.md). The hot paths are the processes generated units run (`run --plan F N`,
+`stop -t S N`, `rm -f N`, `kill -s SIG N`, `cleanup ID`) and `podunit exec NAME CMD`;
+`ps`, `inspect`, `wait` are light too. Fresh interpreters import the modules and run the
+verbs, so that what this test process already imported does not hide a regression. The
+tables below name the modules each path must not load; the README explains why.
 """
 
 from __future__ import annotations
@@ -27,7 +22,9 @@ from toolkit.definitions import logdrivers
 from toolkit.definitions.model import LogDriver
 from toolkit.runtime import conmon, logs
 
-# (toolkit.definitions itself, an empty package, and its logdrivers, a few constants, are light)
+# The run machinery, which only run/create/start load (lazily). toolkit.definitions.* is
+# heavy too (the model's enums and NamedTuples), except the empty package itself and its
+# logdrivers (a few constants).
 LIGHT_DEFINITIONS = ("toolkit.definitions", "toolkit.definitions.logdrivers")
 HEAVY = (
     "toolkit.runtime.oci",
@@ -45,7 +42,8 @@ HEAVY = (
 PROBE = """
 import json, sys
 import toolkit.cli.main
-from toolkit.runtime import exec as exec_sessions, logs, operations
+from toolkit.cli import containers, exec, logs
+from toolkit.runtime import invoke, lifecycle, launch, placement, status
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -65,8 +63,8 @@ def test_the_light_verbs_modules_import_nothing_heavy() -> None:
 
 def test_kill_parses_its_signal_without_the_model() -> None:
     probe = (
-        "import sys; from toolkit.runtime import operations; "
-        "operations.parse_signal('SIGRTMIN+3'); "
+        "import sys; from toolkit.runtime import lifecycle; "
+        "lifecycle.parse_signal('SIGRTMIN+3'); "
         "print('toolkit.definitions.model' in sys.modules)"
     )
     result = subprocess.run(
@@ -89,6 +87,7 @@ def test_the_log_driver_names_of_logs_and_conmon_are_the_models() -> None:
 
 UNIT_FORMS = (["rm", "-f", "web"], ["stop", "-t", "10", "web"], ["cleanup", "0" * 64])
 OTHER_LIGHT = (["ps", "-a"], ["inspect", "web"], ["wait", "web"])
+# Not in any process of the light verbs (argparse and shutil: not in the units' forms either).
 NEVER = ("dataclasses", "typing", "subprocess", "socket", "inspect", "ast", "pathlib")
 
 
@@ -156,15 +155,16 @@ def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
         assert store.find("web") is None
 
 
-# What a unit's `podunit run --plan FILE NAME` loads (runtime.operations.cli_run with a plan,
+# What a unit's `podunit run --plan FILE NAME` loads (cli.containers.cli_run with a plan,
 # a `notify: healthy` unit's health included); the cold verbs (images, checkpoint, logs,
 # generate, sandbox) may use pathlib.
 RUN_PATH_PROBE = """
 import json, sys
 import toolkit.cli.main
 from toolkit.systemd import activation, cgroups, health, notify
-from toolkit.runtime import conmon, exec as exec_sessions, oci, operations
-from toolkit.definitions import instances, model
+from toolkit.cli import containers
+from toolkit.runtime import attach, conmon, exec, launch, lifecycle, oci, placement, status
+from toolkit.definitions import instances, model, plan
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -176,3 +176,63 @@ def test_the_run_path_does_not_import_pathlib() -> None:
     loaded = json.loads(result.stdout)
     assert "toolkit.systemd.health" in loaded
     assert [m for m in loaded if m in ("pathlib", "urllib.parse")] == []
+
+
+# What a plain `podunit exec NAME CMD` must not load: the status and run machinery
+# (only for a container that is not plainly running), oci (only for -u), the terminal
+# modules (only for -t), secrets (ids come from os.urandom), argparse (a fast form) and
+# pathlib (storage.paths hands out str paths; conmon, imported for the session, is
+# pathlib-free too).
+NOT_ON_THE_EXEC_PATH = (
+    "toolkit.runtime.status",
+    "toolkit.runtime.launch",
+    "toolkit.runtime.lifecycle",
+    "toolkit.runtime.oci",
+    "toolkit.systemd.cgroups",
+    "toolkit.systemd.notify",
+    "toolkit.systemd.activation",
+    "toolkit.systemd.health",
+    "toolkit.storage.images",
+    "toolkit.unitgen.generator",
+    "secrets",
+    "tty",
+    "termios",
+    "argparse",
+    "pathlib",
+)
+
+EXEC_PROBE = """
+import json, sys
+import toolkit.cli.main
+from toolkit.cli import exec
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# What the exec modules add to the modules they build on (theirs are their owners' business).
+EXEC_OWN_IMPORTS_PROBE = """
+import json, sys
+import toolkit.errors, toolkit.storage.paths, toolkit.proc, toolkit.storage.state
+before = set(sys.modules)
+from toolkit.cli import exec
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _fresh(script: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    modules: list[str] = json.loads(result.stdout)
+    return modules
+
+
+def test_the_exec_path_imports_nothing_it_does_not_need() -> None:
+    loaded = set(_fresh(EXEC_PROBE))
+    assert "toolkit.runtime.exec" in loaded
+    assert sorted(loaded & set(NOT_ON_THE_EXEC_PATH)) == []
+
+
+def test_the_exec_modules_themselves_need_neither_dataclasses_typing_nor_shutil() -> None:
+    added = set(_fresh(EXEC_OWN_IMPORTS_PROBE))
+    assert {"toolkit.cli.exec", "toolkit.runtime.exec", "toolkit.runtime.attach"} <= added
+    assert sorted(added & {"dataclasses", "typing", "shutil", *NOT_ON_THE_EXEC_PATH}) == []

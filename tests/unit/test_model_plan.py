@@ -136,7 +136,7 @@ def _write_plan(tmp_path: Path, plan_of: Container, **envelope: object) -> str:
 
 
 def test_run_plan_gives_the_container_and_instantiates_templates(tmp_path: Path) -> None:
-    from toolkit.runtime.operations import container_from_plan
+    from toolkit.definitions.plan import container_from_plan
 
     plain = next(c for c in CONTAINERS if not c.template)
     assert repr(container_from_plan(_write_plan(tmp_path, plain), plain.name)) == repr(plain)
@@ -162,7 +162,7 @@ def test_run_plan_gives_the_container_and_instantiates_templates(tmp_path: Path)
 def test_run_plan_problems_are_one_error_suggesting_daemon_reload(
     tmp_path: Path, plan: str, name: str, fragment: str
 ) -> None:
-    from toolkit.runtime.operations import container_from_plan
+    from toolkit.definitions.plan import container_from_plan
 
     web = Container(name="web", source=Location("/etc/podunit/web.yaml", 2, 3))
     path = {

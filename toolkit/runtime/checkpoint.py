@@ -4,7 +4,7 @@ A checkpoint is written by `RUNTIME checkpoint --image-path DIR --work-path DIR`
 into `<state_dir>/checkpoints/<container id>/` (it survives reboots, unlike the
 bundle); `--export FILE` also packs it into a tar archive, `--import FILE`
 unpacks one before restoring. Restoring runs the runtime's `restore` through
-conmon (`conmon --restore DIR`, `toolkit.runtime.operations.restore_container`).
+conmon (`conmon --restore DIR`, `toolkit.runtime.lifecycle.restore_container`).
 
 CRIU must work on the machine: `criu check` is run first, and its failure is
 reported with CRIU's own reason (on kernels newer than the installed CRIU knows,
@@ -13,15 +13,13 @@ typically "vdso: Failed to fill self vdso symtable").
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tarfile
 from pathlib import Path
 
 from toolkit import proc
 from toolkit.errors import CommandFailed, InvalidState, PodunitError
-from toolkit.runtime import operations
-from toolkit.storage.paths import RuntimePaths
+from toolkit.runtime.status import sync_status
 from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
 
 CHECKPOINT_TIMEOUT_SECONDS = 300.0
@@ -70,7 +68,7 @@ def checkpoint(
     store: StateStore, record: ContainerRecord, *, export: Path | None, leave_running: bool
 ) -> Path:
     """Checkpoint a running container; returns the image directory (or the export archive)."""
-    record = operations.sync_status(store, record)
+    record = sync_status(store, record)
     if record.status != RUNNING:
         raise InvalidState(f"container {record.name} is {record.status}: only running ones")
     require_criu()
@@ -128,9 +126,9 @@ def import_checkpoint(store: StateStore, record: ContainerRecord, archive: Path)
 def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | None) -> Path:
     """Check that a restore can happen and return the checkpoint image to restore from.
 
-    The restore itself is `toolkit.runtime.operations.restore_container` (`conmon --restore`).
+    The restore itself is `toolkit.runtime.lifecycle.restore_container` (`conmon --restore`).
     """
-    record = operations.sync_status(store, record)
+    record = sync_status(store, record)
     if record.alive:
         raise InvalidState(f"container {record.name} is {record.status}: stop it before restoring")
     require_criu()
@@ -144,22 +142,3 @@ def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | N
         )
     return image_dir
 
-
-def cli_checkpoint(args: argparse.Namespace) -> int:
-    """Handler of `podunit checkpoint NAME`."""
-    with StateStore(RuntimePaths.for_mode(args.user)) as store:
-        record = store.get(args.names)
-        export = Path(args.export) if args.export else None
-        print(checkpoint(store, record, export=export, leave_running=args.leave_running))
-    return 0
-
-
-def cli_restore(args: argparse.Namespace) -> int:
-    """Handler of `podunit restore NAME`: checks here, the launch in toolkit.runtime.operations."""
-    with StateStore(RuntimePaths.for_mode(args.user)) as store:
-        record = store.get(args.names)
-        import_file = Path(args.import_file) if args.import_file else None
-        image_dir = restore(store, record, import_file=import_file)
-        restored = operations.restore_container(store, record, str(image_dir))
-    print(restored.id)
-    return 0

@@ -21,7 +21,7 @@ mode a second record carries the exit code. EOF before a record is a failure.
 Restoring a checkpoint (toolkit.runtime.checkpoint) is a launch with
 `ConmonOptions(restore_path=IMAGE_DIR)`: conmon runs `RUNTIME restore` and the
 reported pid is already running (no `RUNTIME start`); see
-`toolkit.runtime.operations.restore_container`.
+`toolkit.runtime.lifecycle.restore_container`.
 
 Exec sessions (toolkit.runtime.exec) use the same launcher: pass
 `ConmonOptions(exec_process_spec=PATH, ...)`, call `launch`, `start`, then
@@ -117,7 +117,7 @@ class ConmonOptions:
         tty: bool = False,
         stdin: bool = False,
         preserve_fds: int = 0,
-        cgroup_args: tuple[str, ...] = (),  # CgroupPlan.conmon_args(): -s, --runtime-arg ...
+        cgroup_args: tuple[str, ...] = (),  # CgroupPlacement.conmon_args(): -s, --runtime-arg ...
         runtime_args: tuple[str, ...] = (),  # before the runtime's subcommand
         exit_command: tuple[str, ...] = (),
         log_level: str = "error",

@@ -8,12 +8,10 @@ code, so nothing is left behind and an exec costs two write transactions. `-d`
 prints the session id and leaves the session running; it is reaped (marked stopped
 with its exit code) the next time sessions are listed.
 
-Attached sessions use conmon's attach protocol (conmon 2.1.6 conn_sock.c): conmon
-reports on `_OCI_ATTACHPIPE` that `<socket-dir>/<session>/attach` (SOCK_SEQPACKET)
-listens; we connect, then a second byte on the start pipe lets the runtime exec
-the process. Packets from conmon start with 2 (stdout) or 3 (stderr); what we send
-is the process's stdin, and shutdown(SHUT_WR) closes it. With `-t` the process
-gets a pseudo-terminal; `<exec dir>/ctl` takes `1 ROWS COLS` to resize it.
+Attached sessions use conmon's attach protocol (`toolkit.runtime.attach`): conmon
+reports on `_OCI_ATTACHPIPE` that `<socket-dir>/<session>/attach` listens; we connect,
+then a second byte on the start pipe lets the runtime exec the process. The session
+rows are the state store's (`StateStore.add_exec_session` and friends).
 
 Session management (`podunit exec` options):
 `--list NAME` prints the sessions as JSON, `--stop SESSION NAME` stops one (its
@@ -25,7 +23,7 @@ exit file before it exits. `stop_all_sessions` is what removing a container call
 
 Nothing here is imported that a plain `podunit exec NAME CMD` does not use (issue 6:
 the imports of a fresh process are most of its time): no dataclasses or typing, the
-status machinery of `toolkit.runtime.operations` only for a container that is not plainly
+status machinery of `toolkit.runtime.status` only for a container that is not plainly
 running, oci only for `-u`, conmon where a session starts.
 
 Files of a session live in `<run>/containers/<container id>/exec/<session id>/`:
@@ -39,194 +37,48 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import socket
-import sqlite3
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from toolkit.errors import InvalidState, PodunitError
 from toolkit.fs import read_text, remove_tree
 from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
+from toolkit.runtime.attach import (
+    connect_attach_socket,
+    forwarded_signals,
+    raw_terminal,
+    relay,
+    send_window_size,
+    terminal_size,
+)
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import PAUSED, RUNNING, ContainerRecord, StateStore
+from toolkit.storage.state import (
+    PAUSED,
+    RUNNING,
+    SESSION_CREATED,
+    SESSION_RUNNING,
+    SESSION_STOPPED,
+    ContainerRecord,
+    ExecConfig,
+    ExecSession,
+    StateStore,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    # Annotations only: a plain `podunit exec NAME CMD` imports neither argparse's parser
-    # module here, nor oci (only for -u) nor the status machinery of operations (only when
-    # the container is not plainly running); conmon is imported where a session starts.
-    import argparse
     from typing import Any
 
     from toolkit.runtime import conmon, oci
 
-CREATED = "created"
-STARTED = "running"
-STOPPED = "stopped"
 DEFAULT_STOP_TIMEOUT = 10.0
-STDIN_CHUNK = 4096  # below conmon's CONN_SOCK_BUF_SIZE, so no SEQPACKET is truncated
-ATTACH_STDOUT = 2
-ATTACH_STDERR = 3
 EXIT_FILE_GRACE_SECONDS = 5.0
 DETACHED_LOG_MAX_BYTES = 1024 * 1024  # conmon replaces exec_log when it is full
 
 
 class ExecSessionNotFound(PodunitError):
     """No exec session with that id in the container."""
-
-
-# --- pure parts ------------------------------------------------------------------------------
-
-
-class _Record:
-    """An immutable record with `__slots__`: compared, shown and copied field by field.
-
-    Not a dataclass or NamedTuple: `podunit exec` imports neither `dataclasses` nor
-    `typing` (as `state.ContainerRecord`, issue 6).
-    """
-
-    __slots__: tuple[str, ...] = ()
-
-    def _set(self, **values: object) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, values[name])
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class ExecConfig(_Record):
-    """What the user asked for (libpod ExecConfig)."""
-
-    __slots__ = ("command", "detach", "environment", "interactive", "tty", "user", "workdir")
-    command: tuple[str, ...]
-    tty: bool
-    interactive: bool
-    detach: bool
-    environment: tuple[tuple[str, str], ...]
-    user: str | None
-    workdir: str | None
-
-    def __init__(
-        self,
-        command: tuple[str, ...],
-        *,
-        tty: bool = False,
-        interactive: bool = False,
-        detach: bool = False,
-        environment: tuple[tuple[str, str], ...] = (),
-        user: str | None = None,
-        workdir: str | None = None,
-    ) -> None:
-        self._set(
-            command=command, tty=tty, interactive=interactive, detach=detach,
-            environment=environment, user=user, workdir=workdir,
-        )  # fmt: skip
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
-        return cls(
-            command=tuple(data["command"]),
-            tty=bool(data.get("tty")),
-            interactive=bool(data.get("interactive")),
-            detach=bool(data.get("detach")),
-            environment=tuple((k, v) for k, v in data.get("environment", ())),
-            user=data.get("user"),
-            workdir=data.get("workdir"),
-        )
-
-
-class ExecSession(_Record):
-    """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
-
-    __slots__ = (
-        "config",
-        "container_id",
-        "created_at",
-        "exit_code",
-        "finished_at",
-        "id",
-        "pid",
-        "runtime",
-        "started_at",
-        "state",
-    )
-    id: str
-    container_id: str
-    state: str
-    config: ExecConfig
-    created_at: float
-    pid: int | None
-    exit_code: int | None
-    started_at: float | None
-    finished_at: float | None
-    runtime: Mapping[str, Any]
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        container_id: str,
-        state: str,
-        config: ExecConfig,
-        created_at: float,
-        pid: int | None = None,
-        exit_code: int | None = None,
-        started_at: float | None = None,
-        finished_at: float | None = None,
-        runtime: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._set(
-            id=id, container_id=container_id, state=state, config=config,
-            created_at=created_at, pid=pid, exit_code=exit_code, started_at=started_at,
-            finished_at=finished_at, runtime=runtime or {},
-        )  # fmt: skip
-
-    def _replace(self, **changes: Any) -> ExecSession:
-        """A copy with `changes` applied."""
-        return ExecSession(**{**dict(zip(self.__slots__, self._values(), strict=True)), **changes})
-
-    def to_json(self) -> dict[str, Any]:
-        """The session as `podunit exec --list` and `inspect` show it."""
-        return {
-            "ID": self.id,
-            "ContainerID": self.container_id,
-            "State": self.state,
-            "Running": self.state == STARTED,
-            "Pid": self.pid or 0,
-            "ExitCode": self.exit_code,
-            "ProcessConfig": {
-                "Entrypoint": self.config.command[0],
-                "Arguments": list(self.config.command[1:]),
-                "Tty": self.config.tty,
-                "User": self.config.user or "",
-                "WorkDir": self.config.workdir or "",
-            },
-            "OpenStdin": self.config.interactive,
-            "Detached": self.config.detach,
-            "CreatedAt": self.created_at,
-            "StartedAt": self.started_at,
-            "FinishedAt": self.finished_at,
-        }
 
 
 def parse_env_options(
@@ -283,106 +135,14 @@ def exec_process_spec(
     return process
 
 
-def attach_packet(packet: bytes) -> tuple[int, bytes]:
-    """(stream, data) of a packet conmon sent on the attach socket."""
-    if not packet:
-        return 0, b""
-    return packet[0], packet[1:]
-
-
-def resize_message(rows: int, columns: int) -> bytes:
-    """The line conmon's ctl fifo takes to resize the terminal (ctrl.c: `1 HEIGHT WIDTH`)."""
-    return f"1 {rows} {columns}\n".encode()
-
-
-# --- the table -------------------------------------------------------------------------------
-
-_SESSION_COLUMNS = (
-    "id, container_id, pid, state, exit_code, config, created_at, started_at, finished_at"
-)
-
-
-def _session_from_row(row: Any) -> ExecSession:
-    stored = json.loads(row["config"])
-    return ExecSession(
-        id=row["id"],
-        container_id=row["container_id"],
-        state=row["state"],
-        config=ExecConfig.from_json(stored["config"]),
-        created_at=row["created_at"],
-        pid=row["pid"],
-        exit_code=row["exit_code"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        runtime=stored.get("runtime", {}),
-    )
-
-
-def _insert_session(store: StateStore, session: ExecSession) -> None:
-    """The session's row; its container's row must still exist (removed meanwhile: error)."""
-    stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
-    try:
-        with store.transaction() as db:
-            db.execute(
-                f"INSERT INTO exec_sessions ({_SESSION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session.id,
-                    session.container_id,
-                    session.pid,
-                    session.state,
-                    session.exit_code,
-                    stored,
-                    session.created_at,
-                    session.started_at,
-                    session.finished_at,
-                ),
-            )
-    except sqlite3.IntegrityError:  # the foreign key: `podunit rm` removed the container
-        raise InvalidState(
-            f"container {session.container_id[:12]} was removed while the exec started"
-        ) from None
-
-
-def _record_stopped(store: StateStore, session: ExecSession) -> None:
-    """Mark the row stopped (or give a stopped row its exit code, once conmon wrote it).
-
-    An UPDATE: a row that its `podunit exec` removed meanwhile stays removed.
-    """
-    with store.transaction() as db:
-        db.execute(
-            "UPDATE exec_sessions SET state = ?, exit_code = ?, finished_at = ? "
-            "WHERE id = ? AND (state = ? OR exit_code IS NULL)",
-            (STOPPED, session.exit_code, session.finished_at, session.id, STARTED),
-        )
-
-
-def _delete_session(store: StateStore, session_id: str) -> None:
-    with store.transaction() as db:
-        db.execute("DELETE FROM exec_sessions WHERE id = ?", (session_id,))
-
-
-def _sessions(store: StateStore, container_id: str) -> list[ExecSession]:
-    with store.transaction() as db:
-        rows = db.execute(
-            f"SELECT {_SESSION_COLUMNS} FROM exec_sessions WHERE container_id = ? "
-            "ORDER BY created_at",
-            (container_id,),
-        ).fetchall()
-    return [_session_from_row(row) for row in rows]
-
-
-def _session(store: StateStore, record: ContainerRecord, session_id: str) -> ExecSession:
-    matches = [s for s in _sessions(store, record.id) if s.id.startswith(session_id)]
+def find_session(store: StateStore, record: ContainerRecord, session_id: str) -> ExecSession:
+    matches = [s for s in store.exec_sessions(record.id) if s.id.startswith(session_id)]
     if len(matches) != 1 or len(session_id) < 4:
         raise ExecSessionNotFound(
             f"container {record.name} has no exec session {session_id}",
             hint=f"list them: podunit exec --list {record.name}",
         )
     return matches[0]
-
-
-# --- processes -------------------------------------------------------------------------------
 
 
 def session_dir(paths: RuntimePaths, container_id: str, session_id: str) -> str:
@@ -409,13 +169,13 @@ def _remove_session_files(paths: RuntimePaths, session: ExecSession) -> None:
 
 def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     """A running session whose process is gone becomes stopped, with the exit code if known."""
-    if session.state != STARTED:
+    if session.state != SESSION_RUNNING:
         return session
     code = _read_exit_file(_exit_file(store.paths, session))
     if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
         return session
-    stopped = session._replace(state=STOPPED, exit_code=code, finished_at=time.time())
-    _record_stopped(store, stopped)
+    stopped = session._replace(state=SESSION_STOPPED, exit_code=code, finished_at=time.time())
+    store.mark_exec_session_stopped(stopped)
     return stopped
 
 
@@ -423,7 +183,7 @@ def _abandoned(session: ExecSession) -> bool:
     """An attached session that ended after the `podunit exec` attached to it died."""
     owner = session.runtime.get("owner_pid")
     return (
-        session.state == STOPPED
+        session.state == SESSION_STOPPED
         and not session.config.detach
         and owner is not None
         and not same_process_alive(owner, session.runtime.get("owner_start_time"))
@@ -437,11 +197,11 @@ def list_sessions(store: StateStore, container_id: str) -> list[ExecSession]:
     session is removed here once its command has ended, so nothing piles up.
     """
     sessions = []
-    for session in _sessions(store, container_id):
+    for session in store.exec_sessions(container_id):
         session = refresh_session(store, session)
         if _abandoned(session):
             _remove_session_files(store.paths, session)
-            _delete_session(store, session.id)
+            store.remove_exec_session(session.id)
         else:
             sessions.append(session)
     return sessions
@@ -463,7 +223,7 @@ def stop_session(
 ) -> ExecSession:
     """Stop signal, then SIGKILL after `timeout` seconds (libpod ExecStopContainer)."""
     session = refresh_session(store, session)
-    if session.state != STARTED:
+    if session.state != SESSION_RUNNING:
         raise InvalidState(
             f"exec session {session.id[:12]} is {session.state}: "
             "only running sessions can be stopped"
@@ -487,7 +247,7 @@ def remove_session(
 ) -> None:
     """Remove a session; a running one only with `force` (stopped first)."""
     session = refresh_session(store, session)
-    if session.state == STARTED:
+    if session.state == SESSION_RUNNING:
         if not force:
             raise InvalidState(
                 f"exec session {session.id[:12]} is still running, cannot remove it",
@@ -495,7 +255,7 @@ def remove_session(
             )
         stop_session(store, session, stop_signal=stop_signal, timeout=timeout)
     _remove_session_files(store.paths, session)
-    _delete_session(store, session.id)
+    store.remove_exec_session(session.id)
 
 
 def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: float = 0.0) -> None:
@@ -510,24 +270,21 @@ def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: fl
     exec_dir = store.paths.exec_dir(record.id)
     if not os.path.isdir(exec_dir):
         return
-    for session in _sessions(store, record.id):
+    for session in store.exec_sessions(record.id):
         with contextlib.suppress(PodunitError):
             remove_session(
-                store, session, force=True, stop_signal=_stop_signal(record), timeout=timeout
+                store, session, force=True, stop_signal=session_stop_signal(record), timeout=timeout
             )
     remove_tree(exec_dir)
 
 
-def _stop_signal(record: ContainerRecord) -> int:
+def session_stop_signal(record: ContainerRecord) -> int:
     value = record.options.get("stop_signal", signal.SIGTERM)
     return int(value)
 
 
-def _stop_timeout(record: ContainerRecord) -> float:
+def session_stop_timeout(record: ContainerRecord) -> float:
     return float(record.options.get("stop_timeout", DEFAULT_STOP_TIMEOUT))
-
-
-# --- starting a session ----------------------------------------------------------------------
 
 
 def require_running(store: StateStore, record: ContainerRecord) -> ContainerRecord:
@@ -535,7 +292,7 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
 
     A container whose process and conmon are both still the recorded ones is running
     (conmon writes the exit file only after the process is gone), which is what
-    `operations.sync_status` would answer too; anything else goes through it.
+    `status.sync_status` would answer too; anything else goes through it.
     """
     record = store.reload(record)
     if not (
@@ -543,7 +300,7 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
         and same_process_alive(record.pid, record.pid_start_time)
         and same_process_alive(record.conmon_pid, record.conmon_start_time)
     ):
-        from toolkit.runtime.operations import sync_status  # the status machinery, only when needed
+        from toolkit.runtime.status import sync_status  # the status machinery, only when needed
 
         record = sync_status(store, record)
     if record.status == PAUSED:
@@ -593,7 +350,7 @@ def create_session(
     session = ExecSession(
         id=os.urandom(32).hex(),
         container_id=record.id,
-        state=CREATED,
+        state=SESSION_CREATED,
         config=config,
         created_at=time.time(),
     )
@@ -632,17 +389,6 @@ def _conmon_options(
         exec_attach=attach,
         exec_session_id=session.id,
     )
-
-
-def connect_attach_socket(paths: RuntimePaths, session_id: str) -> socket.socket:
-    """Connect through an O_PATH fd of the directory: its path may exceed sun_path's 108 bytes."""
-    directory = os.open(paths.attach_socket_dir(session_id), os.O_PATH | os.O_CLOEXEC)
-    try:
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        client.connect(f"/proc/self/fd/{directory}/attach")
-    finally:
-        os.close(directory)
-    return client
 
 
 def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | None:
@@ -716,7 +462,7 @@ def start_session(
             parent_attach.close()
     conmon_pid = _monitor_pid(monitor)
     running = session._replace(
-        state=STARTED,
+        state=SESSION_RUNNING,
         pid=pid,
         started_at=time.time(),
         runtime={
@@ -728,7 +474,7 @@ def start_session(
         },
     )
     try:
-        _insert_session(store, running)  # the session's one row, from here until it is removed
+        store.add_exec_session(running)  # the session's one row, from here until it is removed
     except BaseException:
         _signal_session(running, signal.SIGKILL)  # a session nobody could see or stop
         if client is not None:
@@ -765,91 +511,6 @@ def _fail_session(store: StateStore, session: ExecSession) -> None:
     _remove_session_files(store.paths, session)
 
 
-# --- attaching -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
-    """Our terminal in raw mode while a `-t` session runs, restored afterwards."""
-    if not enabled or not os.isatty(fd):
-        yield
-        return
-    import termios
-    import tty
-
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def terminal_size(fd: int) -> tuple[int, int] | None:
-    """(rows, columns) of the terminal on `fd`, None if it is no terminal."""
-    try:
-        columns, rows = os.get_terminal_size(fd)
-    except OSError:
-        return None
-    return (rows, columns) if rows and columns else None
-
-
-def send_window_size(ctl: str, fd: int) -> None:
-    with contextlib.suppress(OSError):
-        columns, rows = os.get_terminal_size(fd)
-        descriptor = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            os.write(descriptor, resize_message(rows, columns))
-        finally:
-            os.close(descriptor)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def relay(
-    attach: socket.socket,
-    *,
-    stdin: int | None,
-    stdout: int,
-    stderr: int,
-    on_output_closed: Callable[[], object] = lambda: None,
-) -> None:
-    """Copy stdin to the attach socket and its packets to stdout/stderr until conmon closes it.
-
-    When a reader of our stdout or stderr goes away, `on_output_closed` is called
-    once and further output for it is dropped (the caller ends the process, as a
-    broken pipe would have).
-    """
-    closed: set[int] = set()
-    readers: list[Any] = [attach] if stdin is None else [attach, stdin]
-    while True:
-        readable, _, _ = select.select(readers, [], [])  # select(2) also takes regular files
-        if attach in readable:
-            packet = attach.recv(65536)
-            if not packet:
-                return
-            stream, data = attach_packet(packet)
-            target = stderr if stream == ATTACH_STDERR else stdout
-            if target not in closed:
-                try:
-                    _write_all(target, data)
-                except BrokenPipeError:
-                    closed.add(target)
-                    on_output_closed()
-        if stdin is not None and stdin in readable:
-            chunk = os.read(stdin, STDIN_CHUNK)
-            if chunk:
-                attach.sendall(chunk)
-            else:
-                readers.remove(stdin)
-                attach.shutdown(socket.SHUT_WR)  # conmon closes the process's stdin
-
-
 PROXIED_SIGNALS = (
     signal.SIGINT,
     signal.SIGTERM,
@@ -860,22 +521,13 @@ PROXIED_SIGNALS = (
 )
 
 
-@contextlib.contextmanager
-def _proxied_signals(session: ExecSession) -> Iterator[None]:
+def _proxied_signals(session: ExecSession) -> contextlib.AbstractContextManager[None]:
     """Signals podunit gets while attached go to the session's process (podman's sig-proxy).
 
     So `systemctl reload` timing out, or Ctrl-C without -t, ends the exec'd command
     rather than orphaning it; its exit status is then reported as usual.
     """
-    previous = {
-        signum: signal.signal(signum, lambda signum, _: _signal_session(session, signum))
-        for signum in PROXIED_SIGNALS
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return forwarded_signals(PROXIED_SIGNALS, lambda signum: _signal_session(session, signum))
 
 
 def run_attached(
@@ -915,7 +567,7 @@ def run_attached(
     # Ended and reported: the session goes at once (no `stopped` row in between, which
     # nobody could see), files first so that a killed `podunit exec` leaves a row to reap.
     _remove_session_files(store.paths, started.session)
-    _delete_session(store, started.session.id)
+    store.remove_exec_session(started.session.id)
     return code
 
 
@@ -927,50 +579,3 @@ def run_detached(
     started = start_session(store, record, session, environ=environ)
     started.monitor.close()
     return started.session
-
-
-# --- the CLI handler ---------------------------------------------------------------------------
-
-
-def cli_exec(args: argparse.Namespace) -> int:
-    """Handler of `podunit exec` (and its --list/--stop/--rm session management)."""
-    paths = RuntimePaths.for_mode(args.user)
-    with StateStore(paths) as store:
-        record = store.get(args.names)
-        if getattr(args, "list", False):
-            sessions = [s.to_json() for s in list_sessions(store, record.id)]
-            print(json.dumps(sessions, indent=2))
-            return 0
-        timeout = args.time if getattr(args, "time", None) is not None else _stop_timeout(record)
-        if getattr(args, "stop", None):
-            session = _session(store, record, args.stop)
-            stopped = stop_session(
-                store, session, stop_signal=_stop_signal(record), timeout=timeout
-            )
-            print(stopped.id)
-            return 0
-        if getattr(args, "rm", None):
-            session = _session(store, record, args.rm)
-            remove_session(
-                store,
-                session,
-                force=args.force,
-                stop_signal=_stop_signal(record),
-                timeout=timeout,
-            )
-            print(session.id)
-            return 0
-        config = ExecConfig(
-            command=tuple(args.command),
-            tty=args.tty,
-            interactive=args.interactive,
-            detach=args.detach,
-            environment=parse_env_options(args.env, os.environ),
-            user=args.exec_user,
-            workdir=args.workdir,
-        )
-        if config.detach:
-            print(run_detached(store, record, config, environ=os.environ).id)
-            return 0
-        sys.stdout.flush()
-        return run_attached(store, record, config, environ=os.environ)

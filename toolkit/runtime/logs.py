@@ -10,12 +10,11 @@ Two sources, both written by conmon:
   `PRIORITY` (6 stdout, 3 stderr) and `CONTAINER_PARTIAL_MESSAGE=true` on partial
   lines (conmon's ctr_logging.c).
 
-The parsing is pure; the readers and the CLI handler are the I/O edges.
+The parsing is pure; the readers are the I/O edges (the command line: toolkit.cli.logs).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,15 +26,13 @@ from typing import Any, BinaryIO
 
 from toolkit.definitions.logdrivers import JOURNALD, K8S_FILE, PASSTHROUGH
 from toolkit.errors import PodunitError
-from toolkit.runtime.operations import sync_status
-from toolkit.storage.paths import RuntimePaths
+from toolkit.runtime.status import sync_status
 from toolkit.storage.state import StateStore
 
 STDOUT = "stdout"
 STDERR = "stderr"
 JOURNAL_PRIORITY_STDERR = 3
 FOLLOW_POLL_SECONDS = 0.1
-EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
 JOURNAL_WAIT_SECONDS = 0.5  # systemd.journal.Reader.wait takes seconds
 
 
@@ -344,24 +341,3 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
         still_running=still_running,
     )
 
-
-def cli_logs(args: argparse.Namespace) -> int:
-    """Handler of `podunit logs`."""
-    with StateStore(RuntimePaths.for_mode(args.user)) as store:
-        target = lookup_log_target(store, args.names)
-        try:
-            show_logs(
-                name=target.name,
-                container_id=target.container_id,
-                driver=target.driver,
-                log_path=target.log_path,
-                tail=args.tail,
-                follow=args.follow,
-                still_running=target.still_running,
-            )
-        except BrokenPipeError:  # `podunit logs NAME | head`: end like `cat` would
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return EXIT_BROKEN_PIPE
-    return 0

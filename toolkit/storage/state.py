@@ -20,8 +20,8 @@
   `podunit wait` answers after removal (for a week, and for the latest 20
   containers of a name: units restarting forever must not grow it without end).
 
-Exec sessions (owned by `toolkit.runtime.exec`) live in the `exec_sessions`
-table; that module writes its own queries inside `StateStore.transaction()`.
+Exec sessions (`toolkit.runtime.exec` runs them) live in the `exec_sessions` table;
+its queries are here too (`StateStore.add_exec_session` and the methods after it).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-from toolkit.errors import ContainerNotFound, PodunitError
+from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
 from toolkit.fs import read_text
 from toolkit.storage.paths import RuntimePaths
 
@@ -55,6 +55,11 @@ RUNNING = "running"
 PAUSED = "paused"
 EXITED = "exited"
 ALIVE_STATUSES = (CREATED, RUNNING, PAUSED)
+
+# Exec session states (the `exec_sessions` table's CHECK constraint).
+SESSION_CREATED = "created"
+SESSION_RUNNING = "running"
+SESSION_STOPPED = "stopped"
 
 REBOOT_REASON = "the system was restarted while the container was running"
 
@@ -199,6 +204,155 @@ class ContainerRecord:
         return self.status in ALIVE_STATUSES
 
 
+
+class _Record:
+    """An immutable record with `__slots__`: compared, shown and copied field by field.
+
+    Not a dataclass or NamedTuple: `podunit exec` imports neither `dataclasses` nor
+    `typing` (as `state.ContainerRecord`, issue 6).
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **values: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class ExecConfig(_Record):
+    """What the user asked for (libpod ExecConfig)."""
+
+    __slots__ = ("command", "detach", "environment", "interactive", "tty", "user", "workdir")
+    command: tuple[str, ...]
+    tty: bool
+    interactive: bool
+    detach: bool
+    environment: tuple[tuple[str, str], ...]
+    user: str | None
+    workdir: str | None
+
+    def __init__(
+        self,
+        command: tuple[str, ...],
+        *,
+        tty: bool = False,
+        interactive: bool = False,
+        detach: bool = False,
+        environment: tuple[tuple[str, str], ...] = (),
+        user: str | None = None,
+        workdir: str | None = None,
+    ) -> None:
+        self._set(
+            command=command, tty=tty, interactive=interactive, detach=detach,
+            environment=environment, user=user, workdir=workdir,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
+        return cls(
+            command=tuple(data["command"]),
+            tty=bool(data.get("tty")),
+            interactive=bool(data.get("interactive")),
+            detach=bool(data.get("detach")),
+            environment=tuple((k, v) for k, v in data.get("environment", ())),
+            user=data.get("user"),
+            workdir=data.get("workdir"),
+        )
+
+
+class ExecSession(_Record):
+    """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
+
+    __slots__ = (
+        "config",
+        "container_id",
+        "created_at",
+        "exit_code",
+        "finished_at",
+        "id",
+        "pid",
+        "runtime",
+        "started_at",
+        "state",
+    )
+    id: str
+    container_id: str
+    state: str
+    config: ExecConfig
+    created_at: float
+    pid: int | None
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    runtime: Mapping[str, Any]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        container_id: str,
+        state: str,
+        config: ExecConfig,
+        created_at: float,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        runtime: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._set(
+            id=id, container_id=container_id, state=state, config=config,
+            created_at=created_at, pid=pid, exit_code=exit_code, started_at=started_at,
+            finished_at=finished_at, runtime=runtime or {},
+        )  # fmt: skip
+
+    def _replace(self, **changes: Any) -> ExecSession:
+        """A copy with `changes` applied."""
+        return ExecSession(**{**dict(zip(self.__slots__, self._values(), strict=True)), **changes})
+
+    def to_json(self) -> dict[str, Any]:
+        """The session as `podunit exec --list` and `inspect` show it."""
+        return {
+            "ID": self.id,
+            "ContainerID": self.container_id,
+            "State": self.state,
+            "Running": self.state == SESSION_RUNNING,
+            "Pid": self.pid or 0,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": {
+                "Entrypoint": self.config.command[0],
+                "Arguments": list(self.config.command[1:]),
+                "Tty": self.config.tty,
+                "User": self.config.user or "",
+                "WorkDir": self.config.workdir or "",
+            },
+            "OpenStdin": self.config.interactive,
+            "Detached": self.config.detach,
+            "CreatedAt": self.created_at,
+            "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+
+
 def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
     values = {column: row[column] for column in _COLUMNS}
     values["spec"] = json.loads(values["spec"])
@@ -213,6 +367,27 @@ def _row_from_record(record: ContainerRecord) -> dict[str, Any]:
     values["options"] = json.dumps(record.options, sort_keys=True)
     values["oom"] = int(record.oom)
     return values
+
+
+_SESSION_COLUMNS = (
+    "id, container_id, pid, state, exit_code, config, created_at, started_at, finished_at"
+)
+
+
+def _session_from_row(row: Any) -> ExecSession:
+    stored = json.loads(row["config"])
+    return ExecSession(
+        id=row["id"],
+        container_id=row["container_id"],
+        state=row["state"],
+        config=ExecConfig.from_json(stored["config"]),
+        created_at=row["created_at"],
+        pid=row["pid"],
+        exit_code=row["exit_code"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        runtime=stored.get("runtime", {}),
+    )
 
 
 def current_boot_id() -> str:
@@ -493,6 +668,59 @@ class StateStore:
             (name_or_id, name_or_id),
         ).fetchone()
         return (row["exit_code"], row["reason"]) if row is not None else None
+
+    # -- exec sessions (run by toolkit.runtime.exec) --
+    def add_exec_session(self, session: ExecSession) -> None:
+        """The session's row; its container's row must still exist (removed meanwhile: error)."""
+        stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    f"INSERT INTO exec_sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session.id,
+                        session.container_id,
+                        session.pid,
+                        session.state,
+                        session.exit_code,
+                        stored,
+                        session.created_at,
+                        session.started_at,
+                        session.finished_at,
+                    ),
+                )
+        except sqlite3.IntegrityError:  # the foreign key: `podunit rm` removed the container
+            raise InvalidState(
+                f"container {session.container_id[:12]} was removed while the exec started"
+            ) from None
+
+    def mark_exec_session_stopped(self, session: ExecSession) -> None:
+        """Mark the row stopped (or give a stopped row its exit code, once conmon wrote it).
+
+        An UPDATE: a row that its `podunit exec` removed meanwhile stays removed.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE exec_sessions SET state = ?, exit_code = ?, finished_at = ? "
+                "WHERE id = ? AND (state = ? OR exit_code IS NULL)",
+                (SESSION_STOPPED, session.exit_code, session.finished_at, session.id,
+                 SESSION_RUNNING),
+            )  # fmt: skip
+
+    def remove_exec_session(self, session_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM exec_sessions WHERE id = ?", (session_id,))
+
+    def exec_sessions(self, container_id: str) -> list[ExecSession]:
+        """The container's session rows, oldest first."""
+        with self.transaction() as db:
+            rows = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM exec_sessions WHERE container_id = ? "
+                "ORDER BY created_at",
+                (container_id,),
+            ).fetchall()
+        return [_session_from_row(row) for row in rows]
 
 
 def _insert_exit_code(

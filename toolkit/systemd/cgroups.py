@@ -18,8 +18,8 @@ Outside a systemd service (``podunit run`` from a shell) ``split`` and
 ``enabled`` use the systemd manager (the ``enabled`` layout) when the system bus
 is reachable, else cgroupfs under ``/podunit/<id>``.
 
-`plan_cgroups` gathers the facts (own cgroup, bus) and calls the pure
-`decide_plan`; the other functions act on a plan.
+`host_placement` gathers the facts (own cgroup, bus) and calls the pure
+`decide_placement`; the other functions act on a placement.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class CgroupError(PodunitError):
     """A cgroup or scope could not be created, joined or removed."""
 
 
-class CgroupPlan(NamedTuple):
+class CgroupPlacement(NamedTuple):
     """Decided placement of conmon and the payload for one container."""
 
     requested: CgroupMode
@@ -70,7 +70,7 @@ class CgroupPlan(NamedTuple):
     resources_in_spec: bool = False  # True: put limits into linux.resources (cgroupfs only)
 
     def conmon_args(self, runtime: str) -> list[str]:
-        """conmon options for this plan; `runtime` is the runtime binary's name or path."""
+        """conmon options for this placement; `runtime` is the runtime binary's name or path."""
         if self.mode is CgroupMode.DISABLED:
             if os.path.basename(runtime) != "crun":
                 raise CgroupError(
@@ -120,7 +120,7 @@ def payload_scope_annotations(
     )
 
 
-def decide_plan(
+def decide_placement(
     mode: CgroupMode,
     container_id: str,
     *,
@@ -129,8 +129,8 @@ def decide_plan(
     bus_reachable: bool,
     cgroup2_mount: str = "/sys/fs/cgroup",
     container: Container | None = None,
-) -> CgroupPlan:
-    """Pure decision of spec §3.4 from the facts `plan_cgroups` gathers.
+) -> CgroupPlacement:
+    """Pure decision of spec §3.4 from the facts `host_placement` gathers.
 
     `own_cgroup` is this process's cgroup v2 path (None without a unified
     hierarchy); `in_service` whether it runs as (part of) a systemd service.
@@ -145,10 +145,10 @@ def decide_plan(
         "resources": resources,
     }
     if mode is CgroupMode.DISABLED:
-        return CgroupPlan(mode=CgroupMode.DISABLED, manager="none", **common)
+        return CgroupPlacement(mode=CgroupMode.DISABLED, manager="none", **common)
     if mode is CgroupMode.SPLIT and in_service and own_cgroup is not None:
         unit = service_cgroup(own_cgroup)
-        return CgroupPlan(
+        return CgroupPlacement(
             mode=CgroupMode.SPLIT,
             manager="cgroupfs",
             cgroups_path=f"{unit}/{PAYLOAD_LEAF}",
@@ -161,7 +161,7 @@ def decide_plan(
         stop_usec = (
             int(container.stop_timeout.total_seconds() * 1_000_000) if container else 10_000_000
         )
-        return CgroupPlan(
+        return CgroupPlacement(
             mode=CgroupMode.ENABLED,
             manager="systemd",
             cgroups_path=f"{MACHINE_SLICE}:podunit:{container_id}",
@@ -171,7 +171,7 @@ def decide_plan(
             annotations=payload_scope_annotations(resources, stop_signal, stop_usec),
             **common,
         )
-    return CgroupPlan(
+    return CgroupPlacement(
         mode=mode,
         manager="cgroupfs",
         cgroups_path=f"/podunit/{container_id}",
@@ -203,19 +203,19 @@ def is_service_cgroup(path: str) -> bool:
     return service_cgroup(path).rsplit("/", 1)[-1].endswith(".service")
 
 
-def plan_cgroups(
+def host_placement(
     mode: CgroupMode,
     container_id: str,
     *,
     environ: Mapping[str, str] = os.environ,
     container: Container | None = None,
-) -> CgroupPlan:
+) -> CgroupPlacement:
     """Decide the placement for `container_id` in the current process's situation."""
     mount = cgroup2_mount()
     own = parse_proc_cgroup(read_text("/proc/self/cgroup")) if mount else None
     in_service = bool(environ.get("INVOCATION_ID")) and own is not None and is_service_cgroup(own)
     needs_bus = mode is not CgroupMode.DISABLED and not (mode is CgroupMode.SPLIT and in_service)
-    return decide_plan(
+    return decide_placement(
         mode,
         container_id,
         own_cgroup=own,
@@ -255,16 +255,16 @@ def system_bus_reachable(environ: Mapping[str, str] = os.environ) -> bool:
 class _EarlyMove:
     """`_move_into_supervisor` running in a thread (see `start_prepare_before_conmon`)."""
 
-    def __init__(self, plan: CgroupPlan) -> None:
+    def __init__(self, placement: CgroupPlacement) -> None:
         import threading
 
         self.error: CgroupError | None = None
-        self.thread = threading.Thread(target=self._move, args=(plan,), daemon=True)
+        self.thread = threading.Thread(target=self._move, args=(placement,), daemon=True)
         self.thread.start()
 
-    def _move(self, plan: CgroupPlan) -> None:
+    def _move(self, placement: CgroupPlacement) -> None:
         try:
-            _move_into_supervisor(plan)
+            _move_into_supervisor(placement)
         except CgroupError as error:
             self.error = error
 
@@ -277,72 +277,73 @@ class _EarlyMove:
 _early_moves: dict[str, _EarlyMove] = {}  # supervisor cgroup -> its move in progress
 
 
-def _moves_podunit(plan: CgroupPlan) -> bool:
-    return plan.mode is CgroupMode.SPLIT and plan.supervisor_cgroup is not None
+def _moves_podunit(placement: CgroupPlacement) -> bool:
+    return placement.mode is CgroupMode.SPLIT and placement.supervisor_cgroup is not None
 
 
-def start_prepare_before_conmon(plan: CgroupPlan) -> None:
+def start_prepare_before_conmon(placement: CgroupPlacement) -> None:
     """Begin `prepare_before_conmon` in a thread; it finishes (or raises) there.
 
     Moving a process between cgroups waits in the kernel for an RCU grace period
     (10-20 ms of every unit start in split mode); `podunit run` starts it as soon as
-    the plan is known and builds the bundle meanwhile (the GIL is free while the
+    the placement is known and builds the bundle meanwhile (the GIL is free while the
     thread waits in write(2)). Nothing may be spawned that must stay behind.
     """
-    if _moves_podunit(plan) and plan.supervisor_cgroup not in _early_moves:
-        _early_moves[str(plan.supervisor_cgroup)] = _EarlyMove(plan)
+    if _moves_podunit(placement) and placement.supervisor_cgroup not in _early_moves:
+        _early_moves[str(placement.supervisor_cgroup)] = _EarlyMove(placement)
 
 
-def prepare_before_conmon(plan: CgroupPlan) -> None:
+def prepare_before_conmon(placement: CgroupPlacement) -> None:
     """split: move podunit into the unit's supervisor leaf, so conmon is born there."""
-    if not _moves_podunit(plan):
+    if not _moves_podunit(placement):
         return
-    early = _early_moves.pop(str(plan.supervisor_cgroup), None)
+    early = _early_moves.pop(str(placement.supervisor_cgroup), None)
     if early is not None:
         early.join()
     else:
-        _move_into_supervisor(plan)
+        _move_into_supervisor(placement)
 
 
-def _move_into_supervisor(plan: CgroupPlan) -> None:
-    leaf = plan.cgroup2_mount + str(plan.supervisor_cgroup)
+def _move_into_supervisor(placement: CgroupPlacement) -> None:
+    leaf = placement.cgroup2_mount + str(placement.supervisor_cgroup)
     try:
         make_dir(leaf)
         with open(os.path.join(leaf, "cgroup.procs"), "w", encoding="utf-8") as procs:
             procs.write(f"{os.getpid()}\n")
     except OSError as error:
         raise CgroupError(
-            f"cannot move podunit into {plan.supervisor_cgroup}: {error.strerror}",
+            f"cannot move podunit into {placement.supervisor_cgroup}: {error.strerror}",
             hint="cgroups: split needs Delegate=yes on the unit",
         ) from None
 
 
-def place_conmon(plan: CgroupPlan, conmon_pid: int) -> None:
+def place_conmon(placement: CgroupPlacement, conmon_pid: int) -> None:
     """enabled: put `conmon_pid` into ``podunit-conmon-<id>.scope`` and wait for the job."""
-    if plan.mode is not CgroupMode.ENABLED or plan.conmon_scope is None:
+    if placement.mode is not CgroupMode.ENABLED or placement.conmon_scope is None:
         return
-    description = f"podunit conmon of container {plan.container_name or plan.container_id}"
+    container = placement.container_name or placement.container_id
+    description = f"podunit conmon of container {container}"
     properties: dict[bytes, Any] = {
         b"Description": description.encode(),
-        b"Slice": plan.slice.encode(),
+        b"Slice": placement.slice.encode(),
         b"Delegate": True,
         b"DefaultDependencies": False,
         b"_custom": (b"PIDs", b"au", [conmon_pid]),
     }
     with _SystemdConnection() as systemd:
-        systemd.start_scope(plan.conmon_scope, properties, conmon_pid)
+        systemd.start_scope(placement.conmon_scope, properties, conmon_pid)
 
 
-def cleanup_cgroups(plan: CgroupPlan) -> None:
+def cleanup_cgroups(placement: CgroupPlacement) -> None:
     """Remove what a gone container left: its scopes (enabled) or payload cgroup (split)."""
-    if plan.mode is CgroupMode.ENABLED and plan.manager == "systemd":
-        scopes = [scope for scope in (plan.payload_scope, plan.conmon_scope) if scope]
+    if placement.mode is CgroupMode.ENABLED and placement.manager == "systemd":
+        scopes = [scope for scope in (placement.payload_scope, placement.conmon_scope) if scope]
         with _SystemdConnection() as systemd:
             for scope in scopes:
                 systemd.stop_unit(scope)
         return
-    if plan.cgroups_path is not None and plan.manager == "cgroupfs":
-        _remove_cgroup(plan.cgroup2_mount + plan.cgroups_path)
+    if placement.cgroups_path is not None and placement.manager == "cgroupfs":
+        _remove_cgroup(placement.cgroup2_mount + placement.cgroups_path)
 
 
 def _remove_cgroup(path: str | os.PathLike[str]) -> None:

@@ -1,4 +1,5 @@
-"""Pure parts of runtime.operations: cgroup plans in config.json, exit files, log drivers."""
+"""Pure parts of the runtime (invoke, placement, status, launch, lifecycle): cgroup placements
+in config.json, exit files, log drivers, signals, describe."""
 
 from __future__ import annotations
 
@@ -11,43 +12,43 @@ import pytest
 from toolkit import proc
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
-from toolkit.runtime import operations
+from toolkit.runtime import invoke, launch, lifecycle, placement, status
 from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerRecord
 from toolkit.systemd import cgroups
 
 CID = "cd" * 32
 
 
-def plan(mode: CgroupMode, **facts: object) -> cgroups.CgroupPlan:
+def decided(mode: CgroupMode, **facts: object) -> cgroups.CgroupPlacement:
     defaults: dict[str, object] = {"own_cgroup": "/user.slice", "in_service": False,
                                    "bus_reachable": True}  # fmt: skip
     defaults.update(facts)
-    return cgroups.decide_plan(mode, CID, **defaults)  # type: ignore[arg-type]
+    return cgroups.decide_placement(mode, CID, **defaults)  # type: ignore[arg-type]
 
 
-def test_plans_survive_the_json_round_trip() -> None:
-    enabled = cgroups.decide_plan(
+def test_placements_survive_the_json_round_trip() -> None:
+    enabled = cgroups.decide_placement(
         CgroupMode.ENABLED, CID, own_cgroup="/", in_service=False, bus_reachable=True
     )
     enabled = enabled._replace(
         resources=Resources(memory=1 << 20),
         annotations=(("org.systemd.property.A", "uint64 1"),),
     )
-    split = plan(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True)
-    for original in (enabled, split, plan(CgroupMode.DISABLED)):
-        assert operations.plan_from_json(operations.plan_to_json(original)) == original
+    split = decided(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True)
+    for original in (enabled, split, decided(CgroupMode.DISABLED)):
+        assert placement.placement_from_json(placement.placement_to_json(original)) == original
 
 
-def test_apply_plan_replaces_cgroup_settings_of_an_earlier_plan() -> None:
+def test_apply_placement_replaces_cgroup_settings_of_an_earlier_placement() -> None:
     spec = {
         "annotations": {"org.systemd.property.KillSignal": "int32 15", "mine": "kept"},
         "linux": {"cgroupsPath": "/system.slice/old.service/payload",
                   "resources": {"devices": [{"allow": False, "access": "rwm"}],
                                 "memory": {"limit": 5}}},
     }  # fmt: skip
-    cgroupfs = plan(CgroupMode.SPLIT, bus_reachable=False)
+    cgroupfs = decided(CgroupMode.SPLIT, bus_reachable=False)
     cgroupfs = cgroupfs._replace(resources=Resources(pids=7, cpus=0.5))
-    applied = operations.apply_plan(spec, cgroupfs)
+    applied = placement.apply_placement(spec, cgroupfs)
     assert applied["linux"]["cgroupsPath"] == f"/podunit/{CID}"
     assert applied["annotations"] == {"mine": "kept"}
     assert applied["linux"]["resources"]["pids"] == {"limit": 7}
@@ -55,57 +56,57 @@ def test_apply_plan_replaces_cgroup_settings_of_an_earlier_plan() -> None:
     assert "memory" not in applied["linux"]["resources"]
     assert applied["linux"]["resources"]["devices"] == spec["linux"]["resources"]["devices"]
     assert spec["linux"]["cgroupsPath"] == "/system.slice/old.service/payload"  # not mutated
-    disabled = operations.apply_plan(spec, plan(CgroupMode.DISABLED))
+    disabled = placement.apply_placement(spec, decided(CgroupMode.DISABLED))
     assert "cgroupsPath" not in disabled["linux"]
 
 
 def test_spec_resources() -> None:
     everything = Resources(memory=1 << 30, memory_reservation=1 << 20, cpus=1.5, cpu_weight=100,
                            pids=64)  # fmt: skip
-    assert operations.spec_resources(everything) == {
+    assert placement.spec_resources(everything) == {
         "memory": {"limit": 1 << 30, "reservation": 1 << 20},
         "cpu": {"quota": 150000, "period": 100000, "shares": 1024},
         "pids": {"limit": 64},
     }
-    assert operations.spec_resources(Resources()) == {}
+    assert placement.spec_resources(Resources()) == {}
 
 
-def test_runtime_args_follow_the_plan(tmp_path: Path) -> None:
+def test_runtime_args_follow_the_placement(tmp_path: Path) -> None:
     from toolkit.storage.paths import RuntimePaths
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
-    systemd = plan(CgroupMode.ENABLED)
-    assert operations.runtime_args_for(systemd, paths, "/usr/sbin/runc") == [
+    systemd = decided(CgroupMode.ENABLED)
+    assert placement.runtime_args_for(systemd, paths, "/usr/sbin/runc") == [
         "--root", str(tmp_path / "r" / "runtime-runc"), "--systemd-cgroup",
     ]  # fmt: skip
-    disabled = operations.runtime_args_for(plan(CgroupMode.DISABLED), paths, "/usr/bin/crun")
+    disabled = placement.runtime_args_for(decided(CgroupMode.DISABLED), paths, "/usr/bin/crun")
     assert disabled[-1] == "--cgroup-manager=disabled"
 
 
 def test_read_exit_file(tmp_path: Path) -> None:
     exit_file = tmp_path / "exit"
-    assert operations.read_exit_file(exit_file) is None
+    assert status.read_exit_file(exit_file) is None
     exit_file.write_text("")
-    assert operations.read_exit_file(exit_file) is None  # still being written
+    assert status.read_exit_file(exit_file) is None  # still being written
     exit_file.write_text("137")
-    code, mtime = operations.read_exit_file(exit_file) or (None, None)
+    code, mtime = status.read_exit_file(exit_file) or (None, None)
     assert code == 137 and mtime == pytest.approx(time.time(), abs=60)
 
 
 def test_log_driver_choice() -> None:
-    assert operations.choose_log_driver(LogDriver.NONE, True) is LogDriver.NONE
-    assert operations.choose_log_driver(None, True) is LogDriver.PASSTHROUGH
-    assert operations.choose_log_driver(None, False) in (LogDriver.JOURNALD, LogDriver.K8S_FILE)
+    assert launch.choose_log_driver(LogDriver.NONE, True) is LogDriver.NONE
+    assert launch.choose_log_driver(None, True) is LogDriver.PASSTHROUGH
+    assert launch.choose_log_driver(None, False) in (LogDriver.JOURNALD, LogDriver.K8S_FILE)
 
 
 def test_signal_parsing_names_numbers_and_errors() -> None:
-    assert operations.parse_signal("SIGTERM") == 15
-    assert operations.parse_signal("hup") == 1
-    assert operations.parse_signal("9") == 9
-    assert operations.parse_signal("SIGRTMIN+2") == 36
+    assert lifecycle.parse_signal("SIGTERM") == 15
+    assert lifecycle.parse_signal("hup") == 1
+    assert lifecycle.parse_signal("9") == 9
+    assert lifecycle.parse_signal("SIGRTMIN+2") == 36
     for bad in ("0", "65", "SIGNOPE", "", "TERM2"):
         with pytest.raises(PodunitError) as raised:
-            operations.parse_signal(bad)
+            lifecycle.parse_signal(bad)
         assert raised.value.hint and "SIGTERM" in raised.value.hint
 
 
@@ -113,13 +114,13 @@ def test_same_process_alive_detects_reuse() -> None:
     import os
 
     me = os.getpid()
-    start = operations.process_start_time(me)
+    start = proc.process_start_time(me)
     assert start is not None
-    assert operations.same_process_alive(me, start)
-    assert operations.same_process_alive(me, None)
-    assert not operations.same_process_alive(me, start + 1)
-    assert not operations.same_process_alive(None, None)
-    assert not operations.same_process_alive(2**22 + 12345, None)
+    assert proc.same_process_alive(me, start)
+    assert proc.same_process_alive(me, None)
+    assert not proc.same_process_alive(me, start + 1)
+    assert not proc.same_process_alive(None, None)
+    assert not proc.same_process_alive(2**22 + 12345, None)
 
 
 def test_a_zombie_is_not_alive_but_keeps_its_start_time() -> None:
@@ -144,10 +145,10 @@ def test_describe_shows_exit_details_only_when_exited() -> None:
     base = ContainerRecord(id=CID, name="web", runtime="/usr/sbin/runc", status=RUNNING,
                            created_at=0.0, spec={"process": {"args": ["sleep", "1"]}},
                            options={"log_driver": "journald"}, pid=10, conmon_pid=9)  # fmt: skip
-    running = operations.describe(base)
+    running = lifecycle.describe(base)
     assert running["State"]["Running"] is True and running["State"]["Pid"] == 10
     assert running["Command"] == ["sleep", "1"] and running["LogDriver"] == "journald"
-    exited = operations.describe(
+    exited = lifecycle.describe(
         base._replace(status=EXITED, exit_code=-1, exit_reason="gone", finished_at=0.0)
     )
     assert exited["State"]["Pid"] == 0 and exited["State"]["ExitCode"] == -1
@@ -156,7 +157,7 @@ def test_describe_shows_exit_details_only_when_exited() -> None:
 
 
 def test_ps_shows_a_multi_line_command_on_one_line() -> None:
-    from toolkit.runtime.operations import command_summary
+    from toolkit.runtime.lifecycle import command_summary
 
     assert command_summary(["sh", "-c", "echo a\nexit 3"]) == "sh -c echo a\\nexit 3"
     assert command_summary(["printf", "\t\x1b"]) == "printf \\t\\x1b"
@@ -167,7 +168,7 @@ def test_ps_shows_a_multi_line_command_on_one_line() -> None:
 
 def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path) -> None:
     """Under a unit conmon 2.1.6 would wait for the exit command on every stop, and
-    ExecStopPost's `rm -f` cleans up anyway (operations.conmon_options)."""
+    ExecStopPost's `rm -f` cleans up anyway (launch.conmon_options)."""
     from toolkit.runtime import conmon
     from toolkit.storage.paths import RuntimePaths
     from toolkit.storage.state import StateStore
@@ -175,38 +176,38 @@ def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path)
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     record = ContainerRecord(
         id=CID, name="web", runtime="/usr/sbin/runc", status=CREATED, created_at=0.0, spec={},
-        options={"cgroup_plan": operations.plan_to_json(plan(CgroupMode.SPLIT)),
+        options={"cgroup_plan": placement.placement_to_json(decided(CgroupMode.SPLIT)),
                  "log_driver": "journald"},
     )  # fmt: skip
     with StateStore(paths) as store:
-        shell = conmon.conmon_argv(operations.conmon_options(store, record))
-        unit = conmon.conmon_argv(operations.conmon_options(store, record, exit_command=False))
+        shell = conmon.conmon_argv(launch.conmon_options(store, record))
+        unit = conmon.conmon_argv(launch.conmon_options(store, record, exit_command=False))
     assert shell[shell.index("--exit-command") + 1].endswith(("podunit", "python3", "python"))
     exit_args = [shell[i + 1] for i, word in enumerate(shell) if word == "--exit-command-arg"]
     assert exit_args[-2:] == ["cleanup", CID]
     assert "--exit-command" not in unit and "cleanup" not in unit
-    assert operations._under_unit({"NOTIFY_SOCKET": "/run/systemd/notify"})
-    assert not operations._under_unit({})
+    assert launch.under_unit({"NOTIFY_SOCKET": "/run/systemd/notify"})
+    assert not launch.under_unit({})
 
 
 def test_cgroups_left_says_when_cleanup_may_have_work(tmp_path: Path) -> None:
-    """`_release` imports cgroups (and the model) only when this is true."""
+    """`release` imports cgroups (and the model) only when this is true."""
     mount = str(tmp_path)
-    enabled = plan(CgroupMode.ENABLED, cgroup2_mount=mount)
-    assert enabled.manager == "systemd" and operations.cgroups_left(
-        operations.plan_to_json(enabled)
+    enabled = decided(CgroupMode.ENABLED, cgroup2_mount=mount)
+    assert enabled.manager == "systemd" and placement.cgroups_left(
+        placement.placement_to_json(enabled)
     )
-    split = plan(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True,
+    split = decided(CgroupMode.SPLIT, own_cgroup="/system.slice/web.service", in_service=True,
                  cgroup2_mount=mount)  # fmt: skip
     assert split.manager == "cgroupfs" and split.cgroups_path is not None
     payload = Path(mount + split.cgroups_path)
     payload.mkdir(parents=True)
-    assert operations.cgroups_left(operations.plan_to_json(split))  # the runtime left it
+    assert placement.cgroups_left(placement.placement_to_json(split))  # the runtime left it
     payload.rmdir()
-    assert not operations.cgroups_left(operations.plan_to_json(split))  # nothing to remove
+    assert not placement.cgroups_left(placement.placement_to_json(split))  # nothing to remove
     cgroups.cleanup_cgroups(split)  # agrees: nothing to do, no error
-    disabled = plan(CgroupMode.DISABLED, cgroup2_mount=mount)
-    assert not operations.cgroups_left(operations.plan_to_json(disabled))
+    disabled = decided(CgroupMode.DISABLED, cgroup2_mount=mount)
+    assert not placement.cgroups_left(placement.placement_to_json(disabled))
 
 
 def test_signal_running_signals_only_the_recorded_running_process() -> None:
@@ -221,13 +222,13 @@ def test_signal_running_signals_only_the_recorded_running_process() -> None:
             spec={}, pid=child.pid, pid_start_time=start,
         )  # fmt: skip
         assert start is not None
-        assert not operations.signal_running(base._replace(pid_start_time=start + 1), 15)
-        assert not operations.signal_running(base._replace(status=CREATED), 15)
-        assert not operations.signal_running(base._replace(pid=None), 15)
+        assert not invoke.signal_running(base._replace(pid_start_time=start + 1), 15)
+        assert not invoke.signal_running(base._replace(status=CREATED), 15)
+        assert not invoke.signal_running(base._replace(pid=None), 15)
         assert child.poll() is None  # none of those sent anything
-        assert operations.signal_running(base, signal.SIGTERM)
+        assert invoke.signal_running(base, signal.SIGTERM)
         assert child.wait(timeout=10) == -signal.SIGTERM
-        assert not operations.signal_running(base, signal.SIGTERM)  # gone (reaped)
+        assert not invoke.signal_running(base, signal.SIGTERM)  # gone (reaped)
     finally:
         child.kill()
         child.wait()
@@ -271,7 +272,7 @@ def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
         conmon = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo 3 > {exit_file}"])
         record = ContainerRecord(
             id=CID, name="web", runtime="/bin/true", status=RUNNING, created_at=0.0, spec={},
-            options={"cgroup_plan": operations.plan_to_json(plan(CgroupMode.DISABLED))},
+            options={"cgroup_plan": placement.placement_to_json(decided(CgroupMode.DISABLED))},
             conmon_pid=conmon.pid, conmon_start_time=proc.process_start_time(conmon.pid),
         )  # fmt: skip
         store.add(record)
@@ -286,7 +287,7 @@ def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
         monkeypatch.setattr(time, "sleep", sleep)
         reaper = threading.Thread(target=conmon.wait)
         reaper.start()  # reap conmon as its parent would
-        done = operations.wait_for_exit(store, record, timeout=10)
+        done = status.wait_for_exit(store, record, timeout=10)
         reaper.join()
     assert (done.status, done.exit_code) == (EXITED, 3)
     assert slept == []

@@ -1,0 +1,357 @@
+"""`podunit run|create|start|stop|kill|rm|pause|unpause|wait|cleanup|ps|inspect|checkpoint|restore`.
+
+The command line of the lifecycle verbs (spec §4): arguments to library calls of
+`toolkit.runtime.lifecycle` and friends, results to stdout. `podunit run` knows it runs
+as a unit's ExecStart when `NOTIFY_SOCKET` is set (generated units always have
+`NotifyAccess=all`): it then detaches after notifying. From a shell it stays attached
+(stdio passed straight through with the `passthrough` log driver) and exits with the
+container's status; `-d` detaches.
+
+On the hot paths (a unit's `stop -t`, `rm -f`, `kill -s`, `cleanup`): module level
+imports only the light runtime modules; run/create import the rest where they need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+
+from toolkit.errors import ContainerNotFound, Location, PodunitError
+from toolkit.runtime.invoke import runtime_state
+from toolkit.runtime.launch import Stdio, choose_log_driver, new_container_id, under_unit
+from toolkit.runtime.lifecycle import (
+    command_summary,
+    create_container,
+    describe,
+    kill_container,
+    open_store,
+    parse_signal,
+    remove_container,
+    set_paused,
+    start_container,
+    status_text,
+    stop_container,
+)
+from toolkit.runtime.status import finalize, sync_status, wait_for_exit
+from toolkit.storage.state import ALIVE_STATUSES, ContainerRecord, StateStore
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import argparse
+    import socket
+    from typing import Any
+
+    from toolkit.definitions.model import Container
+    from toolkit.systemd import notify
+
+
+NAME_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+
+
+def _store(args: argparse.Namespace) -> StateStore:
+    return open_store(bool(getattr(args, "user", False)))
+
+
+def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
+    from toolkit.definitions import values
+    from toolkit.definitions.model import CgroupMode, Container
+
+    name = args.name or new_container_id()[:12]
+    if not name[0].isalnum() or any(c not in NAME_ALPHABET for c in name):
+        raise PodunitError(f"invalid container name {name!r}")
+    words = [args.target, *args.command] if args.rootfs and args.target else args.command
+    command = tuple(words or ())
+    environment = []
+    for item in args.env:
+        key, equals, value = item.partition("=")
+        if not equals:
+            value = os.environ.get(key, "")
+        environment.append((key, value))
+    try:
+        mounts = tuple(values.parse_volume(v, os.getcwd()) for v in args.volume)
+        ports = tuple(p for text in args.publish for p in values.parse_port_mapping(text))
+    except ValueError as error:
+        raise PodunitError(str(error)) from None
+    container = Container(
+        name=name,
+        source=Location("<command line>", 1, 1),
+        rootfs=os.path.abspath(args.rootfs) if args.rootfs else None,
+        image=None if args.rootfs else args.target,
+        command=command or None,
+        environment=tuple(environment),
+        mounts=mounts,
+        ports=ports,
+        network=args.network or "private",
+        runtime=args.runtime,
+        cgroups=CgroupMode(args.cgroups) if args.cgroups else CgroupMode.SPLIT,
+        user=args.user_spec,
+        working_dir=args.workdir,
+    )
+    return container
+
+
+def _resolve_image(container: Container, store: StateStore) -> Container:
+    if container.rootfs is not None or container.image is None:
+        return container
+    from toolkit.storage import images
+
+    unpacked = images.resolve_image(container.image, store.paths.state_dir)
+    return images.apply_image_defaults(container, unpacked.config, unpacked.rootfs)
+
+
+def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Container, bool]:
+    """The container to create and whether it comes from a definition.
+
+    `run --plan FILE NAME` reads it from a generated unit's plan; `run NAME` is a
+    definition (`worker@host:80` an instance of `worker@`); a target that names no
+    definition but looks like an image reference (`oci:/path:tag`,
+    `docker.io/library/busybox`) is run as an image.
+    """
+    from toolkit.definitions.model import CgroupMode
+
+    if getattr(args, "plan", None):
+        from toolkit.definitions.plan import container_from_plan
+
+        if args.rootfs or args.command:
+            raise PodunitError("--plan names a generated unit's container: no --rootfs or command")
+        container = container_from_plan(args.plan, args.target)
+    elif args.rootfs or args.command:
+        return _resolve_image(_adhoc_container(args, store), store), False
+    else:
+        from toolkit.definitions import loader
+
+        try:
+            container = loader.find_definition(args.target, user=bool(args.user))
+        except ContainerNotFound:
+            if not any(c in args.target for c in "/:"):
+                raise
+            return _resolve_image(_adhoc_container(args, store), store), False
+    overrides: dict[str, Any] = {}
+    if args.runtime:
+        overrides["runtime"] = args.runtime
+    if args.cgroups:
+        overrides["cgroups"] = CgroupMode(args.cgroups)
+    if args.network:
+        overrides["network"] = args.network
+    if overrides:
+        container = container._replace(**overrides)
+    return _resolve_image(container, store), True
+
+
+def _create_from_args(
+    args: argparse.Namespace, store: StateStore, *, attached: bool
+) -> tuple[ContainerRecord, notify.NotifySetup, Container]:
+    from toolkit.definitions.model import LogDriver
+
+    container, from_definition = _container_for(args, store)
+    explicit = LogDriver(args.log_driver) if args.log_driver else None
+    if explicit is None and from_definition and not attached:
+        explicit = container.log_driver
+    log_driver = choose_log_driver(explicit, attached and not args.tty)  # no tty passthrough
+    if attached and log_driver is LogDriver.PASSTHROUGH:
+        stdio = Stdio(stdin=0 if args.interactive else None, stdout=1, stderr=2)
+    elif under_unit():
+        stdio = Stdio(stdout=1, stderr=2)  # the unit's journal stream: conmon's own messages
+    else:
+        stdio = Stdio()
+    record, setup = create_container(
+        store, container, stdio=stdio, log_driver=log_driver, tty=args.tty,
+        interactive=args.interactive, auto_remove=args.rm, replace=from_definition,
+    )  # fmt: skip
+    return record, setup, container
+
+
+def cli_create(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        record, setup, _ = _create_from_args(args, store, attached=False)
+        setup.close()
+        print(record.id)
+    return 0
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    from toolkit.definitions.model import LogDriver
+    from toolkit.runtime.attach import connect_attach_socket, forward_signals, relay_attached
+    from toolkit.runtime.launch import announce, start_created
+
+    in_unit = under_unit()
+    attached = not (args.detach or in_unit)
+    with _store(args) as store:
+        record, setup, container = _create_from_args(args, store, attached=attached)
+        attach: socket.socket | None = None
+        try:
+            if attached and record.options["log_driver"] != LogDriver.PASSTHROUGH.value:
+                attach = connect_attach_socket(store.paths, record.id)  # before start: lose nothing
+            record = start_created(store, record)
+        except BaseException:
+            setup.close()
+            if attach is not None:
+                attach.close()
+            with contextlib.suppress(Exception):
+                remove_container(store, record, force=True, timeout=0)
+            raise
+        try:
+            if in_unit:
+                announce(store, record, setup, container)
+            elif args.detach:
+                print(record.id)
+        finally:
+            setup.close()
+        if not attached:
+            return 0
+        with forward_signals(record):
+            if attach is not None:
+                with attach:
+                    relay_attached(store, record, attach, tty=args.tty,
+                                   interactive=args.interactive)  # fmt: skip
+            record = wait_for_exit(store, record)
+        code = record.exit_code if record.exit_code is not None else -1
+        if args.rm and store.find(record.id) is not None:
+            remove_container(store, record, force=True)
+        return code if 0 <= code <= 255 else 125
+
+
+def _each_named(
+    args: argparse.Namespace, action: Callable[[StateStore, ContainerRecord], Any]
+) -> int:
+    """Apply `action` to every named container, printing each name (as Podman does)."""
+    with _store(args) as store:
+        for name in args.names:
+            action(store, store.get(name))
+            print(name)
+    return 0
+
+
+def cli_start(args: argparse.Namespace) -> int:
+    return _each_named(args, start_container)
+
+
+def cli_stop(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        records = store.all() if args.all else [store.get(name) for name in args.names]
+        if not records and not args.all:
+            raise PodunitError("stop: name a container, or use --all")
+        for record in records:
+            stop_container(store, record, args.time)
+            if not args.all:
+                print(record.name)
+    return 0
+
+
+def cli_kill(args: argparse.Namespace) -> int:
+    signum = parse_signal(args.signal)
+    return _each_named(args, lambda store, record: kill_container(store, record, signum))
+
+
+def cli_rm(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            record = store.find(name)
+            if record is None:
+                if args.force:
+                    continue
+                raise ContainerNotFound(f"no such container: {name}")
+            remove_container(store, record, force=args.force, timeout=args.time)
+            print(name)
+    return 0
+
+
+def cli_pause(args: argparse.Namespace) -> int:
+    return _each_named(args, lambda store, record: set_paused(store, record, True))
+
+
+def cli_unpause(args: argparse.Namespace) -> int:
+    return _each_named(args, lambda store, record: set_paused(store, record, False))
+
+
+def cli_wait(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for name in args.names:
+            record = store.find(name)
+            if record is not None:
+                record = wait_for_exit(store, record)
+                code = record.exit_code
+            else:
+                recorded = store.exit_code(name)
+                if recorded is None:
+                    raise ContainerNotFound(f"no such container: {name}")
+                code = recorded[0]
+            print(code)
+    return 0
+
+
+def cli_cleanup(args: argparse.Namespace) -> int:
+    """conmon's exit command: record the exit code, release the container's resources.
+
+    A `notify: container` container's proxy is waited for first: conmon waits for
+    this command, and the proxy must write its last line before conmon is gone.
+    """
+    with _store(args) as store:
+        record = store.find(args.names)
+        if record is not None:
+            if record.options.get("notify") == "container":
+                from toolkit.systemd import notify
+
+                notify.wait_for_proxy(store.paths.bundle_dir(record.id))
+            with contextlib.suppress(ContainerNotFound):  # removed meanwhile by rm -f
+                finalize(store, record, runaway=False)
+    return 0
+
+
+def cli_ps(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        records = [sync_status(store, r, reload=False) for r in store.all()]
+    if not args.all:
+        records = [r for r in records if r.status in ALIVE_STATUSES]
+    if args.format == "json":
+        print(json.dumps([describe(r) for r in records], indent=2))
+        return 0
+    print(f"{'CONTAINER ID':<14}{'NAME':<24}{'STATUS':<16}COMMAND")
+    for r in records:
+        command = command_summary(r.spec.get("process", {}).get("args", []))
+        print(f"{r.id[:12]:<14}{r.name:<24}{status_text(r):<16}{command}")
+    return 0
+
+
+def cli_inspect(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        described = []
+        for name in args.names:
+            record = sync_status(store, store.get(name))
+            data = describe(record)
+            if record.alive:
+                data["RuntimeState"] = runtime_state(record)
+            described.append(data)
+    print(json.dumps(described, indent=2))
+    return 0
+
+
+def cli_checkpoint(args: argparse.Namespace) -> int:
+    """`podunit checkpoint NAME` (toolkit.runtime.checkpoint)."""
+    from pathlib import Path
+
+    from toolkit.runtime.checkpoint import checkpoint
+
+    with _store(args) as store:
+        record = store.get(args.names)
+        export = Path(args.export) if args.export else None
+        print(checkpoint(store, record, export=export, leave_running=args.leave_running))
+    return 0
+
+
+def cli_restore(args: argparse.Namespace) -> int:
+    """`podunit restore NAME`: the checks in toolkit.runtime.checkpoint, then the launch."""
+    from pathlib import Path
+
+    from toolkit.runtime.checkpoint import restore
+    from toolkit.runtime.lifecycle import restore_container
+
+    with _store(args) as store:
+        record = store.get(args.names)
+        import_file = Path(args.import_file) if args.import_file else None
+        image_dir = restore(store, record, import_file=import_file)
+        restored = restore_container(store, record, str(image_dir))
+    print(restored.id)
+    return 0

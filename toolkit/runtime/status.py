@@ -1,0 +1,227 @@
+"""Status and exit bookkeeping: conmon's exit files, a container's status, its release.
+
+Spec §3.1 and §4 (exit statuses). Status is derived from conmon's exit files and the
+runtime's `state`: an exit file means the container exited (code, time, `oom` marker);
+no exit file and a dead conmon means a runaway: the container is killed and -1
+recorded. `finalize` records the exit once and releases what the run held (runtime
+state, bundle, image root, cgroups); `forget` removes the row, the layer and the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+from collections.abc import Mapping
+
+from toolkit.errors import ContainerNotFound, PodunitError
+from toolkit.fs import read_text, remove_tree, unlink_if_present
+from toolkit.proc import same_process_alive, wait_until_gone
+from toolkit.runtime.invoke import runtime_call, runtime_delete, runtime_state
+from toolkit.runtime.placement import cgroups_left, placement_from_json
+from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.state import EXITED, ContainerRecord, StateStore
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
+
+KILL_WAIT_SECONDS = 5.0
+
+
+POLL_SECONDS = 0.05
+
+
+RUNAWAY_REASON = "conmon exited without writing an exit file; the container was killed"
+
+
+def read_exit_file(path: str | os.PathLike[str]) -> tuple[int, float] | None:
+    """conmon's exit file: (status, mtime), None if missing or still being written."""
+    try:
+        text = read_text(path).strip()
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    if not text.lstrip("-").isdigit():
+        return None
+    return int(text), mtime
+
+
+def _exit_file_of(store: StateStore, record: ContainerRecord) -> tuple[int, float] | None:
+    return read_exit_file(store.paths.exit_file(record.id)) or read_exit_file(
+        os.path.join(store.paths.bundle_dir(record.id), "exit")
+    )
+
+
+def sync_status(
+    store: StateStore, record: ContainerRecord, *, reload: bool = True
+) -> ContainerRecord:
+    """Bring `record` up to date from conmon's exit files, conmon's liveness and the runtime.
+
+    `reload=False` for a record just read (ps: no second query and JSON decoding per row).
+    """
+    if reload:
+        record = store.reload(record)
+    if not record.alive or record.conmon_pid is None:
+        return record
+    exited = _exit_file_of(store, record)
+    if exited is not None:
+        return finalize(store, record)
+    if same_process_alive(record.conmon_pid, record.conmon_start_time):
+        return record
+    # conmon is gone: it may have written the exit file meanwhile.
+    if _exit_file_of(store, record) is not None:
+        return finalize(store, record)
+    return finalize(store, record, runaway=True)
+
+
+def finalize(
+    store: StateStore, record: ContainerRecord, *, runaway: bool = False
+) -> ContainerRecord:
+    """Record the exit and release everything of an exited container (conmon's exit command).
+
+    With `runaway` (conmon died without an exit file) the container is killed first
+    and -1 recorded with the reason. Idempotent and safe to race with itself.
+    """
+    with store.container_lock(record.id):
+        record = store.reload(record)
+        if record.status != EXITED:
+            exited = _exit_file_of(store, record)
+            if runaway and exited is None:
+                _kill_runaway(record)
+                code, finished, reason = -1, time.time(), RUNAWAY_REASON
+            elif exited is None:
+                return record
+            else:
+                (code, finished), reason = exited, None
+            oom = os.path.exists(os.path.join(store.paths.bundle_dir(record.id), "oom"))
+            record = store.record_exit(record, code, reason=reason, finished_at=finished, oom=oom)
+        release(store, record)
+        if record.options.get("auto_remove"):
+            forget(store, record)
+    return record
+
+
+def _kill_runaway(record: ContainerRecord) -> None:
+    state = runtime_state(record)
+    if state is not None and state.get("status") in ("running", "paused", "created"):
+        runtime_call(record, "kill", "--all", record.id, "KILL", check=False)
+        if state.get("status") == "paused":
+            runtime_call(record, "resume", record.id, check=False)
+        pid = state.get("pid") or record.pid
+        if isinstance(pid, int) and pid > 0:
+            start = record.pid_start_time if pid == record.pid else None
+            wait_until_gone(pid, start, KILL_WAIT_SECONDS)
+
+
+def release(store: StateStore, record: ContainerRecord) -> None:
+    """Everything of the run but the state row and the log: runtime state, bundle, cgroups.
+
+    The cgroups go last, and not at all from inside the conmon scope they would
+    remove (conmon's exit command runs there): systemd drops an empty scope itself.
+    """
+    if record.options.get("released"):
+        return
+    runtime_delete(record)
+    unmount_image_root(store.paths, record.id, record.options)
+    remove_tree(store.paths.bundle_dir(record.id))
+    remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
+    unlink_if_present(store.paths.exit_file(record.id))
+    pidfile = store.paths.unit_pidfile(record.name)
+    with contextlib.suppress(OSError):
+        if read_text(pidfile).strip() == str(record.conmon_pid):
+            os.unlink(pidfile)
+    store.update(record, options={**record.options, "released": True})
+    stored_placement = record.options["cgroup_plan"]
+    if not cgroups_left(stored_placement):
+        return
+    from toolkit.systemd import cgroups
+
+    placement = placement_from_json(stored_placement)
+    own_cgroup = read_text("/proc/self/cgroup")
+    if placement.conmon_scope is None or f"/{placement.conmon_scope}" not in own_cgroup:
+        with contextlib.suppress(Exception):
+            cgroups.cleanup_cgroups(placement)
+
+
+def forget(store: StateStore, record: ContainerRecord) -> None:
+    """Remove the row (the exit code stays), the layer, the log and the lock file.
+
+    Called with the container lock held; a process still waiting on the unlinked
+    lock file finds the row gone when it gets the lock.
+    """
+    store.remove(record)
+    drop_image_layer(store.paths, record.id, record.options)
+    unlink_if_present(store.paths.lock_file(record.id))
+    if record.options.get("log_path"):
+        unlink_if_present(record.options["log_path"])
+
+
+def wait_for_exit(
+    store: StateStore, record: ContainerRecord, timeout: float | None = None
+) -> ContainerRecord:
+    """Block (without any lock) until the container exited or `timeout` passed; sync status.
+
+    Sleeps on a pidfd of conmon (it exits right after writing the exit file), waking
+    at least every half second to look for the exit file, and looks again at once
+    when conmon is gone; only without a pidfd (none, or conmon already gone) it polls.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pidfd = None
+    if record.conmon_pid:
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(record.conmon_pid)
+        if pidfd is not None and not same_process_alive(
+            record.conmon_pid, record.conmon_start_time
+        ):  # opened first, checked second: never a reused pid's
+            os.close(pidfd)
+            pidfd = None
+    try:
+        while True:
+            try:
+                record = sync_status(store, record)
+            except ContainerNotFound:  # removed meanwhile (--rm): its exit code remains
+                recorded = store.exit_code(record.id)
+                code, reason = recorded if recorded is not None else (None, None)
+                return record._replace(status=EXITED, exit_code=code, exit_reason=reason)
+            if not record.alive:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return record
+            step = 0.5 if remaining is None else min(0.5, remaining)
+            if pidfd is None:
+                time.sleep(min(step, POLL_SECONDS))  # no conmon to wait on: poll
+            elif select.select([pidfd], [], [], step)[0]:
+                os.close(pidfd)  # conmon exited: its exit file is written, look at once
+                pidfd = None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
+    if options.get("image_rootfs"):
+        from toolkit.storage import images
+
+        with contextlib.suppress(PodunitError):
+            images.release_container_rootfs(paths.rootfs_mount(container_id))
+        with contextlib.suppress(OSError):
+            os.rmdir(paths.rootfs_mount(container_id))
+
+
+def drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
+    """Unmount and delete an image container's writable layer (on `rm`)."""
+    if options.get("image_rootfs"):
+        unmount_image_root(paths, container_id, options)
+        remove_tree(paths.image_layer(container_id))
+
+
+def remove_tree_or_link(path: str) -> None:
+    """Remove a directory tree, or just the symlink if `path` is one (rmtree refuses those)."""
+    if os.path.islink(path):
+        unlink_if_present(path)
+    else:
+        remove_tree(path)
