@@ -11,7 +11,6 @@ import sys
 
 from toolkit.definitions.search import search_dirs
 from toolkit.errors import PodunitError
-from toolkit.unitgen.shadow import InstalledUnits
 from toolkit.unitgen.generator import (
     GeneratorLog,
     describe,
@@ -20,6 +19,7 @@ from toolkit.unitgen.generator import (
     podunit_executable,
     write_all,
 )
+from toolkit.unitgen.shadow import InstalledUnits
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
