@@ -197,7 +197,8 @@ def test_bind_sources(store: st.StateStore, tmp_path: Path) -> None:
     with pytest.raises(PodunitError, match=f"bind mount source {missing} for /x does not exist"):
         mounts.resolve(store, plain, rootfs=str(tmp_path), bundle=str(tmp_path / "b"))
     made = container(mounts=(Mount(MountType.BIND, "/x", missing, options=("create_host_path",)),))
-    assert mounts.needs_resolving(made) and not mounts.needs_resolving(plain)
+    assert mounts.needs_resolving(made) and mounts.needs_resolving(plain)
+    assert not mounts.needs_resolving(container(mounts=(Mount(MountType.TMPFS, "/t"),)))
     resolved = mounts.resolve(store, made, rootfs=str(tmp_path), bundle=str(tmp_path / "b"))
     assert os.path.isdir(missing)
     assert resolved.container.mounts == (Mount(MountType.BIND, "/x", missing),)

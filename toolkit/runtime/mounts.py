@@ -56,8 +56,7 @@ class Resolved(NamedTuple):
 def needs_resolving(container: Container) -> bool:
     """Whether `resolve` has anything to do (so a plain container imports nothing more)."""
     return bool(container.secrets) or any(
-        mount.type is MountType.VOLUME or CREATE_HOST_PATH in mount.options
-        for mount in container.mounts
+        mount.type is not MountType.TMPFS for mount in container.mounts
     )
 
 
@@ -215,7 +214,8 @@ def copy_up(rootfs: str, target: str, data: str) -> bool:
     if os.listdir(data):
         return False
     info = os.stat(source)
-    os.chown(data, info.st_uid, info.st_gid)
+    with contextlib.suppress(PermissionError):  # rootless: the caller's own files stay its own
+        os.chown(data, info.st_uid, info.st_gid)
     os.chmod(data, info.st_mode & 0o7777)
     if not os.listdir(source):
         return False
