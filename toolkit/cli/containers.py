@@ -254,6 +254,10 @@ def cli_rm(args: argparse.Namespace) -> int:
                     continue
                 raise ContainerNotFound(f"no such container: {name}")
             remove_container(store, record, force=args.force, timeout=args.time)
+            if args.volumes:  # the container name's anonymous volumes no other container uses
+                from toolkit.storage.volumes import VolumeStore
+
+                VolumeStore(store).remove_anonymous_of(record.name)
             print(name)
     return 0
 

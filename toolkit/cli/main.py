@@ -161,6 +161,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = verbs.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="stop a running container first")
     p.add_argument("-t", "--time", type=float, help="seconds before SIGKILL with -f")
+    p.add_argument("-v", "--volumes", action="store_true", help="also its anonymous volumes")
     _names(p, many=True)
     for verb in ("pause", "unpause"):
         p = verbs.add_parser(verb, help=f"{verb} all processes of the container")
@@ -264,7 +265,8 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
                 return None
             values |= {"verb": "stop", "time": timeout, "all": False, "names": [name]}
         case ["rm", "-f", name] if _word(name):
-            values |= {"verb": "rm", "force": True, "time": None, "names": [name]}
+            values |= {"verb": "rm", "force": True, "time": None, "volumes": False,
+                       "names": [name]}  # fmt: skip
         case ["kill", "-s", signal, name] if _word(signal) and _word(name):
             values |= {"verb": "kill", "signal": signal, "names": [name]}
         case ["exec", name, "--", first, *rest] | ["exec", name, first, *rest] if (

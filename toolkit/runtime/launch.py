@@ -102,6 +102,13 @@ def prepare_record(
     image_options = {"image_rootfs": container.rootfs} if container.image else {}
     try:
         rootfs = container_root(store.paths, container_id, image_options) or container.rootfs
+        from toolkit.runtime import mounts
+
+        resolved = None
+        if mounts.needs_resolving(container):  # volumes and secrets made concrete on the host
+            resolved = mounts.resolve(store, container, rootfs=rootfs, bundle=bundle,
+                                      environ=environ)  # fmt: skip
+            container = resolved.container
         extra_env = {**activation.container_environment(activation_fds), **notify_setup.env}
         inputs = oci.gather_inputs(
             container,
@@ -138,6 +145,10 @@ def prepare_record(
             **image_options,
             "labels": dict(container.labels),
         }
+        if resolved and resolved.volumes:  # in use while a record lists it (storage.volumes)
+            options["volumes"] = list(resolved.volumes)
+        if resolved and resolved.secrets:  # written at each launch (runtime.mounts)
+            options["secrets"] = list(resolved.secrets)
         record = ContainerRecord(
             id=container_id,
             name=container.name,
@@ -299,6 +310,10 @@ def launch_container(
     monitor: conmon.ConmonProcess | None = None
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
+        if record.options.get("secrets"):  # the bundle is per run: written at every launch
+            from toolkit.runtime import mounts
+
+            mounts.write_secrets(record.options["secrets"], environ, user_mode=store.paths.user)
         cgroups.prepare_before_conmon(placement)
         # under a unit ExecStopPost cleans up; a container-notify unit keeps the exit
         # command so that conmon outlives the notify proxy (cli_cleanup)

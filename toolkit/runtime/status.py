@@ -101,6 +101,10 @@ def finalize(
         release(store, record)
         if record.options.get("auto_remove"):
             forget(store, record)
+            if record.options.get("volumes"):  # `run --rm`: its anonymous volumes too (Docker)
+                from toolkit.storage.volumes import VolumeStore
+
+                VolumeStore(store).remove_anonymous_of(record.name)
     return record
 
 
