@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_compose import load_compose, messages
+from toolkit.definitions.instances import instantiate
 from toolkit.definitions.loader import load_all, load_paths
 from toolkit.definitions.model import (
     Mount,
@@ -75,6 +76,19 @@ def test_own_form_short_bind_syntax_does_not_create_the_host_path(tmp_path: Path
     write(tmp_path / "a.yaml", "containers:\n  a:\n    image: x\n    volumes: ['./d:/d']\n")
     (a,) = load_all([tmp_path]).containers.values()
     assert a.mounts == (Mount(MountType.BIND, "/d", str(tmp_path / "d")),)
+
+
+def test_a_template_may_name_a_volume_per_instance(tmp_path: Path) -> None:
+    write(
+        tmp_path / "w.yaml",
+        "containers:\n  worker@:\n    image: x\n"
+        "    volumes: ['cache-%i:/cache', {type: volume, source: 'w-%i', target: /w}]\n"
+        "  plain:\n    image: x\n    volumes: ['cache-%i:/cache']\n",
+    )
+    result = load_all([tmp_path])
+    assert [str(e).split(": ", 1)[1] for e in result.errors] == ["invalid volume name 'cache-%i'"]
+    worker = instantiate(result.containers["worker@"], "7")
+    assert [m.source for m in worker.mounts] == ["cache-7", "w-7"]
 
 
 def test_volume_name_overrides_and_external(tmp_path: Path) -> None:

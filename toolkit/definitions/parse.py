@@ -327,7 +327,9 @@ def _long_volume(node: Node, ctx: _Context) -> Mount:
             raise fail(node, "a bind volume needs 'source'")
         source = v.resolve_host_path(non_empty(keys["source"].node, "source"), ctx.base_dir)
     elif "source" in keys:  # a named volume; without a source an anonymous one
-        source = converted(keys["source"].node, v.check_volume_name, "source")
+        source = converted(
+            keys["source"].node, lambda s: v.check_volume_name(s, template=ctx.template), "source"
+        )
     if "size" in keys:
         mount_size = size(keys["size"].node, "size")
     for sub_key, wanted in (
@@ -393,7 +395,9 @@ def _volumes(node: Node, ctx: _Context, out: Fields) -> None:
         if item.is_mapping:
             mount = _long_volume(item, ctx)
         else:
-            mount = converted(item, lambda s: v.parse_volume(s, ctx.base_dir), "volume")
+            mount = converted(
+                item, lambda s: v.parse_volume(s, ctx.base_dir, template=ctx.template), "volume"
+            )
             if ctx.declarations.compose and mount.type is MountType.BIND:
                 # the Compose specification: the short syntax implies create_host_path
                 mount = mount._replace(options=(*mount.options, v.CREATE_HOST_PATH))

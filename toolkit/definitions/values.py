@@ -223,13 +223,19 @@ def is_host_path(source: str) -> bool:
     return source[:1] in ("/", ".", "~")
 
 
-def check_volume_name(name: str) -> str:
-    if not name or not (name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name)):
+def check_volume_name(name: str, *, template: bool = False) -> str:
+    """`[a-zA-Z0-9][a-zA-Z0-9_.-]*`; in a template also `%i` (the instance name, which must
+    then make a valid volume name: checked when the instance starts)."""
+    checked = name.replace("%i", "i") if template else name
+    if not checked or not (
+        checked[0].isascii() and checked[0].isalnum()
+        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in checked)
+    ):  # fmt: skip
         raise ValueError(f"invalid volume name {quote(name)}")
     return name
 
 
-def parse_volume(text: str, base_dir: str) -> Mount:
+def parse_volume(text: str, base_dir: str, *, template: bool = False) -> Mount:
     """`host:container[:OPTIONS]`, `volume:container[:OPTIONS]` or `container` (anonymous);
     OPTIONS: comma-separated `ro`, `rw`, a propagation, `nocopy`, `z`, `Z`."""
     from toolkit.definitions.model import Mount, MountType
@@ -253,7 +259,7 @@ def parse_volume(text: str, base_dir: str) -> Mount:
     if is_host_path(source):
         kind, source = MountType.BIND, resolve_host_path(source, base_dir)
     else:
-        kind, source = MountType.VOLUME, check_volume_name(source)
+        kind, source = MountType.VOLUME, check_volume_name(source, template=template)
     return Mount(kind, target, source, read_only, None, tuple(options))
 
 
