@@ -111,7 +111,9 @@ def test_volumes_secrets_and_configs_of_a_unit(units: Units) -> None:
     listing = units.volumes()
     assert listing["vtdata"]["UsedBy"] == ["voltest"]
     assert listing["vtdata"]["Labels"] == {"test": "volumes"}
-    assert str(listing["vtdata"]["Mountpoint"]) == "/var/lib/podunit/volumes/vtdata/_data"
+    (inspected,) = json.loads(units.podunit("volume", "inspect", "vtdata"))
+    assert inspected == listing["vtdata"]
+    assert inspected["Mountpoint"] == "/var/lib/podunit/volumes/vtdata/_data"
     assert units.sandbox.read("/var/lib/podunit/volumes/vtdata/_data/log") == b"one\n"
     # in use: refused, with the container named
     refused = units.sandbox.run([units.podunit_bin, "volume", "rm", "vtdata"], check=False)
