@@ -214,6 +214,15 @@ class VolumeStore:
                     hint="create it first (a bind volume uses the host directory as it is)",
                 )
         name = check_name(name) if name is not None else os.urandom(32).hex()
+        if kind == "directory":  # made before the row: whoever sees the row finds the data
+            try:
+                make_dir(self.paths.volumes_dir, 0o700)
+                make_dir(os.path.dirname(self.paths.volume_data(name)), 0o700)
+                make_dir(self.paths.volume_data(name), 0o755)
+            except OSError as error:
+                raise PodunitError(
+                    f"cannot create volume {name} in {self.paths.volumes_dir}: {error.strerror}"
+                ) from None
         labels = dict(labels)
         row = (name, kind, device, json.dumps(list(options)), json.dumps(labels, sort_keys=True),
                time.time(), int(owner is not None), owner, target, 1)  # fmt: skip
@@ -224,24 +233,13 @@ class VolumeStore:
                     f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
                     row,
                 )
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError:  # the directory is the existing volume's: kept
             if exist_ok:
                 return self.get(name)
             raise PodunitError(
                 f"volume {name} already exists", hint=f"podunit volume inspect {name}"
             ) from None
-        record = self.get(name)
-        if kind == "directory":
-            try:
-                make_dir(self.paths.volumes_dir, 0o700)
-                make_dir(os.path.dirname(self.paths.volume_data(name)), 0o700)
-                make_dir(self.paths.volume_data(name), 0o755)
-            except OSError as error:
-                self._delete_row(name)
-                raise PodunitError(
-                    f"cannot create volume {name} in {self.paths.volumes_dir}: {error.strerror}"
-                ) from None
-        return record
+        return self.get(name)
 
     def copied_up(self, name: str) -> None:
         """The first container has mounted the volume: no copy of image content any more."""
