@@ -110,6 +110,8 @@ def test_volumes_secrets_and_configs_of_a_unit(units: Units) -> None:
     assert units.exec("ls", "-A", "/seed") == ""  # not copied again
     listing = units.volumes()
     assert listing["vtdata"]["UsedBy"] == ["voltest"]
+    (described,) = json.loads(units.podunit("inspect", "--format", "json", "voltest"))
+    assert described["Volumes"] == ["vtdata", "vtseeded", anonymous[0]]
     assert listing["vtdata"]["Labels"] == {"test": "volumes"}
     (inspected,) = json.loads(units.podunit("volume", "inspect", "vtdata"))
     assert inspected == listing["vtdata"]

@@ -239,6 +239,7 @@ def describe(record: ContainerRecord) -> dict[str, Any]:
         "StopSignal": record.options.get("stop_signal"),
         "StopTimeout": record.options.get("stop_timeout"),
         "CgroupsPath": record.spec.get("linux", {}).get("cgroupsPath"),
+        "Volumes": record.options.get("volumes", []),  # named and anonymous (storage.volumes)
     }
 
 
