@@ -36,12 +36,14 @@ DEFINITIONS = {
             "command": IDLE,
             "install": {},
             "volumes": ["vtdata:/data", "vtseeded:/seed", "/scratch"],
-            "secrets": [{"source": "pw", "uid": "1000", "gid": "1000", "mode": 0o440}],
+            "secrets": [{"source": "pw", "uid": "1000", "gid": "1000", "mode": 0o440}, "token"],
+            # an `environment:` secret's value comes from the unit's environment at start
+            "service": {"EnvironmentFile": f"{BASE}/token.env"},
             "configs": [{"source": "site", "target": "/etc/site.conf"}],
         },
     },
     "volumes": {"vtdata": {"labels": {"test": "volumes"}}, "vtseeded": {}},
-    "secrets": {"pw": {"file": f"{BASE}/pw.txt"}},
+    "secrets": {"pw": {"file": f"{BASE}/pw.txt"}, "token": {"environment": "VT_TOKEN"}},
     "configs": {"site": {"content": "listen = 80\n"}},
 }
 
@@ -54,8 +56,9 @@ class Units:
     def ctl(self, *args: str, check: bool = True) -> str:
         return self.sandbox.run(["systemctl", *args], check=check, timeout=60).stdout.decode()
 
-    def podunit(self, *args: str, check: bool = True) -> str:
-        return self.sandbox.run([self.podunit_bin, *args], check=check).stdout.decode()
+    def podunit(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+        result = self.sandbox.run([self.podunit_bin, *args], check=check, env=env)
+        return result.stdout.decode()
 
     def exec(self, *command: str) -> str:
         return self.podunit("exec", "voltest", "--", *command)
@@ -73,6 +76,7 @@ def units(sandbox: Sandbox, repo_root: Path) -> Iterator[Units]:
         f" && chown -R 1000:1000 {BUSYBOX}/seed && chmod 750 {BUSYBOX}/seed"
     )
     sandbox.write(f"{BASE}/pw.txt", "hunter2\n", mode=0o600)
+    sandbox.write(f"{BASE}/token.env", "VT_TOKEN=t0ken-from-env\n", mode=0o600)
     sandbox.write(DEFINITION, json.dumps(DEFINITIONS))  # JSON is YAML
     sandbox.run([f"{repo_root}/scripts/install-generator"])
     sandbox.run(["systemctl", "daemon-reload"])
@@ -100,6 +104,12 @@ def test_volumes_secrets_and_configs_of_a_unit(units: Units) -> None:
     with pytest.raises(CommandFailed, match="Read-only file system"):
         units.exec("sh", "-c", "echo x > /run/secrets/pw")
     assert units.exec("cat", "/etc/site.conf") == "listen = 80\n"
+    assert units.exec("cat", "/run/secrets/token") == "t0ken-from-env"
+    # neither the unit nor its plan file holds a secret's value
+    generated = units.sandbox.sh(
+        "cat /run/systemd/generator/voltest.service /run/systemd/generator/podunit/voltest.json"
+    ).stdout
+    assert b"ExecStart=" in generated and b"t0ken" not in generated and b"hunter2" not in generated
     # data written into the volumes survives a restart (a new container of the same name)
     units.exec("sh", "-c", "echo one > /data/log; echo two > /scratch/note; rm /seed/hello.txt")
     anonymous = [name for name, v in units.volumes().items() if v["Anonymous"]]
@@ -133,10 +143,12 @@ def test_volumes_secrets_and_configs_of_a_unit(units: Units) -> None:
                              ).returncode == 1  # fmt: skip
     # outside a unit: an exited container started again gets its secrets again (the bundle
     # is per run) and the same anonymous volume; `rm -v` removes that (a plain rm keeps it)
-    units.podunit("create", "voltest")
-    units.podunit("start", "voltest")
+    shell = {"VT_TOKEN": "from-the-shell"}  # outside a unit: podunit's own environment
+    units.podunit("create", "voltest", env=shell)
+    units.podunit("start", "voltest", env=shell)
     units.podunit("stop", "-t", "5", "voltest")
-    units.podunit("start", "voltest")
+    units.podunit("start", "voltest", env=shell)
+    assert units.exec("cat", "/run/secrets/token") == "from-the-shell"
     assert units.exec("cat", "/run/secrets/pw", "/scratch/note") == "hunter2\ntwo\n"
     units.podunit("rm", "-f", "-v", "voltest")
     assert anonymous[0] not in units.volumes()
