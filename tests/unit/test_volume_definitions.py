@@ -91,6 +91,22 @@ def test_a_template_may_name_a_volume_per_instance(tmp_path: Path) -> None:
     assert [m.source for m in worker.mounts] == ["cache-7", "w-7"]
 
 
+def test_one_volume_one_declaration_across_files(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "containers:\n  a: {image: x, volumes: ['d:/d']}\n"
+          "volumes:\n  d: {driver_opts: {type: tmpfs}}\n")  # fmt: skip
+    write(tmp_path / "b.yaml", "containers:\n  b: {image: x, volumes: ['d:/d']}\n"
+          "volumes: {d: {}}\n")  # fmt: skip
+    write(tmp_path / "c.yaml", "containers:\n  c: {image: x, volumes: ['d:/d']}\n"
+          "volumes: {d: {external: true}}\n")  # fmt: skip
+    write(tmp_path / "e.yaml", "containers:\n  e: {image: x, volumes: ['d:/d']}\n")
+    result = load_all([tmp_path])
+    assert [str(e) for e in result.errors] == [
+        f"{tmp_path}/b.yaml:2:3: volume 'd' is declared otherwise for container 'a' "
+        f"({tmp_path}/a.yaml:2); one volume has one set of settings"
+    ]
+    assert sorted(result.containers) == ["a", "c", "e"]
+
+
 def test_volume_name_overrides_and_external(tmp_path: Path) -> None:
     write(
         tmp_path / "a.yaml",

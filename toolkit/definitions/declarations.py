@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.definitions import values as v
-from toolkit.definitions.model import Declarations, Secret, Volume
+from toolkit.definitions.model import Container, Declarations, Secret, Volume
 from toolkit.definitions.parse import boolean, check_keys, fail, non_empty, pairs, text
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError
@@ -219,3 +219,24 @@ def _secret_like(
         return Secret(key, "", environment=name, config=config)
     return Secret(key, "", content=text(keys["content"].node, "content", multiline=True),
                   config=True)  # fmt: skip
+
+
+def conflicting_volumes(containers: dict[str, Container]) -> dict[str, str]:
+    """Containers that declare a volume (by its real name) otherwise than a container before
+    them (files in search order), as unit name -> message. External declarations only
+    refer to a volume and never conflict; the first declaration wins, as at start."""
+    first: dict[str, tuple[Volume, Container]] = {}
+    problems: dict[str, str] = {}
+    for unit_name, container in containers.items():
+        for volume in container.volumes:
+            if volume.external:
+                continue
+            seen = first.setdefault(volume.name, (volume, container))
+            if seen[0] != volume and unit_name not in problems:
+                other = seen[1]
+                problems[unit_name] = (
+                    f"volume {v.quote(volume.name)} is declared otherwise for container "
+                    f"{v.quote(other.name)} ({other.source.path}:{other.source.line}); "
+                    "one volume has one set of settings"
+                )
+    return problems

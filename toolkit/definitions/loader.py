@@ -168,6 +168,7 @@ def load_scan(scan: Scan) -> LoadResult:
             result.containers[unit_name] = container
             result.sources[unit_name] = files
     _check_dependencies(result, origin)
+    _check_volumes(result)
     _ready_when_healthy(result)
     _declared_elsewhere(result, declared)
     return result
@@ -291,6 +292,18 @@ def _parse_one(
             return None
     base_dir = os.path.abspath(os.path.dirname(source))
     return parse_container(name, key_loc, spec, base_dir, errors, declarations)
+
+
+def _check_volumes(result: LoadResult) -> None:
+    """One named volume, one declaration (toolkit.definitions.declarations)."""
+    from toolkit.definitions.declarations import conflicting_volumes
+
+    for unit_name, message in conflicting_volumes(result.containers).items():
+        error = fail(result.containers[unit_name].source, message)
+        result.errors.append(error)
+        result.failed[unit_name] = [error]
+        del result.containers[unit_name]
+        result.sources.pop(unit_name, None)
 
 
 def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> None:
