@@ -110,6 +110,9 @@ def test_volumes_secrets_and_configs_of_a_unit(units: Units) -> None:
         "cat /run/systemd/generator/voltest.service /run/systemd/generator/podunit/voltest.json"
     ).stdout
     assert b"ExecStart=" in generated and b"t0ken" not in generated and b"hunter2" not in generated
+    # the unit waits for the file system of the secret's file (RequiresMountsFor=)
+    required = units.ctl("show", UNIT, "-p", "RequiresMountsFor")
+    assert required == f"RequiresMountsFor={BASE}/pw.txt\n"
     # data written into the volumes survives a restart (a new container of the same name)
     units.exec("sh", "-c", "echo one > /data/log; echo two > /scratch/note; rm /seed/hello.txt")
     anonymous = [name for name, v in units.volumes().items() if v["Anonymous"]]

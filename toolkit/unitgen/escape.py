@@ -117,6 +117,26 @@ def escape_specifiers(value: str) -> str:
     return value.replace("%", "%%")
 
 
+def path_word(path: str, what: str, *, template: bool = False) -> str:
+    """A path as one word of a list setting such as `RequiresMountsFor=` (specifiers
+    expanded, then words split with quotes). In a template `%i` and `%%` stay specifiers
+    (they mean there what they mean in the definition); every other `%` is escaped."""
+    check_line_end(check_safe(path, what), what)
+    if template:
+        out, index = [], 0
+        while index < len(path):
+            if path[index] == "%" and path[index + 1 : index + 2] in ("i", "%"):
+                out.append(path[index : index + 2])
+                index += 2
+                continue
+            out.append("%%" if path[index] == "%" else path[index])
+            index += 1
+        text = "".join(out)
+    else:
+        text = escape_specifiers(path)
+    return _quote(text) if _needs_quotes(text) else text
+
+
 def _quote(value: str) -> str:
     """A double-quoted word with `\\` and `"` C-escaped (systemd.syntax(7) "Quoting")."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -62,6 +62,7 @@ from toolkit.definitions.model import (
     CgroupMode,
     Container,
     DependencyCondition,
+    MountType,
     Notify,
     Restart,
 )
@@ -75,6 +76,7 @@ from toolkit.unitgen.escape import (
     environment_assignment,
     exec_word,
     is_unit_name,
+    path_word,
     plain_value,
     unit_type,
     verbatim_value,
@@ -301,6 +303,16 @@ def _socket_text(container: Container, sources: Sequence[str], socket: str) -> s
     )
 
 
+def host_paths(container: Container) -> list[str]:
+    """The host paths a container's mounts read (bind sources, bind volumes' directories,
+    secrets' files): the unit waits for the file systems that hold them, as Quadlet's
+    units do (`RequiresMountsFor=`), so that at boot it never binds an empty mount point."""
+    paths = {m.source for m in container.mounts if m.type is MountType.BIND and m.source}
+    paths.update(v.device for v in container.volumes if v.kind == "bind" and v.device)
+    paths.update(s.file for s in container.secrets if s.file)
+    return sorted(paths)
+
+
 def _start_timeout(container: Container) -> timedelta | None:
     """Worst case until the first passing health check, when READY waits for it."""
     check = container.healthcheck
@@ -341,6 +353,10 @@ def _service_text(
         unit += [("Requires", dependency_unit), ("After", dependency_unit)]
     if socket is not None:
         unit += [("Requires", socket), ("After", socket)]
+    unit += [
+        ("RequiresMountsFor", path_word(path, "volume source", template=container.template))
+        for path in host_paths(container)
+    ]
 
     # `%i` in the container name is an intended specifier: quote it as one word by hand.
     name_word = exec_word(container.unit_name) + ("%i" if container.template else "")
