@@ -244,7 +244,6 @@ def test_ulimits_and_ports_long_form_and_top_level_names(tmp_path: Path) -> None
 # ---------------------------------------------------------------- refusal by name
 
 UNSUPPORTED_SAMPLES: dict[str, str] = {
-    "build": ".",
     "expose": "['80']",
     "links": "[db]",
     "profiles": "[debug]",
@@ -254,7 +253,6 @@ UNSUPPORTED_SAMPLES: dict[str, str] = {
     "pid": "host",
     "ipc": "host",
     "platform": "linux/amd64",
-    "pull_policy": "always",
     "extends": "{service: base}",
     "volumes_from": "[other]",
     "oom_score_adj": "-500",

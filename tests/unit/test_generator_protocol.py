@@ -29,6 +29,8 @@ containers:
     image: docker.io/library/nginx:1.27
     reload: {signal: SIGHUP}
 """
+# GOOD's pull unit (toolkit.unitgen.images)
+PULL_NGINX = "podunit-pull-docker.io-library-nginx\\x3a1.27.service"
 GOOD_SOCKET = """\
 containers:
   echo:
@@ -123,6 +125,7 @@ def test_good_and_bad_definitions(repo_root: Path, tmp_path: Path, defs: Path) -
         "multi-user.target.wants/web.service": "-> ../web.service",
         "podunit/echo.json": "file",
         "podunit/web.json": "file",
+        "podunit-pull-docker.io-library-nginx\\x3a1.27.service": "file",
         "sockets.target.wants/echo.socket": "-> ../echo.socket",
         "web.service": "file",
     }
@@ -176,7 +179,8 @@ def test_manual_run_without_arguments_prints_a_dry_run(repo_root: Path, defs: Pa
     (defs / "broken.yaml").write_text(UNKNOWN_KEY)
     result = run_generator(repo_root, [], environment(defs))
     assert result.returncode == 1
-    assert result.stdout.startswith("---web.service---\n# Automatically generated")
+    assert result.stdout.startswith(f"---{PULL_NGINX}---\n# Automatically generated")
+    assert "\n---web.service---\n# Automatically generated" in result.stdout
     assert "broken.yaml:4:5: unknown key 'restrat'" in result.stderr
 
 
@@ -293,14 +297,14 @@ def test_cli_generate_dry_run_and_output_dir(
     assert cli.main(["generate", "--dry-run"]) == 0
     out = capsys.readouterr().out
     headers = re.findall(r"^---(.*)---$", out, re.MULTILINE)
-    assert headers == ["echo.service", "echo.socket", "web.service"]
+    assert headers == ["echo.service", "echo.socket", PULL_NGINX, "web.service"]
     plan = "/run/systemd/generator/podunit/web.json"
     assert f"ExecStart={LAUNCHER} run --plan {plan} web\n" in out
     target = tmp_path / "generated" / "deep"
     assert cli.main(["generate", str(target)]) == 0
     assert sorted(tree(target)) == [
         "echo.service", "echo.socket", "multi-user.target.wants/web.service",
-        "podunit/echo.json", "podunit/web.json",
+        PULL_NGINX, "podunit/echo.json", "podunit/web.json",
         "sockets.target.wants/echo.socket", "web.service",
     ]  # fmt: skip
     assert cli.main(["generate", "--dry-run", str(target)]) == 0  # as written to the directory
@@ -329,7 +333,8 @@ def test_cli_generate_reports_errors_and_still_prints_the_good(
     monkeypatch.setenv("PODUNIT_DEFINITION_DIRS", str(defs))
     assert cli.main(["generate", "--dry-run"]) == 1
     captured = capsys.readouterr()
-    assert captured.out.startswith("---web.service---\n")
+    assert captured.out.startswith(f"---{PULL_NGINX}---\n")
+    assert "\n---web.service---\n" in captured.out
     assert captured.err == (
         f"{defs}/broken.yaml:4:5: unknown key 'restrat' (did you mean 'restart'?)\n"
     )

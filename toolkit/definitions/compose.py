@@ -22,6 +22,7 @@ SAME_KEYS = frozenset(
         "stop_signal", "restart", "cap_add", "cap_drop", "privileged", "devices", "sysctls",
         "ulimits", "security_opt", "labels", "annotations", "init", "depends_on",
         "networks", "dns", "dns_search", "extra_hosts", "secrets", "configs",
+        "build",
     }
 )  # fmt: skip
 # Compose key -> podunit key (a dotted target is a key of a nested podunit mapping).
@@ -34,7 +35,15 @@ RENAMED_KEYS = {
     "pids_limit": "resources.pids",
     "cpu_shares": "resources.cpu_weight",
 }
-SPECIAL_KEYS = frozenset({"container_name", "deploy", "logging", "x-podunit"})
+SPECIAL_KEYS = frozenset({"container_name", "deploy", "logging", "pull_policy", "x-podunit"})
+# Compose pull_policy -> podunit's `pull:` (`build`: the build unit decides, see podunit.yaml(5)).
+PULL_POLICIES = {
+    "always": "always",
+    "missing": "missing",
+    "if_not_present": "missing",
+    "never": "never",
+    "build": "missing",
+}
 COMPOSE_KEYS: frozenset[str] = SAME_KEYS | frozenset(RENAMED_KEYS) | SPECIAL_KEYS
 """Every Compose service key podunit accepts."""
 
@@ -42,7 +51,7 @@ COMPOSE_KEYS: frozenset[str] = SAME_KEYS | frozenset(RENAMED_KEYS) | SPECIAL_KEY
 X_PODUNIT_KEYS = frozenset(
     {
         "rootfs", "sockets", "notify", "cgroups", "reload", "unit", "service", "socket",
-        "install", "runtime", "no_new_privileges", "seccomp", "resources",
+        "install", "runtime", "no_new_privileges", "seccomp", "resources", "auto_update",
     }
 )  # fmt: skip
 # Compose top-level keys: accepted ones; the rest of the Compose specification is refused.
@@ -57,13 +66,13 @@ LOGGING_DRIVERS = frozenset({"journald", "k8s-file", "none"})
 # Every service key of the Compose specification that podunit refuses, for the message.
 UNSUPPORTED_KEYS = frozenset(
     {
-        "attach", "blkio_config", "build", "cgroup", "cgroup_parent", "cpu_count",
+        "attach", "blkio_config", "cgroup", "cgroup_parent", "cpu_count",
         "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpuset",
         "credential_spec", "develop", "device_cgroup_rules", "dns_opt",
         "domainname", "expose", "extends", "external_links", "gpus", "ipc",
         "isolation", "label_file", "links", "mac_address", "mem_swappiness", "memswap_limit",
         "models", "oom_kill_disable", "oom_score_adj", "pid", "platform",
-        "post_start", "pre_stop", "profiles", "provider", "pull_policy", "pull_refresh_after",
+        "post_start", "pre_stop", "profiles", "provider", "pull_refresh_after",
         "runtime", "scale", "shm_size", "stdin_open", "storage_opt", "tty",
         "use_api_socket", "userns_mode", "uts", "volumes_from",
     }
@@ -144,6 +153,24 @@ def _logging(node: Node, out: dict[str, Entry]) -> None:
             _put_nested(out, "log_opt", "max_size", entry)
 
 
+def _pull_policy(entry: Entry) -> Entry:
+    """Compose `pull_policy` -> `pull:`; the periodic ones are auto-update's job."""
+    policy = text(entry.node, "pull_policy")
+    mapped = PULL_POLICIES.get(policy)
+    if mapped is None:
+        error = fail(entry.node, f"pull_policy {v.quote(policy)} is not supported by podunit")
+        if policy in ("daily", "weekly", "refresh") or policy.startswith("every_"):
+            error.hint = (
+                "periodic pulls are podunit auto-update's job: set the label "
+                "io.containers.autoupdate=registry and enable podunit-auto-update.timer"
+            )
+        else:
+            error.hint = "one of: " + ", ".join(PULL_POLICIES)
+        raise error
+    node = entry.node
+    return Entry(entry.key, Node(mapped, node.path, node.line, node.column, mapped))
+
+
 def _network_mode(entry: Entry) -> Entry:
     mode = text(entry.node, "network_mode")
     if mode in ("bridge", "host", "none"):
@@ -181,6 +208,8 @@ def translate_service(name: str, node: Node) -> Node:
             text(entry.node, "container_name")  # podunit names the container after the service
         elif key == "deploy":
             _deploy(entry.node, out)
+        elif key == "pull_policy":
+            out["pull"] = _pull_policy(entry)
         elif key == "logging":
             _logging(entry.node, out)
         elif key == "x-podunit":

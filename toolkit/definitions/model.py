@@ -72,6 +72,22 @@ class MountType(Enum):
     VOLUME = "volume"
 
 
+class PullPolicy(Enum):
+    """When a registry image is fetched (`pull:`; Compose `pull_policy`), podunit.yaml(5)."""
+
+    MISSING = "missing"  # only when not in the store (the default)
+    ALWAYS = "always"  # at every start of the image's pull unit
+    NEVER = "never"  # never: a missing image is an error
+    NEWER = "newer"  # when the registry's digest differs from the stored one
+
+
+class AutoUpdate(Enum):
+    """`auto_update:` (label io.containers.autoupdate): what `podunit auto-update` checks."""
+
+    REGISTRY = "registry"  # the registry's digest of the reference
+    LOCAL = "local"  # the local source (an archive/layout, or a rebuilt `build:`)
+
+
 class DependencyCondition(Enum):
     STARTED = "service_started"
     HEALTHY = "service_healthy"
@@ -221,6 +237,16 @@ class Dependency(NamedTuple):
     condition: DependencyCondition = DependencyCondition.STARTED
 
 
+class Build(NamedTuple):
+    """`build:` — an image built by buildah in its own unit (podunit.yaml(5), "build")."""
+
+    context: str  # absolute directory
+    dockerfile: str | None = None  # absolute path; None: <context>/Containerfile or Dockerfile
+    args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
 class Install(NamedTuple):
     """[Install] applied by the generator as symlinks in its output directory."""
 
@@ -287,6 +313,9 @@ class Container(NamedTuple):
     socket_extra: tuple[tuple[str, str], ...] = ()  # `socket:` -> [Socket]
     install: Install | None = None  # None: the spec's defaults apply
     runtime: str | None = None  # "runc", "crun"; None: crun if installed
+    pull: PullPolicy = PullPolicy.MISSING
+    build: Build | None = None  # `image` then names the result
+    auto_update: AutoUpdate | None = None
 
     @property
     def unit_name(self) -> str:
@@ -318,6 +347,7 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
     Reload: {},
     Dependency: {"condition": DependencyCondition},
     Install: {},
+    Build: {},
     Container: {
         "source": Location,
         "mounts": (Mount,),
@@ -338,6 +368,9 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
         "depends_on": (Dependency,),
         "reload": Reload,
         "install": Install,
+        "pull": PullPolicy,
+        "build": Build,
+        "auto_update": AutoUpdate,
     },
 }
 

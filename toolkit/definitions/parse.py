@@ -13,6 +13,8 @@ from typing import Any
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import (
+    AutoUpdate,
+    Build,
     NO_DECLARATIONS,
     CgroupMode,
     Container,
@@ -27,6 +29,7 @@ from toolkit.definitions.model import (
     NetworkAttachment,
     Notify,
     PortMapping,
+    PullPolicy,
     Reload,
     Resources,
     Restart,
@@ -231,6 +234,8 @@ SOCKET_KEYS = frozenset({"listen", "type", "name"})
 RELOAD_KEYS = frozenset({"signal", "command"})
 INSTALL_KEYS = frozenset({"wanted_by", "required_by", "alias"})
 LOG_OPT_KEYS = frozenset({"max_size"})
+BUILD_KEYS = frozenset({"context", "dockerfile", "args", "target", "labels"})
+AUTO_UPDATE_LABEL = "io.containers.autoupdate"  # Podman's label, honoured in both forms
 VOLUME_KEYS = frozenset(
     {"type", "source", "target", "read_only", "size", "bind", "tmpfs", "volume", "consistency"}
 )
@@ -957,6 +962,32 @@ def _install(node: Node, ctx: _Context, out: Fields) -> None:
     )
 
 
+def _build(node: Node, ctx: _Context, out: Fields) -> None:
+    """`build: DIR` or `{context, dockerfile, args, target, labels}` (podunit.yaml(5) "build").
+
+    The context resolves against the definition's directory, the Dockerfile against
+    the context (as in Compose); buildah's own default file names apply without one.
+    """
+    if not node.is_mapping:
+        context = v.resolve_host_path(non_empty(node, "build"), ctx.base_dir)
+        out["build"] = Build(context=context)
+        return
+    keys = check_keys(node, BUILD_KEYS, "build")
+    if "context" not in keys:
+        raise fail(node, "build needs 'context' (the directory to build from)")
+    context = v.resolve_host_path(non_empty(keys["context"].node, "context"), ctx.base_dir)
+    dockerfile = None
+    if "dockerfile" in keys:
+        dockerfile = v.resolve_host_path(non_empty(keys["dockerfile"].node, "dockerfile"), context)
+    out["build"] = Build(
+        context=context,
+        dockerfile=dockerfile,
+        args=pairs(keys["args"].node, "build arg") if "args" in keys else (),
+        target=non_empty(keys["target"].node, "target") if "target" in keys else None,
+        labels=pairs(keys["labels"].node, "build label") if "labels" in keys else (),
+    )
+
+
 def _runtime(node: Node, ctx: _Context, out: Fields) -> None:
     out["runtime"] = choice(node, "runtime", ("runc", "crun"))
 
@@ -1012,6 +1043,9 @@ HANDLERS: dict[str, Callable[[Node, _Context, Fields], None]] = {
     "socket": _section("socket_extra", "socket"),
     "install": _install,
     "runtime": _runtime,
+    "pull": _enum("pull", PullPolicy),
+    "build": _build,
+    "auto_update": _enum("auto_update", AutoUpdate),
 }
 
 CONTAINER_KEYS: frozenset[str] = frozenset(HANDLERS)
@@ -1074,12 +1108,54 @@ def parse_container(
     return Container(name=plain_name, source=key_loc, template=template, **fields)
 
 
+def built_image_name(name: str) -> str:
+    """The image a `build:` without `image:` produces: `localhost/podunit/NAME:latest`."""
+    return f"localhost/podunit/{name.rstrip('@').lower()}:latest"
+
+
+def _auto_update_label(
+    entries: dict[str, Entry], fields: Fields, errors: list[DefinitionError]
+) -> None:
+    """Podman's label `io.containers.autoupdate=registry|local` is `auto_update:`."""
+    label = dict(fields.get("labels", ())).get(AUTO_UPDATE_LABEL)
+    if label is None:
+        return
+    value = "registry" if label == "image" else label  # Podman's old spelling
+    if value not in ("registry", "local"):
+        errors.append(
+            fail(
+                entries["labels"].node,
+                f"label {AUTO_UPDATE_LABEL}={v.quote(label)} must be 'registry' or 'local'",
+            )
+        )
+    elif "auto_update" in entries and fields["auto_update"].value != value:
+        errors.append(
+            fail(
+                entries["auto_update"].node,
+                f"auto_update {v.quote(fields['auto_update'].value)} contradicts the label "
+                f"{AUTO_UPDATE_LABEL}={v.quote(label)}",
+            )
+        )
+    else:
+        fields["auto_update"] = AutoUpdate(value)
+
+
 def _check_whole(
     name: str, key_loc: Location, entries: dict[str, Entry], fields: Fields,
     errors: list[DefinitionError],
 ) -> None:  # fmt: skip
     """Rules that involve several keys."""
-    if "image" in entries and "rootfs" in entries:
+    if "build" in entries and "rootfs" in entries:
+        errors.append(
+            fail(
+                entries["build"].key_loc,
+                f"container {v.quote(name)} has both 'build' and 'rootfs'; "
+                "a build makes an image: name it with 'image'",
+            )
+        )
+    elif "build" in entries and "image" not in entries:
+        fields["image"] = built_image_name(name)
+    elif "image" in entries and "rootfs" in entries:
         errors.append(
             fail(
                 entries["rootfs"].key_loc,
@@ -1088,6 +1164,7 @@ def _check_whole(
         )
     elif "image" not in entries and "rootfs" not in entries:
         errors.append(fail(key_loc, f"container {v.quote(name)} needs 'image' or 'rootfs'"))
+    _auto_update_label(entries, fields, errors)
     if fields.get("notify") is Notify.HEALTHY and fields.get("healthcheck") is None:
         errors.append(fail(entries["notify"].node, "notify 'healthy' needs a healthcheck"))
     if fields.get("networks") and fields.get("network", "bridge") != "bridge":

@@ -7,11 +7,19 @@ umoci-unpack(1) into a root file system cached per manifest digest:
 
     <state_dir>/images/oci/             OCI image layout, one ref name per reference
     <state_dir>/images/rootfs/<digest>/ umoci bundle: rootfs/, config.json, umoci.json
+    <state_dir>/images/refs/<name>.json what each ref name is: the reference as written,
+                                        the stored and the registry's manifest digests
     <state_dir>/images/lock             flock(2) serialising copies and unpacks
 
-Registry images are pulled only when missing from the store (podman's default
-pull policy "missing"); local files are copied on every use so that a rebuilt
-archive is seen (skopeo skips blobs the store already has). The image config
+Registry images follow the container's pull policy (`pull:`, podunit.yaml(5)):
+`missing` (the default, Podman's) pulls only what the store lacks, `always`
+pulls, `newer` pulls when the registry's manifest digest differs from the one
+recorded at the last pull, `never` only uses the store. A pull first reads the
+manifest (`skopeo inspect --raw`: its digest, layer count and sizes) and then
+copies exactly that digest, reporting progress (bytes and layers arrived, from
+the layout's blob files as skopeo writes them) to a callback. Local files are
+copied on every use so that a rebuilt archive is seen (skopeo skips blobs the
+store already has). The image config
 (OCI image-spec config.md: Entrypoint, Cmd, Env, WorkingDir, User, StopSignal)
 is returned for the run path to merge under the definition's own values
 (`apply_image_defaults`).
@@ -23,11 +31,12 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -36,29 +45,21 @@ from typing import Any
 
 from toolkit import proc
 from toolkit.definitions import values
-from toolkit.definitions.model import Container
-from toolkit.errors import CommandFailed, PodunitError
+from toolkit.definitions.model import Container, PullPolicy
+from toolkit.errors import CommandFailed
+from toolkit.definitions.imageref import (  # noqa: F401  (re-exported: the reference grammar)
+    DEFAULT_REGISTRY,
+    DEFAULT_TAG,
+    ImageError,
+    normalize_docker_reference,
+)
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-DEFAULT_REGISTRY = "docker.io"
-DEFAULT_TAG = "latest"
 DEFAULT_STOP_SIGNAL = int(signal.SIGTERM)
 # Transports skopeo knows that podunit does not support (containers-transports(5)).
 UNSUPPORTED_TRANSPORTS = frozenset(
     {"dir", "containers-storage", "docker-daemon", "ostree", "sif", "tarball"}
 )
-# distribution/reference grammar, simplified: [host[:port]/]path[:tag][@digest]
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?)"
-_DOCKER_REFERENCE = re.compile(
-    rf"^(?:(?P<host>{_HOST})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
-
-
-class ImageError(PodunitError):
-    """An image reference that cannot be parsed, found, pulled or unpacked."""
 
 
 class Transport(Enum):
@@ -91,34 +92,20 @@ class ImageReference:
         return f"{self.transport.value}:{self.location}{suffix}"
 
     @property
+    def repository(self) -> str:
+        """A registry reference without tag and digest (`host/path`)."""
+        name = self.location.partition("@")[0]
+        slash = name.rfind("/")
+        colon = name.rfind(":")
+        return name[:colon] if colon > slash else name
+
+    @property
     def store_name(self) -> str:
         """The ref name in the local OCI layout: a hash, as references contain `/` and `@`."""
         return hashlib.sha256(self.skopeo_source.encode()).hexdigest()[:32]
 
     def __str__(self) -> str:
         return self.location if self.transport is Transport.DOCKER else self.skopeo_source
-
-
-def normalize_docker_reference(text: str) -> str:
-    """`nginx` -> `docker.io/library/nginx:latest` (the Docker Hub conventions)."""
-    match = _DOCKER_REFERENCE.match(text)
-    if match is None:
-        raise ImageError(
-            f"invalid image reference {text!r}",
-            hint="expected [registry/]name[:tag][@sha256:digest], oci:/path[:tag], "
-            "oci-archive:/path.tar or docker-archive:/path.tar",
-        )
-    host, path, tag, digest = match.group("host", "path", "tag", "digest")
-    if host is not None and "." not in host and ":" not in host and host != "localhost":
-        if not re.fullmatch(_COMPONENT, host):
-            raise ImageError(f"invalid image reference {text!r}: names must be lower-case")
-        path, host = f"{host}/{path}", None  # "library/nginx": the first component is no host
-    host = host or DEFAULT_REGISTRY
-    if host == DEFAULT_REGISTRY and "/" not in path:
-        path = f"library/{path}"
-    if tag is None and digest is None:
-        tag = DEFAULT_TAG
-    return f"{host}/{path}" + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
 
 def _local_reference(transport: Transport, rest: str, original: str) -> ImageReference:
@@ -313,26 +300,173 @@ def _last_line(error: CommandFailed) -> str:
     return lines[-1] if lines else f"exit status {error.returncode}"
 
 
-def _copy_into_store(reference: ImageReference, store: ImageStore) -> None:
-    """skopeo copy SOURCE oci:LAYOUT:NAME, with errors naming the image."""
-    if reference.is_local and not os.path.exists(reference.location):
-        raise ImageError(f"image {reference}: {reference.location} does not exist")
-    store.layout.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+class PullProgress:
+    """What a pull has fetched so far: bytes and layers, against the manifest's totals."""
+
+    __slots__ = ("bytes_done", "bytes_total", "done", "layers_done", "layers_total", "reference")
+
+    def __init__(self, reference: str, layers_total: int | None, bytes_total: int | None) -> None:
+        self.reference = reference
+        self.layers_total = layers_total
+        self.bytes_total = bytes_total
+        self.layers_done = 0
+        self.bytes_done = 0
+        self.done = False
+
+    def describe(self) -> str:
+        """`pulling REF: 2/3 layers, 1.2 MB of 4.0 MB`."""
+        layers = f"{self.layers_done}/{self.layers_total} layers" if self.layers_total else (
+            f"{self.layers_done} blobs"
+        )
+        amount = _megabytes(self.bytes_done)
+        if self.bytes_total:
+            amount += f" of {_megabytes(self.bytes_total)}"
+        verb = "pulled" if self.done else "pulling"
+        return f"{verb} {self.reference}: {layers}, {amount}"
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+ProgressCallback = Callable[[PullProgress], None]
+PROGRESS_INTERVAL = 0.25  # seconds between looks at the layout while skopeo writes
+
+
+def _skopeo() -> list[str]:
     argv = ["skopeo"]
     if not os.path.exists("/etc/containers/policy.json"):
         argv.append("--insecure-policy")  # no policy file at all: skopeo would refuse everything
-    destination = f"oci:{store.layout}:{reference.store_name}"
-    argv += ["copy", "--quiet", reference.skopeo_source, destination]
+    return argv
+
+
+def _pull_error(reference: ImageReference, error: CommandFailed) -> ImageError:
+    verb = "pull" if reference.transport is Transport.DOCKER else "copy"
+    return ImageError(
+        f"cannot {verb} image {reference}: {_last_line(error)}",
+        hint="check the reference, the network and registry credentials"
+        if reference.transport is Transport.DOCKER
+        else "check that the file is an image of that format",
+    )
+
+
+class RemoteManifest:
+    """A registry manifest as `skopeo inspect --raw` returns it: digest and layer sizes."""
+
+    __slots__ = ("digest", "layer_sizes")
+
+    def __init__(self, raw: bytes) -> None:
+        self.digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        self.layer_sizes: tuple[int, ...] | None = None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return
+        layers = document.get("layers") if isinstance(document, dict) else None
+        if isinstance(layers, list):  # an image manifest (an index names no layers)
+            self.layer_sizes = tuple(int(layer.get("size") or 0) for layer in layers)
+
+
+def remote_manifest(reference: ImageReference) -> RemoteManifest:
+    """The registry's manifest of `reference` (the registry's digest: what `newer` compares)."""
     try:
-        proc.run(argv, timeout=1800)
+        result = proc.run([*_skopeo(), "inspect", "--raw", reference.skopeo_source], timeout=300)
     except CommandFailed as error:
-        verb = "pull" if reference.transport is Transport.DOCKER else "copy"
-        raise ImageError(
-            f"cannot {verb} image {reference}: {_last_line(error)}",
-            hint="check the reference, the network and registry credentials"
-            if reference.transport is Transport.DOCKER
-            else "check that the file is an image of that format",
-        ) from None
+        raise _pull_error(reference, error) from None
+    return RemoteManifest(result.stdout)
+
+
+def _blob_sizes(store: ImageStore) -> tuple[dict[str, int], int]:
+    """The layout's finished blobs (name -> size) and the bytes of skopeo's unfinished ones."""
+    finished: dict[str, int] = {}
+    partial = 0
+    for directory, is_blobs in ((store.layout / "blobs" / "sha256", True), (store.layout, False)):
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            if is_blobs and entry.is_file():
+                finished[entry.name] = size
+            elif not is_blobs and entry.name.startswith("oci-put-blob"):
+                partial += size  # containers/image writes a blob here, then renames it
+    return finished, partial
+
+
+@contextmanager
+def _watching(
+    store: ImageStore, progress: PullProgress, report: ProgressCallback
+) -> Iterator[None]:
+    """Call `report` every PROGRESS_INTERVAL while the body (a skopeo copy) runs."""
+    before, _ = _blob_sizes(store)
+    stop = threading.Event()
+
+    def look() -> None:
+        finished, partial = _blob_sizes(store)
+        new = {name: size for name, size in finished.items() if name not in before}
+        progress.bytes_done = sum(new.values()) + partial
+        # the config and the manifest are blobs too: count layers only (the big ones)
+        progress.layers_done = max(0, len(new) - 1) if progress.layers_total else len(new)
+        if progress.layers_total is not None:
+            progress.layers_done = min(progress.layers_done, progress.layers_total)
+        report(progress)
+
+    def watch() -> None:
+        while not stop.wait(PROGRESS_INTERVAL):
+            look()
+
+    watcher = threading.Thread(target=watch, name="pull-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+    look()
+
+
+def _copy_into_store(
+    reference: ImageReference,
+    store: ImageStore,
+    report: ProgressCallback | None = None,
+    manifest: RemoteManifest | None = None,
+) -> RemoteManifest | None:
+    """skopeo copy SOURCE oci:LAYOUT:NAME, with errors naming the image.
+
+    A registry image is copied by the digest of its manifest as read first (so the
+    recorded registry digest is the one stored); returns that manifest.
+    """
+    if reference.is_local and not os.path.exists(reference.location):
+        raise ImageError(f"image {reference}: {reference.location} does not exist")
+    store.layout.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    source = reference.skopeo_source
+    if reference.transport is Transport.DOCKER:
+        manifest = manifest or remote_manifest(reference)
+        source = f"docker://{reference.repository}@{manifest.digest}"
+    destination = f"oci:{store.layout}:{reference.store_name}"
+    argv = [*_skopeo(), "copy", "--quiet", source, destination]
+    sizes = manifest.layer_sizes if manifest is not None else None
+    progress = PullProgress(
+        str(reference), len(sizes) if sizes is not None else None, sum(sizes) if sizes else None
+    )
+    try:
+        if report is None:
+            proc.run(argv, timeout=1800)
+        else:
+            with _watching(store, progress, report):
+                proc.run(argv, timeout=None)
+    except CommandFailed as error:
+        raise _pull_error(reference, error) from None
+    if report is not None:
+        progress.done = True
+        if progress.layers_total is not None:
+            progress.layers_done = progress.layers_total
+        report(progress)
+    return manifest
 
 
 def _unpack(store: ImageStore, name: str, digest: str) -> Path:
@@ -408,17 +542,96 @@ def release_container_rootfs(mountpoint: str | os.PathLike[str]) -> None:
             proc.run(["umount", "--lazy", str(mountpoint)])
 
 
-def resolve_image(image: str, state_dir: str | os.PathLike[str]) -> ImageRootfs:
-    """Make `image` available as a root file system; return it with the image's defaults."""
+def _write_record(store: ImageStore, reference: ImageReference, **fields: str | None) -> None:
+    """`refs/<name>.json`: the reference as written and its digests (atomic replace)."""
+    directory = store.root / "refs"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    record = {"reference": str(reference), **fields, "updated": time.time()}
+    scratch = directory / f".{reference.store_name}.tmp"
+    scratch.write_text(json.dumps(record) + "\n")
+    os.rename(scratch, directory / f"{reference.store_name}.json")
+
+
+def read_record(store: ImageStore, name: str) -> dict[str, Any] | None:
+    """The record of ref name `name` (None when there is none or it is unreadable)."""
+    try:
+        record: dict[str, Any] = json.loads((store.root / "refs" / f"{name}.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def _needs_pull(
+    reference: ImageReference, store: ImageStore, digest: str | None, policy: PullPolicy
+) -> tuple[bool, RemoteManifest | None]:
+    """Whether the policy wants a pull now (and the manifest read to decide it, for `newer`)."""
+    if reference.is_local:
+        return policy is not PullPolicy.NEVER or digest is None, None
+    if policy is PullPolicy.ALWAYS or digest is None:
+        return True, None
+    if policy is PullPolicy.NEWER:
+        try:
+            manifest = remote_manifest(reference)
+        except ImageError:
+            return False, None  # registry unreachable: the stored image serves (as Podman does)
+        recorded = (read_record(store, reference.store_name) or {}).get("registry_digest")
+        return manifest.digest != recorded, manifest
+    return False, None
+
+
+def never_pulled(reference: ImageReference) -> ImageError:
+    return ImageError(
+        f"image {reference} is not in podunit's image store and 'pull: never' forbids pulling it",
+        hint=f"run 'podunit pull {reference}' first, or set 'pull: missing'",
+    )
+
+
+def fetch_image(
+    image: str,
+    state_dir: str | os.PathLike[str],
+    *,
+    policy: PullPolicy = PullPolicy.MISSING,
+    report: ProgressCallback | None = None,
+) -> tuple[str, bool]:
+    """Apply the pull policy to `image` in the store; return its manifest digest and
+    whether it was copied now. Progress goes to `report` while skopeo copies."""
     reference = parse_image_reference(image)
     store = ImageStore.under(state_dir)
     with store.locked():
         digest = store.manifest_digest(reference.store_name)
-        if digest is None or reference.is_local:
-            _copy_into_store(reference, store)
-            digest = store.manifest_digest(reference.store_name)
+        if policy is PullPolicy.NEVER and digest is None:
+            if reference.is_local:
+                policy = PullPolicy.MISSING  # a local file is no pull
+            else:
+                raise never_pulled(reference)
+        wanted, manifest = _needs_pull(reference, store, digest, policy)
+        if not wanted:
+            assert digest is not None
+            return digest, False
+        manifest = _copy_into_store(reference, store, report, manifest)
+        digest = store.manifest_digest(reference.store_name)
         if digest is None:
             raise ImageError(f"image {reference}: skopeo stored no manifest")
+        _write_record(
+            store, reference, digest=digest,
+            registry_digest=None if manifest is None else manifest.digest,
+        )  # fmt: skip
+    return digest, True
+
+
+def resolve_image(
+    image: str,
+    state_dir: str | os.PathLike[str],
+    *,
+    policy: PullPolicy = PullPolicy.MISSING,
+    report: ProgressCallback | None = None,
+) -> ImageRootfs:
+    """Make `image` available as a root file system; return it with the image's defaults."""
+    digest, _ = fetch_image(image, state_dir, policy=policy, report=report)
+    reference = parse_image_reference(image)
+    store = ImageStore.under(state_dir)
+    with store.locked():
+        digest = store.manifest_digest(reference.store_name) or digest
         bundle = _unpack(store, reference.store_name, digest)
         config = store.config_of(digest)
     return ImageRootfs(rootfs=bundle / "rootfs", config=config, digest=digest)

@@ -51,6 +51,10 @@ Decisions (documented here and in the golden tests, tests/golden/):
   the unit (systemd empties the generator directories at every daemon-reload).
 - `<podunit>` in the Exec lines is the absolute path the caller passes (see
   `toolkit.unitgen.generator.podunit_executable`).
+- Images: a registry image's pull unit (shared by its containers) and a `build:`
+  container's build unit are rendered by `toolkit.unitgen.images`; the service
+  `Requires=` and is `After=` them. `render_all` writes each pull unit once,
+  under its own key (the unit file name) in the result.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from toolkit.definitions.model import (
     DependencyCondition,
     MountType,
     Notify,
+    PullPolicy,
     Restart,
 )
 from toolkit.definitions.values import SIGNALS, SIGRTMAX, SIGRTMIN
@@ -80,6 +85,14 @@ from toolkit.unitgen.escape import (
     plain_value,
     unit_type,
     verbatim_value,
+)
+from toolkit.unitgen.images import (
+    build_unit_name,
+    build_unit_text,
+    image_units_of,
+    pull_unit_name,
+    pull_unit_text,
+    stronger,
 )
 
 STOP_TIMEOUT_MARGIN = timedelta(seconds=30)
@@ -353,6 +366,8 @@ def _service_text(
         unit += [("Requires", dependency_unit), ("After", dependency_unit)]
     if socket is not None:
         unit += [("Requires", socket), ("After", socket)]
+    for image_unit in image_units_of(container):
+        unit += [("Requires", image_unit), ("After", image_unit)]
     unit += [
         ("RequiresMountsFor", path_word(path, "volume source", template=container.template))
         for path in host_paths(container)
@@ -470,6 +485,10 @@ def render(
         }
         if socket is not None:
             files[socket] = _socket_text(container, source_paths, socket)
+        if container.build is not None:
+            files[build_unit_name(container)] = build_unit_text(
+                container, podunit_argv(podunit, user=user), plan
+            )
         symlinks = _install_symlinks(container, service, socket, user=user)
     except DefinitionError as error:
         raise _located(container, error) from None
@@ -582,4 +601,25 @@ def render_all(
             del rendered[name]
             continue
         claimed.update(dict.fromkeys(rendered[name].symlinks, name))
+    rendered.update(_pull_units(containers, rendered, podunit_argv(podunit, user=user)))
     return rendered, errors
+
+
+def _pull_units(
+    containers: Mapping[str, Container], rendered: Mapping[str, UnitFiles], podunit: list[str]
+) -> dict[str, UnitFiles]:
+    """One pull unit per registry image that a rendered container requires."""
+    wanted: dict[str, tuple[str, PullPolicy, list[str]]] = {}
+    for name in sorted(rendered):
+        container = containers[name]
+        if container.build is not None or container.image is None:
+            continue
+        unit = pull_unit_name(container.image)
+        if unit is None or container.pull is PullPolicy.NEVER:
+            continue
+        image, policy, users = wanted.get(unit, (container.image, container.pull, []))
+        wanted[unit] = (image, stronger(policy, container.pull), [*users, container.unit_name])
+    return {
+        unit: UnitFiles({unit: pull_unit_text(image, policy, podunit, users)})
+        for unit, (image, policy, users) in wanted.items()
+    }
