@@ -92,12 +92,33 @@ def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
     return container
 
 
-def _resolve_image(container: Container, store: StateStore) -> Container:
+def _resolve_image(container: Container, store: StateStore, *, planned: bool = False) -> Container:
+    """The container over its image's root, the pull policy applied (podunit.yaml(5) `pull`).
+
+    A generated unit (`planned`) has its image made by its pull or build unit already:
+    it only pulls what went missing since (`missing`), and a `build:` image must be
+    there. From a shell the container's own policy applies, with progress on a terminal.
+    """
     if container.rootfs is not None or container.image is None:
         return container
+    from toolkit.definitions.model import PullPolicy
+    from toolkit.runtime.pulling import reporter
     from toolkit.storage import images
 
-    unpacked = images.resolve_image(container.image, store.paths.state_dir)
+    policy = container.pull
+    if container.build is not None:
+        from toolkit.runtime.builds import ensure_built
+
+        if planned:
+            policy = PullPolicy.NEVER
+        else:
+            ensure_built(container, store.paths.state_dir)
+            policy = PullPolicy.NEVER
+    elif planned and policy is not PullPolicy.NEVER:
+        policy = PullPolicy.MISSING
+    unpacked = images.resolve_image(
+        container.image, store.paths.state_dir, policy=policy, report=reporter()
+    )
     return images.apply_image_defaults(container, unpacked.config, unpacked.rootfs)
 
 
@@ -137,7 +158,7 @@ def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Contain
         overrides["network"] = args.network
     if overrides:
         container = container._replace(**overrides)
-    return _resolve_image(container, store), True
+    return _resolve_image(container, store, planned=bool(getattr(args, "plan", None))), True
 
 
 def _create_from_args(

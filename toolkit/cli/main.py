@@ -46,6 +46,11 @@ HANDLERS: dict[str, str] = {
     "cleanup": "toolkit.cli.containers:cli_cleanup",
     "network": "toolkit.cli.network:cli_network",
     "volume": "toolkit.cli.volume:cli_volume",
+    "pull": "toolkit.cli.images:cli_pull",
+    "images": "toolkit.cli.images:cli_images",
+    "rmi": "toolkit.cli.images:cli_rmi",
+    "image": "toolkit.cli.images:cli_image",
+    "build": "toolkit.cli.images:cli_build",
 }
 
 
@@ -211,6 +216,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from toolkit.cli.volume import add_arguments as add_volume_arguments
 
         add_volume_arguments(p)
+    for verb, text, adder in (
+        ("pull", "fetch images into podunit's image store", "add_pull_arguments"),
+        ("images", "list the images of the store", "add_images_arguments"),
+        ("rmi", "remove images no container uses", "add_rmi_arguments"),
+        ("image", "images: ls, inspect, rm, prune, pull", "add_image_arguments"),
+        ("build", "build a container's image (its build: section)", "add_build_arguments"),
+    ):
+        p = verbs.add_parser(verb, help=text)
+        if p is not None and not isinstance(p, _Skipped):
+            from toolkit.cli import images as image_cli
+
+            getattr(image_cli, adder)(p)
     return parser
 
 

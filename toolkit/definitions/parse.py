@@ -13,9 +13,9 @@ from typing import Any
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import (
+    NO_DECLARATIONS,
     AutoUpdate,
     Build,
-    NO_DECLARATIONS,
     CgroupMode,
     Container,
     Declarations,

@@ -45,14 +45,14 @@ from typing import Any
 
 from toolkit import proc
 from toolkit.definitions import values
-from toolkit.definitions.model import Container, PullPolicy
-from toolkit.errors import CommandFailed
 from toolkit.definitions.imageref import (  # noqa: F401  (re-exported: the reference grammar)
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     ImageError,
     normalize_docker_reference,
 )
+from toolkit.definitions.model import Container, PullPolicy
+from toolkit.errors import CommandFailed
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 DEFAULT_STOP_SIGNAL = int(signal.SIGTERM)
@@ -263,7 +263,8 @@ class ImageStore:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def _blob(self, digest: str) -> dict[str, Any]:
+    def blob(self, digest: str) -> dict[str, Any]:
+        """A JSON blob of the layout (a manifest or a config)."""
         algorithm, _, hexdigest = digest.partition(":")
         path = self.layout / "blobs" / algorithm / hexdigest
         try:
@@ -288,11 +289,11 @@ class ImageStore:
         return None
 
     def config_of(self, manifest_digest: str) -> ImageConfig:
-        manifest = self._blob(manifest_digest)
+        manifest = self.blob(manifest_digest)
         config_digest = (manifest.get("config") or {}).get("digest")
         if not isinstance(config_digest, str):
             raise ImageError(f"manifest {manifest_digest} has no config descriptor")
-        return parse_image_config(self._blob(config_digest))
+        return parse_image_config(self.blob(config_digest))
 
 
 def _last_line(error: CommandFailed) -> str:
@@ -542,7 +543,7 @@ def release_container_rootfs(mountpoint: str | os.PathLike[str]) -> None:
             proc.run(["umount", "--lazy", str(mountpoint)])
 
 
-def _write_record(store: ImageStore, reference: ImageReference, **fields: str | None) -> None:
+def write_record(store: ImageStore, reference: ImageReference, **fields: str | None) -> None:
     """`refs/<name>.json`: the reference as written and its digests (atomic replace)."""
     directory = store.root / "refs"
     directory.mkdir(mode=0o700, exist_ok=True)
@@ -612,7 +613,7 @@ def fetch_image(
         digest = store.manifest_digest(reference.store_name)
         if digest is None:
             raise ImageError(f"image {reference}: skopeo stored no manifest")
-        _write_record(
+        write_record(
             store, reference, digest=digest,
             registry_digest=None if manifest is None else manifest.digest,
         )  # fmt: skip

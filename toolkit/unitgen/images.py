@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from toolkit.definitions.imageref import registry_location
 from toolkit.definitions.model import Container, PullPolicy
 from toolkit.unitgen.escape import command_line, escape_unit_name, exec_word, plain_value
-from toolkit.definitions.imageref import registry_location
 
 PULL_TIMEOUT_SECONDS = 300  # a stalled pull fails after this; a live one is extended
 BUILD_TIMEOUT_SECONDS = 1800

@@ -1,0 +1,156 @@
+"""`build:` — images built by buildah into podunit's image store (podunit.yaml(5) `build`).
+
+The container's build unit (`podunit-build-NAME.service`, toolkit.unitgen.images)
+runs `podunit build --plan FILE NAME`; `podunit run NAME` from a shell builds too.
+
+When to build: a *build digest* is computed from everything that decides the
+result — every file of the context (path, type, mode, contents; symlinks by
+target; `.dockerignore` is not consulted, so any change in the context counts),
+the Dockerfile (which may live outside the context), the build args, the target
+and the labels. It is recorded in `<images>/builds/NAME.json` with the image it
+made; a build runs only when the digest differs from the recorded one, or the
+image is no longer in the store (`podunit rmi`), or `force` is given.
+
+How: `buildah bud` with podunit's own buildah storage (`<images>/buildah`, driver
+vfs: works on any file system, including overlayfs, at the price of full copies
+per layer, which is why the built image is removed from it after the push), then
+`buildah push` of the image id into the OCI layout under the image's ref name, and
+the record that `podunit images` shows. buildah's output goes to podunit's
+stdout/stderr: the build unit's journal, or the terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+
+from toolkit import proc
+from toolkit.definitions.imageref import ImageError
+from toolkit.definitions.model import Build, Container
+from toolkit.errors import CommandFailed
+from toolkit.storage.images import ImageStore, parse_image_reference, write_record
+
+STORAGE_DRIVER = "vfs"
+
+
+def build_digest(build: Build) -> str:
+    """`sha256:...` of the context, the Dockerfile, args, target and labels (module docstring)."""
+    digest = hashlib.sha256()
+
+    def add(*parts: str | bytes) -> None:
+        for part in parts:
+            data = part.encode() if isinstance(part, str) else part
+            digest.update(len(data).to_bytes(8, "big") + data)
+
+    if not os.path.isdir(build.context):
+        raise ImageError(
+            f"build context {build.context} is not a directory",
+            hint="build: {context: DIR} names a directory, relative to the definition's",
+        )
+    for directory, subdirectories, files in os.walk(build.context):
+        subdirectories.sort()
+        for name in sorted(files + [d for d in subdirectories]):
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            add(os.path.relpath(path, build.context), oct(info.st_mode))
+            if stat.S_ISLNK(info.st_mode):
+                add(os.readlink(path))
+            elif stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    add(hashlib.file_digest(handle, "sha256").digest())
+    if build.dockerfile is not None:
+        try:
+            with open(build.dockerfile, "rb") as handle:
+                add("dockerfile", handle.read())
+        except OSError as error:
+            raise ImageError(
+                f"cannot read the Dockerfile {build.dockerfile}: {error.strerror}"
+            ) from None
+    add(json.dumps([build.args, build.target, build.labels]))
+    return "sha256:" + digest.hexdigest()
+
+
+def _record_path(store: ImageStore, container: Container) -> str:
+    return str(store.root / "builds" / f"{container.unit_name}.json")
+
+
+def _recorded(store: ImageStore, container: Container) -> dict[str, str]:
+    try:
+        with open(_record_path(store, container), "rb") as handle:
+            record: dict[str, str] = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record
+
+
+def _buildah(store: ImageStore, run_dir: str) -> list[str]:
+    return [
+        "buildah", "--root", str(store.root / "buildah"), "--runroot", run_dir,
+        "--storage-driver", STORAGE_DRIVER,
+    ]  # fmt: skip
+
+
+def _bud_argv(build: Build) -> list[str]:
+    argv = ["bud", "--layers=false"]
+    if build.dockerfile is not None:
+        argv += ["--file", build.dockerfile]
+    if build.target is not None:
+        argv += ["--target", build.target]
+    for key, value in build.args:
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in build.labels:
+        argv += ["--label", f"{key}={value}"]
+    return argv
+
+
+def ensure_built(container: Container, state_dir: str, *, force: bool = False) -> bool:
+    """Build the container's image unless its build digest is recorded and the image is
+    stored; True when it built. Raises ImageError naming the container on failure."""
+    build = container.build
+    if build is None or container.image is None:
+        raise ImageError(f"container {container.unit_name!r} has no build")
+    reference = parse_image_reference(container.image)
+    store = ImageStore.under(state_dir)
+    digest = build_digest(build)
+    recorded = _recorded(store, container)
+    stored = store.manifest_digest(reference.store_name)
+    if not force and stored is not None and recorded.get("build_digest") == digest:
+        return False
+    store.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="podunit-build-") as scratch:
+        buildah = _buildah(store, os.path.join(scratch, "run"))
+        iidfile = os.path.join(scratch, "iid")
+        try:
+            proc.run(
+                [*buildah, *_bud_argv(build), "--iidfile", iidfile, build.context],
+                capture=False, timeout=None,
+            )  # fmt: skip
+            with open(iidfile) as handle:
+                image_id = handle.read().strip()
+            with store.locked():
+                proc.run(
+                    [*buildah, "push", "--quiet", image_id,
+                     f"oci:{store.layout}:{reference.store_name}"],
+                    timeout=1800,
+                )  # fmt: skip
+                manifest = store.manifest_digest(reference.store_name)
+                write_record(store, reference, digest=manifest, registry_digest=None)
+            proc.run([*buildah, "rmi", "--force", image_id], check=False)
+        except CommandFailed as error:
+            raise ImageError(
+                f"cannot build image {container.image} for container {container.unit_name!r}: "
+                f"buildah {error.argv[len(buildah)]} exited with status {error.returncode}"
+                + (f": {error.stderr.strip().splitlines()[-1]}" if error.stderr.strip() else ""),
+                hint="buildah's output is above (a unit's: journalctl -u "
+                f"podunit-build-{container.name}.service)",
+            ) from None
+    os.makedirs(store.root / "builds", mode=0o700, exist_ok=True)
+    record = {"build_digest": digest, "image": container.image, "manifest": manifest or ""}
+    scratch_record = _record_path(store, container) + ".tmp"
+    with open(scratch_record, "w") as handle:
+        json.dump(record, handle)
+    os.replace(scratch_record, _record_path(store, container))
+    return True
