@@ -1,0 +1,260 @@
+"""Images under a real systemd: pull units, pull policy, builds, image commands, auto-update
+(podunit.yaml(5) IMAGES; docs/podunit-exec-logs-images.md).
+
+All offline: Debian's docker-registry listens on 127.0.0.1 inside the shared
+sandbox (a transient unit), with images the module builds itself (busybox-static
+in an OCI layout made by umoci, pushed with skopeo); a throttling proxy on
+loopback plays a slow registry. One definition file and one registry for the
+whole module; everything is stopped and removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.sandbox import Sandbox
+from toolkit.errors import CommandFailed
+
+pytestmark = pytest.mark.system
+
+BASE = "/var/tmp/podunit-image-units"
+REGISTRY = "127.0.0.1:5917"
+SLOW = "127.0.0.1:5918"  # the throttling proxy in front of REGISTRY
+DEFINITION = "/etc/podunit/imgtest.yaml"
+COMPOSE = "/etc/podunit/imgbuild/compose.yaml"
+REGISTRY_CONF = "/etc/containers/registries.conf.d/podunit-image-units.conf"
+IDLE = "echo started $VERSION; trap 'exit 0' TERM; while :; do sleep 0.1; done"
+PULL_APP = r"podunit-pull-127.0.0.1\x3a5917-app\x3av1.service"
+PULL_SLOW = r"podunit-pull-127.0.0.1\x3a5918-app\x3aslow.service"
+
+REGISTRY_CONFIG = f"""version: 0.1
+log: {{level: error}}
+storage: {{filesystem: {{rootdirectory: {BASE}/registry}}, delete: {{enabled: true}}}}
+http: {{addr: {REGISTRY}}}
+"""
+
+# A TCP proxy that passes the registry's answers on in 64 KiB pieces, one every 0.25 s.
+THROTTLE = r"""
+import socket, sys, threading, time
+listen, target = sys.argv[1], sys.argv[2]
+def pipe(src, dst, slow):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+            if slow:
+                time.sleep(0.25)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+server = socket.create_server((listen.split(":")[0], int(listen.split(":")[1])))
+while True:
+    client, _ = server.accept()
+    upstream = socket.create_connection((target.split(":")[0], int(target.split(":")[1])))
+    threading.Thread(target=pipe, args=(client, upstream, False), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client, True), daemon=True).start()
+"""
+
+DEFINITIONS = {
+    "containers": {
+        "imgapp": {
+            "image": f"{REGISTRY}/app:v1", "runtime": "runc", "network": "none", "install": {},
+        },
+        "imgslow": {
+            "image": f"{SLOW}/app:slow", "runtime": "runc", "network": "none", "install": {},
+        },
+        "imgnever": {
+            "image": f"{REGISTRY}/app:absent", "pull": "never", "runtime": "runc",
+            "network": "none", "install": {},
+        },
+    },
+}  # fmt: skip
+
+COMPOSE_FILE = {
+    "services": {
+        "imgbuilt": {
+            "build": {"context": "ctx", "args": {"VERSION": "built-1"}},
+            "image": "localhost/imgbuilt:test",
+            "network_mode": "none",
+            "x-podunit": {"runtime": "runc", "install": {}},
+        }
+    }
+}
+DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+ARG VERSION
+ENV VERSION=$VERSION
+ENTRYPOINT ["/bin/busybox", "sh", "-c"]
+CMD ["echo started $VERSION; trap 'exit 0' TERM; while :; do /bin/busybox sleep 0.2; done"]
+"""
+
+
+class Images:
+    def __init__(self, sandbox: Sandbox, repo_root: Path) -> None:
+        self.sandbox = sandbox
+        self.podunit_bin = f"{repo_root}/bin/podunit"
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        return self.sandbox.run(["systemctl", *args], check=check, timeout=90).stdout.decode()
+
+    def show(self, unit: str, *properties: str) -> dict[str, str]:
+        text = self.ctl("show", unit, *(f"--property={p}" for p in properties))
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def podunit(self, *args: str, check: bool = True) -> str:
+        return self.sandbox.run([self.podunit_bin, *args], check=check, timeout=90).stdout.decode()
+
+    def images(self) -> dict[str, dict[str, object]]:
+        listed = json.loads(self.podunit("images", "--format", "json"))
+        return {str(image["Reference"]): image for image in listed}
+
+    def journal(self, unit: str) -> str:
+        return self.sandbox.run(
+            ["journalctl", "-u", unit, "--no-pager", "-o", "cat"], check=False
+        ).stdout.decode()
+
+    def push(self, tag: str, version: str, *, exits: bool = False) -> None:
+        """An image `app:TAG` whose payload prints `started VERSION` (and idles, or exits 3)."""
+        script = "exit 3" if exits else IDLE.replace("$", "\\$")  # inside "..." below
+        layout = f"{BASE}/layout"
+        self.sandbox.sh(
+            f"""
+set -e
+umoci config --image {layout}:base --tag {tag} --config.entrypoint /bin/sh \\
+    --config.cmd -c --config.cmd "{script}" --config.env VERSION={version}
+skopeo copy -q --dest-tls-verify=false oci:{layout}:{tag} docker://{REGISTRY}/app:{tag}
+"""
+        )
+
+
+@pytest.fixture(scope="module")
+def images(sandbox: Sandbox, repo_root: Path) -> Iterator[Images]:
+    manager = Images(sandbox, repo_root)
+    layout, bundle = f"{BASE}/layout", f"{BASE}/bundle"
+    sandbox.write(f"{BASE}/registry.yml", REGISTRY_CONFIG)
+    sandbox.write(f"{BASE}/throttle.py", THROTTLE)
+    sandbox.write(REGISTRY_CONF, "".join(
+        f'[[registry]]\nlocation = "{address}"\ninsecure = true\n' for address in (REGISTRY, SLOW)
+    ))  # fmt: skip
+    sandbox.sh(
+        f"""
+set -e
+systemd-run -q --unit podunit-test-registry /usr/bin/docker-registry serve {BASE}/registry.yml
+systemd-run -q --unit podunit-test-throttle python3 {BASE}/throttle.py {SLOW} {REGISTRY}
+umoci init --layout {layout}
+umoci new --image {layout}:base
+umoci unpack --image {layout}:base {bundle}
+mkdir -p {bundle}/rootfs/bin && cp /bin/busybox {bundle}/rootfs/bin/
+for applet in sh echo sleep cat; do ln -s busybox {bundle}/rootfs/bin/$applet; done
+umoci repack --image {layout}:base {bundle}
+for i in $(seq 50); do
+    python3 -c 'import urllib.request as u; u.urlopen("http://{REGISTRY}/v2/")' 2>/dev/null && break
+    sleep 0.1
+done
+"""
+    )
+    manager.push("v1", "one")
+    # app:slow = app:v1 plus a layer of 768 KiB of noise: about 3 s through the proxy
+    sandbox.sh(
+        f"""
+set -e
+umoci unpack --image {layout}:v1 {BASE}/slow
+head -c 786432 /dev/urandom > {BASE}/slow/rootfs/noise
+umoci repack --image {layout}:slow {BASE}/slow
+skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app:slow
+"""
+    )
+    # the slow pull unit gets a start timeout far below the pull's duration
+    dropin = f"/etc/systemd/system/{PULL_SLOW}.d/timeout.conf"
+    sandbox.write(dropin, "[Service]\nTimeoutStartSec=2\n")
+    sandbox.write(DEFINITION, json.dumps(DEFINITIONS))  # JSON is YAML
+    sandbox.write(COMPOSE, json.dumps(COMPOSE_FILE))
+    sandbox.write(f"{Path(COMPOSE).parent}/ctx/Dockerfile", DOCKERFILE)
+    sandbox.run(["cp", "/bin/busybox", f"{Path(COMPOSE).parent}/ctx/busybox"])
+    sandbox.run([f"{repo_root}/scripts/install-generator"])
+    sandbox.run(["systemctl", "daemon-reload"])
+    try:
+        yield manager
+    finally:
+        units = [
+            "imgapp", "imgslow", "imgnever", "imgbuilt", PULL_APP, PULL_SLOW,
+            "podunit-build-imgbuilt", "podunit-test-registry", "podunit-test-throttle",
+        ]  # fmt: skip
+        manager.ctl("stop", *units, check=False)
+        manager.ctl("reset-failed", *units, check=False)
+        for name in ("imgapp", "imgslow", "imgnever", "imgbuilt"):
+            manager.podunit("rm", "-f", name, check=False)
+        manager.podunit("image", "prune", "--all", check=False)
+        sandbox.run(["rm", "-rf", DEFINITION, str(Path(COMPOSE).parent), BASE, REGISTRY_CONF,
+                     f"/etc/systemd/system/{PULL_SLOW}.d"], check=False)  # fmt: skip
+        sandbox.run([f"{repo_root}/scripts/install-generator", "--uninstall"], check=False)
+        sandbox.run(["systemctl", "daemon-reload"], check=False)
+
+
+def test_a_container_starts_through_its_pull_unit(images: Images) -> None:
+    assert "imgapp" not in json.dumps(images.images())
+    images.ctl("start", "imgapp")
+    pull = images.show(PULL_APP, "ActiveState", "Result", "StatusText")
+    assert (pull["ActiveState"], pull["Result"]) == ("active", "success")
+    assert pull["StatusText"].startswith(f"pulled {REGISTRY}/app:v1: 1/1 layers")
+    assert "started one" in images.journal("imgapp.service")
+    listed = images.images()[f"{REGISTRY}/app:v1"]
+    assert listed["Containers"] == ["imgapp"] and listed["Unpacked"] is True
+    assert listed["RegistryDigest"] == listed["Digest"]  # an OCI manifest is stored as it is
+    # in use: rmi refuses, naming the container
+    refused = images.sandbox.run([images.podunit_bin, "rmi", f"{REGISTRY}/app:v1"], check=False)
+    assert refused.returncode == 125
+    assert refused.stderr.decode().splitlines()[0] == (
+        f"podunit: image {REGISTRY}/app:v1 is used by container imgapp"
+    )
+    inspected = json.loads(images.podunit("image", "inspect", f"{REGISTRY}/app:v1"))[0]
+    assert inspected["Config"]["Env"] == ["VERSION=one"] and len(inspected["Layers"]) == 1
+    # a restart does not pull again (the pull unit stays active), a stop frees the image
+    pulled_at = images.show(PULL_APP, "ExecMainStartTimestamp")
+    images.ctl("restart", "imgapp")
+    assert images.show(PULL_APP, "ExecMainStartTimestamp") == pulled_at
+    images.ctl("stop", "imgapp")
+    assert images.images()[f"{REGISTRY}/app:v1"]["Containers"] == []
+
+
+def test_a_slow_pull_extends_the_start_timeout(images: Images) -> None:
+    started = time.monotonic()
+    images.ctl("start", "imgslow")
+    took = time.monotonic() - started
+    pull = images.show(PULL_SLOW, "ActiveState", "Result", "TimeoutStartUSec")
+    assert pull["TimeoutStartUSec"] == "2s"
+    assert (pull["ActiveState"], pull["Result"]) == ("active", "success")
+    assert took > 2.5, f"the throttled pull took only {took:.1f} s: not slower than its timeout"
+    assert "started one" in images.journal("imgslow.service")
+    images.ctl("stop", "imgslow")
+
+
+def test_pull_never_with_a_missing_image_fails_clearly(images: Images) -> None:
+    with pytest.raises(CommandFailed):
+        images.ctl("start", "imgnever")
+    assert images.show("imgnever.service", "Result")["Result"] == "exit-code"
+    assert (
+        f"image {REGISTRY}/app:absent is not in podunit's image store and 'pull: never' "
+        "forbids pulling it" in images.journal("imgnever.service")
+    )
+    images.ctl("reset-failed", "imgnever")
+
+
+def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
+    images.ctl("start", "imgbuilt")
+    build = images.show("podunit-build-imgbuilt.service", "ActiveState", "Result")
+    assert (build["ActiveState"], build["Result"]) == ("active", "success")
+    assert "started built-1" in images.journal("imgbuilt.service")
+    assert images.images()["localhost/imgbuilt:test"]["Containers"] == ["imgbuilt"]
+    images.ctl("stop", "imgbuilt", "podunit-build-imgbuilt")
+    # the context did not change: the build unit does not build again
+    images.ctl("start", "imgbuilt")
+    assert "up to date (context unchanged)" in images.journal("podunit-build-imgbuilt.service")
+    images.ctl("stop", "imgbuilt")
