@@ -218,7 +218,11 @@ class VolumeStore:
             try:
                 make_dir(self.paths.volumes_dir, 0o700)
                 make_dir(os.path.dirname(self.paths.volume_data(name)), 0o700)
-                make_dir(self.paths.volume_data(name), 0o755)
+                try:
+                    os.mkdir(self.paths.volume_data(name), 0o755)
+                    os.chmod(self.paths.volume_data(name), 0o755)  # whatever the umask
+                except FileExistsError:  # another creator's (or a half-made one's): as it is
+                    pass
             except OSError as error:
                 raise PodunitError(
                     f"cannot create volume {name} in {self.paths.volumes_dir}: {error.strerror}"
