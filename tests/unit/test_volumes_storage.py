@@ -282,3 +282,10 @@ def test_volume_command(
     assert code == 125 and "no such volume: data" in err
     assert podunit("volume", "rm", "-f", "data") == (0, "", "")
     assert podunit("volume", "prune", "--format", "json") == (0, "[]\n", "")
+
+
+def test_where_volumes_live() -> None:
+    system = RuntimePaths.for_mode(False, {})
+    assert system.volume_data("db") == "/var/lib/podunit/volumes/db/_data"
+    user = RuntimePaths.for_mode(True, {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/7"})
+    assert user.volume_data("db") == "/home/u/.local/share/podunit/volumes/db/_data"
