@@ -22,6 +22,10 @@ root, so nothing the booted systemd does reaches the host:
   ``name=systemd`` hierarchies: without it, two nspawns would share ``/payload``).
   Teardown kills that cgroup, so nothing started inside survives. The network is the
   host's unless ``private_network=True`` (own namespace, loopback only: no port clashes).
+  A sandbox on the host's network sets ``PODUNIT_DEFAULT_NETWORK=none`` for its units
+  (``DefaultEnvironment=``) and for `Sandbox.run`: podunit's default, the bridge network,
+  would make a bridge and firewall rules in the machine's own namespace. Tests of
+  bridge networks use a private-network sandbox.
 * The checkout (``REPO_ROOT``, found from this file) is bind-mounted at the same
   path, so ``REPO_ROOT/.venv/bin/python`` and ``podunit`` work inside; further
   ``binds`` likewise (``DIR`` or ``SRC:DST``). Files on the host that change after
@@ -465,6 +469,11 @@ class Sandbox:
         if problems:
             raise SandboxError(f"sandbox {self.name}: " + "; ".join(problems))
 
+    @property
+    def network_env(self) -> dict[str, str]:
+        """What keeps podunit's default bridge network out of the host's namespace."""
+        return {} if self.private_network else {"PODUNIT_DEFAULT_NETWORK": "none"}
+
     # -- running things inside ---------------------------------------------
 
     def run(
@@ -485,7 +494,7 @@ class Sandbox:
                 self.nsenter_argv(argv),
                 input=data,
                 check=False,
-                env=inside_env(env),
+                env=inside_env({**self.network_env, **(env or {})}),
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
@@ -560,6 +569,7 @@ class Sandbox:
             return sandbox
         sandbox._record = record
         sandbox.binds = tuple(record.get("binds", sandbox.binds))
+        sandbox.private_network = bool(record.get("private_network", False))
         sandbox.detached = record.get("owner_pid") is None
         sandbox.nspawn_pid = int(record.get("nspawn_pid") or 0)
         leader = int(record.get("leader") or 0)
@@ -592,6 +602,7 @@ class Sandbox:
                 "nspawn_start": None,
                 "leader": None,
                 "cgroups": [],
+                "private_network": self.private_network,
             }
         self._record.update(changes)
         if changes.get("owner_pid"):
@@ -620,6 +631,14 @@ class Sandbox:
         (self.root / "etc" / "fstab").write_text("# podunit sandbox: no mounts\n")
         (self.root / "etc" / "machine-id").write_text(secrets.token_hex(16) + "\n")
         (self.root / "etc" / "hostname").write_text(self.name + "\n")
+        if not self.private_network:  # no bridge in the machine's network namespace
+            conf = self.root / "etc" / "systemd" / "system.conf.d"
+            conf.mkdir(parents=True, exist_ok=True)
+            (conf / "podunit-sandbox-network.conf").write_text(
+                "[Manager]\nDefaultEnvironment=" + " ".join(
+                    f"{key}={value}" for key, value in self.network_env.items()
+                ) + "\n"
+            )  # fmt: skip
 
     def _cgroup_dirs(self) -> list[Path]:
         recorded = self._record.get("cgroups")
@@ -897,7 +916,8 @@ def cli_sandbox(args: argparse.Namespace) -> int:
             print(f"{record.name}\t{state}\t{owner}\tleader {record.leader or '-'}")
         return 0
     if action == "up":
-        sandbox = Sandbox(name=args.name, binds=args.bind, detached=True)
+        sandbox = Sandbox(name=args.name, binds=args.bind, detached=True,
+                          private_network=args.private_network)  # fmt: skip
         sandbox.up()
         print(
             f"{sandbox.name}: {sandbox.boot_state} (root {sandbox.root}, leader {sandbox.leader})"
@@ -921,6 +941,7 @@ def cli_sandbox(args: argparse.Namespace) -> int:
     sandbox = Sandbox.attach(args.name)
     command: list[str] = args.command or ["bash", "-l"]
     env = {key: os.environ[key] for key in ("TERM",) if key in os.environ}
+    env.update(sandbox.network_env)
     child = proc.spawn(sandbox.nsenter_argv(command), env=inside_env(env), stdin=None)
     try:
         return child.wait()
@@ -937,6 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = actions.add_parser("up", help="boot a sandbox that stays until `down`")
     up.add_argument("--bind", action="append", default=[], metavar="DIR", help="also bind DIR")
+    up.add_argument(
+        "--private-network", action="store_true", help="own network namespace (bridges allowed)"
+    )
     ex = actions.add_parser("exec", help="run a command inside (default: a login shell)")
     down = actions.add_parser("down", help="power off and remove a sandbox")
     down.add_argument("-a", "--all", action="store_true", help="all ownerless and stale ones")
