@@ -83,7 +83,7 @@ def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
         environment=tuple(environment),
         mounts=mounts,
         ports=ports,
-        network=args.network or "private",
+        network=args.network,
         runtime=args.runtime,
         cgroups=CgroupMode(args.cgroups) if args.cgroups else CgroupMode.SPLIT,
         user=args.user_spec,

@@ -142,7 +142,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
         p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
         p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-        p.add_argument("--network", help="host, none or private")
+        p.add_argument("--network", help="bridge (default), none, host or a network name")
         p.add_argument("--runtime", help="runc or crun")
         p.add_argument("--cgroups", choices=["split", "enabled", "disabled"])
         p.add_argument("--log-driver", choices=["journald", "k8s-file", "passthrough", "none"])

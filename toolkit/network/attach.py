@@ -69,6 +69,12 @@ def network_plan(
     return plan
 
 
+def has_work(plan: Mapping[str, Any]) -> bool:
+    """Whether `connect` does anything for this plan (none/host without /etc keys: no)."""
+    return bool(plan["attachments"] or plan.get("extra_hosts") or plan.get("dns")
+                or plan.get("dns_search"))  # fmt: skip
+
+
 def _make(name: str, spec: Mapping[str, Any] | None, origin: str, host_routes: list[str]) -> Any:
     """A maker of network `name` for `storage.networks.create` (subnet and bridge chosen
     against every other network and the host's routes)."""
@@ -243,6 +249,21 @@ def connect(
             spec["mounts"].append({"destination": f"/etc/{name}", "type": "bind",
                                    "source": path, "options": ["bind", "rw"]})  # fmt: skip
     return state or None
+
+
+def connect_record(store: StateStore, record: ContainerRecord, bundle: str) -> ContainerRecord:
+    """`connect` for the runtime's launch: config.json is written again with the namespace's
+    path and the /etc files; the record keeps what teardown needs (saved at once, so that
+    every exit path after this undoes it)."""
+    import json
+
+    spec = json.loads(json.dumps(record.spec))
+    state = connect(store, record, spec)
+    if state:
+        record = store.update(record, options={**record.options, "network": state})
+    with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
+        config.write(json.dumps(spec, indent=2))
+    return record
 
 
 def _read(path: str) -> str:

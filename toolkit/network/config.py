@@ -187,6 +187,8 @@ def netavark_document(
             "internal": network.internal,
             "dns_enabled": network.dns,
             "ipam_options": {"driver": "host-local"},
+            # no traffic between two podunit networks (a container on both reaches both)
+            "options": {"isolate": "true"},
         }
     return {
         "container_id": container_id,

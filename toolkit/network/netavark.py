@@ -26,7 +26,7 @@ from toolkit.errors import CommandFailed, PodunitError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
     from toolkit.storage.state import ContainerRecord, StateStore
@@ -66,26 +66,43 @@ def _netavark(action: str, run_dir: str, netns: str, document: Mapping[str, Any]
         binary("netavark"), "--config", directory, "--rootless=false",
         "--aardvark-binary", binary("aardvark-dns"), action, netns,
     ]  # fmt: skip
-    try:
-        result = proc.run(argv, input=json.dumps(document).encode())
-    except CommandFailed as error:
+    with _locked(directory):  # one netavark at a time, as Podman does (bridge, firewall)
+        result = proc.run(argv, input=json.dumps(document).encode(), check=False)
+    if result.returncode != 0:
         raise PodunitError(
             f"netavark {action} failed for container {document.get('container_name')}: "
-            f"{_netavark_message(error.stderr or str(error))}",
-            hint="see podunit inspect and `ip -br link`; podunit network ls shows the subnets",
-        ) from None
+            f"{_netavark_message(result.stdout, result.stderr)}",
+            hint="`podunit network ls` shows the networks; netavark's state is in "
+            + directory,
+        )
     output: bytes = result.stdout
     return output
 
 
-def _netavark_message(stderr: str) -> str:
-    """netavark reports `{"error": "..."}` on stderr."""
-    text = stderr.strip()
+@contextlib.contextmanager
+def _locked(directory: str) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(os.path.join(directory, "podunit.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
     try:
-        data = json.loads(text.splitlines()[-1])
-        return str(data.get("error", text))
-    except (ValueError, IndexError, AttributeError):
-        return text or "no message"
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _netavark_message(stdout: bytes, stderr: bytes) -> str:
+    """netavark reports `{"error": "..."}` (on stdout), and logs on stderr."""
+    for stream in (stdout, stderr):
+        text = stream.decode(errors="replace").strip()
+        if not text:
+            continue
+        try:
+            data = json.loads(text.splitlines()[-1])
+            return str(data.get("error", text))
+        except (ValueError, AttributeError):
+            return text.splitlines()[-1]
+    return "no message"
 
 
 def setup(run_dir: str, netns: str, document: Mapping[str, Any]) -> dict[str, Any]:

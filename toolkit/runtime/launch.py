@@ -29,7 +29,7 @@ from toolkit.runtime.placement import (
     placement_to_json,
     runtime_args_for,
 )
-from toolkit.runtime.status import drop_image_layer, remove_tree_or_link
+from toolkit.runtime.status import disconnect, drop_image_layer, remove_tree_or_link
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerRecord, StateStore
 
@@ -85,9 +85,13 @@ def prepare_record(
 ) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
     """Decide everything about a new container and build its config.json (not yet stored)."""
     from toolkit.definitions.model import LogDriver
+    from toolkit.network import attach
     from toolkit.runtime import oci
     from toolkit.systemd import activation, cgroups, notify
 
+    network_plan = attach.network_plan(container, user=store.paths.user, environ=environ)
+    if network_plan["mode"] == "host" and container.network != "host":
+        container = container._replace(network="host")  # PODUNIT_DEFAULT_NETWORK=host
     if container.rootfs is None:
         raise PodunitError(f"container {container.name!r} has neither rootfs nor image")
     container_id = new_container_id()
@@ -136,6 +140,8 @@ def prepare_record(
             "ports": []
             if container.network == "host"
             else [port._asdict() for port in container.ports],
+            # what connect sets up before the runtime creates the container (none: nothing)
+            **({"network_plan": network_plan} if attach.has_work(network_plan) else {}),
             "cgroup_plan": placement_to_json(placement),
             "runtime_args": runtime_args_for(placement, store.paths, runtime),
             "own_pid_namespace": True,
@@ -310,6 +316,10 @@ def launch_container(
     monitor: conmon.ConmonProcess | None = None
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
+        if record.options.get("network_plan"):  # after the ports: a taken one sets up nothing
+            from toolkit.network import attach
+
+            record = attach.connect_record(store, record, bundle)
         if record.options.get("secrets"):  # the bundle is per run: written at every launch
             from toolkit.runtime import mounts
 
@@ -368,6 +378,8 @@ def discard_half_made(
 
     with contextlib.suppress(Exception):
         runtime_delete(record)
+    with contextlib.suppress(Exception):
+        disconnect(store, store.reload(record))
     with contextlib.suppress(Exception):
         cgroups.cleanup_cgroups(placement)
     remove_tree(store.paths.bundle_dir(record.id))

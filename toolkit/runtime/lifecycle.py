@@ -209,6 +209,16 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
 
+def _networks_of(record: ContainerRecord) -> dict[str, Any]:
+    """network -> {IPAddress, Aliases} while the container is connected."""
+    state = record.options.get("network") or {}
+    document = state.get("document", {})
+    return {
+        name: {"IPAddress": attached["static_ips"][0], "Aliases": attached["aliases"]}
+        for name, attached in document.get("networks", {}).items()
+    }
+
+
 def describe(record: ContainerRecord) -> dict[str, Any]:
     """The JSON of `inspect` and `ps --format json`."""
     process = record.spec.get("process", {})
@@ -236,6 +246,7 @@ def describe(record: ContainerRecord) -> dict[str, Any]:
         "LogPath": record.options.get("log_path"),
         "Labels": record.options.get("labels", {}),
         "Ports": record.options.get("ports", []),
+        "Networks": _networks_of(record),
         "StopSignal": record.options.get("stop_signal"),
         "StopTimeout": record.options.get("stop_timeout"),
         "CgroupsPath": record.spec.get("linux", {}).get("cgroupsPath"),

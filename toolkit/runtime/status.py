@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import sys
 import time
 from collections.abc import Mapping
 
@@ -120,6 +121,19 @@ def _kill_runaway(record: ContainerRecord) -> None:
             wait_until_gone(pid, start, KILL_WAIT_SECONDS)
 
 
+def disconnect(store: StateStore, record: ContainerRecord) -> None:
+    """Tear down the container's networks (toolkit.network.netavark.disconnect); a failure
+    is reported on stderr (the journal, under a unit) and the release goes on."""
+    if not record.options.get("network"):
+        return
+    from toolkit.network import netavark
+
+    try:
+        netavark.disconnect(store, record)
+    except PodunitError as error:
+        print(f"podunit: warning: {error}", file=sys.stderr)
+
+
 def release(store: StateStore, record: ContainerRecord) -> None:
     """Everything of the run but the state row and the log: runtime state, bundle, cgroups.
 
@@ -129,6 +143,7 @@ def release(store: StateStore, record: ContainerRecord) -> None:
     if record.options.get("released"):
         return
     runtime_delete(record)
+    disconnect(store, record)
     unmount_image_root(store.paths, record.id, record.options)
     remove_tree(store.paths.bundle_dir(record.id))
     remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
