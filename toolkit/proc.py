@@ -3,6 +3,10 @@
 It resolves the binary first (a missing one is `ExecutableNotFound`, exit 127,
 naming the program), never uses a shell, and turns a non-zero exit into
 `CommandFailed` carrying the program's stderr.
+
+`podunit --log-level debug` (`set_log_level`) logs every command line to stderr
+before it runs, shell-quoted, as `podunit: + ARGV` (as mkosi does), and asks conmon
+for its debug messages (`log_level`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,34 @@ if TYPE_CHECKING:
 # subprocess, shutil and fcntl are imported where they are used: `podunit ps`, `rm` and
 # `stop` after a stop run no program at all and must not pay for them at start-up.
 _DEVNULL = -3  # subprocess.DEVNULL
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_log_level = "warning"
+
+
+def set_log_level(level: str) -> None:
+    """`--log-level`: `debug` logs every external command's argv (see module docstring)."""
+    global _log_level
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    _log_level = level
+
+
+def log_level() -> str:
+    """The level set by `--log-level` (default `warning`)."""
+    return _log_level
+
+
+def _trace(args: Sequence[str]) -> None:
+    """Log `args` (the resolved command line) at debug level, as one line on stderr."""
+    if _log_level != "debug":
+        return
+    import shlex
+
+    line = f"podunit: + {shlex.join(args)}\n"
+    try:
+        os.write(2, line.encode(errors="backslashreplace"))
+    except OSError:
+        return
 
 
 def which(program: str) -> str:
@@ -65,6 +97,7 @@ def run(
     import subprocess
 
     args = [which(argv[0]), *argv[1:]]
+    _trace(args)
     result = subprocess.run(
         args,
         input=input,
@@ -129,6 +162,7 @@ def spawn(
     import subprocess
 
     args = [which(argv[0]), *argv[1:]]
+    _trace(args)
     # With a table: park the sources above every target, so no dup2 clobbers a later
     # source, and fill the free low numbers so Popen's own error pipe is not a target.
     parked: dict[int, int] = {}

@@ -51,6 +51,7 @@ HANDLERS: dict[str, str] = {
     "rmi": "toolkit.cli.images:cli_rmi",
     "image": "toolkit.cli.images:cli_image",
     "build": "toolkit.cli.images:cli_build",
+    "install-generators": "toolkit.cli.install:cli_install_generators",
 }
 
 
@@ -118,8 +119,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="podunit", description="containers as systemd services")
     parser.add_argument("--user", action="store_true", help="use the per-user directories")
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
-    )
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+        help="debug: log every external command line (and conmon's debug messages)",
+    )  # fmt: skip
+    from toolkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"podunit {__version__}")
     verbs: Any = _OnlyVerb(parser.add_subparsers(dest="verb", required=True, metavar="VERB"), only)
 
     p = verbs.add_parser("generate", help="print or write the units for all definitions")
@@ -204,8 +209,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = verbs.add_parser("restore", help="restore a checkpointed container")
     p.add_argument("--import", dest="import_file", metavar="FILE")
     _names(p)
-    p = verbs.add_parser("cleanup", help=argparse.SUPPRESS)  # conmon's --exit-command
+    # conmon's --exit-command. No help= at all: argparse lists only verbs given a help
+    # text, and help=SUPPRESS printed `==SUPPRESS==` in `podunit --help`.
+    p = verbs.add_parser("cleanup")
     _names(p)
+    p = verbs.add_parser(
+        "install-generators",
+        help="install systemd generator launchers and units for this installation",
+    )
+    p.add_argument(
+        "--prefix", default="/usr/local", help="where systemd looks (default: %(default)s)"
+    )
+    p.add_argument("--root", default="/", help="write below this directory (packaging)")
+    p.add_argument("--uninstall", action="store_true", help="remove what was installed")
     p = verbs.add_parser("network", help="bridge networks: create, ls, inspect, rm, prune")
     if p is not None and not isinstance(p, _Skipped):
         from toolkit.cli.network import add_arguments
@@ -336,6 +352,10 @@ def _run(args: argparse.Namespace) -> int:
     command = getattr(args, "command", None)
     if isinstance(command, list) and command[:1] == ["--"]:
         args.command = command[1:]
+    if args.log_level != "warning":
+        from toolkit import proc
+
+        proc.set_log_level(args.log_level)
     try:
         return _handler(args.verb)(args)
     except PodunitError as error:

@@ -13,8 +13,10 @@ typically "vdso: Failed to fill self vdso symtable").
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from toolkit import proc
@@ -64,6 +66,15 @@ def checkpoint_argv(
     return [*argv, record.id]
 
 
+def runtime_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The runtime's environment: without NOTIFY_SOCKET and LISTEN_* (as every other
+    runtime call, toolkit.runtime.invoke): `podunit checkpoint` run from a unit (or a
+    shell inside one) must not hand the service's notify socket or fds to the runtime."""
+    from toolkit.systemd import activation
+
+    return activation.environment_for_conmon(environ)
+
+
 def checkpoint(
     store: StateStore, record: ContainerRecord, *, export: Path | None, leave_running: bool
 ) -> Path:
@@ -81,6 +92,7 @@ def checkpoint(
         proc.run(
             checkpoint_argv(record, image_dir, work_dir, leave_running=leave_running),
             timeout=CHECKPOINT_TIMEOUT_SECONDS,
+            env=runtime_environment(),
         )
     except CommandFailed as error:
         shutil.rmtree(image_dir, ignore_errors=True)

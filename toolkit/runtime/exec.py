@@ -315,16 +315,19 @@ def require_running(store: StateStore, record: ContainerRecord) -> ContainerReco
     return record
 
 
-def _resolve_exec_user(record: ContainerRecord, user: str | None) -> oci.ResolvedUser | None:
+def _resolve_exec_user(
+    record: ContainerRecord, user: str | None, bundle_dir: str
+) -> oci.ResolvedUser | None:
     """`-u USER[:GROUP]` against the container's /etc/passwd and /etc/group (None: the
-    container's own user)."""
+    container's own user). A relative `root.path` is relative to the bundle (runtime-spec
+    config.md), `bundle_dir` (the options never held a "bundle_dir")."""
     if not user:
         return None
     from toolkit.runtime import oci
 
     rootfs = str((record.spec.get("root") or {}).get("path", "/"))
     if not os.path.isabs(rootfs):
-        rootfs = os.path.join(record.options.get("bundle_dir", "/"), rootfs)
+        rootfs = os.path.join(bundle_dir, rootfs)
     return oci.resolve_user(
         user,
         (),
@@ -345,7 +348,7 @@ def create_session(
     if config.workdir is not None and not config.workdir.startswith("/"):
         raise PodunitError(f"-w {config.workdir!r}: the working directory must be absolute")
     record = require_running(store, record)
-    user = _resolve_exec_user(record, config.user)
+    user = _resolve_exec_user(record, config.user, store.paths.bundle_dir(record.id))
     process = exec_process_spec(record.spec, config, user, console_size)
     session = ExecSession(
         id=os.urandom(32).hex(),

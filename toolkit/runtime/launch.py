@@ -243,6 +243,7 @@ def conmon_options(
         else (),
         runtime_log=os.path.join(bundle, "runtime.log"),
         restore_path=restore_path,
+        log_level="debug" if proc.log_level() == "debug" else "error",
     )
 
 
