@@ -311,10 +311,6 @@ def test_unsupported_service_keys_are_refused_by_name(tmp_path: Path, key: str) 
             "    volumes: [{type: bind, source: /x, target: /y, bind: {recursive: disabled}}]\n",
             "4:59: unknown key 'recursive' in bind",
         ),
-        (
-            "    healthcheck: {test: [CMD, 'true'], start_interval: 1s}\n",
-            "4:40: unknown key 'start_interval' in healthcheck",
-        ),
     ],
 )
 def test_compose_values_without_a_podunit_meaning(

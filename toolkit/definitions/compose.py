@@ -52,6 +52,7 @@ X_PODUNIT_KEYS = frozenset(
     {
         "rootfs", "sockets", "notify", "cgroups", "reload", "unit", "service", "socket",
         "install", "runtime", "no_new_privileges", "seccomp", "resources", "auto_update",
+        "health_on_failure", "health_startup",
     }
 )  # fmt: skip
 # Compose top-level keys: accepted ones; the rest of the Compose specification is refused.

@@ -199,14 +199,41 @@ class SocketSpec(NamedTuple):
     name: str | None = None  # FileDescriptorName=
 
 
+class HealthOnFailure(Enum):
+    """What happens when the container becomes unhealthy (Quadlet's HealthOnFailure=)."""
+
+    NONE = "none"
+    KILL = "kill"
+    RESTART = "restart"
+    STOP = "stop"
+
+
 class Healthcheck(NamedTuple):
-    """Compose-style health check; `test` is an argv (CMD-SHELL becomes sh -c)."""
+    """Compose-style health check; `test` is an argv (CMD-SHELL becomes sh -c).
+
+    During `start_period` failures do not count and checks run every
+    `start_interval` (Compose/Docker semantics); `retries` failures in a row make
+    the container unhealthy.
+    """
 
     test: tuple[str, ...]
     interval: timedelta = timedelta(seconds=30)
     timeout: timedelta = timedelta(seconds=30)
     retries: int = 3
     start_period: timedelta = timedelta(0)
+    start_interval: timedelta = timedelta(seconds=5)
+
+
+class StartupCheck(NamedTuple):
+    """`health_startup`: a check of its own that runs first, until it passes `success`
+    times in a row (Quadlet's HealthStartup*); `retries` failures (0: no limit) make
+    the container unhealthy."""
+
+    test: tuple[str, ...]
+    interval: timedelta = timedelta(seconds=30)
+    timeout: timedelta = timedelta(seconds=30)
+    retries: int = 0
+    success: int = 1
 
 
 class Resources(NamedTuple):
@@ -287,6 +314,8 @@ class Container(NamedTuple):
     sockets: tuple[SocketSpec, ...] = ()
     notify: Notify = Notify.CONMON
     healthcheck: Healthcheck | None = None
+    health_startup: StartupCheck | None = None
+    health_on_failure: HealthOnFailure = HealthOnFailure.NONE
     stop_signal: int = 15
     stop_timeout: timedelta = timedelta(seconds=10)
     restart: Restart = Restart.NO
@@ -341,7 +370,13 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
     Volume: {},
     Secret: {},
     SocketSpec: {"type": SocketType},
-    Healthcheck: {"interval": timedelta, "timeout": timedelta, "start_period": timedelta},
+    Healthcheck: {
+        "interval": timedelta,
+        "timeout": timedelta,
+        "start_period": timedelta,
+        "start_interval": timedelta,
+    },
+    StartupCheck: {"interval": timedelta, "timeout": timedelta},
     Resources: {},
     Ulimit: {},
     Reload: {},
@@ -359,6 +394,8 @@ _FIELD_TYPES: dict[type, dict[str, Any]] = {
         "sockets": (SocketSpec,),
         "notify": Notify,
         "healthcheck": Healthcheck,
+        "health_startup": StartupCheck,
+        "health_on_failure": HealthOnFailure,
         "stop_timeout": timedelta,
         "restart": Restart,
         "resources": Resources,

@@ -22,6 +22,7 @@ from toolkit.definitions.model import (
     Dependency,
     DependencyCondition,
     Healthcheck,
+    HealthOnFailure,
     Install,
     LogDriver,
     Mount,
@@ -36,6 +37,7 @@ from toolkit.definitions.model import (
     Secret,
     SocketSpec,
     SocketType,
+    StartupCheck,
     Ulimit,
     Volume,
 )
@@ -228,7 +230,10 @@ def choice(node: Node, what: str, options: Iterable[str]) -> str:
 # ---------------------------------------------------------------- the keys
 
 
-HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "start_period", "disable"})
+HEALTHCHECK_KEYS = frozenset(
+    {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
+)
+STARTUP_CHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "success"})
 RESOURCES_KEYS = frozenset({"memory", "memory_reservation", "cpus", "cpu_weight", "pids"})
 SOCKET_KEYS = frozenset({"listen", "type", "name"})
 RELOAD_KEYS = frozenset({"signal", "command"})
@@ -682,6 +687,34 @@ def _enum(field: str, enum: Any) -> Callable[[Node, _Context, Fields], None]:
     return handler
 
 
+def _check_test(node: Node, what: str) -> tuple[str, ...] | None:
+    """A check's `test` as an argv: `[CMD, ...]`, `[CMD-SHELL, "cmd"]`, a plain list,
+    or a string (run by `/bin/sh -c`); None for `[NONE]` (disabled)."""
+    if not node.is_sequence:
+        return ("/bin/sh", "-c", text(node, what, multiline=True))
+    test = argv(node, what)
+    if not test:
+        raise fail(node, f"{what} must not be empty")
+    if test[0] == "NONE":
+        return None
+    if test[0] == "CMD-SHELL":
+        if len(test) != 2:
+            raise fail(node, "CMD-SHELL takes exactly one command string")
+        return ("/bin/sh", "-c", test[1])
+    if test[0] == "CMD":
+        if len(test) == 1:
+            raise fail(node, f"{what.split()[0]} CMD needs a command")
+        return test[1:]
+    return test
+
+
+def _positive_duration(node: Node, what: str) -> timedelta:
+    result = duration(node, what)
+    if not result:
+        raise fail(node, f"{what} must be longer than 0")
+    return result
+
+
 def healthcheck(node: Node) -> Healthcheck | None:
     """Compose's healthcheck; None when disabled (`disable: true` or `test: [NONE]`)."""
     keys = check_keys(node, HEALTHCHECK_KEYS, "healthcheck")
@@ -689,31 +722,41 @@ def healthcheck(node: Node) -> Healthcheck | None:
         return None
     if "test" not in keys:
         raise fail(node, "healthcheck needs 'test'")
-    test_node = keys["test"].node
-    if test_node.is_sequence:
-        test = argv(test_node, "test")
-        if not test:
-            raise fail(test_node, "healthcheck test must not be empty")
-        if test[0] == "NONE":
-            return None
-        if test[0] == "CMD-SHELL":
-            if len(test) != 2:
-                raise fail(test_node, "CMD-SHELL takes exactly one command string")
-            test = ("/bin/sh", "-c", test[1])
-        elif test[0] == "CMD":
-            test = test[1:]
-            if not test:
-                raise fail(test_node, "healthcheck CMD needs a command")
-    else:
-        test = ("/bin/sh", "-c", text(test_node, "test", multiline=True))
-    check = Healthcheck(test)
+    test = _check_test(keys["test"].node, "healthcheck test")
+    if test is None:
+        return None
     extra: dict[str, Any] = {}
-    for key in ("interval", "timeout", "start_period"):
+    for key in ("interval", "timeout", "start_interval"):
         if key in keys:
-            extra[key] = duration(keys[key].node, key)
+            extra[key] = _positive_duration(keys[key].node, key)
+    if "start_period" in keys:
+        extra["start_period"] = duration(keys["start_period"].node, "start_period")
     if "retries" in keys:
         extra["retries"] = integer(keys["retries"].node, "retries", 0)
-    return Healthcheck(test, **extra) if extra else check
+    return Healthcheck(test, **extra)
+
+
+def health_startup(node: Node) -> StartupCheck | None:
+    """`health_startup` (Quadlet's HealthStartup*); None for `test: [NONE]`."""
+    keys = check_keys(node, STARTUP_CHECK_KEYS, "health_startup")
+    if "test" not in keys:
+        raise fail(node, "health_startup needs 'test'")
+    test = _check_test(keys["test"].node, "health_startup test")
+    if test is None:
+        return None
+    extra: dict[str, Any] = {}
+    for key in ("interval", "timeout"):
+        if key in keys:
+            extra[key] = _positive_duration(keys[key].node, key)
+    if "retries" in keys:
+        extra["retries"] = integer(keys["retries"].node, "retries", 0)
+    if "success" in keys:
+        extra["success"] = max(1, integer(keys["success"].node, "success", 0))
+    return StartupCheck(test, **extra)
+
+
+def _health_startup(node: Node, ctx: _Context, out: Fields) -> None:
+    out["health_startup"] = health_startup(node)
 
 
 def _healthcheck(node: Node, ctx: _Context, out: Fields) -> None:
@@ -1017,6 +1060,8 @@ HANDLERS: dict[str, Callable[[Node, _Context, Fields], None]] = {
     "sockets": _sockets,
     "notify": _enum("notify", Notify),
     "healthcheck": _healthcheck,
+    "health_startup": _health_startup,
+    "health_on_failure": _enum("health_on_failure", HealthOnFailure),
     "stop_signal": _stop_signal,
     "stop_timeout": _stop_timeout,
     "restart": _restart,
@@ -1174,5 +1219,9 @@ def _check_whole(
                 f"'networks' joins bridge networks, but 'network' is {fields['network']!r}",
             )
         )
+    if "healthcheck" not in entries:  # a disabled check (a drop-in's `disable`) is fine
+        for key in ("health_startup", "health_on_failure"):
+            if key in entries:
+                errors.append(fail(entries[key].key_loc, f"{key} needs a healthcheck"))
     if "socket" in entries and not fields.get("sockets"):
         errors.append(fail(entries["socket"].key_loc, "'socket' keys given but no 'sockets'"))
