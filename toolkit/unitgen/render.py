@@ -62,6 +62,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
+from toolkit import health_units
 from toolkit.definitions.model import (
     CgroupMode,
     Container,
@@ -372,6 +373,7 @@ def _service_text(
         ("RequiresMountsFor", path_word(path, "volume source", template=container.template))
         for path in host_paths(container)
     ]
+    unit += health_units.wants(container)
 
     # `%i` in the container name is an intended specifier: quote it as one word by hand.
     name_word = exec_word(container.unit_name) + ("%i" if container.template else "")
@@ -413,7 +415,12 @@ def _service_text(
         service.append(("TimeoutStartSec", seconds(start_timeout)))
     service += [
         ("TimeoutStopSec", seconds(container.stop_timeout + STOP_TIMEOUT_MARGIN)),
-        ("Restart", RESTART[container.restart]),
+        (
+            "Restart",
+            "on-failure"
+            if health_units.restarts_on_failure(container)
+            else RESTART[container.restart],
+        ),
     ]
     if container.cgroups is not CgroupMode.ENABLED:
         limits = container.resources
@@ -489,6 +496,14 @@ def render(
             files[build_unit_name(container)] = build_unit_text(
                 container, podunit_argv(podunit, user=user), plan
             )
+        health = health_units.health_units(
+            container,
+            podunit_words=command_line(podunit_argv(podunit, user=user)),
+            source=source_paths[0],
+            environment=environment,
+        )
+        for file_name, sections in health.items():
+            files[file_name] = _text(_header(source_paths), sections)
         symlinks = _install_symlinks(container, service, socket, user=user)
     except DefinitionError as error:
         raise _located(container, error) from None
@@ -586,8 +601,23 @@ def render_all(
                     hint="rename the container",
                 )
             )
-    # Unit files are unique (one name per container); symlinks may clash with them or each other.
-    claimed = {path: name for name, units in rendered.items() for path in units.files}
+    # A container's unit files may clash with another's (`web-health` and the health units
+    # of `web`); symlinks may clash with unit files or each other. The first one (by name) wins.
+    claimed: dict[str, str] = {}
+    for name in list(rendered):
+        clashes = sorted(path for path in rendered[name].files if path in claimed)
+        if clashes:
+            errors.append(
+                DefinitionError(
+                    containers[name].source,
+                    f"container {name!r}: {clashes[0]!r} is already generated for "
+                    f"container {claimed[clashes[0]]!r}",
+                    hint="rename one of them",
+                )
+            )
+            del rendered[name]
+            continue
+        claimed.update(dict.fromkeys(rendered[name].files, name))
     for name in list(rendered):
         clashes = sorted(path for path in rendered[name].symlinks if path in claimed)
         if clashes:
