@@ -1,11 +1,11 @@
-"""The health status rules (toolkit.health_state; podunit.yaml(5) HEALTH CHECKS), pure."""
+"""The health status rules (toolkit.systemd.health_state; podunit.yaml(5) HEALTH CHECKS), pure."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from toolkit.definitions.model import Healthcheck, StartupCheck
-from toolkit.health_state import (
+from toolkit.systemd.health_state import (
     HEALTHY,
     LOG_ENTRIES,
     OUTPUT_MAX,
@@ -19,8 +19,8 @@ from toolkit.health_state import (
     due,
     fast_phase,
     in_startup,
-    start_pace,
 )
+from toolkit.unitgen.health import start_pace
 
 CHECK = Healthcheck(("true",), interval=timedelta(seconds=10), retries=3)
 

@@ -62,7 +62,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
-from toolkit import health_units
 from toolkit.definitions.model import (
     CgroupMode,
     Container,
@@ -74,6 +73,7 @@ from toolkit.definitions.model import (
 )
 from toolkit.definitions.values import SIGNALS, SIGRTMAX, SIGRTMIN
 from toolkit.errors import DefinitionError
+from toolkit.unitgen import health as health_units
 from toolkit.unitgen.escape import (
     UNIT_TYPES,
     UnsafeValue,

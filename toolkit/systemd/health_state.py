@@ -18,13 +18,12 @@ run performs and whether a scheduled run is due. The rules are Docker's
 - The log keeps the last `LOG_ENTRIES` results (Docker keeps 5), each output cut
   to `OUTPUT_MAX` characters.
 
-No I/O here: `toolkit.healthcheck` runs the checks, stores the result
-(`toolkit.health_store`) and reports transitions.
+No I/O here: `toolkit.runtime.healthcheck` runs the checks, stores the result
+(`toolkit.storage.health`) and reports transitions.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, NamedTuple
 
 from toolkit.definitions.model import Healthcheck, StartupCheck
@@ -219,12 +218,3 @@ def due(
     if fast_phase(health, check, startup, started_at, now) or not health.log:
         return True
     return now - health.log[-1].start >= check.interval.total_seconds() / 2
-
-
-def start_pace(check: Healthcheck, startup: StartupCheck | None) -> timedelta | None:
-    """The interval of `NAME-health-start.timer`, or None when there is no start-up pace."""
-    if startup is not None:
-        return startup.interval
-    if check.start_period and check.start_interval < check.interval:
-        return check.start_interval
-    return None
