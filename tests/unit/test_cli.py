@@ -104,6 +104,8 @@ def test_location_is_an_immutable_value() -> None:
         ["--user", "exec", "web", "sh", "-c", "exit 3", "--help"],
         ["exec", "web", "sh", "--", "-x"],  # a later `--` is the command's
         ["exec", "web", "--", "sh", "--", "-x"],
+        ["healthcheck", "run", "--scheduled", "web"],  # NAME-health.service
+        ["--user", "healthcheck", "run", "--scheduled", "worker@x"],
     ],
 )
 def test_the_unit_forms_parse_without_argparse_as_argparse_does(argv: list[str]) -> None:

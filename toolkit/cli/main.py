@@ -52,6 +52,7 @@ HANDLERS: dict[str, str] = {
     "image": "toolkit.cli.images:cli_image",
     "build": "toolkit.cli.images:cli_build",
     "install-generators": "toolkit.cli.install:cli_install_generators",
+    "healthcheck": "toolkit.cli.healthcheck:cli_healthcheck",
 }
 
 
@@ -244,6 +245,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             from toolkit.cli import images as image_cli
 
             getattr(image_cli, adder)(p)
+    p = verbs.add_parser("healthcheck", help="run a container's health check")
+    checks = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = checks.add_parser("run", help="run the check once, record it; exit 0 healthy, 1 not")
+    p.add_argument("--scheduled", action="store_true", help=argparse.SUPPRESS)  # the timer's
+    _names(p)
     return parser
 
 
@@ -276,10 +282,10 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
     """The parsed arguments of the common forms, or None for anything else (argparse's).
 
     The forms in generated units: `[--user] run --plan FILE NAME`, `stop -t SECONDS
-    NAME`, `rm -f NAME`, `kill -s SIGNAL NAME` (ExecReload) and `cleanup ID`,
-    exactly; and `[--user] exec NAME [--]
-    CMD...` without options (the common interactive use, benchmarked against
-    `podman exec`; argparse costs each 3-6 ms). The result equals argparse's
+    NAME`, `rm -f NAME`, `kill -s SIGNAL NAME` (ExecReload), `cleanup ID` and
+    `healthcheck run --scheduled NAME` (every health timer's run), exactly; and
+    `[--user] exec NAME [--] CMD...` without options (the common interactive use,
+    benchmarked against `podman exec`; argparse costs each 3-6 ms). The result equals argparse's
     (tests/unit/test_cli.py).
     """
     words = list(argv)
@@ -309,6 +315,8 @@ def fast_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
             values |= {"env": []}  # a fresh list
         case ["cleanup", container_id] if _word(container_id):
             values |= {"verb": "cleanup", "names": container_id}
+        case ["healthcheck", "run", "--scheduled", name] if _word(name):
+            values |= {"verb": "healthcheck", "action": "run", "scheduled": True, "names": name}
         case _:
             return None
     from types import SimpleNamespace  # what argparse.Namespace is, without argparse

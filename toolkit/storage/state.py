@@ -22,6 +22,8 @@
 
 Exec sessions (`toolkit.runtime.exec` runs them) live in the `exec_sessions` table;
 its queries are here too (`StateStore.add_exec_session` and the methods after it).
+Health check results live in `health` (queries in `toolkit.storage.health`); both go
+with their container's row.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ BUSY_TIMEOUT_SECONDS = 60.0
 # (a unit with Restart=always makes a new container per restart).
 EXIT_CODE_RETENTION_SECONDS = 7 * 24 * 3600.0
 EXIT_CODES_PER_NAME = 20
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the health table
 
 # Container statuses, as `ps` shows them.
 CREATED = "created"
@@ -94,6 +96,15 @@ CREATE TABLE IF NOT EXISTS exit_codes (
     finished_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exit_codes_by_name ON exit_codes (name, finished_at);
+CREATE TABLE IF NOT EXISTS health (
+    container_id TEXT PRIMARY KEY REFERENCES containers (id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    failing_streak INTEGER NOT NULL DEFAULT 0,
+    startup_passes INTEGER NOT NULL DEFAULT 0,
+    startup_done INTEGER NOT NULL DEFAULT 0,
+    log TEXT NOT NULL DEFAULT '[]',
+    changed_at REAL
+);
 CREATE TABLE IF NOT EXISTS exec_sessions (
     id TEXT PRIMARY KEY,
     container_id TEXT NOT NULL REFERENCES containers (id) ON DELETE CASCADE,
@@ -504,7 +515,7 @@ class StateStore:
                 if statement.strip():
                     db.execute(statement)
             db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
 
