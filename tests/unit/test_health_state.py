@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from toolkit.definitions.health import start_pace
 from toolkit.definitions.model import Healthcheck, StartupCheck
-from toolkit.systemd.health_state import (
+from toolkit.storage.health import (
     HEALTHY,
     LOG_ENTRIES,
     OUTPUT_MAX,
@@ -14,13 +15,8 @@ from toolkit.systemd.health_state import (
     UNHEALTHY,
     Health,
     Probe,
-    Transition,
-    apply,
-    due,
-    fast_phase,
-    in_startup,
 )
-from toolkit.unitgen.health import start_pace
+from toolkit.systemd.health_state import Transition, apply, due, fast_phase, in_startup
 
 CHECK = Healthcheck(("true",), interval=timedelta(seconds=10), retries=3)
 

@@ -40,6 +40,7 @@ from toolkit import proc
 from toolkit.definitions.model import Container, Healthcheck, HealthOnFailure, StartupCheck
 from toolkit.errors import PodunitError
 from toolkit.storage import health as health_store
+from toolkit.storage.health import TIMED_OUT, UNHEALTHY, Health, Probe
 from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
 from toolkit.systemd import health_state as rules
 
@@ -128,7 +129,7 @@ def config_of(record: ContainerRecord) -> HealthConfig | None:
 
 
 def run_probe(record: ContainerRecord, test: tuple[str, ...], timeout: timedelta, *,
-              startup: bool) -> rules.Probe:  # fmt: skip
+              startup: bool) -> Probe:  # fmt: skip
     """Run one check in the container (its timeout kills it) as a `Probe`."""
     from toolkit.systemd.health import run_check_in_container
 
@@ -137,21 +138,19 @@ def run_probe(record: ContainerRecord, test: tuple[str, ...], timeout: timedelta
     result = run_check_in_container(
         record.runtime, list(record.options.get("runtime_args", [])), record.id, check
     )
-    code = rules.TIMED_OUT if result.exit_code is None else result.exit_code
+    code = TIMED_OUT if result.exit_code is None else result.exit_code
     output = result.output
     if result.exit_code is None:
         output = f"the check ran longer than its timeout ({_seconds(timeout):g}s)\n" + output
-    return rules.Probe(start, time.time(), code, output, startup=startup)
+    return Probe(start, time.time(), code, output, startup=startup)
 
 
-def journal_line(
-    record: ContainerRecord, config: HealthConfig, message: str, status: str
-) -> None:
+def journal_line(record: ContainerRecord, config: HealthConfig, message: str, status: str) -> None:
     """One journal entry attributed to the container's unit (sd_journal_send's native
     protocol: one datagram of KEY=value lines); stderr when there is no journal."""
     fields = {
         "MESSAGE": message,
-        "PRIORITY": "4" if status == rules.UNHEALTHY else "5",
+        "PRIORITY": "4" if status == UNHEALTHY else "5",
         "SYSLOG_IDENTIFIER": record.name,
         "CONTAINER_NAME": record.name,
         "CONTAINER_ID_FULL": record.id,
@@ -239,12 +238,11 @@ def act(record: ContainerRecord, config: HealthConfig) -> None:
 
 def _start_timer(config: HealthConfig) -> str | None:
     """The unit name of the start-pace timer, when the container runs as a unit with one."""
-    from toolkit.unitgen.health import START_SUFFIX, start_pace
+    from toolkit.definitions.health import start_pace, start_timer_of
 
     if config.unit is None or start_pace(config.check, config.startup) is None:
         return None
-    base, at, instance = config.unit.removesuffix(".service").partition("@")
-    return f"{base}{START_SUFFIX}{at}{instance}.timer"
+    return start_timer_of(config.unit)
 
 
 def check(
@@ -271,7 +269,7 @@ def check(
             return 0
         raise PodunitError(f"container {name} has no health check", hint="add a 'healthcheck'")
     started_at = record.started_at or record.created_at
-    before = health_store.get(store, record.id) or rules.Health()
+    before = health_store.get(store, record.id) or Health()
     now = time.time()
     start_timer = _start_timer(config) if scheduled else None
     if scheduled and not rules.due(before, config.check, config.startup, started_at, now):
@@ -284,7 +282,7 @@ def check(
     else:
         probe = run_probe(record, config.check.test, config.check.timeout, startup=False)
 
-    def change(health: rules.Health) -> tuple[rules.Health, rules.Transition | None]:
+    def change(health: Health) -> tuple[Health, rules.Transition | None]:
         return rules.apply(health, probe, record.name, config.check, config.startup, started_at)
 
     outcome = health_store.update(store, record.id, change)
@@ -318,7 +316,7 @@ def inspect_health(store: StateStore, record: ContainerRecord) -> dict[str, Any]
     def iso(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
-    health = health_store.get(store, record.id) or rules.Health()
+    health = health_store.get(store, record.id) or Health()
     return {
         "Status": health.status,
         "FailingStreak": health.failing_streak,

@@ -33,14 +33,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from toolkit.definitions.model import Container, Healthcheck, HealthOnFailure, Restart, StartupCheck
+from toolkit.definitions.health import HEALTH_SUFFIX, START_SUFFIX, start_pace
+from toolkit.definitions.model import Container, HealthOnFailure, Restart
 from toolkit.unitgen.escape import environment_assignment, exec_word, plain_value
 
 Lines = list[tuple[str, str]]
 Sections = list[tuple[str, Lines]]
 
-HEALTH_SUFFIX = "-health"
-START_SUFFIX = "-health-start"
 CHECK_TIMEOUT_MARGIN = timedelta(seconds=30)  # beyond the check's own timeout, for podunit
 ACCURACY_MAX = timedelta(seconds=1)
 
@@ -53,17 +52,6 @@ def duration(value: timedelta) -> str:
     if micro % 1000 == 0:
         return f"{micro // 1000}ms"
     return f"{micro}us"
-
-
-def start_pace(check: Healthcheck, startup: StartupCheck | None) -> timedelta | None:
-    """The interval of `NAME-health-start.timer`, or None when there is no start-up pace:
-    `health_startup`'s interval, or `start_interval` when there is a `start_period` and
-    it is shorter than `interval`."""
-    if startup is not None:
-        return startup.interval
-    if check.start_period and check.start_interval < check.interval:
-        return check.start_interval
-    return None
 
 
 def _names(container: Container) -> tuple[str, str, str, str]:
