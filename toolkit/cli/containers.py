@@ -35,7 +35,7 @@ from toolkit.runtime.lifecycle import (
     stop_container,
 )
 from toolkit.runtime.status import finalize, sync_status, wait_for_exit
-from toolkit.storage.state import ALIVE_STATUSES, ContainerRecord, StateStore
+from toolkit.storage.state import ALIVE_STATUSES, RUNNING, ContainerRecord, StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -328,16 +328,35 @@ def cli_cleanup(args: argparse.Namespace) -> int:
 def cli_ps(args: argparse.Namespace) -> int:
     with _store(args) as store:
         records = [sync_status(store, r, reload=False) for r in store.all()]
+        health = _health_statuses(store, records)
     if not args.all:
         records = [r for r in records if r.status in ALIVE_STATUSES]
     if args.format == "json":
-        print(json.dumps([describe(r) for r in records], indent=2))
+        described = [describe(r) for r in records]
+        for data in described:
+            if data["Id"] in health:
+                data["State"]["Health"] = health[data["Id"]]
+        print(json.dumps(described, indent=2))
         return 0
-    print(f"{'CONTAINER ID':<14}{'NAME':<24}{'STATUS':<16}COMMAND")
+    print(f"{'CONTAINER ID':<14}{'NAME':<24}{'STATUS':<22}COMMAND")
     for r in records:
         command = command_summary(r.spec.get("process", {}).get("args", []))
-        print(f"{r.id[:12]:<14}{r.name:<24}{status_text(r):<16}{command}")
+        status = status_text(r)
+        if r.status == RUNNING and r.id in health:
+            status += f" ({health[r.id]})"
+        print(f"{r.id[:12]:<14}{r.name:<24}{status:<22}{command}")
     return 0
+
+
+def _health_statuses(store: StateStore, records: list[ContainerRecord]) -> dict[str, str]:
+    """container id -> health status (HEALTH CHECKS), for the containers with a check."""
+    checked = {r.id for r in records if r.options.get("health")}
+    if not checked:
+        return {}
+    from toolkit.storage import health
+
+    statuses = health.all_statuses(store)
+    return {cid: statuses.get(cid, health.STARTING) for cid in checked}
 
 
 def cli_inspect(args: argparse.Namespace) -> int:
@@ -348,6 +367,10 @@ def cli_inspect(args: argparse.Namespace) -> int:
             data = describe(record)
             if record.alive:
                 data["RuntimeState"] = runtime_state(record)
+            if record.options.get("health"):
+                from toolkit.runtime.healthcheck import inspect_health
+
+                data["State"]["Health"] = inspect_health(store, record)
             described.append(data)
     print(json.dumps(described, indent=2))
     return 0

@@ -155,6 +155,12 @@ def prepare_record(
             options["volumes"] = list(resolved.volumes)
         if resolved and resolved.secrets:  # written at each launch (runtime.mounts)
             options["secrets"] = list(resolved.secrets)
+        if container.healthcheck is not None:  # `healthcheck run` reads it (HEALTH CHECKS)
+            from toolkit.runtime.healthcheck import health_options
+
+            options |= health_options(
+                container, under_unit=under_unit(environ), user=store.paths.user
+            )
         record = ContainerRecord(
             id=container_id,
             name=container.name,

@@ -19,9 +19,13 @@ Design:
   start_period + retries) bounds everything: systemd then kills `podunit run`.
 - Every counted failure is one journal line on stderr (the unit's stream), and
   so is the first failure within the start period.
-- After readiness no further checks are scheduled (no timer units): health
-  gates readiness and ``depends_on: {x: {condition: service_healthy}}``, which
-  the generator maps onto ``After=`` a ``notify: healthy`` unit.
+- A ``health_startup`` check runs first, until it passes ``success`` times in a
+  row; its ``retries`` failures in a row (0: no limit) are `Unhealthy` too.
+- The passing result is recorded in the health table (``healthy``), and from READY
+  on the health timers (`toolkit.unitgen.health`, `toolkit.runtime.healthcheck`)
+  keep checking for the container's whole life. Health gates readiness and
+  ``depends_on: {x: {condition: service_healthy}}``, which the generator maps
+  onto ``After=`` a ``notify: healthy`` unit.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from toolkit import proc
 from toolkit.definitions.model import Container, Healthcheck
 from toolkit.errors import PodunitError
 from toolkit.fs import read_text
+from toolkit.storage.health import HEALTHY, LOG_ENTRIES, TIMED_OUT, Health, Probe
 from toolkit.storage.state import ContainerRecord, StateStore
 from toolkit.systemd import notify
 from toolkit.systemd.activation import environment_for_conmon
@@ -174,6 +179,11 @@ def pause_watching(pid: int | None) -> Callable[[float], bool]:
     return pause
 
 
+def _probe(result: CheckResult, start: float, *, startup: bool = False) -> Probe:
+    code = TIMED_OUT if result.exit_code is None else result.exit_code
+    return Probe(start, time.time(), code, result.output, startup=startup)
+
+
 def wait_until_healthy(
     store: StateStore,
     record: ContainerRecord,
@@ -183,19 +193,57 @@ def wait_until_healthy(
 ) -> None:
     """``notify: healthy``: return once the container's check passes (see module docstring).
 
-    `store` is not needed today; the run path passes it for symmetry.
+    A ``health_startup`` check runs first, until it passes ``success`` times in a row
+    (the rules of `toolkit.systemd.health_state`). The passing result is recorded in the
+    health table, so the container is ``healthy`` from READY on and the health timers
+    continue from there.
     """
+    from toolkit.storage import health as health_store
+    from toolkit.systemd import health_state
+
     check = container.healthcheck
     if check is None:
         raise PodunitError(f"container {container.name}: notify 'healthy' needs a healthcheck")
     runtime_args = list(record.options.get("runtime_args", []))
+    pause = pause_watching(record.conmon_pid)
+    started_at = record.started_at or time.time()
+    health = Health()
+    startup = container.health_startup
+    if startup is not None:
+        notify.notify_status("waiting for the start-up check to pass", environ)
+        startup_check = Healthcheck(startup.test, timeout=startup.timeout)
+        while not health.startup_done:
+            start = time.time()
+            result = run_check_in_container(
+                record.runtime, runtime_args, record.id, startup_check, environ=environ
+            )
+            health, transition = health_state.apply(
+                health, _probe(result, start, startup=True), container.name, check, startup,
+                started_at,
+            )  # fmt: skip
+            if transition is not None and transition.unhealthy:
+                raise Unhealthy(transition.message, hint=f"see `journalctl -u {container.name}`")
+            if not health.startup_done and pause(startup.interval.total_seconds()):
+                raise ContainerExited(f"container {container.name} exited before it started up")
     notify.notify_status("waiting for the health check to pass", environ)
-    wait_for_health(
-        container.name,
-        check,
-        lambda: run_check_in_container(
+    last: list[Probe] = []
+
+    def run_check() -> CheckResult:
+        start = time.time()
+        result = run_check_in_container(
             record.runtime, runtime_args, record.id, check, environ=environ
-        ),
-        pause_watching(record.conmon_pid),
+        )
+        last[:] = [_probe(result, start)]
+        return result
+
+    wait_for_health(container.name, check, run_check, pause)
+    passed = last[0]
+    health = health._replace(
+        status=HEALTHY,
+        failing_streak=0,
+        startup_done=startup is not None,
+        log=(*health.log, passed)[-LOG_ENTRIES:],
+        changed_at=passed.end,
     )
-    notify.notify_status("healthy", environ)
+    health_store.update(store, record.id, lambda _: (health, None))
+    notify.notify_status(health.status_text(), environ)
