@@ -166,7 +166,7 @@ def test_healthy_mode_reports_status_then_ready(harness: Harness) -> None:
     conmon = harness.conmon_pid("nm-healthy")
     assert [d["data"] for d in datagrams if d["data"] != "BARRIER=1"] == [
         "STATUS=waiting for the health check to pass",
-        "STATUS=healthy",
+        "STATUS=health: healthy",
         f"MAINPID={conmon}\nREADY=1",
     ]
     harness.remove("nm-healthy")
