@@ -455,7 +455,7 @@ def test_healthy_mode_is_ready_when_the_check_passes_and_orders_dependents(
     dependent_at = int(systemd.show(dependent, "ExecMainStartTimestampMonotonic")[
         "ExecMainStartTimestampMonotonic"])  # fmt: skip
     assert dependent_at >= ready_at
-    assert systemd.show(unit, "StatusText")["StatusText"] == "healthy"
+    assert systemd.show(unit, "StatusText")["StatusText"] == "health: healthy"
     assert systemd.comm(systemd.main_pid(unit)) == "conmon"
     systemd.ctl("stop", dependent, unit)
 
