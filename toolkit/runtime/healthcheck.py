@@ -28,8 +28,6 @@ or the run is not due), so the check unit never shows as failed for that.
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import sys
 import time
 from collections.abc import Mapping
@@ -129,14 +127,18 @@ def config_of(record: ContainerRecord) -> HealthConfig | None:
 
 
 def run_probe(record: ContainerRecord, test: tuple[str, ...], timeout: timedelta, *,
-              startup: bool) -> Probe:  # fmt: skip
+              startup: bool, scratch_dir: str | None = None) -> Probe:  # fmt: skip
     """Run one check in the container (its timeout kills it) as a `Probe`."""
     from toolkit.systemd.health import run_check_in_container
 
     check = Healthcheck(test, timeout=timeout)
     start = time.time()
     result = run_check_in_container(
-        record.runtime, list(record.options.get("runtime_args", [])), record.id, check
+        record.runtime,
+        list(record.options.get("runtime_args", [])),
+        record.id,
+        check,
+        scratch_dir=scratch_dir,
     )
     code = TIMED_OUT if result.exit_code is None else result.exit_code
     output = result.output
@@ -162,6 +164,8 @@ def journal_line(record: ContainerRecord, config: HealthConfig, message: str, st
             fields["USER_UNIT"] = config.unit
         else:
             fields["OBJECT_SYSTEMD_UNIT"] = config.unit
+    import socket
+
     payload = "".join(f"{key}={' '.join(value.splitlines())}\n" for key, value in fields.items())
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
@@ -182,6 +186,9 @@ def send_status(
     """
     if config.unit is None or not record.conmon_pid:
         return False
+    import socket
+    import struct
+
     address = environ.get("NOTIFY_SOCKET") or (None if config.user else SYSTEM_NOTIFY_SOCKET)
     if not address:
         return False
@@ -278,9 +285,12 @@ def check(
         return 0
     in_startup = rules.in_startup(before, config.startup)
     if in_startup and config.startup is not None:
-        probe = run_probe(record, config.startup.test, config.startup.timeout, startup=True)
+        test, timeout = config.startup.test, config.startup.timeout
     else:
-        probe = run_probe(record, config.check.test, config.check.timeout, startup=False)
+        test, timeout = config.check.test, config.check.timeout
+    bundle = store.paths.bundle_dir(record.id)
+    scratch = bundle if os.path.isdir(bundle) else None
+    probe = run_probe(record, test, timeout, startup=in_startup, scratch_dir=scratch)
 
     def change(health: Health) -> tuple[Health, rules.Transition | None]:
         return rules.apply(health, probe, record.name, config.check, config.startup, started_at)

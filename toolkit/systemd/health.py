@@ -36,10 +36,8 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 
 from toolkit import proc
@@ -64,12 +62,28 @@ class ContainerExited(PodunitError):
     """The container ended before its health check passed."""
 
 
-@dataclass(frozen=True)
 class CheckResult:
-    """One run of the check: its exit status (None: timed out) and combined output."""
+    """One run of the check: its exit status (None: timed out) and combined output.
 
-    exit_code: int | None
-    output: str = ""
+    A plain class: `dataclasses` would cost every scheduled check ~10 ms of imports.
+    """
+
+    __slots__ = ("exit_code", "output")
+
+    def __init__(self, exit_code: int | None, output: str = "") -> None:
+        self.exit_code = exit_code
+        self.output = output
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckResult) and (self.exit_code, self.output) == (
+            other.exit_code,
+            other.output,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CheckResult({self.exit_code!r}, {self.output!r})"
 
     @property
     def passed(self) -> bool:
@@ -138,10 +152,31 @@ def run_check_in_container(
     check: Healthcheck,
     *,
     environ: Mapping[str, str] = os.environ,
+    scratch_dir: str | None = None,
 ) -> CheckResult:
-    """``RUNTIME exec`` of the check's argv; killed after ``timeout`` (then exit_code None)."""
-    with tempfile.TemporaryDirectory(prefix="podunit-health-") as scratch:
-        pidfile = os.path.join(scratch, "pid")
+    """``RUNTIME exec`` of the check's argv; killed after ``timeout`` (then exit_code None).
+
+    The checked process's pid file goes into `scratch_dir` (a directory only root
+    writes, e.g. the container's bundle), else into a fresh temporary directory.
+    """
+    if scratch_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="podunit-health-") as scratch:
+            return _run_check(runtime, runtime_args, container_id, check, environ, scratch)
+    return _run_check(runtime, runtime_args, container_id, check, environ, scratch_dir)
+
+
+def _run_check(
+    runtime: str,
+    runtime_args: list[str],
+    container_id: str,
+    check: Healthcheck,
+    environ: Mapping[str, str],
+    scratch: str,
+) -> CheckResult:
+    pidfile = os.path.join(scratch, f"health-{os.getpid()}.pid")
+    try:
         argv = [runtime, *runtime_args, "exec", "--pid-file", pidfile, container_id]
         try:
             result = proc.run(
@@ -154,6 +189,9 @@ def run_check_in_container(
             _kill_checked_process(pidfile)
             output = (expired.stdout or b"") + (expired.stderr or b"")
             return CheckResult(None, output.decode(errors="replace"))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(pidfile)
     output = result.stdout + result.stderr
     return CheckResult(result.returncode, output.decode(errors="replace"))
 
@@ -215,8 +253,9 @@ def wait_until_healthy(
         while not health.startup_done:
             start = time.time()
             result = run_check_in_container(
-                record.runtime, runtime_args, record.id, startup_check, environ=environ
-            )
+                record.runtime, runtime_args, record.id, startup_check, environ=environ,
+                scratch_dir=store.paths.bundle_dir(record.id),
+            )  # fmt: skip
             health, transition = health_state.apply(
                 health, _probe(result, start, startup=True), container.name, check, startup,
                 started_at,
@@ -231,8 +270,9 @@ def wait_until_healthy(
     def run_check() -> CheckResult:
         start = time.time()
         result = run_check_in_container(
-            record.runtime, runtime_args, record.id, check, environ=environ
-        )
+            record.runtime, runtime_args, record.id, check, environ=environ,
+            scratch_dir=store.paths.bundle_dir(record.id),
+        )  # fmt: skip
         last[:] = [_probe(result, start)]
         return result
 
