@@ -29,6 +29,8 @@ def rss(p):
     info = p.info.get("memory_info")
     return info.rss if info else 0
 cmd = lambda p: " ".join(p.info.get("cmdline") or [])
+journald = lambda p: (p.info["name"] or "").startswith("systemd-journal")
+check = lambda p: "healthcheck run" in cmd(p) and "psutil" not in cmd(p)
 usage = 0
 for line in open("/sys/fs/cgroup/cpu.stat"):
     key, value = line.split()
@@ -38,8 +40,8 @@ print(json.dumps({
     "processes": len(procs),
     "rss_total": sum(rss(p) for p in procs),
     "pid1_rss": sum(rss(p) for p in procs if p.info["pid"] == 1),
-    "journald_rss": sum(rss(p) for p in procs if (p.info["name"] or "").startswith("systemd-journal")),
-    "checks_running": sum(1 for p in procs if "healthcheck run" in cmd(p) and "psutil" not in cmd(p)),
+    "journald_rss": sum(rss(p) for p in procs if journald(p)),
+    "checks_running": sum(1 for p in procs if check(p)),
     "conmons": sum(1 for p in procs if p.info["name"] == "conmon"),
     "cpu_usec": usage,
 }))
