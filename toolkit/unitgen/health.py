@@ -8,8 +8,9 @@ For a container with a `healthcheck`:
   `PartOf=` (a run in progress stops with it), `StartLimitIntervalSec=0` (a 1 s
   timer must never hit the start rate limit: that would silently end the checks),
   `NotifyAccess=all` (systemd then passes `NOTIFY_SOCKET`, which the run uses to
-  set `NAME.service`'s STATUS=), `SuccessExitStatus=1` (unhealthy is reported on
-  `NAME.service`, not as a failed check unit), `LogLevelMax=notice` with
+  set `NAME.service`'s STATUS=), `SuccessExitStatus=1 SIGTERM` (unhealthy is
+  reported on `NAME.service`, not as a failed check unit; a run that the unit's
+  stop ends is no failure either), `LogLevelMax=notice` with
   `SyslogLevel=warning` (PID 1's "Starting/Finished" lines for every run are
   dropped; what the run itself prints stays).
 - `NAME-health.timer`: `OnUnitActiveSec=interval` (and `OnActiveSec=interval`
@@ -151,7 +152,7 @@ def health_units(
                 ("LogLevelMax", "notice"),
                 *[("Environment", environment_assignment(k, v)) for k, v in environment],
                 ("ExecStart", f"{podunit_words} healthcheck run --scheduled {name_word}"),
-                ("SuccessExitStatus", "1"),
+                ("SuccessExitStatus", "1 SIGTERM"),  # a run the unit's stop ended: not a failure
                 ("TimeoutStartSec", duration(timeout + CHECK_TIMEOUT_MARGIN)),
             ],
         ),
