@@ -79,3 +79,17 @@ def test_env_file_errors_name_the_line_not_its_text(tmp_path: Path) -> None:
     (tmp_path / "binary.env").write_bytes(b"TOKEN=s3cr3t\xff\n")
     message = inputs_error(tmp_path, env_files=(f"{tmp_path}/binary.env",))
     assert message == f"env_file {tmp_path}/binary.env: not UTF-8 text (byte 13)"
+
+
+def test_the_rootfs_user_database_is_read_safely(tmp_path: Path) -> None:
+    """An image's /etc/passwd is untrusted: a FIFO hung `podunit run`, a link to
+    /dev/zero exhausted its memory."""
+    (tmp_path / "etc").mkdir()
+    assert oci.read_rootfs_file(str(tmp_path), "/etc/passwd") == ""  # missing: no users
+    os.mkfifo(tmp_path / "etc" / "passwd")
+    (tmp_path / "etc" / "group").symlink_to("/dev/zero")
+    assert inputs_error(tmp_path, user="app") == (
+        f"/etc/passwd of the root file system {tmp_path}: not a regular file (a FIFO)"
+    )
+    with pytest.raises(PodunitError, match="not a regular file \\(a character device\\)"):
+        oci.read_rootfs_file(str(tmp_path), "/etc/group")

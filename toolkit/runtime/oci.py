@@ -565,12 +565,16 @@ def _file(what: str) -> str:
 
 
 def read_rootfs_file(rootfs: str, path: str) -> str:
-    """A text file of the root file system, or "" if it does not exist."""
+    """A text file of the root file system, or "" if it does not exist. Read with
+    toolkit.safefile (an image's /etc/passwd that is a FIFO or a link to /dev/zero must
+    not hang or exhaust `podunit run`); invalid UTF-8 is replaced."""
+    full = os.path.join(rootfs, path.lstrip("/"))
     try:
-        with open(os.path.join(rootfs, path.lstrip("/")), encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return ""
+        return safefile.read_bytes(full, limit=safefile.MAX_BYTES).decode(errors="replace")
+    except UnreadableFile as error:
+        if not os.path.exists(full):
+            return ""
+        raise PodunitError(f"{path} of the root file system {rootfs}: {error.reason}") from None
 
 
 def parse_env_file(text: str, source: str) -> list[tuple[str, str]]:
