@@ -47,8 +47,9 @@ containers:
     install: {{}}
 """
 COMPOSE_FILE = f"""\
+name: {PREFIX}
 services:
-  {PREFIX}-cache:
+  cache:
     image: docker.io/library/redis:7
     stop_grace_period: 3s
 """
@@ -158,8 +159,16 @@ def test_template_instances_get_their_name(generated: Sandbox, repo_root: object
 
 
 def test_compose_file_is_generated(generated: Sandbox) -> None:
+    """Project `gentest`, service `cache`: unit gentest-cache.service, part of the project's
+    target, which multi-user.target wants."""
     props = show(generated, f"{PREFIX}-cache.service", "LoadState", "SourcePath", "TimeoutStopUSec")
     assert props == {"LoadState": "loaded", "SourcePath": COMPOSE, "TimeoutStopUSec": "33s"}
+    target = show(generated, f"{PREFIX}-project.target", "LoadState", "Wants", "WantedBy")
+    assert target["LoadState"] == "loaded"
+    assert target["Wants"] == f"{PREFIX}-cache.service"
+    assert "multi-user.target" in target["WantedBy"].split()
+    part_of = show(generated, f"{PREFIX}-cache.service", "PartOf")["PartOf"]
+    assert part_of == f"{PREFIX}-project.target"
 
 
 def test_broken_definition_is_skipped_and_reported_with_its_location(

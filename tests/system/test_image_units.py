@@ -78,8 +78,9 @@ DEFINITIONS = {
 }  # fmt: skip
 
 COMPOSE_FILE = {
+    "name": "img",  # service `built` of project `img`: container and unit img-built
     "services": {
-        "imgbuilt": {
+        "built": {
             "build": {"context": "ctx", "args": {"VERSION": "built-1"}},
             "image": "localhost/imgbuilt:test",
             "network_mode": "none",
@@ -184,12 +185,12 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
         yield manager
     finally:
         units = [
-            "imgapp", "imgslow", "imgnever", "imgbuilt", PULL_APP, PULL_SLOW,
-            "podunit-build-imgbuilt", "podunit-test-registry", "podunit-test-throttle",
+            "imgapp", "imgslow", "imgnever", "img-built", PULL_APP, PULL_SLOW,
+            "podunit-build-img-built", "podunit-test-registry", "podunit-test-throttle",
         ]  # fmt: skip
         manager.ctl("stop", *units, check=False)
         manager.ctl("reset-failed", *units, check=False)
-        for name in ("imgapp", "imgslow", "imgnever", "imgbuilt"):
+        for name in ("imgapp", "imgslow", "imgnever", "img-built"):
             manager.podunit("rm", "-f", name, check=False)
         manager.podunit("image", "prune", "--all", check=False)
         sandbox.run(["rm", "-rf", DEFINITION, str(Path(COMPOSE).parent), BASE, REGISTRY_CONF,
@@ -248,13 +249,13 @@ def test_pull_never_with_a_missing_image_fails_clearly(images: Images) -> None:
 
 
 def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
-    images.ctl("start", "imgbuilt")
-    build = images.show("podunit-build-imgbuilt.service", "ActiveState", "Result")
+    images.ctl("start", "img-built")
+    build = images.show("podunit-build-img-built.service", "ActiveState", "Result")
     assert (build["ActiveState"], build["Result"]) == ("active", "success")
-    assert "started built-1" in images.journal("imgbuilt.service")
-    assert images.images()["localhost/imgbuilt:test"]["Containers"] == ["imgbuilt"]
-    images.ctl("stop", "imgbuilt", "podunit-build-imgbuilt")
+    assert "started built-1" in images.journal("img-built.service")
+    assert images.images()["localhost/imgbuilt:test"]["Containers"] == ["img-built"]
+    images.ctl("stop", "img-built", "podunit-build-img-built")
     # the context did not change: the build unit does not build again
-    images.ctl("start", "imgbuilt")
-    assert "up to date (context unchanged)" in images.journal("podunit-build-imgbuilt.service")
-    images.ctl("stop", "imgbuilt")
+    images.ctl("start", "img-built")
+    assert "up to date (context unchanged)" in images.journal("podunit-build-img-built.service")
+    images.ctl("stop", "img-built")

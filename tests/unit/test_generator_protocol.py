@@ -393,8 +393,10 @@ def test_compose_file_becomes_a_unit(
     monkeypatch.setenv("PODUNIT_DEFINITION_DIRS", str(defs))
     assert cli.main(["generate", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("---cache.service---\n")
-    assert "\nExecStop=" in out and " stop -t 90 cache\n" in out
+    # project "defs" (the directory's name): unit defs-cache.service, and the project's target
+    assert out.startswith("---defs-cache.service---\n")
+    assert "\n---defs-project.target---\n" in out
+    assert "\nExecStop=" in out and " stop -t 90 defs-cache\n" in out
     assert "\nTimeoutStopSec=120\n" in out
     assert "\nRestart=always\n" in out
 

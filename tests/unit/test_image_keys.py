@@ -85,6 +85,7 @@ def test_compose_build_pull_policy_and_autoupdate_label(tmp_path: Path) -> None:
         "compose.yaml",
     )
     assert errors == []
+    containers = {c.service: c for c in containers.values()}  # units are PROJECT-SERVICE
     assert containers["web"].build == Build(context=f"{tmp_path}/app", args=(("A", "1"),))
     assert containers["api"].pull is PullPolicy.MISSING
     assert containers["api"].auto_update is AutoUpdate.REGISTRY

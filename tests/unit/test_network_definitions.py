@@ -143,14 +143,17 @@ def test_compose_networks_aliases_addresses_and_external(tmp_path: Path) -> None
         "  ext: {external: true}\n",
     )
     assert result.errors == []
-    assert result.containers["web"].network == "bridge"
-    api = result.containers["api"]
+    project = "defs"  # defs.yaml is not a Compose file name: the project is the file's name
+    assert result.containers[f"{project}-web"].network == "bridge"  # network_mode: bridge
+    api = result.containers[f"{project}-api"]
+    # the project's default network, and the service's name an alias on every network
     assert api.networks == (
-        NetworkAttachment("bridge"),
-        NetworkAttachment("app_back", ("backend",), "10.92.0.5"),
-        NetworkAttachment("ext"),
+        NetworkAttachment(f"{project}_default", ("api",)),
+        NetworkAttachment("app_back", ("backend", "api"), "10.92.0.5"),
+        NetworkAttachment("ext", ("api",)),
     )
     assert api.network_specs == (
+        NetworkSpec(f"{project}_default"),
         NetworkSpec("app_back", "10.92.0.0/24", "10.92.0.1", internal=True),
     )
     assert api.extra_hosts == (("db", "10.0.0.9"),)

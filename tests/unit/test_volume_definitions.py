@@ -173,7 +173,7 @@ def test_compose_volumes_are_named_after_the_project(tmp_path: Path) -> None:
         "volumes:\n  data:\n  ext: {external: true}\n  named: {name: exact}\n",
     )
     assert result.errors == []
-    db = result.containers["db"]
+    db = result.containers["shop-db"]
     assert db.mounts == (
         Mount(MountType.VOLUME, "/data", "shop_data"),
         Mount(MountType.VOLUME, "/ext", "ext"),
@@ -190,7 +190,7 @@ def test_compose_project_defaults_to_the_normalised_directory(tmp_path: Path) ->
     result = load_compose(
         directory, "services:\n  db: {image: x, volumes: ['data:/d']}\nvolumes: {data: {}}\n"
     )
-    assert result.containers["db"].mounts[0].source == "myshop-2_data"
+    assert result.containers["myshop-2-db"].mounts[0].source == "myshop-2_data"
 
 
 def test_compose_undeclared_volume_is_a_located_error(tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_secrets_and_configs_both_syntaxes(tmp_path: Path) -> None:
     path = tmp_path / "compose.yaml"
     # validate checks the files: site.conf is missing
     assert messages(result, path) == [f"2:3: config 'site': no such file '{tmp_path}/site.conf'"]
-    web = result.containers["web"]
+    (web,) = result.containers.values()  # unit PROJECT-web, the project its directory
     pw = str(tmp_path / "pw.txt")
     assert web.secrets == (
         Secret("pw", "/run/secrets/pw", file=pw),

@@ -67,6 +67,8 @@ def cli_validate(args: argparse.Namespace) -> int:
         user=args.user,
         sources=loaded.sources,
         installed=InstalledUnits.of_mode(user=args.user).names(),
+        notes=loaded.notes,
+        projects=loaded.projects,
     )
     for error in [*loaded.errors, *errors]:
         print(describe(error))

@@ -31,10 +31,14 @@ from toolkit.definitions.model import (
 from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
 from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
 from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
-from toolkit.definitions.search import Scan
+from toolkit.definitions.search import Scan, source_key
 from toolkit.definitions.search import search_dirs as search_dirs  # re-exported
 from toolkit.definitions.tree import Node, merge, read_file
 from toolkit.errors import ContainerNotFound, DefinitionError, Location
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from toolkit.definitions.compose_loader import ComposeFile
 
 DOCUMENT_KEYS = frozenset(
     {"containers", "services", "version", "networks", "volumes", "secrets", "configs"}
@@ -48,13 +52,17 @@ class LoadResult:
     container's files as absolute paths: [main file, drop-ins...].
     """
 
-    __slots__ = ("containers", "errors", "failed", "sources")
+    __slots__ = ("containers", "errors", "failed", "notes", "projects", "sources")
 
     def __init__(self) -> None:
         self.containers: dict[str, Container] = {}
         self.errors: list[DefinitionError] = []
         self.sources: dict[str, list[str]] = {}
         self.failed: dict[str, list[DefinitionError]] = {}
+        # unit name -> header comment lines (a Compose service's project and variables)
+        self.notes: dict[str, list[str]] = {}
+        # Compose project name -> its files: [Compose file, drop-ins...]
+        self.projects: dict[str, list[str]] = {}
 
 
 def scan_all(
@@ -79,10 +87,12 @@ def load_all(
     environ: Mapping[str, str] = os.environ,
 ) -> LoadResult:
     """Every definition under `dirs` (see `scan_all`)."""
-    return load_scan(scan_all(dirs, user=user, environ=environ))
+    return load_scan(scan_all(dirs, user=user, environ=environ), environ=environ)
 
 
-def load_paths(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
+def load_paths(
+    paths: Sequence[str | os.PathLike[str]], *, environ: Mapping[str, str] = os.environ
+) -> LoadResult:
     """The definitions in the given files and directories (`podunit validate PATH...`).
 
     Every file is checked (no shadowing); drop-ins are looked up next to each file
@@ -98,10 +108,10 @@ def load_paths(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
             scan.add_source(path, shadow=False, status=None)
             dropin_dir = path + ".d"
             if os.path.isdir(dropin_dir):
-                scan.dropin_dir(dropin_dir, os.path.basename(dropin_dir))
+                scan.dropin_dir(dropin_dir, source_key(path, None, False) + ".d")
         else:
             result.errors.append(DefinitionError(Location(path, 1, 1), "no such file"))
-    loaded = load_scan(scan)
+    loaded = load_scan(scan, environ=environ)
     loaded.errors[:0] = result.errors
     _check_secret_files(loaded)
     return loaded
@@ -121,9 +131,10 @@ def _check_secret_files(result: LoadResult) -> None:
             result.errors.append(error)
 
 
-def load_scan(scan: Scan) -> LoadResult:
+def load_scan(scan: Scan, *, environ: Mapping[str, str] = os.environ) -> LoadResult:
     """Read, merge, parse and cross-check every definition the walk found (the walk's
-    own problems first)."""
+    own problems first); `environ`: the variables Compose files are interpolated with
+    (over each project's `.env`)."""
     result = LoadResult()
     result.errors.extend(scan.problems)
     origin: dict[str, Location] = {}  # unit name -> where it was first defined (good or bad)
@@ -138,25 +149,51 @@ def load_scan(scan: Scan) -> LoadResult:
         document = _read_merged(files, result.errors)
         if document is None:
             continue
+        compose: ComposeFile | None = None
+        if "services" in document.value and "containers" not in document.value:
+            from toolkit.definitions.compose_loader import ComposeFile
+
+            compose = ComposeFile.open(document, source, environ, result.errors)
+            if compose is None:
+                continue
+            first_file = result.projects.setdefault(compose.project.name, files)
+            if first_file is not files:
+                message = (
+                    f"Compose project {v.quote(compose.project.name)} is already defined "
+                    f"in {first_file[0]}"
+                )
+                result.errors.append(fail(compose.name_loc, message))
+                continue
+            document = compose.document  # its top-level values interpolated
         file_networks = _file_networks(document, result.errors)
         networks.merge_declared(declared, file_networks, result.errors)
-        declarations = _declarations(document, source, result.errors)
+        project = None if compose is None else compose.project.name
+        declarations = _declarations(document, source, result.errors, project)
         for name, key_loc, spec, from_compose in _container_entries(document, result.errors):
-            unit_name = name
             errors: list[DefinitionError] = []
-            container = _parse_one(name, key_loc, spec, source, declarations, errors)
+            if compose is None:
+                unit_name = name
+                container = _parse_one(name, key_loc, spec, source, declarations, errors)
+            else:
+                unit_name = compose.project.container(name)
+                container = compose.service(name, key_loc, spec, declarations, errors)
+                result.notes[unit_name] = compose.notes(name)
             if container is not None:
                 try:
                     container = networks.attach_networks(
                         container, file_networks, compose=from_compose
                     )
+                    if compose is not None:
+                        container = compose.join_project_network(container, file_networks)
                 except DefinitionError as error:
                     errors.append(error)
                     container = None
             if unit_name in origin:  # the first definition stays; this one's problems are shown
                 first = origin[unit_name]
+                what = "container" if compose is None else "service's unit"
                 message = (
-                    f"container {v.quote(name)} is already defined in {first.path}:{first.line}"
+                    f"{what} {v.quote(unit_name)} is already defined in "
+                    f"{first.path}:{first.line}"
                 )
                 result.errors += [fail(key_loc, message), *errors]
                 continue
@@ -228,14 +265,15 @@ def _read_merged(files: list[str], errors: list[DefinitionError]) -> Node | None
     return document if ok else None
 
 
-def _declarations(document: Node, source: str, errors: list[DefinitionError]) -> Declarations:
+def _declarations(
+    document: Node, source: str, errors: list[DefinitionError], project: str | None
+) -> Declarations:
     """The file's top-level volumes, secrets and configs (a Compose file's volumes are
-    named after its project)."""
-    from toolkit.definitions.declarations import parse_declarations, project_name
+    named after its `project`)."""
+    from toolkit.definitions.declarations import parse_declarations
 
     base_dir = os.path.abspath(os.path.dirname(source))
-    compose = "services" in document.value
-    project = project_name(document, base_dir) if compose else None
+    compose = project is not None
     return parse_declarations(document, base_dir, errors, compose=compose, project=project)
 
 
@@ -282,14 +320,6 @@ def _parse_one(
     name: str, key_loc: Location, spec: Node, source: str, declarations: Declarations,
     errors: list[DefinitionError],
 ) -> Container | None:  # fmt: skip
-    if declarations.compose:
-        from toolkit.definitions.compose import translate_service
-
-        try:
-            spec = translate_service(name, spec)
-        except DefinitionError as error:
-            errors.append(error)
-            return None
     base_dir = os.path.abspath(os.path.dirname(source))
     return parse_container(name, key_loc, spec, base_dir, errors, declarations)
 
@@ -307,7 +337,10 @@ def _check_volumes(result: LoadResult) -> None:
 
 
 def _check_dependencies(result: LoadResult, origin: Mapping[str, Location]) -> None:
-    """`depends_on` must name a defined container (or an instance of a defined template)."""
+    """`depends_on` must name a defined container (or an instance of a defined template).
+
+    (A Compose service's `depends_on` is checked against its project's services when
+    it is translated; one naming a service that failed is reported by the renderer.)"""
     for unit_name, container in list(result.containers.items()):
         for dependency in container.depends_on:
             base, at, _ = dependency.name.partition("@")

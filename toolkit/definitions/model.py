@@ -91,6 +91,7 @@ class AutoUpdate(Enum):
 class DependencyCondition(Enum):
     STARTED = "service_started"
     HEALTHY = "service_healthy"
+    COMPLETED = "service_completed_successfully"
 
 
 class PortMapping(NamedTuple):
@@ -260,8 +261,13 @@ class Reload(NamedTuple):
 
 
 class Dependency(NamedTuple):
+    """`depends_on`: `required` false -> Wants= (else Requires=); `restart` true -> the
+    dependent is stopped and restarted with the dependency (BindsTo=/PartOf=)."""
+
     name: str
     condition: DependencyCondition = DependencyCondition.STARTED
+    required: bool = True
+    restart: bool = False
 
 
 class Build(NamedTuple):
@@ -345,11 +351,31 @@ class Container(NamedTuple):
     pull: PullPolicy = PullPolicy.MISSING
     build: Build | None = None  # `image` then names the result
     auto_update: AutoUpdate | None = None
+    # Compose (spec §1.3): the project and service a container comes from; its name
+    # and unit are `PROJECT-SERVICE` (toolkit.definitions.project).
+    project: str | None = None
+    service: str | None = None
+    profiles: tuple[str, ...] = ()  # Compose profiles; enabled only when one is active
+    expose: tuple[str, ...] = ()  # recorded (documentation of the container's ports)
+    tty: bool = False  # recorded: a unit's container has no terminal
+    stdin_open: bool = False  # recorded: a unit's container has no stdin
+    shm_size: int | None = None  # bytes of /dev/shm (default 64 MiB)
+    domainname: str | None = None  # the UTS domain name
 
     @property
     def unit_name(self) -> str:
         """`web` -> `web`, template `worker` -> `worker@` (add `.service`/`.socket`)."""
         return f"{self.name}@" if self.template else self.name
+
+
+def project_target(project: str) -> str:
+    """The unit that starts and stops a Compose project: `PROJECT-project.target`.
+
+    Not `PROJECT.target`: a project named after a systemd target (`network`, `sound`,
+    `default`) would replace that target (the generator's directory comes before
+    /usr/lib/systemd/system); no standard unit ends in `-project.target`.
+    """
+    return f"{project}-project.target"
 
 
 # --- plan files: a Container as JSON --------------------------------------------------------

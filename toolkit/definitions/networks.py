@@ -198,7 +198,8 @@ def attach_networks(container: Container, file_networks: Declared, *, compose: b
         elif compose and name != COMPOSE_DEFAULT:
             raise fail(
                 container.source,
-                f"service {v.quote(container.name)} uses network {v.quote(name)}, "
+                f"service {v.quote(container.service or container.name)} uses network "
+                f"{v.quote(name)}, "
                 "which the file's top-level 'networks:' does not declare",
             )
     # A Compose key may name its network differently (`name:`): refer to it by that name.

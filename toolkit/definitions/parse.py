@@ -248,7 +248,7 @@ BIND_KEYS = frozenset({"propagation", "create_host_path", "selinux"})
 SECRET_REFERENCE_KEYS = frozenset({"source", "target", "uid", "gid", "mode"})
 SECRETS_DIR = "/run/secrets"
 PORT_KEYS = frozenset({"target", "published", "host_ip", "protocol", "mode"})
-DEPENDENCY_KEYS = frozenset({"condition", "required"})
+DEPENDENCY_KEYS = frozenset({"condition", "required", "restart"})
 ENV_FILE_KEYS = frozenset({"path", "required"})
 ULIMIT_KEYS = frozenset({"soft", "hard"})
 
@@ -293,10 +293,12 @@ def _env_file(node: Node, ctx: _Context, out: Fields) -> None:
             keys = check_keys(item, ENV_FILE_KEYS, "env_file")
             if "path" not in keys:
                 raise fail(item, "env_file entry needs 'path'")
-            if "required" in keys and not boolean(keys["required"].node, "required"):
-                raise fail(keys["required"].node, "env_file 'required: false' is not supported")
+            optional = "required" in keys and not boolean(keys["required"].node, "required")
             item = keys["path"].node
-        files.append(v.resolve_host_path(non_empty(item, "env_file"), ctx.base_dir))
+        else:
+            optional = False
+        path = v.resolve_host_path(non_empty(item, "env_file"), ctx.base_dir)
+        files.append("-" + path if optional else path)  # as systemd's EnvironmentFile=-
     out["env_files"] = tuple(files)
 
 
@@ -918,23 +920,28 @@ def _depends_on(node: Node, ctx: _Context, out: Fields) -> None:
             if name.startswith("x-"):
                 continue
             _check_pair_key(entry.key_loc, name, "depends_on", check_reference)
-            condition = DependencyCondition.STARTED
-            if entry.node.value is not None:
-                keys = check_keys(entry.node, DEPENDENCY_KEYS, f"depends_on {name}")
-                if "condition" in keys:
-                    conditions = [c.value for c in DependencyCondition]
-                    condition = DependencyCondition(
-                        choice(keys["condition"].node, "condition", conditions)
-                    )
-                if "required" in keys and not boolean(keys["required"].node, "required"):
-                    raise fail(
-                        keys["required"].node, "depends_on 'required: false' is not supported"
-                    )
-            deps.append(Dependency(name, condition))
+            deps.append(dependency(name, entry.node))
     else:
         for item in sequence(node, "depends_on"):
             deps.append(Dependency(converted(item, check_reference, "depends_on")))
     out["depends_on"] = tuple(deps)
+
+
+def dependency(name: str, node: Node) -> Dependency:
+    """One `depends_on` entry of the long form: `{condition, required, restart}`."""
+    if node.value is None:
+        return Dependency(name)
+    keys = check_keys(node, DEPENDENCY_KEYS, f"depends_on {name}")
+    fields: dict[str, Any] = {}
+    if "condition" in keys:
+        conditions = [c.value for c in DependencyCondition]
+        fields["condition"] = DependencyCondition(
+            choice(keys["condition"].node, "condition", conditions)
+        )
+    for key in ("required", "restart"):
+        if key in keys:
+            fields[key] = boolean(keys[key].node, f"depends_on {name} {key}")
+    return Dependency(name, **fields)
 
 
 def _reload(node: Node, ctx: _Context, out: Fields) -> None:
@@ -1116,12 +1123,14 @@ def check_container_name(name: str) -> tuple[str, bool]:
 
 def parse_container(
     name: str, key_loc: Location, node: Node, base_dir: str, errors: list[DefinitionError],
-    declarations: Declarations = NO_DECLARATIONS,
+    declarations: Declarations = NO_DECLARATIONS, extra: Fields | None = None,
 ) -> Container | None:  # fmt: skip
     """One container spec -> `Container`, or None after appending its errors to `errors`.
 
     `declarations`: the file's top-level volumes, secrets and configs, which the
-    container's `volumes:`, `secrets:` and `configs:` refer to."""
+    container's `volumes:`, `secrets:` and `configs:` refer to. `extra`: model fields
+    set by the caller (a Compose service's project fields); a `unit_extra` there is
+    added after the spec's own `unit:` lines."""
     count = len(errors)
     try:
         plain_name, template = check_container_name(name)
@@ -1150,6 +1159,8 @@ def parse_container(
         _check_whole(name, key_loc, entries, fields, errors)
     if len(errors) > count:
         return None
+    for field, value in (extra or {}).items():
+        fields[field] = (*fields.get(field, ()), *value) if field == "unit_extra" else value
     return Container(name=plain_name, source=key_loc, template=template, **fields)
 
 

@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 SYSTEM_RUN_DIR = "/run/podunit"
 SYSTEM_DIRS = (SYSTEM_RUN_DIR, "/etc/podunit", "/usr/local/share/podunit", "/usr/share/podunit")
 SUFFIXES = (".yaml", ".yml")
+# Compose's file names: a project per directory, so such files are told apart by their
+# path below the search directory, not by their name (podunit.yaml(5), "Compose projects").
+COMPOSE_FILE_NAMES = frozenset(
+    {"compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"}
+)
+DOTENV = ".env"  # a Compose project's variables (toolkit.definitions.project)
 # The per-user admin directory: the user generator's (`/etc/podunit/users/$UID`), never
 # system definitions (as Quadlet keeps its users/ directory out of system units).
 USERS_DIR = "/etc/podunit/users"
@@ -142,6 +148,7 @@ class Scan:
         self, *, skip_runtime: str | None = None, exclude: Iterable[str] = ()
     ) -> None:
         self.sources: dict[str, str] = {}  # file name (or path) -> first file of that name
+        self.keys: dict[str, str] = {}  # file -> its key in sources
         self.dropins: dict[str, dict[str, str]] = {}  # "web.yaml.d" -> drop-in name -> file
         self.seen: set[tuple[int, int]] = set()  # (device, inode) of walked directories
         self.inputs: list[Input] = []  # what the result depends on, in walk order
@@ -166,8 +173,12 @@ class Scan:
     def problem(self, path: str, message: str) -> None:
         self.problems.append(DefinitionError(None, f"{path}: {message}"))
 
-    def walk(self, directory: str, *, shadow: bool, depth: int = 0) -> None:
-        """Add the files under `directory` (`shadow`: the first file of a name wins)."""
+    def walk(
+        self, directory: str, *, shadow: bool, depth: int = 0, root: str | None = None
+    ) -> None:
+        """Add the files under `directory` (`shadow`: the first file of a name wins; for
+        Compose's file names, the first of a path below the search directory `root`)."""
+        root = directory if root is None else root
         try:
             status = os.stat(directory)
             if (status.st_dev, status.st_ino) in self.seen:  # symlink loops, excluded
@@ -191,13 +202,20 @@ class Scan:
         runtime = directory == self.skip_runtime
         for entry in entries:
             name = entry.name
+            if name == DOTENV:  # a Compose project's variables: an input, not a definition
+                found = _stat(entry)
+                self.inputs.append(
+                    ("-", entry.path) if found is None else _identity("f", entry.path, found)
+                )
+                continue
             if name.startswith("."):  # hidden: editors' and VCS files
                 continue
             try:
                 is_dir = entry.is_dir()
             except OSError as error:  # a symlink loop, an unreachable target
                 if name.endswith(SUFFIXES):
-                    self.add_source(entry.path, shadow=shadow, status=None)  # read reports it
+                    # read reports it
+                    self.add_source(entry.path, shadow=shadow, status=None, root=root)
                 else:
                     self.inputs.append(("-", entry.path))
                     self.problem(entry.path, f"cannot tell what it is: {error.strerror}; skipped")
@@ -208,7 +226,7 @@ class Scan:
                     self.inputs.append(("-", entry.path))
                     self.problem(entry.path, refused)
                 elif name.endswith(".d"):
-                    self.dropin_dir(entry.path, name)
+                    self.dropin_dir(entry.path, source_key(entry.path[:-2], root, shadow) + ".d")
                 elif runtime:  # the runtime's own directories
                     continue
                 elif depth >= MAX_DEPTH:
@@ -216,15 +234,18 @@ class Scan:
                         entry.path, f"more than {MAX_DEPTH} directory levels deep: not searched"
                     )
                 else:
-                    self.walk(entry.path, shadow=shadow, depth=depth + 1)
+                    self.walk(entry.path, shadow=shadow, depth=depth + 1, root=root)
             elif name.endswith(SUFFIXES):
-                self.add_source(entry.path, shadow=shadow, status=_stat(entry))
+                self.add_source(entry.path, shadow=shadow, status=_stat(entry), root=root)
 
-    def add_source(self, path: str, *, shadow: bool, status: os.stat_result | None) -> None:
+    def add_source(
+        self, path: str, *, shadow: bool, status: os.stat_result | None, root: str | None = None
+    ) -> None:
         """A definition file (`status`: its stat, None if it cannot be read)."""
         self.inputs.append(("-", path) if status is None else _identity("f", path, status))
-        key = os.path.basename(path) if shadow else path
-        self.sources.setdefault(key, path)
+        key = source_key(path, root, shadow)  # also the key of its drop-in directory
+        self.keys[path] = key
+        self.sources.setdefault(key if shadow else path, path)
 
     def dropin_dir(self, path: str, name: str) -> None:
         """Drop-ins for `name` minus `.d` (the first drop-in of a name wins)."""
@@ -250,8 +271,21 @@ class Scan:
 
     def dropins_for(self, source: str) -> list[str]:
         """The drop-in files of `source`, in lexical order of their names."""
-        found = self.dropins.get(os.path.basename(source) + ".d", {})
+        key = self.keys.get(source, os.path.basename(source))
+        found = self.dropins.get(key + ".d", {})
         return [found[name] for name in sorted(found)]
+
+
+def source_key(path: str, root: str | None, shadow: bool) -> str:
+    """What tells definition files apart: the file name (the first of a name wins), or
+    for Compose's file names the path below the search directory (the path itself when
+    nothing is shadowed)."""
+    name = os.path.basename(path)
+    if name not in COMPOSE_FILE_NAMES:
+        return name
+    if not shadow or root is None:
+        return path
+    return os.path.relpath(path, root)
 
 
 def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:

@@ -450,11 +450,47 @@ ULIMITS = frozenset(
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the nearest candidate, or ``; difflib only on this error path."""
-    import difflib
+    """` (did you mean 'x'?)` for a candidate close to `word`, or ``.
 
-    matches = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
+    Close means: the same but for case and `-`/`_`; or one is a prefix of the other
+    (4 characters at least); or the same first letter and at most 2 edits (1 for
+    words of 4 characters or fewer; a swap of neighbours is one edit). So `restrat`
+    suggests `restart`, `pre_start` does not (it is no typo of `restart`).
+    """
+    best: tuple[int, str] | None = None
+    folded = word.lower().replace("-", "_")
+    for candidate in sorted(candidates):
+        other = candidate.lower().replace("-", "_")
+        if other == folded:
+            return f" (did you mean '{candidate}'?)"
+        if len(folded) >= 4 and len(other) >= 4 and (
+            other.startswith(folded) or folded.startswith(other)
+        ):
+            score = 1
+        elif folded[:1] == other[:1]:
+            score = _edits(folded, other, 1 if len(folded) <= 4 else 2)
+        else:
+            continue
+        if score <= (1 if len(folded) <= 4 else 2) and (best is None or score < best[0]):
+            best = (score, candidate)
+    return f" (did you mean '{best[1]}'?)" if best else ""
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance of a and b (limit + 1 when above `limit`)."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return min(previous[len(b)], limit + 1)
 
 
 def shell_split(text: str) -> tuple[str, ...]:

@@ -275,7 +275,12 @@ def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         "root": {"path": inputs.rootfs, "readonly": container.read_only},
         "mounts": _mounts(container, network_is_host)
         + [_volume_mount(m) for m in inputs.extra_mounts],
-        "linux": _linux(container, inputs, network_is_host, hostname is not None),
+        "linux": _linux(
+            container,
+            inputs,
+            network_is_host,
+            hostname is not None or container.domainname is not None,
+        ),
     }
     if container.init:
         if inputs.init_binary is None:
@@ -290,6 +295,8 @@ def build_spec(container: Container, inputs: SpecInputs) -> dict[str, Any]:
         _make_rootless(spec, inputs.rootless_ids)
     if hostname is not None:
         spec["hostname"] = hostname
+    if container.domainname is not None:
+        spec["domainname"] = container.domainname
     annotations = dict(container.annotations)
     if annotations:
         spec["annotations"] = annotations
@@ -392,6 +399,12 @@ def _rlimits(container: Container, hard_limits: Mapping[str, int]) -> list[dict[
     return limits
 
 
+def _shm_size(container: Container) -> str:
+    """`size=` of /dev/shm: Compose's `shm_size`, else 64 MiB (as Docker and Podman)."""
+    size = container.shm_size
+    return "size=65536k" if size is None else f"size={size}"
+
+
 def _mounts(container: Container, network_is_host: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -401,7 +414,7 @@ def _mounts(container: Container, network_is_host: bool) -> list[dict[str, Any]]
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", _shm_size(container)]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
     ]  # fmt: skip
@@ -602,10 +615,13 @@ def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """The `K=V` pairs of every env_file, in order (read with toolkit.safefile: regular
     files of at most 4 MiB, never blocking)."""
     pairs: list[tuple[str, str]] = []
-    for path in paths:
+    for entry in paths:
+        path = entry.removeprefix("-")  # `-/path`: optional (Compose `required: false`)
         try:
             text = safefile.read_text(path)
         except UnreadableFile as error:
+            if path != entry and not os.path.lexists(path):
+                continue
             raise PodunitError(f"env_file {path}: {error.reason}") from None
         pairs += parse_env_file(text, path)
     return tuple(pairs)

@@ -17,6 +17,8 @@ The key is everything the output depends on:
 - the mode (system/user), the podunit executable and the plan files' directory
   written into the units, the search path itself, the environment the generator
   reads (`ENVIRONMENT`) and the uid;
+- the whole environment, as a 64-bit digest (two CRC-32s; values never stored):
+  Compose files interpolate `${VAR}` from it (`toolkit.definitions.project`);
 - the code: Python's version and the identity of every module of `toolkit/`,
   `toolkit/definitions/`, `toolkit/unitgen/` and of PyYAML's `__init__.py`.
 
@@ -164,10 +166,20 @@ def make_key(
         extra,
         tuple(dirs),
         tuple(environ.get(name) for name in ENVIRONMENT),
+        environment_digest(environ),
         os.getuid(),
         code_version(),
         tuple(inputs),
     )
+
+
+def environment_digest(environ: Mapping[str, str]) -> tuple[int, int, int]:
+    """The environment as (count, CRC-32, CRC-32 of the reversed text): changes when a
+    variable is added, removed or changed, and keeps no value."""
+    data = "\0".join(f"{k}={v}" for k, v in sorted(environ.items())).encode(
+        "utf-8", "surrogateescape"
+    )
+    return (len(environ), binascii.crc32(data), binascii.crc32(data[::-1]))
 
 
 def racy(inputs: Sequence[Input], started_ns: int) -> bool:

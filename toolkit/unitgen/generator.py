@@ -145,7 +145,7 @@ def _render(
 
     if installed is None:
         installed = InstalledUnits.of_mode(user=user, environ=environ)
-    loaded = load_scan(scan)
+    loaded = load_scan(scan, environ=environ)
     rendered, errors = render_all(
         loaded.containers,
         podunit=podunit,
@@ -154,6 +154,8 @@ def _render(
         environment=[(key, environ[key]) for key in FORWARDED_ENVIRONMENT if environ.get(key)],
         plan_dir=plan_dir,
         installed=installed.names(),
+        notes=loaded.notes,
+        projects=loaded.projects,
     )
     return rendered, [*loaded.errors, *errors]
 
