@@ -77,11 +77,16 @@ def test_shipped_units_get_the_launcher_path(
     assert files["/opt/p/lib/systemd/system/podunit-x.service"] == (
         "[Service]\nExecStart=/opt/venv/lib/podunit/podunit auto-update\n"
     )
+    assert files["/opt/p/lib/systemd/user/podunit-x.service"] == (
+        "[Service]\nExecStart=/opt/venv/lib/podunit/podunit --user auto-update\n"
+    )
     root = tmp_path / "root"
     install.install("/usr", root=str(root), home="/usr")  # as a packager would: below a root
     installed = root / "usr/lib/systemd/system/podunit-x.service"
     assert stat.S_IMODE(installed.stat().st_mode) == 0o644
     assert "ExecStart=/usr/lib/podunit/podunit auto-update" in installed.read_text()
+    user_copy = root / "usr/lib/systemd/user/podunit-x.service"
+    assert stat.S_IMODE(user_copy.stat().st_mode) == 0o644
     assert os.access(root / "usr/lib/podunit/podunit", os.X_OK)
 
 

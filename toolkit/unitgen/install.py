@@ -8,6 +8,7 @@ unit files shipped in the package (`units/` of the source tree):
     PREFIX/lib/systemd/system-generators/podunit-generator
     PREFIX/lib/systemd/user-generators/podunit-user-generator
     PREFIX/lib/systemd/system/<the shipped units>   `@PODUNIT@` replaced by HOME/lib/podunit/podunit
+    PREFIX/lib/systemd/user/<the shipped units>     ... by `HOME/lib/podunit/podunit --user`
     HOME/lib/podunit/podunit        what generated units run (ExecStart=...)
 
 HOME is the installation's own data directory, where the wheel's data files went
@@ -173,7 +174,10 @@ def plan(
     for name, source in shipped_units().items():
         with open(source, encoding="utf-8") as unit:
             text = unit.read()
+        # As scripts/install-generator does from a checkout: the user manager's copy
+        # runs `podunit --user`.
         files[f"{prefix}/lib/systemd/system/{name}"] = text.replace(PLACEHOLDER, podunit)
+        files[f"{prefix}/lib/systemd/user/{name}"] = text.replace(PLACEHOLDER, f"{podunit} --user")
     return files
 
 
@@ -186,7 +190,7 @@ def install(
     written = []
     for path, text in plan(prefix, python=python, home=home).items():
         target = os.path.join(root, path.lstrip("/"))
-        executable = "/lib/systemd/system/" not in path
+        executable = "/lib/systemd/system/" not in path and "/lib/systemd/user/" not in path
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             temporary = f"{target}.podunit-new"
