@@ -188,3 +188,15 @@ def test_dotenv_errors_name_the_line(text: str, line: int, message: str) -> None
     with pytest.raises(DotenvError) as caught:
         parse(text)
     assert caught.value.line == line and str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("text", ["A=1\nghp_S3cr3tT0ken!\n", "A=1\nPASSWORD hunter2\n",
+                                  "A=1\nmy pass=hunter2\n"])  # fmt: skip
+def test_dotenv_errors_never_quote_a_line_that_may_be_a_secret(text: str) -> None:
+    """issue 15 item 15: env files hold secrets and errors reach the journal."""
+    with pytest.raises(DotenvError) as caught:
+        parse(text)
+    assert caught.value.line == 2
+    assert str(caught.value).startswith("not a KEY=VALUE line (its text is not shown")
+    for secret in ("S3cr3t", "hunter2", "PASSWORD"):
+        assert secret not in str(caught.value)

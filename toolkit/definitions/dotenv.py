@@ -62,6 +62,10 @@ def parse(
         key, equals, rest = stripped.partition("=")
         key = key.rstrip()
         if not key or key[0] not in _KEY_FIRST or not set(key) <= _KEY_REST:
+            if not equals or any(char.isspace() for char in key):  # the text may be a secret
+                raise DotenvError(
+                    first, "not a KEY=VALUE line (its text is not shown: it may hold a secret)"
+                )
             raise DotenvError(first, f"invalid variable name {key!r} (expected KEY=VALUE)")
         if not equals:
             value = lookup(key)
