@@ -108,7 +108,14 @@ def messages(result: LoadResult, path: Path) -> list[str]:
 # ---------------------------------------------------------------- corpus and key sets
 
 
-CORPUS = sorted(p for p in DATA.rglob("*.yaml") if "\nservices:" in "\n" + p.read_text())
+GOLDEN = DATA.parent.parent / "golden"
+# Every Compose file the tests accept: the definitions corpus, the golden files and the
+# Compose project corpus (tests/golden/compose/, without the projects' own YAML files).
+CORPUS = sorted(
+    p
+    for p in [*DATA.rglob("*.yaml"), *GOLDEN.glob("*.yaml"), *GOLDEN.glob("compose/*/*.y*ml")]
+    if "\nservices:" in "\n" + p.read_text()
+)
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
@@ -122,7 +129,7 @@ def test_every_compose_file_of_the_corpus_is_checked_against_the_schema(path: Pa
 
 
 def test_the_corpus_has_compose_files() -> None:
-    assert len(CORPUS) >= 8
+    assert len(CORPUS) >= 12
 
 
 def test_every_compose_service_key_is_either_mapped_or_refused_by_name() -> None:

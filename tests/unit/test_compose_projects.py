@@ -357,3 +357,25 @@ def test_the_generator_cache_sees_dotenv_and_the_environment(tmp_path: Path) -> 
     assert any(item[0] == "f" and str(item[1]).endswith("/p/.env") for item in scan.inputs)
     assert environment_digest({"A": "1"}) != environment_digest({"A": "2"})
     assert environment_digest({"A": "1"}) == environment_digest({"A": "1"})
+
+
+def test_a_projects_other_yaml_files_are_not_definitions(tmp_path: Path) -> None:
+    """Below a search directory, a directory with a Compose file is that project's: its
+    prometheus.yml and config/ subdirectory are the project's files, not definitions."""
+    write(tmp_path / "mon" / "compose.yaml", "services:\n  prom: {image: prom}\n")
+    write(tmp_path / "mon" / "prometheus.yml", "global: {scrape_interval: 15s}\n")
+    write(tmp_path / "mon" / "config" / "grafana.yaml", "apiVersion: 1\n")
+    write(tmp_path / "mon" / "docker-compose.yml", "services:\n  other: {image: x}\n")
+    result = load_all([tmp_path], environ={})
+    assert result.errors == []
+    assert list(result.containers) == ["mon-prom"]  # compose.yaml first, as Compose reads
+    # podunit validate DIR treats DIR itself the same way
+    assert list(load_paths([tmp_path / "mon"], environ={}).containers) == ["mon-prom"]
+
+
+def test_a_compose_file_in_a_search_directory_hides_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "compose.yaml", "name: top\nservices:\n  a: {image: x}\n")
+    write(tmp_path / "web.yaml", "containers:\n  web: {image: x}\n")
+    result = load_all([tmp_path], environ={})
+    assert result.errors == []
+    assert sorted(result.containers) == ["top-a", "web"]

@@ -46,9 +46,7 @@ SYSTEM_DIRS = (SYSTEM_RUN_DIR, "/etc/podunit", "/usr/local/share/podunit", "/usr
 SUFFIXES = (".yaml", ".yml")
 # Compose's file names: a project per directory, so such files are told apart by their
 # path below the search directory, not by their name (podunit.yaml(5), "Compose projects").
-COMPOSE_FILE_NAMES = frozenset(
-    {"compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"}
-)
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 DOTENV = ".env"  # a Compose project's variables (toolkit.definitions.project)
 # The per-user admin directory: the user generator's (`/etc/podunit/users/$UID`), never
 # system definitions (as Quadlet keeps its users/ directory out of system units).
@@ -200,6 +198,10 @@ class Scan:
             )
             return
         runtime = directory == self.skip_runtime
+        # (a search directory itself is never a project's: its other files are definitions)
+        project_dir = depth > 0 or not shadow
+        if project_dir and not runtime and self._project_directory(entries, shadow, root):
+            return
         for entry in entries:
             name = entry.name
             if name == DOTENV:  # a Compose project's variables: an input, not a definition
@@ -237,6 +239,32 @@ class Scan:
                     self.walk(entry.path, shadow=shadow, depth=depth + 1, root=root)
             elif name.endswith(SUFFIXES):
                 self.add_source(entry.path, shadow=shadow, status=_stat(entry), root=root)
+
+    def _project_directory(
+        self, entries: list[os.DirEntry[str]], shadow: bool, root: str
+    ) -> bool:
+        """A directory below a search directory holding a Compose file is that project's
+        (`podunit validate DIR`: also DIR itself): only its Compose file
+        (the first of `COMPOSE_FILE_NAMES`, Compose's order), its drop-ins and `.env`
+        are read; its other YAML files (prometheus.yml, ...) and subdirectories belong
+        to the project, not to the search path."""
+        by_name = {entry.name: entry for entry in entries}
+        found = next((by_name[name] for name in COMPOSE_FILE_NAMES if name in by_name), None)
+        if found is None:
+            return False
+        for name in (DOTENV, found.name + ".d"):
+            entry = by_name.get(name)
+            if entry is None:
+                continue
+            if name == DOTENV:
+                status = _stat(entry)
+                self.inputs.append(
+                    ("-", entry.path) if status is None else _identity("f", entry.path, status)
+                )
+            else:
+                self.dropin_dir(entry.path, source_key(found.path, root, shadow) + ".d")
+        self.add_source(found.path, shadow=shadow, status=_stat(found), root=root)
+        return True
 
     def add_source(
         self, path: str, *, shadow: bool, status: os.stat_result | None, root: str | None = None
