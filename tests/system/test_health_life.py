@@ -60,6 +60,20 @@ containers:
     tmpfs: [/tmp]  # each its own /tmp/ok: the root file system is shared
     command: [sh, -c, "{SOURED.format(after=2)}"]
     healthcheck: {CHECK}
+  hl-stop:
+    rootfs: {BASE}/busybox
+    runtime: runc
+    tmpfs: [/tmp]  # each its own /tmp/ok: the root file system is shared
+    command: [sh, -c, "{SOURED.format(after=2)}"]
+    healthcheck: {CHECK}
+    health_on_failure: stop
+  hl-pace:
+    rootfs: {BASE}/busybox
+    runtime: runc
+    tmpfs: [/tmp]  # each its own /tmp/ok: the root file system is shared
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 1; touch /tmp/ok; while :; do sleep 1; done"]
+    healthcheck: {{test: [CMD, test, -e, /tmp/ok], interval: 1m, start_period: 1m,
+                  start_interval: 300ms}}
   hl-off:
     rootfs: {BASE}/busybox
     runtime: runc
@@ -78,7 +92,9 @@ containers:
 """
 
 
-UNITS = [f"hl-{name}.service" for name in ("restart", "kill", "none", "off", "ready")]
+UNITS = [
+    f"hl-{name}.service" for name in ("restart", "kill", "stop", "pace", "none", "off", "ready")
+]
 
 
 class Units:
@@ -152,6 +168,43 @@ def test_unhealthy_with_kill_fails_the_unit(units: Units) -> None:
     shown = units.show(unit, "Result", "ExecMainStatus", "NRestarts")
     assert shown == {"Result": "exit-code", "ExecMainStatus": "137", "NRestarts": "0"}
     assert units.show("hl-kill-health.timer", "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_unhealthy_with_stop_stops_the_unit(units: Units) -> None:
+    unit = "hl-stop.service"
+    lines: list[str] = []
+
+    def stopped() -> bool:
+        lines[:] = units.messages(unit)
+        return any(line.startswith("Stopped hl-stop.service") for line in lines)
+
+    wait_until(stopped, "the stop")
+    assert units.show(unit, "ActiveState", "Result") == {
+        "ActiveState": "inactive",
+        "Result": "success",
+    }
+    assert (
+        "container hl-stop is unhealthy: its health check failed 2 times in a row"
+        " (last: exit 1); health_on_failure stop: stopping hl-stop.service"
+    ) in lines
+
+
+def test_the_start_pace_hands_over_to_the_interval(units: Units) -> None:
+    def healthy() -> bool:
+        code, out = units.pu("inspect", "hl-pace")
+        return (
+            code == 0 and json.loads(out)[0]["State"].get("Health", {}).get("Status") == "healthy"
+        )
+
+    wait_until(healthy, "healthy at the start pace", timeout=10)  # 300 ms checks, not 1 min
+    wait_until(
+        lambda: (
+            units.show("hl-pace-health-start.timer", "ActiveState")["ActiveState"] == "inactive"
+        ),
+        "the start-pace timer to stop",
+        timeout=5,
+    )
+    assert units.show("hl-pace-health.timer", "ActiveState")["ActiveState"] == "active"
 
 
 def test_unhealthy_is_visible_everywhere_and_stop_leaves_nothing(units: Units) -> None:
