@@ -30,6 +30,7 @@ COMPOSE = "/etc/podunit/imgbuild/compose.yaml"
 REGISTRY_CONF = "/etc/containers/registries.conf.d/podunit-image-units.conf"
 IDLE = "echo started $VERSION; trap 'exit 0' TERM; while :; do sleep 0.1; done"
 PULL_APP = r"podunit-pull-127.0.0.1\x3a5917-app\x3av1.service"
+PULL_AUTO = r"podunit-pull-127.0.0.1\x3a5917-app\x3aauto.service"
 PULL_SLOW = r"podunit-pull-127.0.0.1\x3a5918-app\x3aslow.service"
 
 REGISTRY_CONFIG = f"""version: 0.1
@@ -69,6 +70,10 @@ DEFINITIONS = {
         },
         "imgslow": {
             "image": f"{SLOW}/app:slow", "runtime": "runc", "network": "none", "install": {},
+        },
+        "imgauto": {
+            "image": f"{REGISTRY}/app:auto", "auto_update": "registry", "runtime": "runc",
+            "network": "none", "install": {},
         },
         "imgnever": {
             "image": f"{REGISTRY}/app:absent", "pull": "never", "runtime": "runc",
@@ -122,17 +127,25 @@ class Images:
         ).stdout.decode()
 
     def push(self, tag: str, version: str, *, exits: bool = False) -> None:
-        """An image `app:TAG` whose payload prints `started VERSION` (and idles, or exits 3)."""
+        """`app:TAG`, whose payload prints `started VERSION` and idles (or exits 3 at once)."""
         script = "exit 3" if exits else IDLE.replace("$", "\\$")  # inside "..." below
         layout = f"{BASE}/layout"
         self.sandbox.sh(
             f"""
 set -e
-umoci config --image {layout}:base --tag {tag} --config.entrypoint /bin/sh \\
+umoci config --image {layout}:base --tag {version} --config.entrypoint /bin/sh \\
     --config.cmd -c --config.cmd "{script}" --config.env VERSION={version}
-skopeo copy -q --dest-tls-verify=false oci:{layout}:{tag} docker://{REGISTRY}/app:{tag}
+skopeo copy -q --dest-tls-verify=false oci:{layout}:{version} docker://{REGISTRY}/app:{tag}
 """
         )
+
+    def auto_update(self, *args: str) -> list[dict[str, object]]:
+        result = self.sandbox.run(
+            [self.podunit_bin, "auto-update", "--format", "json", *args],
+            check=False, timeout=120, env={"PODUNIT_AUTO_UPDATE_GRACE": "1"},
+        )  # fmt: skip
+        report = json.loads(result.stdout)
+        return [entry for entry in report if entry["Container"] == "imgauto"]
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +175,12 @@ done
 """
     )
     manager.push("v1", "one")
+    manager.push("auto", "auto-one")
     # app:slow = app:v1 plus a layer of 768 KiB of noise: about 3 s through the proxy
     sandbox.sh(
         f"""
 set -e
-umoci unpack --image {layout}:v1 {BASE}/slow
+umoci unpack --image {layout}:one {BASE}/slow
 head -c 786432 /dev/urandom > {BASE}/slow/rootfs/noise
 umoci repack --image {layout}:slow {BASE}/slow
 skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app:slow
@@ -185,12 +199,12 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
         yield manager
     finally:
         units = [
-            "imgapp", "imgslow", "imgnever", "img-built", PULL_APP, PULL_SLOW,
+            "imgapp", "imgslow", "imgnever", "img-built", "imgauto", PULL_APP, PULL_SLOW, PULL_AUTO,
             "podunit-build-img-built", "podunit-test-registry", "podunit-test-throttle",
         ]  # fmt: skip
         manager.ctl("stop", *units, check=False)
         manager.ctl("reset-failed", *units, check=False)
-        for name in ("imgapp", "imgslow", "imgnever", "img-built"):
+        for name in ("imgapp", "imgslow", "imgnever", "img-built", "imgauto"):
             manager.podunit("rm", "-f", name, check=False)
         manager.podunit("image", "prune", "--all", check=False)
         sandbox.run(["rm", "-rf", DEFINITION, str(Path(COMPOSE).parent), BASE, REGISTRY_CONF,
@@ -259,3 +273,31 @@ def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
     images.ctl("start", "img-built")
     assert "up to date (context unchanged)" in images.journal("podunit-build-img-built.service")
     images.ctl("stop", "img-built")
+
+
+def test_auto_update_restarts_on_a_new_digest_and_rolls_back_a_failing_one(
+    images: Images,
+) -> None:
+    images.ctl("start", "imgauto")
+    assert [entry["Updated"] for entry in images.auto_update("--dry-run")] == ["false"]
+    first = images.images()[f"{REGISTRY}/app:auto"]["Digest"]
+    images.push("auto", "auto-two")
+    assert [entry["Updated"] for entry in images.auto_update("--dry-run")] == ["pending"]
+    assert images.images()[f"{REGISTRY}/app:auto"]["Digest"] == first  # a dry run changes nothing
+    [updated] = images.auto_update()
+    assert updated["Updated"] == "true" and updated["PreviousDigest"] == first
+    second = images.images()[f"{REGISTRY}/app:auto"]
+    assert second["Digest"] == updated["Digest"] != first
+    assert second["Containers"] == ["imgauto"]
+    assert "started auto-two" in images.journal("imgauto.service")
+    assert not any("(previous)" in reference for reference in images.images())
+    # the next image's payload exits at once: the unit fails, the previous image comes back
+    images.push("auto", "auto-three", exits=True)
+    [rolled] = images.auto_update()
+    assert rolled["Updated"] == "rolled back", rolled
+    assert "is not active" in str(rolled["Reason"])
+    assert rolled["Rollback"] == f"back on {second['Digest']}"
+    assert images.show("imgauto.service", "ActiveState")["ActiveState"] == "active"
+    assert images.images()[f"{REGISTRY}/app:auto"]["Digest"] == second["Digest"]
+    assert images.journal("imgauto.service").count("started auto-two") == 2
+    images.ctl("stop", "imgauto")

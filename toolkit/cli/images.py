@@ -205,3 +205,43 @@ def cli_build(args: argparse.Namespace) -> int:
     built = ensure_built(container, _paths(args).state_dir, force=args.force)
     print(f"{container.image}: {'built' if built else 'up to date (context unchanged)'}")
     return 0
+
+
+def add_auto_update_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="only report which would be updated")
+    p.add_argument("--rollback", dest="rollback", action="store_true", default=True,
+                   help="restore the previous image when the new one fails (default)")  # fmt: skip
+    p.add_argument("--no-rollback", dest="rollback", action="store_false")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def cli_auto_update(args: argparse.Namespace) -> int:
+    """`podunit auto-update [--dry-run] [--rollback|--no-rollback] [--format json]`."""
+    from toolkit.definitions.loader import load_all
+    from toolkit.definitions.search import search_dirs
+    from toolkit.runtime.autoupdate import auto_update, systemctl_runner
+    from toolkit.unitgen.generator import podunit_executable
+
+    user = bool(args.user)
+    loaded = load_all(search_dirs(user=user), user=user)
+    paths = _paths(args)
+    report = auto_update(
+        [loaded.containers[name] for name in sorted(loaded.containers)],
+        state_dir=paths.state_dir,
+        systemctl=systemctl_runner(user=user),
+        podunit=[podunit_executable(), *(["--user"] if user else [])],
+        dry_run=args.dry_run,
+        rollback=args.rollback,
+        users=lambda: _users(paths),
+    )
+    if args.format == "json":
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for entry in report:
+            detail = entry.get("Reason") or entry.get("Checked") or ""
+            line = f"{entry['Unit']}  {entry['Image']}  {entry['Updated']}"
+            rollback = entry.get("Rollback")
+            sys.stdout.write(line + (f"  ({detail})" if detail else "")
+                             + (f"  rollback: {rollback}" if rollback else "") + "\n")  # fmt: skip
+    return 1 if any(entry["Updated"] == "failed" for entry in report) else 0

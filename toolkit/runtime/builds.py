@@ -86,6 +86,11 @@ def _recorded(store: ImageStore, container: Container) -> dict[str, str]:
     return record
 
 
+def recorded_build_digest(store: ImageStore, container: Container) -> str | None:
+    """The build digest of the container's last build (None: never built)."""
+    return _recorded(store, container).get("build_digest")
+
+
 def _buildah(store: ImageStore, run_dir: str) -> list[str]:
     return [
         "buildah", "--root", str(store.root / "buildah"), "--runroot", run_dir,

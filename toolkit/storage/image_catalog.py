@@ -90,9 +90,12 @@ def list_images(store: ImageStore, users: Mapping[str, list[str]]) -> list[dict[
         digest = str(descriptor.get("digest"))
         record = read_record(store, name) or {}
         unpacked = store.unpacked(digest)
+        reference = str(record.get("reference", name))
+        if name.endswith(PREVIOUS):  # kept by an auto-update in progress (see below)
+            reference += " (previous)"
         images.append(
             {
-                "Reference": record.get("reference", name),
+                "Reference": reference,
                 "Name": name,
                 "Digest": digest,
                 "RegistryDigest": record.get("registry_digest"),
@@ -195,3 +198,83 @@ def prune(
             shutil.rmtree(roots / entry, ignore_errors=True)
             removed.append(f"{digest} (unpacked root)")
     return removed
+
+
+# --- auto-update: keeping the previous image until the new one proved itself ----------------
+
+PREVIOUS = ".previous"  # ref name suffix of the image an update replaced
+
+
+def _set_ref(index: dict[str, Any], name: str, descriptor: Mapping[str, Any] | None) -> None:
+    manifests = [d for d in index.get("manifests", []) if _ref_name(d) != name]
+    if descriptor is not None:
+        copy = dict(descriptor)
+        copy["annotations"] = {**(descriptor.get("annotations") or {}), REF_NAME_ANNOTATION: name}
+        manifests.append(copy)
+    index["manifests"] = manifests
+
+
+def _descriptor(index: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    for descriptor in index.get("manifests", []):
+        if _ref_name(descriptor) == name:
+            return dict(descriptor)
+    return None
+
+
+def _copy_record(store: ImageStore, source: str, target: str) -> None:
+    refs = store.root / "refs"
+    try:
+        data = (refs / f"{source}.json").read_bytes()
+    except FileNotFoundError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(refs / f"{target}.json")
+        return
+    (refs / f".{target}.tmp").write_bytes(data)
+    os.replace(refs / f".{target}.tmp", refs / f"{target}.json")
+
+
+def keep_previous(store: ImageStore, name: str) -> str | None:
+    """Remember what ref `name` is now (as `name.previous`), so that `restore_previous`
+    can bring it back after an update; the digest kept, None when there is none."""
+    with store.locked():
+        index = _index(store)
+        current = _descriptor(index, name)
+        if current is None:
+            return None
+        _set_ref(index, name + PREVIOUS, current)
+        _write_index(store, index)
+        _copy_record(store, name, name + PREVIOUS)
+        return str(current.get("digest"))
+
+
+def restore_previous(store: ImageStore, name: str) -> str | None:
+    """Ref `name` is again what `keep_previous` kept (rollback); its digest."""
+    with store.locked():
+        index = _index(store)
+        previous = _descriptor(index, name + PREVIOUS)
+        if previous is None:
+            return None
+        _set_ref(index, name, previous)
+        _set_ref(index, name + PREVIOUS, None)
+        _write_index(store, index)
+        _copy_record(store, name + PREVIOUS, name)
+        _copy_record(store, name + PREVIOUS + ".gone", name + PREVIOUS)  # removes it
+        return str(previous.get("digest"))
+
+
+def drop_previous(store: ImageStore, name: str, users: Mapping[str, list[str]]) -> None:
+    """The update stays: forget the previous image (its unpacked root too, when unused)."""
+    with store.locked():
+        index = _index(store)
+        previous = _descriptor(index, name + PREVIOUS)
+        if previous is None:
+            return
+        _set_ref(index, name + PREVIOUS, None)
+        _write_index(store, index)
+        _copy_record(store, name + PREVIOUS + ".gone", name + PREVIOUS)
+        digest = str(previous.get("digest"))
+        if not users.get(digest) and not any(
+            d.get("digest") == digest for d in index.get("manifests", [])
+        ):
+            shutil.rmtree(store.unpacked(digest), ignore_errors=True)
+        _collect_blobs(store)
