@@ -300,4 +300,18 @@ def test_auto_update_restarts_on_a_new_digest_and_rolls_back_a_failing_one(
     assert images.show("imgauto.service", "ActiveState")["ActiveState"] == "active"
     assert images.images()[f"{REGISTRY}/app:auto"]["Digest"] == second["Digest"]
     assert images.journal("imgauto.service").count("started auto-two") == 2
+    # the shipped units (units/, installed by scripts/install-generator) run the same
+    timer = images.show("podunit-auto-update.timer", "Persistent", "RandomizedDelayUSec",
+                        "UnitFileState")  # fmt: skip
+    assert timer == {"Persistent": "yes", "RandomizedDelayUSec": "15min",
+                     "UnitFileState": "disabled"}  # fmt: skip
+    images.sandbox.sh(  # the registry's tag back on the image that works: nothing to update
+        f"skopeo copy -q --dest-tls-verify=false oci:{BASE}/layout:auto-two "
+        f"docker://{REGISTRY}/app:auto"
+    )
+    images.ctl("start", "podunit-auto-update.service")
+    assert images.show("podunit-auto-update.service", "Result") == {"Result": "success"}
+    assert f"imgauto.service  {REGISTRY}/app:auto  false" in images.journal(
+        "podunit-auto-update.service"
+    )
     images.ctl("stop", "imgauto")

@@ -189,3 +189,26 @@ def test_users_by_digest_reads_the_records_image_roots() -> None:
     ]
     assert users_by_digest(records) == {"sha256:ab": ["a", "b"]}
     assert digest_of_root("/srv/rootfs") is None
+
+
+def test_install_script_installs_the_shipped_units(tmp_path: Path, repo_root: Path) -> None:
+    import subprocess
+
+    script = str(repo_root / "scripts" / "install-generator")
+    env = {**os.environ, "PODUNIT_EXECUTABLE": "/opt/podunit/bin/podunit"}
+    subprocess.run([script, "--root", str(tmp_path)], check=True, env=env)
+    system = tmp_path / "usr/local/lib/systemd/system"
+    user = tmp_path / "usr/local/lib/systemd/user"
+    shipped = sorted(path.name for path in (repo_root / "units").iterdir())
+    assert shipped == ["podunit-auto-update.service", "podunit-auto-update.timer"]
+    assert sorted(path.name for path in system.iterdir()) == shipped
+    assert "ExecStart=/opt/podunit/bin/podunit auto-update\n" in (
+        system / "podunit-auto-update.service"
+    ).read_text()
+    assert "ExecStart=/opt/podunit/bin/podunit --user auto-update\n" in (
+        user / "podunit-auto-update.service"
+    ).read_text()
+    timer = (system / "podunit-auto-update.timer").read_text()
+    assert "OnCalendar=daily\n" in timer and "Persistent=true\n" in timer
+    subprocess.run([script, "--root", str(tmp_path), "--uninstall"], check=True, env=env)
+    assert list(system.iterdir()) == [] and list(user.iterdir()) == []
