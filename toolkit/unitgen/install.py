@@ -109,7 +109,7 @@ def shipped_units() -> dict[str, str]:
                 found[parts[-1]] = str(entry.locate())
     except PackageNotFoundError:
         pass
-    checkout = os.path.join(os.path.dirname(os.path.dirname(_package_dir())), "units")
+    checkout = os.path.join(os.path.dirname(_package_dir()), "units")  # beside toolkit/
     if not found and os.path.isdir(checkout):
         for name in sorted(os.listdir(checkout)):
             if name.endswith(UNIT_SUFFIXES):
