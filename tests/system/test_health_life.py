@@ -264,3 +264,6 @@ def test_notify_healthy_waits_for_the_startup_check(units: Units) -> None:
     lines = units.messages(unit)
     assert units.show(unit, "StatusText")["StatusText"] == "health: healthy"
     assert not any("unhealthy" in line for line in lines)
+    assert lines.index(
+        "podunit: container hl-ready passed its start-up check; regular health checks begin"
+    ) < lines.index("podunit: container hl-ready is healthy")

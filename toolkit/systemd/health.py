@@ -262,6 +262,8 @@ def wait_until_healthy(
             )  # fmt: skip
             if transition is not None and transition.unhealthy:
                 raise Unhealthy(transition.message, hint=f"see `journalctl -u {container.name}`")
+            if transition is not None:  # the start-up check passed: one journal line
+                print(f"podunit: {transition.message}", file=sys.stderr, flush=True)
             if not health.startup_done and pause(startup.interval.total_seconds()):
                 raise ContainerExited(f"container {container.name} exited before it started up")
     notify.notify_status("waiting for the health check to pass", environ)
@@ -286,4 +288,5 @@ def wait_until_healthy(
         changed_at=passed.end,
     )
     health_store.update(store, record.id, lambda _: (health, None))
+    print(f"podunit: container {container.name} is healthy", file=sys.stderr, flush=True)
     notify.notify_status(health.status_text(), environ)
