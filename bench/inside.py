@@ -12,7 +12,11 @@ same with crun), ``podman`` (a unit shaped like Quadlet 4.4's output: ``podman
 run --sdnotify=conmon --cgroups=split --rootfs``, Type=notify, KillMode=mixed,
 Delegate=yes, runtime runc), and the floors ``runc`` and ``crun`` (``run -d``,
 ``exec``, ``kill`` + ``delete`` of an OCI bundle, no systemd). Every container is
-the same busybox rootfs running a shell that exits 0 on SIGTERM, without network.
+the same busybox rootfs running a shell that exits 0 on SIGTERM, without network,
+except in the ``network`` scenario: start/stop of one container on the default
+bridge network with one published port, podunit (its `podunit` network, netavark)
+against Podman (its `podman` network, the same netavark and aardvark-dns). The
+sandbox has its own network namespace (`scripts/bench` boots it so).
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ class Sizes:
     burst: int = 50
     burst_repeats: int = 3
     contenders: tuple[str, ...] = ("podunit", "podunit-crun", "podman", "runc", "crun")
-    scenarios: tuple[str, ...] = ("generator", "lifecycle", "exec", "density", "burst")
+    scenarios: tuple[str, ...] = (
+        "generator", "lifecycle", "network", "exec", "density", "burst"
+    )  # fmt: skip
     budget_seconds: float = 780.0  # the whole run; scenarios stop repeating when it is spent
 
     @classmethod
@@ -270,10 +276,13 @@ class UnitContender:
 class PodunitUnits(UnitContender):
     """podunit's generated units (definitions in /etc/podunit, the generator installed)."""
 
-    def __init__(self, runtime: str) -> None:
+    def __init__(self, runtime: str, *, bridge: bool = False) -> None:
         self.runtime = runtime
         self.key = "podunit" if runtime == "runc" else f"podunit-{runtime}"
         self.prefix = "bpu-" if runtime == "runc" else f"bpu{runtime[0]}-"
+        self.bridge = bridge  # the default bridge network and one published port
+        if bridge:
+            self.prefix = "bpun-"
 
     def definition(self, count: int) -> str:
         command = json.dumps(list(PAYLOAD))
@@ -283,7 +292,11 @@ class PodunitUnits(UnitContender):
                 f"  {self.name(index)}:",
                 f"    rootfs: {ROOTFS}",
                 f"    command: {command}",
-                "    network: none",
+                *(
+                    ["    network: bridge", f'    ports: ["{NETWORK_PORT}:80"]']
+                    if self.bridge
+                    else ["    network: none"]
+                ),
                 f"    runtime: {self.runtime}",
                 "    log_driver: journald",
                 "    install: {}",
@@ -291,7 +304,7 @@ class PodunitUnits(UnitContender):
         return "\n".join(lines) + "\n"
 
     def prepare(self, count: int) -> None:
-        path = DEFINITION.with_name(f"{DEFINITION.stem}-{self.key}.yaml")
+        path = DEFINITION.with_name(f"{DEFINITION.stem}-{self.prefix.strip('-')}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.definition(count))
 
@@ -308,6 +321,11 @@ class PodmanUnits(UnitContender):
     key = "podman"
     prefix = "bpm-"
 
+    def __init__(self, *, bridge: bool = False) -> None:
+        self.bridge = bridge  # Podman's default network and one published port
+        if bridge:
+            self.prefix = "bpm-net-"
+
     def unit(self, name: str) -> str:
         cidfile = f"/run/{name}.cid"
         run = [
@@ -321,7 +339,11 @@ class PodmanUnits(UnitContender):
             "--log-driver=journald",
             "--sdnotify=conmon",
             "--cgroups=split",
-            "--network=none",
+            *(
+                ["--network=bridge", f"--publish={NETWORK_PORT + 1}:80"]
+                if self.bridge
+                else ["--network=none"]
+            ),
             "--pids-limit=0",
             "--runtime",
             "runc",
@@ -438,6 +460,18 @@ def cgroup_pids(group: Path) -> Iterator[int]:
         with contextlib.suppress(OSError):
             for line in (Path(directory) / "cgroup.procs").read_text().split():
                 yield int(line)
+
+
+NETWORK_PORT = 18080  # podunit's published port; Podman's is the next one
+
+
+def network_contenders(sizes: Sizes) -> list[Contender]:
+    chosen: list[Contender] = []
+    if "podunit" in sizes.contenders:
+        chosen.append(PodunitUnits("runc", bridge=True))
+    if "podman" in sizes.contenders:
+        chosen.append(PodmanUnits(bridge=True))
+    return chosen
 
 
 def contender(key: str) -> Contender:
@@ -642,6 +676,28 @@ def scenario_lifecycle(contenders: Sequence[Contender], sizes: Sizes, recorder: 
     alternate(recorder, ["start", "stop"], contenders, sizes.lifecycle_repeats, cycle)
 
 
+def scenario_network(contenders: Sequence[Contender], sizes: Sizes, recorder: Recorder) -> None:
+    """Start and stop of one container on the default bridge network with one published
+    port (netavark sets up the veth, DNAT and aardvark-dns for both), alternating."""
+
+    def cycle(item: Contender) -> list[float]:
+        name = [item.name(0)]
+        try:
+            started = timed(item.start, name)
+            item.check_active(name)
+            wait_until_terminable(item, name)
+            return [started, timed(item.stop, name)]
+        except PodunitError:
+            item.cleanup(name)
+            raise
+
+    for item in contenders:
+        item.cleanup([item.name(0)])
+        with contextlib.suppress(PodunitError):
+            cycle(item)
+    alternate(recorder, ["net-start", "net-stop"], contenders, sizes.lifecycle_repeats, cycle)
+
+
 def timed(action: Callable[[Sequence[str]], None], names: Sequence[str]) -> float:
     """Milliseconds `action(names)` takes."""
     started = time.perf_counter()
@@ -777,6 +833,9 @@ def setup(sizes: Sizes, contenders: Sequence[Contender]) -> None:
     count = max(sizes.density, sizes.burst, 1)
     for item in contenders:
         item.prepare(count)
+    if "network" in sizes.scenarios:
+        for item in network_contenders(sizes):
+            item.prepare(1)
     proc.run(["systemctl", "daemon-reload"])
 
 
@@ -861,6 +920,7 @@ def run(sizes: Sizes, out: Path) -> None:
     steps: dict[str, Callable[[], None]] = {
         "generator": lambda: scenario_generator(sizes, recorder),
         "lifecycle": lambda: scenario_lifecycle(items, sizes, recorder),
+        "network": lambda: scenario_network(network_contenders(sizes), sizes, recorder),
         "exec": lambda: scenario_exec(items, sizes, recorder),
         "density": lambda: scenario_density(
             [item for item in units if item.key in ("podunit", "podman")], sizes, recorder

@@ -79,7 +79,8 @@ def check_prerequisites() -> None:
 
 def run_in_sandbox(sizes: Sizes) -> dict[str, Any]:
     """Boot one sandbox, run every scenario in it (progress on stderr), return the results."""
-    with Sandbox.booted() as sandbox:
+    # its own network namespace: the network scenario makes bridges and DNAT rules
+    with Sandbox.booted(private_network=True) as sandbox:
         argv = [str(VENV_PYTHON), "-m", "bench.inside", json.dumps(sizes.to_json()), INSIDE_OUTPUT]
         proc.run(
             sandbox.nsenter_argv(argv),

@@ -51,6 +51,8 @@ def _rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return [
         ("start", "start: `systemctl start` until active", "ms"),
         ("stop", "stop: `systemctl stop` (payload exits on SIGTERM)", "ms"),
+        ("net-start", "start, bridge network + 1 published port", "ms"),
+        ("net-stop", "stop, bridge network + 1 published port", "ms"),
         ("exec", "exec: `exec NAME true`", "ms"),
         ("ps", f"`ps` with {density} containers running", "ms"),
         ("burst", f"burst: {burst} units started at once until all active", "ms"),
@@ -192,6 +194,8 @@ def verdicts(results: Mapping[str, Any]) -> list[Verdict]:
         ),
         versus_podman("exec <= 0.5x Podman", "exec", 0.5),
         versus_podman("stop <= Podman", "stop", 1.0),
+        versus_podman("bridge network + port: start <= 0.8x Podman", "net-start", 0.8),
+        versus_podman("bridge network + port: stop <= Podman", "net-stop", 1.0),
         all_of(
             "memory per container <= Podman's (to a page), no podunit process resident",
             [

@@ -319,3 +319,17 @@ def test_a_spent_budget_stops_repeating_and_is_reported(trapping_shell: int) -> 
     assert calls == ["cleanup late", "start late", "stop late"]  # only the warm-up ran
     text = report.render({"meta": {}, "scenarios": recorder.results})
     assert "- time budget spent: fewer repetitions in start" in text
+
+
+def test_the_bridge_network_rows_and_targets() -> None:
+    found: dict[str, Any] = {
+        "meta": {"sizes": {"density": 100, "burst": 50}},
+        "scenarios": {
+            "net-start": {"podunit": {"samples": [150]}, "podman": {"samples": [200]}},
+            "net-stop": {"podunit": {"samples": [300]}, "podman": {"samples": [250]}},
+        },
+    }
+    assert verdict(found, "bridge network + port: start") == "met"
+    assert verdict(found, "bridge network + port: stop") == "MISSED"
+    table = "\n".join(report.main_table(found))
+    assert "start, bridge network + 1 published port" in table and "0.75x" in table

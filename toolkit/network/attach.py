@@ -162,13 +162,15 @@ def _check_declaration(network: config.Network, spec: Mapping[str, Any]) -> None
 
 def connect(
     store: StateStore, record: ContainerRecord, spec: dict[str, Any]
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, netavark.PendingSetup | None]:
     """Set up the container's networks and /etc files; change `spec` (config.json) to join
     the namespace and mount the files. Returns the state `netavark.disconnect` needs (None
-    when nothing was set up)."""
+    when nothing was set up) and netavark's setup, still running: the caller finishes it
+    before the payload starts (and on failure, before `disconnect`)."""
+    pending = None
     plan = record.options.get("network_plan")
     if not plan:
-        return None
+        return None, None
     bundle = store.paths.bundle_dir(record.id)
     hostname = spec.get("hostname") or record.name
     state: dict[str, Any] = {}
@@ -211,16 +213,16 @@ def connect(
             state = {"netns": netns, "document": document, "addresses": addresses,
                      "networks": [n.name for n, _ in joined]}  # fmt: skip
             netavark.create_netns(netns)
-            result = netavark.setup(store.paths.run_dir, netns, document)
+            pending = netavark.start_setup(store.paths.run_dir, netns, document)
         except BaseException:
             _undo(store, record, state)
             raise
         gateway = joined[0][0].gateway
         if not nameservers:
-            for network, _ in joined:
-                info = result.get(network.name, {})
-                nameservers += [s for s in info.get("dns_server_ips", []) if s not in nameservers]
-                search += [d for d in info.get("dns_search_domains", []) if d not in search]
+            # what netavark reports for a network with DNS: aardvark-dns on its gateway
+            nameservers = list(dict.fromkeys(n.gateway for n, _ in joined if n.dns))
+            if nameservers and config.DNS_DOMAIN not in search:
+                search.append(config.DNS_DOMAIN)
             if not nameservers:  # no network with DNS: the host's resolvers
                 nameservers = config.host_nameservers(_read("/etc/resolv.conf"))
         for entry in spec["linux"]["namespaces"]:
@@ -248,22 +250,30 @@ def connect(
         if f"/etc/{name}" not in targets:  # a volume the user mounts there wins
             spec["mounts"].append({"destination": f"/etc/{name}", "type": "bind",
                                    "source": path, "options": ["bind", "rw"]})  # fmt: skip
-    return state or None
+    return state or None, pending
 
 
-def connect_record(store: StateStore, record: ContainerRecord, bundle: str) -> ContainerRecord:
+def connect_record(
+    store: StateStore, record: ContainerRecord, bundle: str
+) -> tuple[ContainerRecord, netavark.PendingSetup | None]:
     """`connect` for the runtime's launch: config.json is written again with the namespace's
     path and the /etc files; the record keeps what teardown needs (saved at once, so that
     every exit path after this undoes it)."""
     import json
 
     spec = json.loads(json.dumps(record.spec))
-    state = connect(store, record, spec)
-    if state:
-        record = store.update(record, options={**record.options, "network": state})
-    with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
-        config.write(json.dumps(spec, indent=2))
-    return record
+    state, pending = connect(store, record, spec)
+    try:
+        if state:
+            record = store.update(record, options={**record.options, "network": state})
+        with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
+            config.write(json.dumps(spec, indent=2))
+    except BaseException:
+        if pending is not None:
+            with contextlib.suppress(PodunitError):
+                pending.finish()
+        raise
+    return record, pending
 
 
 def _read(path: str) -> str:

@@ -22,6 +22,7 @@ INTERFACE_PREFIX = "podunit"  # bridges are podunit0, podunit1, ...
 POOL = ("10.90.0.0", 15, 24)
 AVOIDED = ("10.88.0.0/16", "10.89.0.0/16")
 MODES = ("bridge", "none", "host")
+DNS_DOMAIN = "dns.podman"  # the search domain aardvark-dns answers (netavark's)
 
 
 class Network(NamedTuple):

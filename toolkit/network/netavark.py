@@ -72,8 +72,7 @@ def _netavark(action: str, run_dir: str, netns: str, document: Mapping[str, Any]
         raise PodunitError(
             f"netavark {action} failed for container {document.get('container_name')}: "
             f"{_netavark_message(result.stdout, result.stderr)}",
-            hint="`podunit network ls` shows the networks; netavark's state is in "
-            + directory,
+            hint="`podunit network ls` shows the networks; netavark's state is in " + directory,
         )
     output: bytes = result.stdout
     return output
@@ -113,6 +112,58 @@ def setup(run_dir: str, netns: str, document: Mapping[str, Any]) -> dict[str, An
     except ValueError:
         result = {}
     return result
+
+
+class PendingSetup:
+    """`netavark setup` running in the background (`start_setup`): the container's runtime
+    create overlaps it; `finish` waits for it (before the payload starts) and raises as
+    `setup` would. Holds the netavark lock until then."""
+
+    def __init__(self, run_dir: str, netns: str, document: Mapping[str, Any]) -> None:
+        import fcntl
+        import subprocess
+
+        directory = config_dir(run_dir)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.name = document.get("container_name")
+        self.directory = directory
+        self._lock = os.open(
+            os.path.join(directory, "podunit.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        )
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            argv = [
+                binary("netavark"), "--config", directory, "--rootless=false",
+                "--aardvark-binary", binary("aardvark-dns"), "setup", netns,
+            ]  # fmt: skip
+            self._child: subprocess.Popen[bytes] | None = proc.spawn(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            self._input: bytes | None = json.dumps(document).encode()
+        except BaseException:
+            os.close(self._lock)
+            raise
+
+    def finish(self) -> None:
+        """Wait for netavark; PodunitError naming its message if it failed. Idempotent."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        try:
+            stdout, stderr = child.communicate(self._input)
+        finally:
+            os.close(self._lock)
+        if child.returncode != 0:
+            raise PodunitError(
+                f"netavark setup failed for container {self.name}: "
+                f"{_netavark_message(stdout, stderr)}",
+                hint="`podunit network ls` shows the networks; netavark's state is in "
+                + self.directory,
+            )
+
+
+def start_setup(run_dir: str, netns: str, document: Mapping[str, Any]) -> PendingSetup:
+    return PendingSetup(run_dir, netns, document)
 
 
 def teardown(run_dir: str, netns: str, document: Mapping[str, Any]) -> None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from toolkit.definitions.model import Container, LogDriver, PortMapping
+    from toolkit.network.netavark import PendingSetup
     from toolkit.runtime import conmon
     from toolkit.systemd import activation, cgroups, notify
 
@@ -321,12 +322,13 @@ def launch_container(
     placement = placement_from_json(record.options["cgroup_plan"])
     ports: list[socket.socket] = []
     monitor: conmon.ConmonProcess | None = None
+    network: PendingSetup | None = None
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
         if record.options.get("network_plan"):  # after the ports: a taken one sets up nothing
             from toolkit.network import attach
 
-            record = attach.connect_record(store, record, bundle)
+            record, network = attach.connect_record(store, record, bundle)
         if record.options.get("secrets"):  # the bundle is per run: written at every launch
             from toolkit.runtime import mounts
 
@@ -352,10 +354,15 @@ def launch_container(
         pid = monitor.container_pid()
         monitor.wait_launcher()
         conmon_pid = monitor.monitor_pid()
+        if network is not None:  # netavark ran while the runtime created the container
+            network.finish()
     except BaseException:
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.wait_launcher(timeout=5)
+        if network is not None:  # before the teardown in discard_half_made
+            with contextlib.suppress(Exception):
+                network.finish()
         discard_half_made(store, record, placement)
         raise
     finally:
