@@ -75,6 +75,17 @@ def podunit(sb: Sandbox, *argv: str, check: bool = True) -> str:
     return sb.run([PODUNIT, *argv], check=check).stdout.decode()
 
 
+def fetch(sb: Sandbox, address: str, timeout: float = 10) -> str:
+    """GET http://ADDRESS/ from the sandbox, retried while the server is still starting (the
+    unit is active once the container's process runs, before httpd listens)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = sb.sh(f"busybox wget -qO- http://{address}/", check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result.stdout.decode()
+        time.sleep(0.1)
+
+
 def leftovers(sb: Sandbox) -> dict[str, object]:
     """What a container's network can leave behind, in the sandbox's namespace."""
     links = sh(sb, "ip -br link").split("\n")
@@ -131,7 +142,7 @@ def test_published_ports_names_and_etc_files_compose(sb: Sandbox) -> None:
     try:
         sb.run(["systemctl", "start", "web", "client"])
         for address in ("127.0.0.1:8080", "127.0.0.1:8081", f"{SANDBOX_ADDRESS}:8080"):
-            assert sh(sb, f"busybox wget -qO- http://{address}/") == "hello-from-web\n"
+            assert fetch(sb, address) == "hello-from-web\n"
         refused = sb.sh(f"busybox wget -qO- http://{SANDBOX_ADDRESS}:8081/", check=False)
         assert refused.returncode != 0  # 8081 is published on 127.0.0.1 only
         for name in ("web", "www"):
@@ -254,7 +265,7 @@ def test_conmon_killed_then_restarted_and_rm_f(sb: Sandbox) -> None:
     )}})  # fmt: skip
     try:
         sb.run(["systemctl", "start", "victim"])
-        assert sh(sb, "busybox wget -qO- http://127.0.0.1:8095/") == "hello-from-web\n"
+        assert fetch(sb, "127.0.0.1:8095") == "hello-from-web\n"
         conmon = sh(sb, "systemctl show -P MainPID victim").strip()
         sb.run(["kill", "-KILL", conmon])
         deadline = time.monotonic() + 30
@@ -266,7 +277,7 @@ def test_conmon_killed_then_restarted_and_rm_f(sb: Sandbox) -> None:
         assert_nothing_left(sb)  # ExecStopPost: rm -f released the network
         sb.run(["systemctl", "reset-failed", "victim"], check=False)
         sb.run(["systemctl", "start", "victim"])
-        assert sh(sb, "busybox wget -qO- http://127.0.0.1:8095/") == "hello-from-web\n"
+        assert fetch(sb, "127.0.0.1:8095") == "hello-from-web\n"
     finally:
         stop(sb, "victim")
         sb.run(["rm", "-f", "/etc/podunit/victim.yaml"])
