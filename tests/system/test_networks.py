@@ -122,7 +122,8 @@ def address_of(sb: Sandbox, name: str, network: str = "podunit") -> str:
 
 def test_published_ports_names_and_etc_files_compose(sb: Sandbox) -> None:
     """The README's example: a web server answering on its published port (all addresses
-    and 127.0.0.1), reached by a second container by service name and alias."""
+    and 127.0.0.1), reached by a second container by service name and alias. Project
+    `app` (app.yaml): units app-web and app-client, on the project's network app_default."""
     define(sb, "app", {
         "services": {
             "web": {
@@ -140,29 +141,35 @@ def test_published_ports_names_and_etc_files_compose(sb: Sandbox) -> None:
         }
     })  # fmt: skip
     try:
-        sb.run(["systemctl", "start", "web", "client"])
+        sb.run(["systemctl", "start", "app-project.target"])  # the whole project
+        sh(sb, "for i in $(seq 100); do systemctl is-active -q app-web app-client && exit; "
+           "sleep 0.1; done; exit 1")  # fmt: skip
+        # READY means the payload runs, not that httpd listens yet
+        sh(sb, "for i in $(seq 50); do busybox wget -qO- http://127.0.0.1:8080/ && exit; "
+           "sleep 0.1; done")  # fmt: skip
         for address in ("127.0.0.1:8080", "127.0.0.1:8081", f"{SANDBOX_ADDRESS}:8080"):
             assert fetch(sb, address) == "hello-from-web\n"
         refused = sb.sh(f"busybox wget -qO- http://{SANDBOX_ADDRESS}:8081/", check=False)
         assert refused.returncode != 0  # 8081 is published on 127.0.0.1 only
         for name in ("web", "www"):
-            answer = podunit(sb, "exec", "client", "--", "wget", "-qO-", f"http://{name}/")
+            answer = podunit(sb, "exec", "app-client", "--", "wget", "-qO-", f"http://{name}/")
             assert answer == "hello-from-web\n"
-        web = address_of(sb, "web")
-        hosts = podunit(sb, "exec", "client", "--", "cat", "/etc/hosts")
-        client = address_of(sb, "client")
-        assert f"{client}\tcli client" in hosts and "192.0.2.99\tdb.example" in hosts
-        resolv = podunit(sb, "exec", "client", "--", "cat", "/etc/resolv.conf")
+        web = address_of(sb, "app-web", "app_default")
+        hosts = podunit(sb, "exec", "app-client", "--", "cat", "/etc/hosts")
+        client = address_of(sb, "app-client", "app_default")
+        assert f"{client}\tcli app-client" in hosts and "192.0.2.99\tdb.example" in hosts
+        resolv = podunit(sb, "exec", "app-client", "--", "cat", "/etc/resolv.conf")
         assert resolv == "search example.org dns.podman\nnameserver 10.90.0.1\n"
-        assert podunit(sb, "exec", "client", "--", "hostname") == "cli\n"
+        assert podunit(sb, "exec", "app-client", "--", "hostname") == "cli\n"
         assert web.startswith("10.90.0.") and web != client
-        shown = json.loads(podunit(sb, "network", "inspect", "podunit"))[0]
-        assert shown["subnet"] == "10.90.0.0/24" and shown["interface"] == "podunit0"
-        assert {c["name"] for c in shown["containers"]} == {"web", "client"}
+        shown = json.loads(podunit(sb, "network", "inspect", "app_default"))[0]
+        assert shown["subnet"] == "10.90.0.0/24"
+        assert {c["name"] for c in shown["containers"]} == {"app-web", "app-client"}
     finally:
-        stop(sb, "web", "client")
+        stop(sb, "app-project.target")
         sb.run(["rm", "-f", "/etc/podunit/app.yaml"])
     assert_nothing_left(sb)
+    podunit(sb, "network", "rm", "app_default")  # the project's network, made on first use
 
 
 def test_two_networks_are_isolated_and_an_internal_one_has_no_way_out(sb: Sandbox) -> None:

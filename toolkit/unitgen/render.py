@@ -380,8 +380,9 @@ def _service_text(
             if dependency.restart:
                 unit.append(("PartOf", dependency_unit))
         unit.append(("After", dependency_unit))
-    if container.project is not None:
-        unit.append(("PartOf", project_target(container.project)))
+    if container.project is not None:  # stopped after the services: `stop` waits for them
+        target = project_target(container.project)
+        unit += [("PartOf", target), ("After", target)]
     if socket is not None:
         unit += [("Requires", socket), ("After", socket)]
     for image_unit in image_units_of(container):
@@ -584,15 +585,17 @@ def _shadowed(units: UnitFiles, installed: Mapping[str, str]) -> tuple[str, str]
     return None
 
 
-def project_text(project: str, sources: Sequence[str], services: Sequence[str]) -> str:
+def project_text(project: str, sources: Sequence[str]) -> str:
     """`PROJECT-project.target`: starting it starts the project's enabled services (they
-    are in its `.wants/`) and waits for them (After=); stopping or restarting it stops
-    or restarts every service of the project (they are PartOf= it)."""
+    are in its `.wants/`); stopping or restarting it stops or restarts every service of
+    the project (they are PartOf= it). The services are ordered After= it, so a stop
+    of the target completes only when every service has stopped (the reverse of the
+    start order); a start returns once the services' start jobs are queued, as
+    `docker compose up -d` does."""
     unit: Lines = [
         ("Description", plain_value(f"podunit Compose project {project}", "project name")),
         ("SourcePath", plain_value(sources[0], "definition path")),
     ]
-    unit += [("After", service) for service in services]
     return _text(_header(sources), [("Unit", unit)])
 
 
@@ -602,22 +605,14 @@ def _projects(
     projects: Mapping[str, Sequence[str]],
 ) -> None:
     """Add each project's target (and its install symlink) to `rendered`."""
-    members: dict[str, list[str]] = {}
-    for name, units in rendered.items():
-        project = containers[name].project
-        if project is not None:
-            target = project_target(project)
-            if f"{target}.wants/{name}.service" in units.symlinks:
-                members.setdefault(project, []).append(f"{name}.service")
-            else:
-                members.setdefault(project, [])
-    for project, services in sorted(members.items()):
+    members = {containers[name].project for name in rendered} - {None}
+    for project in sorted(p for p in members if p is not None):
         target = project_target(project)
         sources = list(projects.get(project, ())) or [
             next(c.source.path for c in containers.values() if c.project == project)
         ]
         rendered[target] = UnitFiles(
-            {target: project_text(project, sources, sorted(services))},
+            {target: project_text(project, sources)},
             {f"multi-user.target.wants/{target}": f"../{target}"},
         )
 
