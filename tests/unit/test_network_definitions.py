@@ -173,3 +173,13 @@ def test_compose_networks_aliases_addresses_and_external(tmp_path: Path) -> None
 def test_compose_network_declarations(tmp_path: Path, snippet: str, expected: str | None) -> None:
     result = load(tmp_path, f"services:\n  s:\n    image: x\nnetworks:\n{snippet}")
     assert errors(result, tmp_path)[:1] == ([expected] if expected else [])
+
+
+def test_the_web_example_of_the_readme_and_the_demo_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "web.yaml"
+    result = load_paths([example])
+    assert result.errors == []
+    web = result.containers["web"]
+    assert web.network is None and [(p.host_port, p.container_port) for p in web.ports] == [
+        (8080, 80)
+    ]
