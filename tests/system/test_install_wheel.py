@@ -85,9 +85,14 @@ def start_and_check(sandbox: Sandbox, podunit: str, checkout: Path) -> None:
 @pytest.fixture
 def cleanup(sandbox: Sandbox) -> Iterator[None]:
     yield
+    units = " ".join(
+        f"/usr/local/lib/systemd/{kind}/{path.name}"
+        for path in (Path(__file__).parents[2] / "units").glob("*.*")
+        for kind in ("system", "user")
+    )
     sandbox.sh(
         f"rm -f /usr/local/lib/systemd/system-generators/podunit-generator "
-        f"/usr/local/lib/systemd/user-generators/podunit-user-generator; "
+        f"/usr/local/lib/systemd/user-generators/podunit-user-generator {units}; "
         f"systemctl reset-failed {NAME}.service 2>/dev/null; true"
     )
 
@@ -114,7 +119,17 @@ def test_a_venv_install_runs_units_without_the_checkout(
         assert f"{VENV}/share/doc/podunit/podunit.yaml.5.md" in outside(
             sandbox, f"ls {VENV}/share/doc/podunit/podunit.yaml.5.md"
         )
+        shipped = sorted(p.name for p in (repo_root / "units").glob("*.*"))
+        for name in shipped:  # the wheel's units/, with the venv's launcher filled in
+            for kind, flag in (("system", ""), ("user", " --user")):
+                text = outside(sandbox, f"cat /usr/local/lib/systemd/{kind}/{name}")
+                assert "@PODUNIT@" not in text and str(repo_root) not in text
+                if name.endswith(".service"):
+                    assert f"ExecStart={VENV}/lib/podunit/podunit{flag} " in text
         start_and_check(sandbox, f"{VENV}/lib/podunit/podunit", repo_root)
+        for name in shipped:
+            state = sandbox.run(["systemctl", "show", name, "-p", "LoadState"])
+            assert state.stdout.decode().strip() == "LoadState=loaded"
         removed = outside(sandbox, f"{VENV}/bin/podunit install-generators --uninstall")
         assert "removed /usr/local/lib/systemd/system-generators/podunit-generator" in removed
     finally:
