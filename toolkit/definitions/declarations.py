@@ -35,17 +35,6 @@ TMPFS_OPTIONS = frozenset({"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks
 TMPFS_FLAGS = frozenset({"ro", "rw", "nosuid", "nodev", "noexec", "exec", "suid", "dev"})
 
 
-def project_name(document: Node, directory: str) -> str:
-    """A Compose project's name: `name:`, else the file's directory, normalised as Compose
-    does (lower case, only `[a-z0-9_-]`, no leading `_`/`-`)."""
-    entry = document.value.get("name") if document.is_mapping else None
-    if entry is not None and isinstance(entry.node.value, str) and entry.node.value:
-        return entry.node.value
-    base = directory.rstrip("/").rpartition("/")[2].lower()
-    kept = "".join(c for c in base if c.isascii() and (c.isalnum() or c in "_-"))
-    return kept.lstrip("_-") or "default"
-
-
 def parse_declarations(
     document: Node, base_dir: str, errors: list[DefinitionError], *,
     compose: bool, project: str | None = None,
