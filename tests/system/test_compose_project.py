@@ -1,6 +1,7 @@
 """A Compose project end to end under systemd (spec §1.3; podunit.yaml(5) COMPOSE FILES):
-one `systemctl start` of the project's target starts a database and a web service
-that waits for the database to be healthy; the web service finds the database by its
+one `systemctl start` of the project's target starts a database, a one-off migration
+that waits for it to be healthy, and a web service that waits for the database to be
+healthy and the migration to have exited 0; the web service finds the database by its
 service name on the project's network; a variable comes from `.env`, the password from
 a secret file; the database's named volume keeps its data across a restart of the
 project; `podunit volume ls` shows it; one `systemctl stop` stops everything.
@@ -46,12 +47,19 @@ services:
       retries: 30
     stop_grace_period: 3s
     x-podunit: {{rootfs: {BUSYBOX}, runtime: runc}}
+  migrate:
+    command: ["sh", "-c", "echo migrated >> /data/migrations"]
+    volumes: ["dbdata:/data"]
+    depends_on:
+      db: {{condition: service_healthy}}
+    x-podunit: {{rootfs: {BUSYBOX}, runtime: runc}}
   web:
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]
     environment:
       GREETING: ${{GREETING:?set in .env}}
     depends_on:
       db: {{condition: service_healthy}}
+      migrate: {{condition: service_completed_successfully}}
     stop_grace_period: 3s
     x-podunit: {{rootfs: {BUSYBOX}, runtime: runc}}
 volumes:
@@ -119,6 +127,10 @@ def test_one_start_runs_the_project_and_its_data_survives_a_restart(project: Pro
         assert project.web("sh", "-c", "echo $GREETING") == "hello from .env\n"
         page = project.web("wget", "-qO-", "http://db/")
         assert page == "rows=1 pw=s3cret-pw\n"
+        # the one-off migrate ran to completion (exit 0) before web started
+        assert project.web("wget", "-qO-", "http://db/migrations") == "migrated\n"
+        migrate = project.ctl("show", "e2e-migrate", "-p", "ActiveState,Result")
+        assert sorted(migrate.split()) == ["ActiveState=inactive", "Result=success"]
         # the unit says which variables it was generated with, not their values
         unit = project.sandbox.sh("cat /run/systemd/generator/e2e-web.service").stdout.decode()
         assert "# Variables: GREETING (.env)" in unit and "hello from .env" not in unit
@@ -139,3 +151,30 @@ def test_one_start_runs_the_project_and_its_data_survives_a_restart(project: Pro
     assert json.loads(project.podunit("ps", "-a", "--format", "json")) == []
     # the volume outlives its containers (removed only by podunit volume rm/prune)
     assert "e2e_dbdata" in project.podunit("volume", "ls")
+
+
+def test_a_failed_one_off_dependency_fails_the_dependent(project: Project) -> None:
+    """service_completed_successfully: a dependency that exits 3 fails the dependent's
+    start, and the journal says why."""
+    run = f"x-podunit: {{rootfs: {BUSYBOX}, runtime: runc}}"
+    project.sandbox.write(
+        "/etc/podunit/e2ebad/compose.yaml",
+        "services:\n"
+        f"  init:\n    command: [sh, -c, 'exit 3']\n    {run}\n"
+        f"  app:\n    command: [sh, -c, 'sleep 60']\n    {run}\n"
+        "    depends_on: {init: {condition: service_completed_successfully}}\n",
+    )
+    project.ctl("daemon-reload")
+    try:
+        started = project.sandbox.run(["systemctl", "start", "e2ebad-app"], check=False)
+        assert started.returncode != 0
+        assert project.ctl("is-active", "e2ebad-app", check=False).strip() == "failed"
+        journal = project.sandbox.run(
+            ["journalctl", "-u", "e2ebad-app", "-o", "cat", "--no-pager"]
+        ).stdout.decode()
+        assert "dependency e2ebad-init did not complete successfully (exit status 3)" in journal
+    finally:
+        project.ctl("stop", "e2ebad-project.target")
+        project.ctl("reset-failed", check=False)
+        project.sandbox.run(["rm", "-rf", "/etc/podunit/e2ebad"])
+        project.ctl("daemon-reload")

@@ -271,7 +271,7 @@ def test_no_unit_depends_on_a_unit_that_was_not_generated(tmp_path: Path) -> Non
     ]
 
 
-def test_service_completed_successfully_is_refused_with_a_hint(tmp_path: Path) -> None:
+def test_service_completed_successfully_waits_for_a_zero_exit(tmp_path: Path) -> None:
     write(
         tmp_path / "p" / "compose.yaml",
         "services:\n"
@@ -279,8 +279,11 @@ def test_service_completed_successfully_is_refused_with_a_hint(tmp_path: Path) -
         "  init: {image: x}\n",
     )
     rendered, errors = render(load_all([tmp_path], environ={}))
-    assert "p-web" not in rendered and "p-init" in rendered
-    assert "service_completed_successfully is not supported by podunit" in errors[0]
+    assert errors == []
+    assert values(rendered, "p-web.service", "Unit", "Requires") == ["p-init.service"]
+    (pre,) = values(rendered, "p-web.service", "Service", "ExecStartPre")
+    assert pre.startswith('/bin/sh -c "code=$$(') and f"{PODUNIT} wait p-init" in pre
+    assert 'test \\"$$code\\" = 0' in pre
 
 
 def test_services_join_the_projects_network_under_their_names(tmp_path: Path) -> None:

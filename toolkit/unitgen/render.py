@@ -19,7 +19,13 @@ Decisions (documented here and in the golden tests, tests/golden/):
   is `worker@a.service`; a template may name `db@%i`, the same instance).
   `condition: service_healthy` requires the dependency to use `notify: healthy`
   (checked by `render_all`), so its READY=1, which `After=` waits for, means
-  "healthy".
+  "healthy". `required: false` -> `Wants=`; `restart: true` -> `BindsTo=` (with
+  `Wants=`: `PartOf=`). `condition: service_completed_successfully` adds an
+  `ExecStartPre=` that waits for the dependency's container to exit and fails
+  unless it exited 0 (each start of the dependent starts the dependency again
+  when it is not running, as Compose does at `up`).
+- Compose projects: a service is `PartOf=` and `After=` `PROJECT-project.target`
+  and in its `.wants/`; the target is in `multi-user.target.wants/`.
 - `resources` -> `MemoryMax=`, `MemoryLow=`, `CPUQuota=` (percent), `CPUWeight=`,
   `TasksMax=` on the service when the payload lives in the service's cgroup
   (`cgroups: split` or `disabled`); with `cgroups: enabled` the runtime puts
@@ -412,6 +418,11 @@ def _service_text(
         ("SyslogIdentifier", "%N"),
     ]
     service += [("Environment", environment_assignment(k, v)) for k, v in environment]
+    service += [
+        ("ExecStartPre", _completed(list(podunit), dependency.name))
+        for dependency in container.depends_on
+        if dependency.condition is DependencyCondition.COMPLETED
+    ]
     run = ("run",) if plan is None else ("run", "--plan", plan)
     service += [
         ("ExecStart", podunit_command(*run) + " " + name_word),
@@ -458,6 +469,20 @@ def _service_text(
             ("Service", _apply_passthrough(service, container.service_extra, "service")),
         ],
     )
+
+
+def _completed(podunit: list[str], dependency: str) -> str:
+    """`condition: service_completed_successfully`: an `ExecStartPre=` that waits until
+    the dependency's container has exited (`podunit wait`, which also answers for a
+    container already removed) and fails the start unless it exited 0."""
+    import shlex
+
+    wait = " ".join(shlex.quote(word) for word in [*podunit, "wait", dependency])
+    script = (
+        f'code=$({wait}) && test "$code" = 0 || {{ echo "podunit: dependency '
+        f'{dependency} did not complete successfully (exit status $code)" >&2; exit 1; }}'
+    )
+    return command_line(["/bin/sh", "-c", script])
 
 
 def podunit_argv(podunit: str, *, user: bool) -> list[str]:
@@ -548,17 +573,7 @@ def dependency_errors(
     for dependency in container.depends_on:
         base, at, _ = dependency.name.partition("@")
         target = containers.get(base + at)  # `worker@foo` is an instance of `worker@`
-        if dependency.condition is DependencyCondition.COMPLETED:
-            errors.append(
-                DefinitionError(
-                    container.source,
-                    f"container {container.unit_name!r}: depends_on {dependency.name!r} with "
-                    "condition service_completed_successfully is not supported by podunit",
-                    hint="run the one-off task from the dependent's entrypoint, or use "
-                    "service_started / service_healthy",
-                )
-            )
-        elif (
+        if (
             target is not None
             and dependency.condition is DependencyCondition.HEALTHY
             and target.notify is not Notify.HEALTHY
