@@ -237,6 +237,11 @@ def test_a_container_starts_through_its_pull_unit(images: Images) -> None:
     assert images.show(PULL_APP, "ExecMainStartTimestamp") == pulled_at
     images.ctl("stop", "imgapp")
     assert images.images()[f"{REGISTRY}/app:v1"]["Containers"] == []
+    # stored now: after a daemon-reload its pull unit no longer waits for the network
+    assert "network-online.target" in images.show(PULL_APP, "After")["After"]
+    images.ctl("daemon-reload")
+    assert "network-online.target" not in images.show(PULL_APP, "After")["After"]
+    assert "network-online.target" in images.show(PULL_SLOW, "After")["After"]
 
 
 def test_a_slow_pull_extends_the_start_timeout(images: Images) -> None:

@@ -212,3 +212,34 @@ def test_install_script_installs_the_shipped_units(tmp_path: Path, repo_root: Pa
     assert "OnCalendar=daily\n" in timer and "Persistent=true\n" in timer
     subprocess.run([script, "--root", str(tmp_path), "--uninstall"], check=True, env=env)
     assert list(system.iterdir()) == [] and list(user.iterdir()) == []
+
+
+def test_a_pull_unit_waits_for_the_network_only_when_a_pull_is_needed(tmp_path: Path) -> None:
+    from toolkit.definitions.imageref import store_name, stored_names
+    from toolkit.definitions.model import Container
+    from toolkit.errors import Location
+    from toolkit.unitgen.render import render_all
+
+    location = "127.0.0.1:5000/app:v1"
+    assert store_name(location) == parse_image_reference(location).store_name
+    index = tmp_path / "index.json"
+    index.write_text(
+        '{"manifests": [{"digest": "sha256:x", "annotations": '
+        f'{{"org.opencontainers.image.ref.name": "{store_name(location)}"}}}}]}}'
+    )
+    stored, identity = stored_names(str(index))
+    assert stored == {store_name(location)} and identity is not None
+    assert stored_names(str(tmp_path / "missing.json")) == (frozenset(), None)
+    source = Location(str(tmp_path / "d.yaml"), 1, 1)
+
+    def pull_unit(policy: PullPolicy, present: frozenset[str]) -> str:
+        web = Container(name="web", source=source, image=location, pull=policy)
+        rendered, errors = render_all({"web": web}, podunit="/p", stored_images=present)
+        assert errors == []
+        [text] = [t for u in rendered.values() for n, t in u.files.items() if "pull" in n]
+        return text
+
+    assert "network-online.target" in pull_unit(PullPolicy.MISSING, frozenset())
+    assert "network-online.target" not in pull_unit(PullPolicy.MISSING, stored)
+    assert "network-online.target" in pull_unit(PullPolicy.ALWAYS, stored)
+    assert "network-online.target" in pull_unit(PullPolicy.NEWER, stored)

@@ -7,6 +7,7 @@ to name the image's pull unit, without importing the image store. Only `re`.
 
 from __future__ import annotations
 
+import os
 import re
 
 from toolkit.errors import PodunitError
@@ -63,3 +64,32 @@ def registry_location(image: str) -> str | None:
         return normalize_docker_reference(image)
     except ImageError:
         return None
+
+
+def store_name(location: str) -> str:
+    """The ref name of registry image `location` (normal form) in podunit's OCI layout
+    (`toolkit.storage.images.ImageReference.store_name` of `docker://LOCATION`)."""
+    import hashlib
+
+    return hashlib.sha256(f"docker://{location}".encode()).hexdigest()[:32]
+
+
+def stored_names(index_path: str | None) -> tuple[frozenset[str], tuple[int, int, int] | None]:
+    """The ref names in the layout's index and the index's (inode, size, mtime) identity
+    (the generator's cache keys on it); nothing when it cannot be read."""
+    if index_path is None:
+        return frozenset(), None
+    try:
+        with open(index_path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            import json
+
+            index = json.loads(handle.read())
+    except (OSError, ValueError):
+        return frozenset(), None
+    names = set()
+    for descriptor in index.get("manifests", []) if isinstance(index, dict) else []:
+        name = (descriptor.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+        if isinstance(name, str):
+            names.add(name)
+    return frozenset(names), (status.st_ino, status.st_size, status.st_mtime_ns)

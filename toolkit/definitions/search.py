@@ -321,3 +321,20 @@ def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
         return entry.stat()
     except OSError:  # a dangling symlink or a loop: reading it reports it
         return None
+
+
+def store_index(*, user: bool, environ: Mapping[str, str]) -> str | None:
+    """`<state dir>/images/oci/index.json` of the mode (as `toolkit.storage.paths` places
+    the state directory), None when the mode has no state directory to name."""
+    override = environ.get("PODUNIT_STATE_DIR")
+    if override and override.startswith("/"):
+        state = override
+    elif not user:
+        state = "/var/lib/podunit"
+    else:
+        home = environ.get("HOME") or ""
+        data = environ.get("XDG_DATA_HOME") or (f"{home}/.local/share" if home else "")
+        if not data.startswith("/"):
+            return None
+        state = f"{data}/podunit"
+    return f"{state}/images/oci/index.json"

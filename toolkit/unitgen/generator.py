@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from toolkit.definitions.search import Scan, search_dirs
+from toolkit.definitions.search import Scan, search_dirs, store_index
 from toolkit.errors import DefinitionError, PodunitError
 from toolkit.unitgen.shadow import InstalledUnits
 
@@ -146,6 +146,9 @@ def _render(
     if installed is None:
         installed = InstalledUnits.of_mode(user=user, environ=environ)
     loaded = load_scan(scan, environ=environ)
+    from toolkit.definitions.imageref import stored_names
+
+    stored, _ = stored_names(store_index(user=user, environ=environ))
     rendered, errors = render_all(
         loaded.containers,
         podunit=podunit,
@@ -156,8 +159,19 @@ def _render(
         installed=installed.names(),
         notes=loaded.notes,
         projects=loaded.projects,
+        stored_images=stored,
     )
     return rendered, [*loaded.errors, *errors]
+
+
+def _identity_of(path: str | None) -> str:
+    """The image store index's identity: which images are stored decides whether a pull
+    unit waits for the network (toolkit.unitgen.images), so it is part of the cache key."""
+    try:
+        status = os.stat(path) if path else None
+    except OSError:
+        status = None
+    return "-" if status is None else f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
 
 
 def plan_dir_of(output_dir: str) -> str:
@@ -207,7 +221,8 @@ def generate_cached(
     plan_dir = plan_dir_of(output_dir)  # written into ExecStart=: part of the key
     key = cache.make_key(
         user=user, podunit=podunit, dirs=dirs, environ=environ,
-        inputs=[*scan.inputs, *installed.inputs], extra=plan_dir,
+        inputs=[*scan.inputs, *installed.inputs],
+        extra=f"{plan_dir}\0{_identity_of(store_index(user=user, environ=environ))}",
     )  # fmt: skip
     if path is not None:
         cached = cache.load(path, key)

@@ -8,11 +8,14 @@ service `Requires=` and is ordered `After=` them, so a failed pull or build is a
 failed unit of its own with its log in the journal, not a start timeout.
 
 - Pull units: `Type=oneshot`, `RemainAfterExit=yes` (a restart of the container
-  does not pull again; `podunit auto-update` restarts them), `NotifyAccess=main`
+  does not pull again; `podunit auto-update` pulls itself), `NotifyAccess=main`
   (`podunit pull` sends `EXTEND_TIMEOUT_USEC=` while bytes keep arriving, so a
   slow but live pull is never killed, while a stalled one still times out after
   `TimeoutStartSec=`), `TimeoutStartSec=` PULL_TIMEOUT, and `Wants=`/`After=
-  network-online.target`. `pull: never` and local transports get no pull unit.
+  network-online.target` only when a pull is needed: not for `pull: missing` when
+  the generator found the image in the store (`stored`: the layout's ref names),
+  so a host whose images are there does not wait for the network at boot.
+  `pull: never` and local transports get no pull unit.
 - Build units: `Type=oneshot`, `RemainAfterExit=yes`, `TimeoutStartSec=`
   BUILD_TIMEOUT, running `podunit build --plan FILE NAME`: buildah builds only
   when the context's digest changed (toolkit.builds).
@@ -85,16 +88,16 @@ def _text(description: str, unit: list[tuple[str, str]], service: list[tuple[str
 
 
 def pull_unit_text(
-    image: str, policy: PullPolicy, podunit: Sequence[str], users: Sequence[str]
-) -> str:
-    """The pull unit of `image` (see module docstring); `users` are the containers' names."""
+    image: str, policy: PullPolicy, podunit: Sequence[str], users: Sequence[str],
+    *, network: bool = True,
+) -> str:  # fmt: skip
+    """The pull unit of `image` (see module docstring); `users` are the containers' names;
+    `network`: whether it waits for network-online.target (a pull is needed)."""
     location = registry_location(image)
     assert location is not None
-    unit = [
-        ("Documentation", "man:podunit.yaml(5)"),
-        ("Wants", NETWORK_ONLINE),
-        ("After", NETWORK_ONLINE),
-    ]
+    unit = [("Documentation", "man:podunit.yaml(5)")]
+    if network:
+        unit += [("Wants", NETWORK_ONLINE), ("After", NETWORK_ONLINE)]
     command = [*podunit, "pull", "--policy", policy.value, location]
     service = [
         ("Type", "oneshot"),

@@ -68,6 +68,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
+from toolkit.definitions.imageref import registry_location, store_name
 from toolkit.definitions.model import (
     CgroupMode,
     Container,
@@ -677,6 +678,7 @@ def render_all(
     installed: Mapping[str, str] | None = None,
     notes: Mapping[str, Sequence[str]] | None = None,
     projects: Mapping[str, Sequence[str]] | None = None,
+    stored_images: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, UnitFiles], list[DefinitionError]]:
     """Render every container (keyed by unit name); one bad container never stops the others.
 
@@ -754,16 +756,18 @@ def render_all(
             continue
         claimed.update(dict.fromkeys(rendered[name].symlinks, name))
     errors += _drop_orphans(rendered, containers)
-    pulls = _pull_units(containers, rendered, podunit_argv(podunit, user=user))
+    pulls = _pull_units(containers, rendered, podunit_argv(podunit, user=user), stored_images)
     _projects(rendered, containers, projects or {})
     rendered.update(pulls)
     return rendered, errors
 
 
 def _pull_units(
-    containers: Mapping[str, Container], rendered: Mapping[str, UnitFiles], podunit: list[str]
-) -> dict[str, UnitFiles]:
-    """One pull unit per registry image that a rendered container requires."""
+    containers: Mapping[str, Container], rendered: Mapping[str, UnitFiles], podunit: list[str],
+    stored: frozenset[str],
+) -> dict[str, UnitFiles]:  # fmt: skip
+    """One pull unit per registry image that a rendered container requires; it waits for
+    the network unless the policy is `missing` and the image is in the store (`stored`)."""
     wanted: dict[str, tuple[str, PullPolicy, list[str]]] = {}
     for name in sorted(rendered):
         container = containers[name]
@@ -774,7 +778,10 @@ def _pull_units(
             continue
         image, policy, users = wanted.get(unit, (container.image, container.pull, []))
         wanted[unit] = (image, stronger(policy, container.pull), [*users, container.unit_name])
-    return {
-        unit: UnitFiles({unit: pull_unit_text(image, policy, podunit, users)})
-        for unit, (image, policy, users) in wanted.items()
-    }
+    units = {}
+    for unit, (image, policy, users) in wanted.items():
+        location = registry_location(image)
+        present = policy is PullPolicy.MISSING and store_name(str(location)) in stored
+        text = pull_unit_text(image, policy, podunit, users, network=not present)
+        units[unit] = UnitFiles({unit: text})
+    return units
