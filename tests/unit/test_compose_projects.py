@@ -380,3 +380,40 @@ def test_a_compose_file_in_a_search_directory_hides_nothing(tmp_path: Path) -> N
     result = load_all([tmp_path], environ={})
     assert result.errors == []
     assert sorted(result.containers) == ["top-a", "web"]
+
+
+def test_every_problem_of_a_service_is_reported_in_one_run(tmp_path: Path) -> None:
+    """Refused keys, unknown keys, bad values and a missing variable: all at once, in
+    the order of the file, each naming the key as written (pids_limit, not pids)."""
+    path = write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n"
+        "  web:\n"
+        "    image: nginx\n"
+        "    stop_grace_period: forever\n"
+        "    mem_limit: lots\n"
+        "    pids_limit: -3\n"
+        "    links: [db]\n"
+        "    ports: ['99999:80']\n"
+        "    environment: {A: '${B:?need B}'}\n"
+        "    tty: maybe\n"
+        "    pre_start: x\n",
+    )
+    result = load_all([tmp_path], environ={})
+    assert [str(e).removeprefix(f"{path}:") for e in result.errors] == [
+        "4:24: invalid duration 'forever' (use e.g. 10s, 1m30s, 500ms)",
+        "5:16: invalid size 'lots' (use e.g. 512M, 1G, 64k or bytes)",
+        "6:17: pids_limit '-3' out of range >= 1",
+        "7:5: Compose key 'links' is not supported by podunit",
+        "8:13: port '99999' out of range 1..65535",
+        "9:22: required variable B is unset: need B",
+        "10:10: tty must be true or false, not 'maybe'",
+        "11:5: unknown Compose key 'pre_start'",  # no "did you mean 'restart'"
+    ]
+    assert result.containers == {}
+
+
+def test_pids_limit_minus_one_is_unlimited(tmp_path: Path) -> None:
+    write(tmp_path / "p" / "compose.yaml", "services:\n  a: {image: x, pids_limit: -1}\n")
+    result = load_all([tmp_path], environ={})
+    assert result.errors == [] and result.containers["p-a"].resources.pids is None

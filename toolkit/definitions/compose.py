@@ -18,7 +18,10 @@ from toolkit.definitions.parse import (
     boolean,
     check_keys,
     converted,
+    cpus,
+    duration,
     fail,
+    integer,
     sequence,
     size,
     text,
@@ -310,6 +313,19 @@ def _restart(entry: Entry, out: dict[str, Entry], fields: Fields) -> None:
     out["restart"] = entry
 
 
+def _check_renamed(key: str, node: Node) -> None:
+    """A renamed key's value checked under its Compose name (the error names the key
+    as the user wrote it, and each key is its own error)."""
+    if key in ("mem_limit", "mem_reservation"):
+        size(node, key)
+    elif key == "cpus":
+        cpus(node)
+    elif key == "pids_limit":
+        integer(node, key, 1)
+    elif key == "stop_grace_period":
+        duration(node, key)
+
+
 def _depends_on(node: Node, project: Project) -> tuple[Dependency, ...]:
     """`depends_on`: names of services of the same project, list or long form."""
     result = []
@@ -423,7 +439,8 @@ def translate_service(
     model fields only Compose has (project, service, dependencies, recorded keys).
 
     Every problem is appended to `errors` (each key is checked even after an earlier
-    one failed); None when there was one.
+    one failed); the translation of the keys that are right is returned all the same,
+    so that their values are checked too. None only when the service is no mapping.
     """
     if not node.is_mapping:
         errors.append(fail(node, f"service {v.quote(name)} must be a mapping"))
@@ -441,6 +458,10 @@ def translate_service(
                     entry = _network_mode(entry)
                 if key == "cpu_shares":
                     entry = Entry(entry.key, _cpu_shares_to_weight(entry.node))
+                elif key == "pids_limit" and entry.node.raw in ("-1", "0"):
+                    continue  # Compose's "unlimited"
+                else:
+                    _check_renamed(key, entry.node)  # named as written, before renaming
                 parent, dot, child = target.partition(".")
                 if dot:
                     _put_nested(out, parent, child, entry)
@@ -466,8 +487,8 @@ def translate_service(
         "*" in project.active_profiles or project.active_profiles & set(fields["profiles"])
     ):
         fields["install"] = Install()  # generated, not enabled: no profile is active
-    if len(errors) > count:
-        return None
+    if len(errors) > count:  # the rest is still parsed, for its problems
+        fields.pop("install", None)
     return Node(out, node.path, node.line, node.column), fields
 
 

@@ -123,15 +123,31 @@ class ComposeFile:
             return None
         self.variables.used = self._used.setdefault(name, {})
         spec = interpolate_tree(spec, self.variables, errors)
-        if len(errors) > count:
-            return None
-        translated = translate_service(name, spec, self.project, errors)
-        if translated is None:
-            return None
-        node, extra = translated
-        base_dir = os.path.dirname(os.path.abspath(self.source))
-        container_name = self.project.container(name)
-        return parse_container(container_name, key_loc, node, base_dir, errors, declarations, extra)
+        # Every problem of the service in one run: a value that could not be interpolated
+        # is reported once (not again by the key that reads it), a refused key does not
+        # stop the other keys from being checked.
+        reported = {(e.location.line, e.location.column) for e in errors[count:] if e.location}
+        found: list[DefinitionError] = []
+        translated = translate_service(name, spec, self.project, found)
+        container = None
+        if translated is not None:
+            node, extra = translated
+            base_dir = os.path.dirname(os.path.abspath(self.source))
+            container_name = self.project.container(name)
+            container = parse_container(
+                container_name, key_loc, node, base_dir, found, declarations, extra,
+                whole=not found,
+            )  # fmt: skip
+        errors += [
+            e
+            for e in found
+            if e.location is None or (e.location.line, e.location.column) not in reported
+        ]
+        errors[count:] = sorted(  # in the order of the file
+            errors[count:],
+            key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0),
+        )
+        return container if len(errors) == count else None
 
     def join_project_network(
         self, container: Container, declared: Mapping[str, object]

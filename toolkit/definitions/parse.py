@@ -1124,13 +1124,15 @@ def check_container_name(name: str) -> tuple[str, bool]:
 def parse_container(
     name: str, key_loc: Location, node: Node, base_dir: str, errors: list[DefinitionError],
     declarations: Declarations = NO_DECLARATIONS, extra: Fields | None = None,
+    whole: bool = True,
 ) -> Container | None:  # fmt: skip
     """One container spec -> `Container`, or None after appending its errors to `errors`.
 
     `declarations`: the file's top-level volumes, secrets and configs, which the
     container's `volumes:`, `secrets:` and `configs:` refer to. `extra`: model fields
     set by the caller (a Compose service's project fields); a `unit_extra` there is
-    added after the spec's own `unit:` lines."""
+    added after the spec's own `unit:` lines. `whole` false: the rules across keys are
+    not checked (the caller found a key wrong already)."""
     count = len(errors)
     try:
         plain_name, template = check_container_name(name)
@@ -1155,7 +1157,7 @@ def parse_container(
             handler(entry.node, ctx, fields)
         except DefinitionError as error:
             errors.append(error)
-    if len(errors) == count:  # rules across keys only once every key is right
+    if whole and len(errors) == count:  # rules across keys only once every key is right
         _check_whole(name, key_loc, entries, fields, errors)
     if len(errors) > count:
         return None
