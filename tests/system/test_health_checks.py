@@ -35,7 +35,7 @@ with StateStore(RuntimePaths.for_mode(False)) as store:
 timeout = timedelta(seconds=float(sys.argv[2]))
 check = Healthcheck(test=tuple(json.loads(sys.argv[1])), timeout=timeout)
 result = run_check_in_container(
-    record.runtime, list(record.options.get("runtime_args", [])), record.id, check
+    record.runtime, list(record.options.runtime_args), record.id, check
 )
 print(json.dumps({{"exit_code": result.exit_code, "output": result.output}}))
 """

@@ -24,12 +24,12 @@ ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-lo
 RECORD = """
 import secrets, sys, time
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
 cid = secrets.token_hex(32)
 with StateStore(RuntimePaths.for_mode(False)) as store:
     store.add(ContainerRecord(
         id=cid, name=sys.argv[1], runtime="/usr/sbin/runc", status="exited",
-        created_at=time.time(), spec={}, options={"log_driver": "journald"}))
+        created_at=time.time(), spec={}, options=ContainerOptions(log_driver="journald")))
 print(cid)
 """
 

@@ -14,7 +14,7 @@ from toolkit.runtime.checkpoint import (
     import_checkpoint,
 )
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
 
 CRIU_ON_NEW_KERNEL = """\
 Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds
@@ -33,16 +33,16 @@ def test_criu_problem_falls_back_to_last_line() -> None:
     assert criu_problem("") == "criu check failed"
 
 
-def _record(**options: object) -> ContainerRecord:
+def _record(runtime_args: tuple[str, ...] = ()) -> ContainerRecord:
     return ContainerRecord(
         id="c" * 64, name="web", runtime="/usr/sbin/runc", status="running", created_at=0.0,
-        spec={}, options=dict(options),
+        spec={}, options=ContainerOptions(runtime_args=runtime_args),
     )
 
 
 def test_checkpoint_argv() -> None:
     argv = checkpoint_argv(
-        _record(runtime_args=["--root", "/run/x"]), Path("/img"), Path("/work"),
+        _record(runtime_args=("--root", "/run/x")), Path("/img"), Path("/work"),
         leave_running=True,
     )
     assert argv == [

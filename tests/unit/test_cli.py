@@ -244,13 +244,13 @@ def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> Non
 def test_a_units_invocation_flushes_its_output_before_exiting_at_once(tmp_path: Path) -> None:
     """`os._exit` ends the unit forms: their output and exit status must still be right."""
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import EXITED, ContainerRecord, StateStore
+    from toolkit.storage.state import EXITED, ContainerOptions, ContainerRecord, StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     with StateStore(paths) as store:
         store.add(ContainerRecord(
             id="ab" * 32, name="web", runtime="/bin/true", status=EXITED, created_at=0.0,
-            spec={}, options={"released": True, "cgroup_plan": {"manager": "none"}},
+            spec={}, options=ContainerOptions(released=True, cgroup_placement={"manager": "none"}),
         ))  # fmt: skip
     env = {"PATH": os.environ["PATH"], "PODUNIT_STATE_DIR": str(paths.state_dir),
            "PODUNIT_RUN_DIR": str(paths.run_dir)}  # fmt: skip

@@ -89,7 +89,7 @@ def test_checkpoint_runs_the_runtime_without_notify_or_activation_variables(
     )
     record = ContainerRecord(
         id="c" * 64, name="web", runtime=str(runtime), status="running", created_at=0.0,
-        spec={}, options={},
+        spec={},
     )  # fmt: skip
     monkeypatch.setattr(checkpoint, "require_criu", lambda: None)
     monkeypatch.setattr(checkpoint, "sync_status", lambda store, record: record)
@@ -113,7 +113,7 @@ def test_exec_user_of_a_relative_root_is_read_in_the_bundle(tmp_path: Path) -> N
     (bundle / "rootfs" / "etc" / "group").write_text("app:x:1001:\n")
     record = ContainerRecord(
         id="c" * 64, name="web", runtime="runc", status="running", created_at=0.0,
-        spec={"root": {"path": "rootfs"}}, options={},
+        spec={"root": {"path": "rootfs"}},
     )  # fmt: skip
     user = exec_sessions._resolve_exec_user(record, "app", str(bundle))
     assert user is not None and (user.uid, user.gid) == (1000, 1001)

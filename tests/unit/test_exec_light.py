@@ -66,20 +66,20 @@ def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_exec_records_are_immutable_values() -> None:
-    config = state.ExecConfig(("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
+    config = state.ExecConfig(command=("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
     assert config == state.ExecConfig(
-        ("sh", "-c", "x"), tty=True, environment=(("A", "1"),)
+        command=("sh", "-c", "x"), tty=True, environment=(("A", "1"),)
     )
     assert hash(config) == hash(state.ExecConfig.from_json(config.to_json()))
-    assert config != state.ExecConfig(("sh", "-c", "x"))
+    assert config != state.ExecConfig(command=("sh", "-c", "x"))
     with pytest.raises(AttributeError, match="ExecConfig is immutable: cannot set tty"):
         config.tty = False  # type: ignore[misc]
     session = state.ExecSession(
         id="a" * 64, container_id="b" * 64, state="created", config=config, created_at=1.0
     )
     running = session._replace(state="running", pid=7)
-    assert (running.state, running.pid, running.config, running.runtime) == (
-        "running", 7, config, {}
+    assert (running.state, running.pid, running.config, running.processes) == (
+        "running", 7, config, state.ExecProcesses()
     )  # fmt: skip
     assert (session.state, session.pid) == ("created", None)
     assert "pid=7" in repr(running)
@@ -180,8 +180,8 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
         store.add(record)
         session = state.ExecSession(
             id="1" * 64, container_id=record.id, state=state.SESSION_RUNNING,
-            config=state.ExecConfig(("true",)), created_at=time.time(), pid=ended.pid,
-            runtime={"pid_start_time": 1},
+            config=state.ExecConfig(command=("true",)), created_at=time.time(), pid=ended.pid,
+            processes=state.ExecProcesses(pid_start_time=1),
         )  # fmt: skip
         store.add_exec_session(session)
         exit_file = Path(exec_sessions.session_dir(paths, record.id, session.id), "exit")
@@ -205,7 +205,7 @@ def test_a_session_of_a_container_removed_meanwhile_is_a_clear_error(tmp_path: P
     with StateStore(paths) as store:
         session = state.ExecSession(
             id="2" * 64, container_id="9" * 64, state=state.SESSION_RUNNING,
-            config=state.ExecConfig(("true",)), created_at=time.time(), pid=1,
+            config=state.ExecConfig(command=("true",)), created_at=time.time(), pid=1,
         )  # fmt: skip
         with pytest.raises(InvalidState, match="container 999999999999 was removed while"):
             store.add_exec_session(session)

@@ -90,7 +90,7 @@ def test_config_and_session_round_trip() -> None:
     shown = ExecSession(
         id="a" * 64, container_id="b" * 64, state="running", config=config, created_at=1.0,
         pid=42,
-    ).to_json()
+    ).describe()
     assert shown["Running"] is True
     assert shown["ProcessConfig"] == {
         "Entrypoint": "sh", "Arguments": ["-c", "x"], "Tty": True, "User": "nobody",

@@ -138,15 +138,15 @@ def test_the_other_light_verbs_load_argparse_but_nothing_heavy(tmp_path: Path) -
 def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
     """ExecStopPost after ExecStop: the container is released, only its row goes."""
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import EXITED, ContainerRecord, StateStore
+    from toolkit.storage.state import EXITED, ContainerOptions, ContainerRecord, StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
-    plan = {"manager": "cgroupfs", "mode": "split", "cgroups_path": "/gone/payload",
+    placement = {"manager": "cgroupfs", "mode": "split", "cgroups_path": "/gone/payload",
             "cgroup2_mount": str(tmp_path)}  # fmt: skip
     with StateStore(paths) as store:
         store.add(ContainerRecord(
             id="ab" * 32, name="web", runtime="/bin/true", status=EXITED, created_at=0.0,
-            spec={}, options={"released": True, "cgroup_plan": plan},
+            spec={}, options=ContainerOptions(released=True, cgroup_placement=placement),
         ))  # fmt: skip
     loaded = _modules_after((["rm", "-f", "web"],), tmp_path)
     assert _heavy(loaded) == []

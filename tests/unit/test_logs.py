@@ -213,10 +213,11 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _add_container(name: str, options: dict[str, object]) -> None:
+def _add_container(name: str, log_driver: str, log_path: str | None = None) -> None:
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import ContainerRecord, StateStore
+    from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
 
+    options = ContainerOptions(log_driver=log_driver, log_path=log_path)
     with StateStore(RuntimePaths.for_mode(False)) as store:
         store.add(
             ContainerRecord(
@@ -233,7 +234,7 @@ def test_cli_logs_k8s_file_splits_streams(
 
     log = store_env / "web.log"
     log.write_bytes(CONMON_SAMPLE)
-    _add_container("web", {"log_driver": "k8s-file", "log_path": str(log)})
+    _add_container("web", "k8s-file", str(log))
     assert main(["logs", "web"]) == 0
     out, err = capfd.readouterr()
     assert out == "hello\nfirst half second half\n\n two  spaces  kept \n"
@@ -249,7 +250,7 @@ def test_cli_logs_follow_of_an_exited_container_ends(
 
     log = store_env / "done.log"
     log.write_bytes(b"2026-11-23T09:01:02.1+00:00 stdout F last words\n")
-    _add_container("done", {"log_driver": "k8s-file", "log_path": str(log)})
+    _add_container("done", "k8s-file", str(log))
     assert main(["logs", "-f", "done"]) == 0
     assert capfd.readouterr().out == "last words\n"
 
@@ -257,14 +258,14 @@ def test_cli_logs_follow_of_an_exited_container_ends(
 def test_cli_logs_errors(store_env: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from toolkit.cli.main import main
 
-    _add_container("pt", {"log_driver": "passthrough"})
+    _add_container("pt", "passthrough")
     assert main(["logs", "pt"]) == 125
     assert "see journalctl -u pt" in capfd.readouterr().err
     assert main(["logs", "missing"]) == 125
     assert "no such container: missing" in capfd.readouterr().err
     log = store_env / "neg.log"
     log.write_bytes(CONMON_SAMPLE)
-    _add_container("neg", {"log_driver": "k8s-file", "log_path": str(log)})
+    _add_container("neg", "k8s-file", str(log))
     assert main(["logs", "--tail", "-2", "neg"]) == 125
     assert "--tail must not be negative" in capfd.readouterr().err
 
@@ -290,7 +291,7 @@ def test_cli_logs_into_a_closed_pipe_ends_like_cat(store_env: Path) -> None:
     log = store_env / "long.log"
     log.write_bytes(b"".join(b"2026-11-23T09:01:02.1+00:00 stdout F line %d\n" % i
                              for i in range(100_000)))  # fmt: skip
-    _add_container("long", {"log_driver": "k8s-file", "log_path": str(log)})
+    _add_container("long", "k8s-file", str(log))
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     writer = subprocess.run(
         [sys.executable, "-m", "toolkit.cli.main", "logs", "long"],

@@ -130,7 +130,7 @@ def paths(tmp_path: Path) -> RuntimePaths:
 
 def _add(store: StateStore, name: str) -> ContainerRecord:
     record = ContainerRecord(id=os.urandom(32).hex(), name=name, runtime="/bin/true",
-                             status=RUNNING, created_at=0.0, spec={}, options={})  # fmt: skip
+                             status=RUNNING, created_at=0.0, spec={})  # fmt: skip
     store.add(record)
     return record
 
@@ -201,7 +201,7 @@ paths = RuntimePaths(user=False, state_dir=sys.argv[1], run_dir=sys.argv[2])
 with StateStore(paths) as store:
     network = attach.ensure_network(store, "podunit", origin="default")
     record = ContainerRecord(id=os.urandom(32).hex(), name=sys.argv[3], runtime="/bin/true",
-                             status=RUNNING, created_at=0.0, spec={}, options={})
+                             status=RUNNING, created_at=0.0, spec={})
     store.add(record)
     print(networks.lease(store, record.id, [("podunit", None)],
                          lambda name, used: config.next_free(network, used))[0])

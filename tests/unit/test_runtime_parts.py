@@ -13,7 +13,7 @@ from toolkit import proc
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
 from toolkit.runtime import invoke, launch, lifecycle, placement, status
-from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerRecord
+from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerOptions, ContainerRecord
 from toolkit.systemd import cgroups
 
 CID = "cd" * 32
@@ -144,7 +144,8 @@ def test_a_zombie_is_not_alive_but_keeps_its_start_time() -> None:
 def test_describe_shows_exit_details_only_when_exited() -> None:
     base = ContainerRecord(id=CID, name="web", runtime="/usr/sbin/runc", status=RUNNING,
                            created_at=0.0, spec={"process": {"args": ["sleep", "1"]}},
-                           options={"log_driver": "journald"}, pid=10, conmon_pid=9)  # fmt: skip
+                           options=ContainerOptions(log_driver="journald"), pid=10,
+                           conmon_pid=9)  # fmt: skip
     running = lifecycle.describe(base)
     assert running["State"]["Running"] is True and running["State"]["Pid"] == 10
     assert running["Command"] == ["sleep", "1"] and running["LogDriver"] == "journald"
@@ -176,8 +177,10 @@ def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path)
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     record = ContainerRecord(
         id=CID, name="web", runtime="/usr/sbin/runc", status=CREATED, created_at=0.0, spec={},
-        options={"cgroup_plan": placement.placement_to_json(decided(CgroupMode.SPLIT)),
-                 "log_driver": "journald"},
+        options=ContainerOptions(
+            cgroup_placement=placement.placement_to_json(decided(CgroupMode.SPLIT)),
+            log_driver="journald",
+        ),
     )  # fmt: skip
     with StateStore(paths) as store:
         shell = conmon.conmon_argv(launch.conmon_options(store, record))
@@ -272,7 +275,9 @@ def test_wait_for_exit_looks_again_as_soon_as_conmon_is_gone(
         conmon = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo 3 > {exit_file}"])
         record = ContainerRecord(
             id=CID, name="web", runtime="/bin/true", status=RUNNING, created_at=0.0, spec={},
-            options={"cgroup_plan": placement.placement_to_json(decided(CgroupMode.DISABLED))},
+            options=ContainerOptions(
+                cgroup_placement=placement.placement_to_json(decided(CgroupMode.DISABLED))
+            ),
             conmon_pid=conmon.pid, conmon_start_time=proc.process_start_time(conmon.pid),
         )  # fmt: skip
         store.add(record)

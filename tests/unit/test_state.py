@@ -28,7 +28,7 @@ def record(name: str = "web", cid: str | None = None) -> st.ContainerRecord:
         status=st.RUNNING,
         created_at=time.time(),
         spec={"process": {"args": ["true"]}},
-        options={"stop_timeout": 10.0},
+        options=st.ContainerOptions(stop_timeout=10.0),
         pid=42,
         conmon_pid=41,
     )

@@ -33,7 +33,7 @@ def store(tmp_path: Path) -> Iterator[st.StateStore]:
 def add_user(store: st.StateStore, name: str, volumes: list[str]) -> st.ContainerRecord:
     record = st.ContainerRecord(
         id=os.urandom(32).hex(), name=name, runtime="/usr/sbin/runc", status=st.EXITED,
-        created_at=time.time(), spec={}, options={"volumes": volumes},
+        created_at=time.time(), spec={}, options=st.ContainerOptions(volumes=tuple(volumes)),
     )  # fmt: skip
     store.add(record)
     return record

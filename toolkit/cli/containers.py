@@ -203,7 +203,7 @@ def cli_run(args: argparse.Namespace) -> int:
         record, setup, container = _create_from_args(args, store, attached=attached)
         attach: socket.socket | None = None
         try:
-            if attached and record.options["log_driver"] != LogDriver.PASSTHROUGH.value:
+            if attached and record.options.log_driver != LogDriver.PASSTHROUGH.value:
                 attach = connect_attach_socket(store.paths, record.id)  # before start: lose nothing
             record = start_created(store, record)
         except BaseException:
@@ -316,7 +316,7 @@ def cli_cleanup(args: argparse.Namespace) -> int:
     with _store(args) as store:
         record = store.find(args.names)
         if record is not None:
-            if record.options.get("notify") == "container":
+            if record.options.notify == "container":
                 from toolkit.systemd import notify
 
                 notify.wait_for_proxy(store.paths.bundle_dir(record.id))
@@ -350,7 +350,7 @@ def cli_ps(args: argparse.Namespace) -> int:
 
 def _health_statuses(store: StateStore, records: list[ContainerRecord]) -> dict[str, str]:
     """container id -> health status (HEALTH CHECKS), for the containers with a check."""
-    checked = {r.id for r in records if r.options.get("health")}
+    checked = {r.id for r in records if r.options.health}
     if not checked:
         return {}
     from toolkit.storage import health
@@ -367,7 +367,7 @@ def cli_inspect(args: argparse.Namespace) -> int:
             data = describe(record)
             if record.alive:
                 data["RuntimeState"] = runtime_state(record)
-            if record.options.get("health"):
+            if record.options.health:
                 from toolkit.runtime.healthcheck import inspect_health
 
                 data["State"]["Health"] = inspect_health(store, record)

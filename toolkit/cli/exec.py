@@ -19,8 +19,6 @@ from toolkit.runtime.exec import (
     remove_session,
     run_attached,
     run_detached,
-    session_stop_signal,
-    session_stop_timeout,
     stop_session,
 )
 from toolkit.storage.paths import RuntimePaths
@@ -38,16 +36,16 @@ def cli_exec(args: argparse.Namespace) -> int:
     with StateStore(paths) as store:
         record = store.get(args.names)
         if getattr(args, "list", False):
-            sessions = [s.to_json() for s in list_sessions(store, record.id)]
+            sessions = [s.describe() for s in list_sessions(store, record.id)]
             print(json.dumps(sessions, indent=2))
             return 0
         timeout = getattr(args, "time", None)
         if timeout is None:
-            timeout = session_stop_timeout(record)
+            timeout = record.options.stop_timeout
         if getattr(args, "stop", None):
             session = find_session(store, record, args.stop)
             stopped = stop_session(
-                store, session, stop_signal=session_stop_signal(record), timeout=timeout
+                store, session, stop_signal=record.options.stop_signal, timeout=timeout
             )
             print(stopped.id)
             return 0
@@ -57,7 +55,7 @@ def cli_exec(args: argparse.Namespace) -> int:
                 store,
                 session,
                 force=args.force,
-                stop_signal=session_stop_signal(record),
+                stop_signal=record.options.stop_signal,
                 timeout=timeout,
             )
             print(session.id)

@@ -168,7 +168,7 @@ def connect(
     when nothing was set up) and netavark's setup, still running: the caller finishes it
     before the payload starts (and on failure, before `disconnect`)."""
     pending = None
-    plan = record.options.get("network_plan")
+    plan = record.options.network_plan
     if not plan:
         return None, None
     bundle = store.paths.bundle_dir(record.id)
@@ -208,7 +208,7 @@ def connect(
                 record.id, record.name,
                 [(n, a, (*item["aliases"],)) for (n, item), a in zip(joined, addresses,
                                                                      strict=True)],
-                record.options.get("ports", []),
+                record.options.ports,
             )  # fmt: skip
             state = {"netns": netns, "document": document, "addresses": addresses,
                      "networks": [n.name for n, _ in joined]}  # fmt: skip
@@ -265,7 +265,7 @@ def connect_record(
     state, pending = connect(store, record, spec)
     try:
         if state:
-            record = store.update(record, options={**record.options, "network": state})
+            record = store.update(record, options=record.options._replace(network=state))
         with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
             config.write(json.dumps(spec, indent=2))
     except BaseException:

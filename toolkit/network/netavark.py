@@ -202,7 +202,7 @@ def disconnect(store: StateStore, record: ContainerRecord) -> None:
     Every step runs even when an earlier one failed; the first failure is raised
     at the end, after the leases are released.
     """
-    state = record.options.get("network")
+    state = record.options.network
     if not state:
         return
     problem: PodunitError | None = None

@@ -59,7 +59,7 @@ def checkpoint_argv(
     record: ContainerRecord, image_dir: Path, work_dir: Path, *, leave_running: bool
 ) -> list[str]:
     """The runtime's checkpoint command (runc and crun take the same options)."""
-    argv = [record.runtime, *record.options.get("runtime_args", ()), "checkpoint"]
+    argv = [record.runtime, *record.options.runtime_args, "checkpoint"]
     argv += ["--image-path", str(image_dir), "--work-path", str(work_dir)]
     if leave_running:
         argv.append("--leave-running")

@@ -48,6 +48,7 @@ from toolkit.errors import (
     PodunitError,
 )
 from toolkit.fs import read_text
+from toolkit.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -61,100 +62,36 @@ class RuntimeFailed(PodunitError):
     """conmon or the OCI runtime could not create or start the container."""
 
 
-class ConmonOptions:
-    """Everything conmon's command line says about one container (or exec session).
+class ConmonOptions(Record):
+    """Everything conmon's command line says about one container (or exec session)."""
 
-    A plain class with `__slots__`, keyword arguments only: neither a dataclass
-    (`podunit run` must not pay for `dataclasses`) nor a NamedTuple (`podunit exec`
-    must not import `typing`, ~2.5 ms; issue 6). Read-only by convention.
-    """
-
-    __slots__ = (
-        "bundle_dir",
-        "cgroup_args",
-        "conmon_pidfile",
-        "container_id",
-        "container_pidfile",
-        "exec_attach",
-        "exec_process_spec",
-        "exec_session_id",
-        "exit_command",
-        "exit_dir",
-        "log_driver",
-        "log_level",
-        "log_path",
-        "log_size_max",
-        "log_tag",
-        "name",
-        "persist_dir",
-        "preserve_fds",
-        "restore_path",
-        "runtime",
-        "runtime_args",
-        "runtime_log",
-        "socket_dir",
-        "stdin",
-        "sync",
-        "tty",
-    )
-
-    def __init__(
-        self,
-        *,
-        container_id: str,
-        name: str,
-        runtime: str,  # absolute path of the runtime binary (conmon -r)
-        bundle_dir: str,  # also conmon's working directory (2.1.6 writes `oom` there)
-        exit_dir: str,
-        persist_dir: str,
-        socket_dir: str,
-        container_pidfile: str,
-        conmon_pidfile: str,
-        log_driver: str = JOURNALD,  # one of toolkit.definitions.logdrivers
-        log_path: str | None = None,  # k8s-file only
-        log_size_max: int | None = None,
-        log_tag: str | None = None,
-        tty: bool = False,
-        stdin: bool = False,
-        preserve_fds: int = 0,
-        cgroup_args: tuple[str, ...] = (),  # CgroupPlacement.conmon_args(): -s, --runtime-arg ...
-        runtime_args: tuple[str, ...] = (),  # before the runtime's subcommand
-        exit_command: tuple[str, ...] = (),
-        log_level: str = "error",
-        exec_process_spec: str | None = None,  # exec mode
-        exec_attach: bool = False,
-        exec_session_id: str | None = None,  # exec mode: conmon -u (attach socket name)
-        sync: bool = False,  # --sync: conmon stays our child instead of double-forking
-        # the runtime's --log (JSON): its error when conmon has none
-        runtime_log: str | None = None,
-        restore_path: str | None = None,  # `RUNTIME restore --image-path` instead of create
-    ) -> None:
-        self.container_id = container_id
-        self.name = name
-        self.runtime = runtime
-        self.bundle_dir = bundle_dir
-        self.exit_dir = exit_dir
-        self.persist_dir = persist_dir
-        self.socket_dir = socket_dir
-        self.container_pidfile = container_pidfile
-        self.conmon_pidfile = conmon_pidfile
-        self.log_driver = log_driver
-        self.log_path = log_path
-        self.log_size_max = log_size_max
-        self.log_tag = log_tag
-        self.tty = tty
-        self.stdin = stdin
-        self.preserve_fds = preserve_fds
-        self.cgroup_args = cgroup_args
-        self.runtime_args = runtime_args
-        self.exit_command = exit_command
-        self.log_level = log_level
-        self.exec_process_spec = exec_process_spec
-        self.exec_attach = exec_attach
-        self.exec_session_id = exec_session_id
-        self.sync = sync
-        self.runtime_log = runtime_log
-        self.restore_path = restore_path
+    container_id: str
+    name: str
+    runtime: str  # absolute path of the runtime binary (conmon -r)
+    bundle_dir: str  # also conmon's working directory (2.1.6 writes `oom` there)
+    exit_dir: str
+    persist_dir: str
+    socket_dir: str
+    container_pidfile: str
+    conmon_pidfile: str
+    log_driver: str = JOURNALD  # one of toolkit.definitions.logdrivers
+    log_path: str | None = None  # k8s-file only
+    log_size_max: int | None = None
+    log_tag: str | None = None
+    tty: bool = False
+    stdin: bool = False
+    preserve_fds: int = 0
+    cgroup_args: tuple[str, ...] = ()  # CgroupPlacement.conmon_args(): -s, --runtime-arg ...
+    runtime_args: tuple[str, ...] = ()  # before the runtime's subcommand
+    exit_command: tuple[str, ...] = ()
+    log_level: str = "error"
+    exec_process_spec: str | None = None  # exec mode
+    exec_attach: bool = False
+    exec_session_id: str | None = None  # exec mode: conmon -u (attach socket name)
+    sync: bool = False  # --sync: conmon stays our child instead of double-forking
+    # the runtime's --log (JSON): its error when conmon has none
+    runtime_log: str | None = None
+    restore_path: str | None = None  # `RUNTIME restore --image-path` instead of create
 
     @property
     def exec_mode(self) -> bool:

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from toolkit.errors import InvalidState, PodunitError
 from toolkit.fs import read_text, remove_tree
 from toolkit.proc import process_start_time, same_process_alive, wait_until_gone
+from toolkit.record import Record
 from toolkit.runtime.attach import (
     connect_attach_socket,
     forwarded_signals,
@@ -62,6 +63,7 @@ from toolkit.storage.state import (
     SESSION_STOPPED,
     ContainerRecord,
     ExecConfig,
+    ExecProcesses,
     ExecSession,
     StateStore,
 )
@@ -72,7 +74,6 @@ if TYPE_CHECKING:
 
     from toolkit.runtime import conmon, oci
 
-DEFAULT_STOP_TIMEOUT = 10.0
 EXIT_FILE_GRACE_SECONDS = 5.0
 DETACHED_LOG_MAX_BYTES = 1024 * 1024  # conmon replaces exec_log when it is full
 
@@ -172,7 +173,7 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
     if session.state != SESSION_RUNNING:
         return session
     code = _read_exit_file(_exit_file(store.paths, session))
-    if code is None and same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+    if code is None and same_process_alive(session.pid, session.processes.pid_start_time):
         return session
     stopped = session._replace(state=SESSION_STOPPED, exit_code=code, finished_at=time.time())
     store.mark_exec_session_stopped(stopped)
@@ -181,12 +182,12 @@ def refresh_session(store: StateStore, session: ExecSession) -> ExecSession:
 
 def _abandoned(session: ExecSession) -> bool:
     """An attached session that ended after the `podunit exec` attached to it died."""
-    owner = session.runtime.get("owner_pid")
+    owner = session.processes.owner_pid
     return (
         session.state == SESSION_STOPPED
         and not session.config.detach
         and owner is not None
-        and not same_process_alive(owner, session.runtime.get("owner_start_time"))
+        and not same_process_alive(owner, session.processes.owner_start_time)
     )
 
 
@@ -209,7 +210,7 @@ def list_sessions(store: StateStore, container_id: str) -> list[ExecSession]:
 
 def _signal_session(session: ExecSession, signum: int) -> bool:
     """Send `signum` to the session's process if it is still the same process."""
-    if not same_process_alive(session.pid, session.runtime.get("pid_start_time")):
+    if not same_process_alive(session.pid, session.processes.pid_start_time):
         return False
     assert session.pid is not None
     with contextlib.suppress(ProcessLookupError):
@@ -228,15 +229,15 @@ def stop_session(
             f"exec session {session.id[:12]} is {session.state}: "
             "only running sessions can be stopped"
         )
-    pid_start_time = session.runtime.get("pid_start_time")
+    pid_start_time = session.processes.pid_start_time
     _signal_session(session, stop_signal)
     if not wait_until_gone(session.pid, pid_start_time, timeout):
         _signal_session(session, signal.SIGKILL)
         wait_until_gone(session.pid, pid_start_time, EXIT_FILE_GRACE_SECONDS)
     # conmon writes the exit file once it has reaped the process, then exits
     wait_until_gone(
-        session.runtime.get("conmon_pid"),
-        session.runtime.get("conmon_start_time"),
+        session.processes.conmon_pid,
+        session.processes.conmon_start_time,
         EXIT_FILE_GRACE_SECONDS,
     )
     return refresh_session(store, session)
@@ -273,18 +274,9 @@ def stop_all_sessions(store: StateStore, record: ContainerRecord, *, timeout: fl
     for session in store.exec_sessions(record.id):
         with contextlib.suppress(PodunitError):
             remove_session(
-                store, session, force=True, stop_signal=session_stop_signal(record), timeout=timeout
+                store, session, force=True, stop_signal=record.options.stop_signal, timeout=timeout
             )
     remove_tree(exec_dir)
-
-
-def session_stop_signal(record: ContainerRecord) -> int:
-    value = record.options.get("stop_signal", signal.SIGTERM)
-    return int(value)
-
-
-def session_stop_timeout(record: ContainerRecord) -> float:
-    return float(record.options.get("stop_timeout", DEFAULT_STOP_TIMEOUT))
 
 
 def require_running(store: StateStore, record: ContainerRecord) -> ContainerRecord:
@@ -387,7 +379,7 @@ def _conmon_options(
         log_size_max=None if attach else DETACHED_LOG_MAX_BYTES,
         tty=session.config.tty,
         stdin=session.config.interactive,
-        runtime_args=tuple(record.options.get("runtime_args", ())),
+        runtime_args=record.options.runtime_args,
         exec_process_spec=os.path.join(directory, "process.json"),
         exec_attach=attach,
         exec_session_id=session.id,
@@ -406,17 +398,12 @@ def _read_record(channel: socket.socket, timeout: float) -> dict[str, Any] | Non
     return records[0] if records else None
 
 
-class _Started:
+class _Started(Record):
     """A session whose process runs: its monitor, and the attach socket unless detached."""
 
-    __slots__ = ("attach", "monitor", "session")
-
-    def __init__(
-        self, session: ExecSession, monitor: conmon.ConmonProcess, attach: socket.socket | None
-    ) -> None:
-        self.session = session
-        self.monitor = monitor
-        self.attach = attach
+    session: ExecSession
+    monitor: conmon.ConmonProcess
+    attach: socket.socket | None
 
 
 def start_session(
@@ -468,13 +455,13 @@ def start_session(
         state=SESSION_RUNNING,
         pid=pid,
         started_at=time.time(),
-        runtime={
-            "pid_start_time": process_start_time(pid),
-            "conmon_pid": conmon_pid,
-            "conmon_start_time": process_start_time(conmon_pid) if conmon_pid else None,
-            "owner_pid": os.getpid(),
-            "owner_start_time": process_start_time(os.getpid()),
-        },
+        processes=ExecProcesses(
+            pid_start_time=process_start_time(pid),
+            conmon_pid=conmon_pid,
+            conmon_start_time=process_start_time(conmon_pid) if conmon_pid else None,
+            owner_pid=os.getpid(),
+            owner_start_time=process_start_time(os.getpid()),
+        ),
     )
     try:
         store.add_exec_session(running)  # the session's one row, from here until it is removed
@@ -485,7 +472,7 @@ def start_session(
         monitor.close()
         _fail_session(store, session)
         raise
-    return _Started(running, monitor, client)
+    return _Started(session=running, monitor=monitor, attach=client)
 
 
 def _kill_monitor(monitor: conmon.ConmonProcess) -> None:

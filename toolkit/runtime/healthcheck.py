@@ -4,7 +4,7 @@ HEALTH CHECKS; docs/podunit-systemd-integration.md "Health checks").
 `NAME-health.service` (started by its timers) runs ``podunit healthcheck run
 --scheduled NAME``; an operator may run it by hand. One run:
 
-1. reads the container's check from its record (``options["health"]``, written at
+1. reads the container's check from its record (``options.health``, written at
    creation from the definition: the check of the container that actually runs);
 2. a scheduled run that is not due (`health_state.due`) stops the start-pace
    timer and ends; otherwise the start-up or the regular check runs in the
@@ -71,11 +71,13 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
-def health_options(container: Container, *, under_unit: bool, user: bool) -> dict[str, Any]:
-    """What the container's record keeps in ``options["health"]`` ({} without a check)."""
+def health_options(
+    container: Container, *, under_unit: bool, user: bool
+) -> dict[str, Any] | None:
+    """What the container's record keeps in ``options.health`` (None without a check)."""
     check = container.healthcheck
     if check is None:
-        return {}
+        return None
     data: dict[str, Any] = {
         "test": list(check.test),
         "interval": _seconds(check.interval),
@@ -96,12 +98,12 @@ def health_options(container: Container, *, under_unit: bool, user: bool) -> dic
             "retries": startup.retries,
             "success": startup.success,
         }
-    return {"health": data}
+    return data
 
 
 def config_of(record: ContainerRecord) -> HealthConfig | None:
     """The record's health settings; None when the container has no check."""
-    data = record.options.get("health")
+    data = record.options.health
     if not data:
         return None
     check = Healthcheck(
@@ -135,7 +137,7 @@ def run_probe(record: ContainerRecord, test: tuple[str, ...], timeout: timedelta
     start = time.time()
     result = run_check_in_container(
         record.runtime,
-        list(record.options.get("runtime_args", [])),
+        list(record.options.runtime_args),
         record.id,
         check,
         scratch_dir=scratch_dir,
@@ -233,11 +235,11 @@ def act(record: ContainerRecord, config: HealthConfig) -> None:
     action = config.on_failure
     if action is HealthOnFailure.NONE:
         return
-    runtime = [record.runtime, *record.options.get("runtime_args", [])]
+    runtime = [record.runtime, *record.options.runtime_args]
     if action is HealthOnFailure.STOP and config.unit is not None:
         _systemctl(config, "stop", config.unit)
     elif action is HealthOnFailure.STOP:
-        signum = str(record.options.get("stop_signal", 15))
+        signum = str(record.options.stop_signal)
         proc.run([*runtime, "kill", record.id, signum], check=False)
     else:
         proc.run([*runtime, "kill", record.id, "KILL"], check=False)

@@ -66,7 +66,7 @@ def runtime_binary(name: str | None) -> str:
 
 
 def runtime_global_args(record: ContainerRecord) -> list[str]:
-    return list(record.options.get("runtime_args", []))
+    return list(record.options.runtime_args)
 
 
 def runtime_call(

@@ -21,22 +21,29 @@ from toolkit import proc
 from toolkit.errors import CommandFailed, PodunitError
 from toolkit.fs import remove_tree, unlink_if_present
 from toolkit.proc import process_start_time
+from toolkit.record import Record
 from toolkit.runtime.invoke import runtime_binary, runtime_call, runtime_delete, runtime_global_args
 from toolkit.runtime.placement import (
     apply_placement,
     placement_for,
-    placement_from_json,
     placement_to_json,
     runtime_args_for,
+    stored_placement,
 )
 from toolkit.runtime.status import disconnect, drop_image_layer, remove_tree_or_link
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerRecord, StateStore
+from toolkit.storage.state import (
+    CREATED,
+    EXITED,
+    RUNNING,
+    ContainerOptions,
+    ContainerRecord,
+    StateStore,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import socket
-    from typing import Any
 
     from toolkit.definitions.model import Container, LogDriver, PortMapping
     from toolkit.network.netavark import PendingSetup
@@ -44,17 +51,12 @@ if TYPE_CHECKING:
     from toolkit.systemd import activation, cgroups, notify
 
 
-class Stdio:
+class Stdio(Record):
     """conmon's stdio: fds of this process, None for /dev/null."""
 
-    __slots__ = ("stderr", "stdin", "stdout")
-
-    def __init__(
-        self, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
-    ) -> None:
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
 
 
 def new_container_id() -> str:
@@ -104,9 +106,9 @@ def prepare_record(
     bundle = store.paths.bundle_dir(container_id)
     os.makedirs(bundle, mode=0o700, exist_ok=True)
     notify_setup = notify.prepare_container_notify(bundle, container)
-    image_options = {"image_rootfs": container.rootfs} if container.image else {}
+    image_rootfs = container.rootfs if container.image else None
     try:
-        rootfs = container_root(store.paths, container_id, image_options) or container.rootfs
+        rootfs = container_root(store.paths, container_id, image_rootfs) or container.rootfs
         from toolkit.runtime import mounts
 
         resolved = None
@@ -126,42 +128,44 @@ def prepare_record(
         )
         spec = apply_placement(oci.build_spec(container, inputs), placement)
         log_path = store.paths.log_file(container_id) if log_driver is LogDriver.K8S_FILE else None
-        options = {
-            "log_driver": log_driver.value,
-            "log_path": str(log_path) if log_path else None,
-            "log_size_max": container.log_max_size,
-            "tty": tty,
-            "interactive": interactive,
-            "auto_remove": auto_remove,
-            "stop_signal": container.stop_signal,
-            "stop_timeout": container.stop_timeout.total_seconds(),
-            "notify": container.notify.value,
-            # with the host's network the container binds host ports itself (as Docker
-            # discards published ports there): reserving them would block it
-            "ports": []
-            if container.network == "host"
-            else [port._asdict() for port in container.ports],
-            # what connect sets up before the runtime creates the container (none: nothing)
-            **({"network_plan": network_plan} if attach.has_work(network_plan) else {}),
-            "cgroup_plan": placement_to_json(placement),
-            "runtime_args": runtime_args_for(placement, store.paths, runtime),
-            "own_pid_namespace": True,
-            "preserve_fds": len(activation_fds),
-            "image": container.image,
-            "rootfs": rootfs,
-            **image_options,
-            "labels": dict(container.labels),
-        }
-        if resolved and resolved.volumes:  # in use while a record lists it (storage.volumes)
-            options["volumes"] = list(resolved.volumes)
-        if resolved and resolved.secrets:  # written at each launch (runtime.mounts)
-            options["secrets"] = list(resolved.secrets)
-        if container.healthcheck is not None:  # `healthcheck run` reads it (HEALTH CHECKS)
+        health = None
+        if container.healthcheck is not None:
             from toolkit.runtime.healthcheck import health_options
 
-            options |= health_options(
+            health = health_options(
                 container, under_unit=under_unit(environ), user=store.paths.user
             )
+        options = ContainerOptions(
+            log_driver=log_driver.value,
+            log_path=log_path,
+            log_size_max=container.log_max_size,
+            tty=tty,
+            interactive=interactive,
+            auto_remove=auto_remove,
+            stop_signal=container.stop_signal,
+            stop_timeout=container.stop_timeout.total_seconds(),
+            notify=container.notify.value,
+            # with the host's network the container binds host ports itself (as Docker
+            # discards published ports there): reserving them would block it
+            ports=()
+            if container.network == "host"
+            else tuple(port._asdict() for port in container.ports),
+            # what connect sets up before the runtime creates the container (none: nothing)
+            network_plan=network_plan if attach.has_work(network_plan) else None,
+            cgroup_placement=placement_to_json(placement),
+            runtime_args=tuple(runtime_args_for(placement, store.paths, runtime)),
+            own_pid_namespace=True,
+            preserve_fds=len(activation_fds),
+            image=container.image,
+            rootfs=rootfs,
+            image_rootfs=image_rootfs,
+            labels=tuple(dict(container.labels).items()),
+            # in use while a record lists them (storage.volumes)
+            volumes=resolved.volumes if resolved else (),
+            # where its secrets come from, written at each launch (runtime.mounts)
+            secrets=resolved.secrets if resolved else (),
+            health=health,  # `healthcheck run` reads it (HEALTH CHECKS)
+        )
         record = ContainerRecord(
             id=container_id,
             name=container.name,
@@ -174,21 +178,19 @@ def prepare_record(
     except BaseException:
         notify_setup.close()
         remove_tree(bundle)
-        drop_image_layer(store.paths, container_id, image_options)
+        drop_image_layer(store.paths, container_id, image_rootfs)
         raise
     return record, notify_setup, activation_fds
 
 
-def container_root(
-    paths: RuntimePaths, container_id: str, options: Mapping[str, Any]
-) -> str | None:
+def container_root(paths: RuntimePaths, container_id: str, image_rootfs: str | None) -> str | None:
     """An image container's private root (toolkit.storage.images overlay), mounted if needed."""
-    if not options.get("image_rootfs"):
+    if not image_rootfs:
         return None
     from toolkit.storage import images
 
     layer, mountpoint = paths.image_layer(container_id), paths.rootfs_mount(container_id)
-    return str(images.container_rootfs(options["image_rootfs"], layer, mountpoint))
+    return str(images.container_rootfs(image_rootfs, layer, mountpoint))
 
 
 def podunit_command(user: bool, argv0: str | None = None) -> list[str]:
@@ -224,7 +226,7 @@ def conmon_options(
     from toolkit.runtime import conmon
 
     stored = record.options
-    placement = placement_from_json(stored["cgroup_plan"])
+    placement = stored_placement(record)
     bundle = store.paths.bundle_dir(record.id)
     return conmon.ConmonOptions(
         container_id=record.id,
@@ -236,13 +238,13 @@ def conmon_options(
         socket_dir=store.paths.sockets_dir,
         container_pidfile=os.path.join(bundle, "pidfile"),
         conmon_pidfile=os.path.join(bundle, "conmon.pid"),
-        log_driver=str(stored["log_driver"]),
-        log_path=str(stored["log_path"]) if stored.get("log_path") else None,
-        log_size_max=stored.get("log_size_max"),
+        log_driver=stored.log_driver,
+        log_path=stored.log_path,
+        log_size_max=stored.log_size_max,
         log_tag=record.name,
-        tty=bool(stored.get("tty")),
-        stdin=bool(stored.get("interactive")),
-        preserve_fds=int(stored.get("preserve_fds", 0)),
+        tty=stored.tty,
+        stdin=stored.interactive,
+        preserve_fds=stored.preserve_fds,
         cgroup_args=("-s",) if placement.systemd_cgroup else (),
         runtime_args=tuple(runtime_global_args(record)),
         exit_command=(*podunit_command(store.paths.user), "cleanup", record.id)
@@ -311,32 +313,33 @@ def launch_container(
 
     bundle = store.paths.bundle_dir(record.id)
     os.makedirs(bundle, mode=0o700, exist_ok=True)
-    container_root(store.paths, record.id, record.options)  # mounted again after a reboot
+    # mounted again after a reboot
+    container_root(store.paths, record.id, record.options.image_rootfs)
     with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as config:
         config.write(json.dumps(record.spec, indent=2))
     unlink_if_present(store.paths.exit_file(record.id))
     for stale in ("exit", "oom", "pidfile", "conmon.pid"):
         unlink_if_present(os.path.join(bundle, stale))
-    if record.options.get("log_path"):
-        os.makedirs(os.path.dirname(record.options["log_path"]), mode=0o700, exist_ok=True)
-    placement = placement_from_json(record.options["cgroup_plan"])
+    if record.options.log_path:
+        os.makedirs(os.path.dirname(record.options.log_path), mode=0o700, exist_ok=True)
+    placement = stored_placement(record)
     ports: list[socket.socket] = []
     monitor: conmon.ConmonProcess | None = None
     network: PendingSetup | None = None
     try:
-        ports = reserve_ports([PortMapping(**p) for p in record.options.get("ports", [])])
-        if record.options.get("network_plan"):  # after the ports: a taken one sets up nothing
+        ports = reserve_ports([PortMapping(**p) for p in record.options.ports])
+        if record.options.network_plan:  # after the ports: a taken one sets up nothing
             from toolkit.network import attach
 
             record, network = attach.connect_record(store, record, bundle)
-        if record.options.get("secrets"):  # the bundle is per run: written at every launch
+        if record.options.secrets:  # the bundle is per run: written at every launch
             from toolkit.runtime import mounts
 
-            mounts.write_secrets(record.options["secrets"], environ, user_mode=store.paths.user)
+            mounts.write_secrets(record.options.secrets, environ, user_mode=store.paths.user)
         cgroups.prepare_before_conmon(placement)
         # under a unit ExecStopPost cleans up; a container-notify unit keeps the exit
         # command so that conmon outlives the notify proxy (cli_cleanup)
-        exit_command = not under_unit(environ) or record.options.get("notify") == "container"
+        exit_command = not under_unit(environ) or record.options.notify == "container"
         options = conmon_options(
             store, record, restore_path=restore_path, exit_command=exit_command
         )
@@ -400,11 +403,11 @@ def discard_half_made(
     remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
     unlink_if_present(store.paths.exit_file(record.id))
     with contextlib.suppress(Exception):
-        if record.options.get("fresh", True):
-            drop_image_layer(store.paths, record.id, record.options)
+        if record.options.fresh:
+            drop_image_layer(store.paths, record.id, record.options.image_rootfs)
             store.remove(record)
         else:  # a restart of an exited container: it stays exited
-            options = {**record.options, "released": True}
+            options = record.options._replace(released=True)
             store.update(record, status=EXITED, pid=None, conmon_pid=None, options=options)
 
 

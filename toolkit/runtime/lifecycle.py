@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Mapping, Sequence
 
 from toolkit.errors import CommandFailed, ContainerNotFound, InvalidState, PodunitError
@@ -103,7 +102,7 @@ def relaunch(
 ) -> ContainerRecord:
     """Start an exited container again: a new conmon with its stored config.json."""
     record = placed_again(record, store.paths)
-    options = {**record.options, "released": False, "fresh": False}
+    options = record.options._replace(released=False, fresh=False)
     record = store.update(record, options=options, status=CREATED, pid=None, conmon_pid=None)
     return launch_container(store, record, stdio=Stdio(), restore_path=restore_path)
 
@@ -146,8 +145,8 @@ def stop_container(
     if not record.alive:
         return record
     if timeout is None:
-        timeout = float(record.options.get("stop_timeout", 10))
-    stop_signal = int(record.options.get("stop_signal", signal.SIGTERM))
+        timeout = record.options.stop_timeout
+    stop_signal = record.options.stop_signal
     if timeout > 0:
         if not signal_running(record, stop_signal):
             runtime_call(record, "kill", record.id, str(stop_signal), check=False)
@@ -156,7 +155,7 @@ def stop_container(
         record = wait_for_exit(store, record, timeout)
         if not record.alive:
             return record
-    kill_args = ["kill"] + ([] if record.options.get("own_pid_namespace", True) else ["--all"])
+    kill_args = ["kill"] + ([] if record.options.own_pid_namespace else ["--all"])
     runtime_call(record, *kill_args, record.id, "KILL", check=False)
     if record.status == PAUSED:
         runtime_call(record, "resume", record.id, check=False)
@@ -211,7 +210,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 def _networks_of(record: ContainerRecord) -> dict[str, Any]:
     """network -> {IPAddress, Aliases} while the container is connected."""
-    state = record.options.get("network") or {}
+    state = record.options.network or {}
     document = state.get("document", {})
     return {
         name: {"IPAddress": attached["static_ips"][0], "Aliases": attached["aliases"]}
@@ -238,19 +237,19 @@ def describe(record: ContainerRecord) -> dict[str, Any]:
             "FinishedAt": _iso(record.finished_at),
         },
         "Created": _iso(record.created_at),
-        "Image": record.options.get("image"),
-        "Rootfs": record.options.get("rootfs"),
+        "Image": record.options.image,
+        "Rootfs": record.options.rootfs,
         "Command": process.get("args", []),
         "Runtime": record.runtime,
-        "LogDriver": record.options.get("log_driver"),
-        "LogPath": record.options.get("log_path"),
-        "Labels": record.options.get("labels", {}),
-        "Ports": record.options.get("ports", []),
+        "LogDriver": record.options.log_driver,
+        "LogPath": record.options.log_path,
+        "Labels": dict(record.options.labels),
+        "Ports": list(record.options.ports),
         "Networks": _networks_of(record),
-        "StopSignal": record.options.get("stop_signal"),
-        "StopTimeout": record.options.get("stop_timeout"),
+        "StopSignal": record.options.stop_signal,
+        "StopTimeout": record.options.stop_timeout,
         "CgroupsPath": record.spec.get("linux", {}).get("cgroupsPath"),
-        "Volumes": record.options.get("volumes", []),  # named and anonymous (storage.volumes)
+        "Volumes": list(record.options.volumes),  # named and anonymous (storage.volumes)
     }
 
 

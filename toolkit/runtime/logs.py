@@ -328,7 +328,7 @@ class LogTarget:
 def lookup_log_target(store: StateStore, name: str) -> LogTarget:
     """The container `name` as recorded in the state database (options log_driver, log_path)."""
     record = store.get(name)
-    log_path = record.options.get("log_path")
+    log_path = record.options.log_path
 
     def still_running() -> bool:
         return sync_status(store, record).alive
@@ -336,7 +336,7 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
     return LogTarget(
         name=record.name,
         container_id=record.id,
-        driver=str(record.options.get("log_driver", JOURNALD)),
+        driver=record.options.log_driver,
         log_path=Path(log_path) if log_path else None,
         still_running=still_running,
     )

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections.abc import Mapping
 
+from toolkit.errors import PodunitError
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.state import ContainerRecord
 
@@ -140,35 +140,41 @@ def placed_again(record: ContainerRecord, paths: RuntimePaths) -> ContainerRecor
     """The container with cgroups placed anew for this process (a restart elsewhere)."""
     from toolkit.systemd import cgroups
 
-    old = placement_from_json(record.options["cgroup_plan"])
+    old = stored_placement(record)
     placement = placement_for(old.requested, record.id, record.runtime)
-    stop_usec = int(float(record.options.get("stop_timeout", 10)) * 1_000_000)
+    stop_usec = int(record.options.stop_timeout * 1_000_000)
     annotations = (
-        cgroups.payload_scope_annotations(
-            old.resources, int(record.options.get("stop_signal", signal.SIGTERM)), stop_usec
-        )
+        cgroups.payload_scope_annotations(old.resources, record.options.stop_signal, stop_usec)
         if placement.systemd_cgroup
         else ()
     )
     placement = placement._replace(
         resources=old.resources, container_name=record.name, annotations=annotations
     )
-    options = {
-        **record.options,
-        "cgroup_plan": placement_to_json(placement),
-        "runtime_args": runtime_args_for(placement, paths, record.runtime),
-    }
+    options = record.options._replace(
+        cgroup_placement=placement_to_json(placement),
+        runtime_args=tuple(runtime_args_for(placement, paths, record.runtime)),
+    )
     return record._replace(spec=apply_placement(record.spec, placement), options=options)
 
 
-def cgroups_left(stored_placement: Mapping[str, Any]) -> bool:
+def stored_placement(record: ContainerRecord) -> cgroups.CgroupPlacement:
+    """The cgroup placement stored with the container (every container has one)."""
+    if record.options.cgroup_placement is None:
+        raise PodunitError(f"container {record.name} has no cgroup placement recorded")
+    return placement_from_json(record.options.cgroup_placement)
+
+
+def cgroups_left(stored: Mapping[str, Any] | None) -> bool:
     """Whether `cgroups.cleanup_cgroups` may have work for this stored placement: scopes of
     `enabled` under systemd, or a cgroupfs cgroup that still exists. Checked on the JSON,
     so that a stop after which `RUNTIME delete` removed everything (split, in a unit)
     imports neither cgroups nor the model."""
-    manager = stored_placement.get("manager")
+    if stored is None:
+        return False
+    manager = stored.get("manager")
     if manager == "systemd":
-        return stored_placement.get("mode") == "enabled"
-    path = stored_placement.get("cgroups_path")
-    mount = stored_placement.get("cgroup2_mount", "/sys/fs/cgroup")
+        return stored.get("mode") == "enabled"
+    path = stored.get("cgroups_path")
+    mount = stored.get("cgroup2_mount", "/sys/fs/cgroup")
     return manager == "cgroupfs" and path is not None and os.path.isdir(mount + path)

@@ -14,19 +14,18 @@ import os
 import select
 import sys
 import time
-from collections.abc import Mapping
 
 from toolkit.errors import ContainerNotFound, PodunitError
 from toolkit.fs import read_text, remove_tree, unlink_if_present
 from toolkit.proc import same_process_alive, wait_until_gone
 from toolkit.runtime.invoke import runtime_call, runtime_delete, runtime_state
-from toolkit.runtime.placement import cgroups_left, placement_from_json
+from toolkit.runtime.placement import cgroups_left, stored_placement
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.state import EXITED, ContainerRecord, StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from typing import Any
+    pass
 
 
 KILL_WAIT_SECONDS = 5.0
@@ -100,9 +99,9 @@ def finalize(
             oom = os.path.exists(os.path.join(store.paths.bundle_dir(record.id), "oom"))
             record = store.record_exit(record, code, reason=reason, finished_at=finished, oom=oom)
         release(store, record)
-        if record.options.get("auto_remove"):
+        if record.options.auto_remove:
             forget(store, record)
-            if record.options.get("volumes"):  # `run --rm`: its anonymous volumes too (Docker)
+            if record.options.volumes:  # `run --rm`: its anonymous volumes too (Docker)
                 from toolkit.storage.volumes import VolumeStore
 
                 VolumeStore(store).remove_anonymous_of(record.name)
@@ -124,7 +123,7 @@ def _kill_runaway(record: ContainerRecord) -> None:
 def disconnect(store: StateStore, record: ContainerRecord) -> None:
     """Tear down the container's networks (toolkit.network.netavark.disconnect); a failure
     is reported on stderr (the journal, under a unit) and the release goes on."""
-    if not record.options.get("network"):
+    if not record.options.network:
         return
     from toolkit.network import netavark
 
@@ -140,11 +139,11 @@ def release(store: StateStore, record: ContainerRecord) -> None:
     The cgroups go last, and not at all from inside the conmon scope they would
     remove (conmon's exit command runs there): systemd drops an empty scope itself.
     """
-    if record.options.get("released"):
+    if record.options.released:
         return
     runtime_delete(record)
     disconnect(store, record)
-    unmount_image_root(store.paths, record.id, record.options)
+    unmount_image_root(store.paths, record.id, record.options.image_rootfs)
     remove_tree(store.paths.bundle_dir(record.id))
     remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
     unlink_if_present(store.paths.exit_file(record.id))
@@ -152,13 +151,12 @@ def release(store: StateStore, record: ContainerRecord) -> None:
     with contextlib.suppress(OSError):
         if read_text(pidfile).strip() == str(record.conmon_pid):
             os.unlink(pidfile)
-    store.update(record, options={**record.options, "released": True})
-    stored_placement = record.options["cgroup_plan"]
-    if not cgroups_left(stored_placement):
+    store.update(record, options=record.options._replace(released=True))
+    if not cgroups_left(record.options.cgroup_placement):
         return
     from toolkit.systemd import cgroups
 
-    placement = placement_from_json(stored_placement)
+    placement = stored_placement(record)
     own_cgroup = read_text("/proc/self/cgroup")
     if placement.conmon_scope is None or f"/{placement.conmon_scope}" not in own_cgroup:
         with contextlib.suppress(Exception):
@@ -172,10 +170,10 @@ def forget(store: StateStore, record: ContainerRecord) -> None:
     lock file finds the row gone when it gets the lock.
     """
     store.remove(record)
-    drop_image_layer(store.paths, record.id, record.options)
+    drop_image_layer(store.paths, record.id, record.options.image_rootfs)
     unlink_if_present(store.paths.lock_file(record.id))
-    if record.options.get("log_path"):
-        unlink_if_present(record.options["log_path"])
+    if record.options.log_path:
+        unlink_if_present(record.options.log_path)
 
 
 def wait_for_exit(
@@ -221,8 +219,9 @@ def wait_for_exit(
             os.close(pidfd)
 
 
-def unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
-    if options.get("image_rootfs"):
+def unmount_image_root(paths: RuntimePaths, container_id: str, image_rootfs: str | None) -> None:
+    """Unmount an image container's root (the overlay of `image_rootfs` and its layer)."""
+    if image_rootfs:
         from toolkit.storage import images
 
         with contextlib.suppress(PodunitError):
@@ -231,10 +230,10 @@ def unmount_image_root(paths: RuntimePaths, container_id: str, options: Mapping[
             os.rmdir(paths.rootfs_mount(container_id))
 
 
-def drop_image_layer(paths: RuntimePaths, container_id: str, options: Mapping[str, Any]) -> None:
+def drop_image_layer(paths: RuntimePaths, container_id: str, image_rootfs: str | None) -> None:
     """Unmount and delete an image container's writable layer (on `rm`)."""
-    if options.get("image_rootfs"):
-        unmount_image_root(paths, container_id, options)
+    if image_rootfs:
+        unmount_image_root(paths, container_id, image_rootfs)
         remove_tree(paths.image_layer(container_id))
 
 

@@ -24,6 +24,7 @@ import os
 
 from toolkit.errors import PodunitError
 from toolkit.fs import clean_path, make_dir
+from toolkit.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -33,17 +34,14 @@ SYSTEM_STATE_DIR = "/var/lib/podunit"
 SYSTEM_RUN_DIR = "/run/podunit"
 
 
-class RuntimePaths:
+class RuntimePaths(Record):
     """The state and run directories of one mode, and the file names inside them.
 
-    Immutable. A plain class, not a dataclass: every podunit process makes one, and
-    `dataclasses` costs the light verbs (stop, rm, ps, ...) about 10 ms of start-up.
     Paths are `str`s (os.path), not `pathlib.Path`s: pathlib (with urllib.parse,
     fnmatch, ...) would cost every unit's stop/rm/exec process about 5 ms.
     The constructor also takes `os.PathLike` directories (tests pass `Path`s).
     """
 
-    __slots__ = ("run_dir", "state_dir", "user")
     user: bool
     state_dir: str
     run_dir: str
@@ -51,28 +49,7 @@ class RuntimePaths:
     def __init__(
         self, *, user: bool, state_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]
     ) -> None:
-        object.__setattr__(self, "user", user)
-        object.__setattr__(self, "state_dir", os.fspath(state_dir))
-        object.__setattr__(self, "run_dir", os.fspath(run_dir))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"RuntimePaths is immutable: cannot set {name}")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RuntimePaths) and (self.user, self.state_dir, self.run_dir) == (
-            other.user,
-            other.state_dir,
-            other.run_dir,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.user, self.state_dir, self.run_dir))
-
-    def __repr__(self) -> str:
-        return (
-            f"RuntimePaths(user={self.user!r}, state_dir={self.state_dir!r},"
-            f" run_dir={self.run_dir!r})"
-        )
+        super().__init__(user=user, state_dir=os.fspath(state_dir), run_dir=os.fspath(run_dir))
 
     @classmethod
     def for_mode(cls, user: bool, environ: Mapping[str, str] = os.environ) -> RuntimePaths:

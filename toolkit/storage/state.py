@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping
 
 from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
 from toolkit.fs import read_text
+from toolkit.record import Record
 from toolkit.storage.paths import RuntimePaths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -119,228 +120,114 @@ CREATE TABLE IF NOT EXISTS exec_sessions (
 """
 
 
-# The columns of `containers`, which are also the fields of `ContainerRecord`.
-_COLUMNS = [
-    "id",
-    "name",
-    "runtime",
-    "status",
-    "pid",
-    "pid_start_time",
-    "conmon_pid",
-    "conmon_start_time",
-    "exit_code",
-    "exit_reason",
-    "oom",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "spec",
-    "options",
-]
+class ContainerOptions(Record):
+    """How a container runs, decided when it is created: the `options` column (JSON).
 
-
-class ContainerRecord:
-    """One row of `containers`. `spec` is the OCI config.json; `options` how it is run.
-
-    Immutable; `_replace` returns a changed copy. A plain class with `__slots__`
-    rather than a dataclass or NamedTuple: every podunit process builds these, and
-    the light verbs (stop, rm, ps, ...) must not import `dataclasses` or `typing`.
+    Read as typed fields everywhere (`record.options.stop_timeout`); a new key is a new
+    field here, with the default that rows written before it get.
     """
 
-    __slots__ = tuple(_COLUMNS)
+    log_driver: str = "journald"  # a toolkit.definitions.logdrivers name
+    log_path: str | None = None  # k8s-file's file
+    log_size_max: int | None = None
+    tty: bool = False
+    interactive: bool = False
+    auto_remove: bool = False  # `run --rm`: forgotten once it exited
+    stop_signal: int = 15  # SIGTERM
+    stop_timeout: float = 10.0  # seconds
+    notify: str | None = None  # a toolkit.definitions.model.Notify value
+    ports: tuple[dict[str, Any], ...] = ()  # PortMapping._asdict() of each published port
+    cgroup_placement: dict[str, Any] | None = None  # toolkit.runtime.placement's JSON
+    runtime_args: tuple[str, ...] = ()  # the runtime's global options (--root, ...)
+    own_pid_namespace: bool = True
+    preserve_fds: int = 0  # socket-activation fds passed on
+    image: str | None = None
+    rootfs: str | None = None
+    image_rootfs: str | None = None  # an image container: the unpacked image under its overlay
+    labels: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[str, ...] = ()  # the volumes it uses (toolkit.storage.volumes)
+    secrets: tuple[dict[str, Any], ...] = ()  # its secrets' files: where from, owner, mode
+    health: dict[str, Any] | None = None  # toolkit.runtime.healthcheck's settings
+    network_plan: dict[str, Any] | None = None  # toolkit.network.attach: what to join
+    network: dict[str, Any] | None = None  # toolkit.network.attach: what was set up
+    released: bool = False  # the run's resources are gone (status.release)
+    fresh: bool = True  # False once started again after an exit
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ContainerOptions:
+        if "cgroup_plan" in data:  # its name before toolkit.runtime.placement
+            data = {**data, "cgroup_placement": data["cgroup_plan"]}
+        if isinstance(data.get("labels"), dict):  # stored as a mapping before
+            data = {**data, "labels": [list(item) for item in data["labels"].items()]}
+        return super().from_json(data)
+
+
+class ContainerRecord(Record):
+    """One row of `containers`: `spec` is the OCI config.json, `options` how it runs.
+
+    The fields are the table's columns (`_fields` names them for the queries).
+    """
+
     id: str
     name: str
     runtime: str  # absolute path of the OCI runtime binary
     status: str
     created_at: float
     spec: dict[str, Any]
-    options: dict[str, Any]
-    pid: int | None
-    pid_start_time: int | None
-    conmon_pid: int | None
-    conmon_start_time: int | None
-    exit_code: int | None
-    exit_reason: str | None
-    oom: bool
-    started_at: float | None
-    finished_at: float | None
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        name: str,
-        runtime: str,
-        status: str,
-        created_at: float,
-        spec: dict[str, Any],
-        options: dict[str, Any] | None = None,
-        pid: int | None = None,
-        pid_start_time: int | None = None,
-        conmon_pid: int | None = None,
-        conmon_start_time: int | None = None,
-        exit_code: int | None = None,
-        exit_reason: str | None = None,
-        oom: bool = False,
-        started_at: float | None = None,
-        finished_at: float | None = None,
-    ) -> None:
-        values = locals()
-        for key in self.__slots__:
-            object.__setattr__(self, key, values[key])
-        if options is None:
-            object.__setattr__(self, "options", {})
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"ContainerRecord is immutable: cannot set {name}")
-
-    def _fields(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.__slots__}
-
-    def _replace(self, **changes: Any) -> ContainerRecord:
-        """A copy with `changes` applied (unknown field names are a TypeError)."""
-        return ContainerRecord(**{**self._fields(), **changes})
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ContainerRecord) and self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside, like the dataclass
-
-    def __repr__(self) -> str:
-        return "ContainerRecord(" + ", ".join(f"{k}={v!r}" for k, v in self._fields().items()) + ")"
+    options: ContainerOptions = ContainerOptions()
+    pid: int | None = None
+    pid_start_time: int | None = None
+    conmon_pid: int | None = None
+    conmon_start_time: int | None = None
+    exit_code: int | None = None
+    exit_reason: str | None = None
+    oom: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
 
     @property
     def alive(self) -> bool:
         return self.status in ALIVE_STATUSES
 
 
-
-class _Record:
-    """An immutable record with `__slots__`: compared, shown and copied field by field.
-
-    Not a dataclass or NamedTuple: `podunit exec` imports neither `dataclasses` nor
-    `typing` (as `state.ContainerRecord`, issue 6).
-    """
-
-    __slots__: tuple[str, ...] = ()
-
-    def _set(self, **values: object) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, values[name])
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class ExecConfig(_Record):
+class ExecConfig(Record):
     """What the user asked for (libpod ExecConfig)."""
 
-    __slots__ = ("command", "detach", "environment", "interactive", "tty", "user", "workdir")
     command: tuple[str, ...]
-    tty: bool
-    interactive: bool
-    detach: bool
-    environment: tuple[tuple[str, str], ...]
-    user: str | None
-    workdir: str | None
-
-    def __init__(
-        self,
-        command: tuple[str, ...],
-        *,
-        tty: bool = False,
-        interactive: bool = False,
-        detach: bool = False,
-        environment: tuple[tuple[str, str], ...] = (),
-        user: str | None = None,
-        workdir: str | None = None,
-    ) -> None:
-        self._set(
-            command=command, tty=tty, interactive=interactive, detach=detach,
-            environment=environment, user=user, workdir=workdir,
-        )  # fmt: skip
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ExecConfig:
-        return cls(
-            command=tuple(data["command"]),
-            tty=bool(data.get("tty")),
-            interactive=bool(data.get("interactive")),
-            detach=bool(data.get("detach")),
-            environment=tuple((k, v) for k, v in data.get("environment", ())),
-            user=data.get("user"),
-            workdir=data.get("workdir"),
-        )
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+    environment: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    workdir: str | None = None
 
 
-class ExecSession(_Record):
-    """One row of `exec_sessions`; `runtime` holds the monitor's pid and the process start time."""
+class ExecProcesses(Record):
+    """The processes of a running exec session: start times against pid reuse, its conmon,
+    and the `podunit exec` attached to it (gone: nobody will remove the session)."""
 
-    __slots__ = (
-        "config",
-        "container_id",
-        "created_at",
-        "exit_code",
-        "finished_at",
-        "id",
-        "pid",
-        "runtime",
-        "started_at",
-        "state",
-    )
+    pid_start_time: int | None = None
+    conmon_pid: int | None = None
+    conmon_start_time: int | None = None
+    owner_pid: int | None = None
+    owner_start_time: int | None = None
+
+
+class ExecSession(Record):
+    """One row of `exec_sessions`."""
+
     id: str
     container_id: str
-    state: str
+    state: str  # SESSION_CREATED, SESSION_RUNNING, SESSION_STOPPED
     config: ExecConfig
     created_at: float
-    pid: int | None
-    exit_code: int | None
-    started_at: float | None
-    finished_at: float | None
-    runtime: Mapping[str, Any]
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    processes: ExecProcesses = ExecProcesses()
 
-    def __init__(
-        self,
-        *,
-        id: str,
-        container_id: str,
-        state: str,
-        config: ExecConfig,
-        created_at: float,
-        pid: int | None = None,
-        exit_code: int | None = None,
-        started_at: float | None = None,
-        finished_at: float | None = None,
-        runtime: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._set(
-            id=id, container_id=container_id, state=state, config=config,
-            created_at=created_at, pid=pid, exit_code=exit_code, started_at=started_at,
-            finished_at=finished_at, runtime=runtime or {},
-        )  # fmt: skip
-
-    def _replace(self, **changes: Any) -> ExecSession:
-        """A copy with `changes` applied."""
-        return ExecSession(**{**dict(zip(self.__slots__, self._values(), strict=True)), **changes})
-
-    def to_json(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The session as `podunit exec --list` and `inspect` show it."""
         return {
             "ID": self.id,
@@ -364,10 +251,13 @@ class ExecSession(_Record):
         }
 
 
+_COLUMNS = ContainerRecord._fields  # the columns of `containers`
+
+
 def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
     values = {column: row[column] for column in _COLUMNS}
     values["spec"] = json.loads(values["spec"])
-    values["options"] = json.loads(values["options"])
+    values["options"] = ContainerOptions.from_json(json.loads(values["options"]))
     values["oom"] = bool(values["oom"])
     return ContainerRecord(**values)
 
@@ -375,7 +265,7 @@ def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
 def _row_from_record(record: ContainerRecord) -> dict[str, Any]:
     values = {column: getattr(record, column) for column in _COLUMNS}
     values["spec"] = json.dumps(record.spec, sort_keys=True)
-    values["options"] = json.dumps(record.options, sort_keys=True)
+    values["options"] = json.dumps(record.options.to_json(), sort_keys=True)
     values["oom"] = int(record.oom)
     return values
 
@@ -397,7 +287,7 @@ def _session_from_row(row: Any) -> ExecSession:
         exit_code=row["exit_code"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        runtime=stored.get("runtime", {}),
+        processes=ExecProcesses.from_json(stored.get("runtime", {})),
     )
 
 
@@ -683,7 +573,9 @@ class StateStore:
     # -- exec sessions (run by toolkit.runtime.exec) --
     def add_exec_session(self, session: ExecSession) -> None:
         """The session's row; its container's row must still exist (removed meanwhile: error)."""
-        stored = json.dumps({"config": session.config.to_json(), "runtime": session.runtime})
+        stored = json.dumps(
+            {"config": session.config.to_json(), "runtime": session.processes.to_json()}
+        )
         try:
             with self.transaction() as db:
                 db.execute(

@@ -256,13 +256,13 @@ class VolumeStore:
         return [
             record.name
             for record in self.store.all()
-            if name in record.options.get("volumes", ())
+            if name in record.options.volumes
         ]
 
     def users_by_volume(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for record in self.store.all():
-            for name in record.options.get("volumes", ()):
+            for name in record.options.volumes:
                 found.setdefault(name, []).append(record.name)
         return found
 

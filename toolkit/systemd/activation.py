@@ -20,6 +20,7 @@ import stat
 from collections.abc import Mapping
 
 from toolkit.errors import PodunitError
+from toolkit.record import Record
 
 SD_LISTEN_FDS_START = 3
 """The first passed fd, as in sd-daemon.h."""
@@ -31,35 +32,11 @@ NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
 """What sd_notify(3) reads; runc/crun would start their own proxy on NOTIFY_SOCKET."""
 
 
-class ActivationFds:
-    """The sockets systemd passed: fds 3.. and their FileDescriptorName= names.
+class ActivationFds(Record):
+    """The sockets systemd passed: fds 3.. and their FileDescriptorName= names."""
 
-    A plain immutable class, not a dataclass: `podunit stop` imports this module
-    (`environment_for_conmon`) and must not pay for `dataclasses`.
-    """
-
-    __slots__ = ("fds", "names")
-    fds: tuple[int, ...]
-    names: tuple[str, ...]
-
-    def __init__(self, fds: tuple[int, ...] = (), names: tuple[str, ...] = ()) -> None:
-        object.__setattr__(self, "fds", fds)
-        object.__setattr__(self, "names", names)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"ActivationFds is immutable: cannot set {name}")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActivationFds) and (self.fds, self.names) == (
-            other.fds,
-            other.names,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.fds, self.names))
-
-    def __repr__(self) -> str:
-        return f"ActivationFds(fds={self.fds!r}, names={self.names!r})"
+    fds: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.fds)

@@ -242,7 +242,7 @@ def wait_until_healthy(
     check = container.healthcheck
     if check is None:
         raise PodunitError(f"container {container.name}: notify 'healthy' needs a healthcheck")
-    runtime_args = list(record.options.get("runtime_args", []))
+    runtime_args = list(record.options.runtime_args)
     pause = pause_watching(record.conmon_pid)
     started_at = record.started_at or time.time()
     health = Health()
