@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +16,7 @@ from toolkit.runtime.builds import build_digest
 from toolkit.runtime.pulling import EXTEND_SECONDS, NotifyProgress, TerminalProgress
 from toolkit.storage.image_catalog import digest_of_root, users_by_digest
 from toolkit.storage.images import PullProgress, parse_image_reference
+from toolkit.storage.state import ContainerOptions, ContainerRecord
 from toolkit.unitgen.images import pull_unit_name, stronger
 
 
@@ -182,11 +182,12 @@ def test_notify_progress_extends_only_while_bytes_arrive(tmp_path: Path) -> None
 
 
 def test_users_by_digest_reads_the_records_image_roots() -> None:
-    records = [
-        SimpleNamespace(name="a", options={"image_rootfs": "/s/images/rootfs/sha256_ab/rootfs"}),
-        SimpleNamespace(name="b", options={"image_rootfs": "/s/images/rootfs/sha256_ab/rootfs"}),
-        SimpleNamespace(name="c", options={}),
-    ]
+    def record(name: str, image_rootfs: str | None) -> ContainerRecord:
+        return ContainerRecord(id=name, name=name, runtime="/r", status="exited", created_at=0.0,
+                               spec={}, options=ContainerOptions(image_rootfs=image_rootfs))
+
+    root = "/s/images/rootfs/sha256_ab/rootfs"
+    records = [record("a", root), record("b", root), record("c", None)]
     assert users_by_digest(records) == {"sha256:ab": ["a", "b"]}
     assert digest_of_root("/srv/rootfs") is None
 

@@ -29,6 +29,7 @@ from toolkit.storage.images import (
     parse_image_reference,
     read_record,
 )
+from toolkit.storage.state import ContainerRecord
 
 
 def tree_size(path: str | os.PathLike[str]) -> int:
@@ -54,12 +55,12 @@ def digest_of_root(rootfs: str) -> str | None:
     return f"{algorithm}:{hexdigest}" if underscore and hexdigest else None
 
 
-def users_by_digest(records: Iterable[Any]) -> dict[str, list[str]]:
+def users_by_digest(records: Iterable[ContainerRecord]) -> dict[str, list[str]]:
     """Manifest digest -> the names of the containers whose root is that image's."""
     users: dict[str, list[str]] = {}
     for record in records:
-        rootfs = (record.options or {}).get("image_rootfs")
-        digest = digest_of_root(rootfs) if isinstance(rootfs, str) else None
+        rootfs = record.options.image_rootfs
+        digest = digest_of_root(rootfs) if rootfs else None
         if digest is not None:
             users.setdefault(digest, []).append(record.name)
     return users
