@@ -382,3 +382,14 @@ def test_where_the_cache_lives() -> None:
         assert (
             generator_cache.cache_file(user=False, environ={"PODUNIT_GENERATOR_CACHE": off}) is None
         )
+
+
+def test_per_run_variables_do_not_change_the_key() -> None:
+    """systemd gives every generator run its own SYSTEMD_EXEC_PID (issue 15 item 14: with
+    it in the key, no daemon-reload ever hit the cache); anything else still counts."""
+    base = {"HOME": "/root", "SYSTEMD_EXEC_PID": "57", "SYSTEMD_SCOPE": "system"}
+    digest = generator_cache.environment_digest(base)
+    for volatile in ({"SYSTEMD_EXEC_PID": "79"}, {"INVOCATION_ID": "ab"}, {"_": "/bin/x"}):
+        assert generator_cache.environment_digest(base | volatile) == digest
+    assert generator_cache.environment_digest(base | {"DB_HOST": "x"}) != digest
+    assert generator_cache.environment_digest(base | {"SYSTEMD_SCOPE": "user"}) != digest

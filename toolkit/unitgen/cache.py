@@ -18,7 +18,9 @@ The key is everything the output depends on:
   written into the units, the search path itself, the environment the generator
   reads (`ENVIRONMENT`) and the uid;
 - the whole environment, as a 64-bit digest (two CRC-32s; values never stored):
-  Compose files interpolate `${VAR}` from it (`toolkit.definitions.project`);
+  Compose files interpolate `${VAR}` from it (`toolkit.definitions.project`); except
+  the variables that differ at every run (`VOLATILE`: systemd gives each generator
+  run its own SYSTEMD_EXEC_PID, which made every daemon-reload miss the cache);
 - the code: Python's version and the identity of every module of `toolkit/`,
   `toolkit/definitions/`, `toolkit/unitgen/` and of PyYAML's `__init__.py`.
 
@@ -173,13 +175,17 @@ def make_key(
     )
 
 
+# Set anew for every process (systemd.exec(5) "Environment Variables in Spawned
+# Processes", the shell's `_`): no definition can mean them, and they would change the key.
+VOLATILE = frozenset(["SYSTEMD_EXEC_PID", "INVOCATION_ID", "JOURNAL_STREAM", "_"])
+
+
 def environment_digest(environ: Mapping[str, str]) -> tuple[int, int, int]:
-    """The environment as (count, CRC-32, CRC-32 of the reversed text): changes when a
-    variable is added, removed or changed, and keeps no value."""
-    data = "\0".join(f"{k}={v}" for k, v in sorted(environ.items())).encode(
-        "utf-8", "surrogateescape"
-    )
-    return (len(environ), binascii.crc32(data), binascii.crc32(data[::-1]))
+    """The environment but `VOLATILE` as (count, CRC-32, CRC-32 of the reversed text):
+    changes when a variable is added, removed or changed, and keeps no value."""
+    kept = sorted((k, v) for k, v in environ.items() if k not in VOLATILE)
+    data = "\0".join(f"{k}={v}" for k, v in kept).encode("utf-8", "surrogateescape")
+    return (len(kept), binascii.crc32(data), binascii.crc32(data[::-1]))
 
 
 def racy(inputs: Sequence[Input], started_ns: int) -> bool:
