@@ -93,3 +93,17 @@ def test_the_rootfs_user_database_is_read_safely(tmp_path: Path) -> None:
     )
     with pytest.raises(PodunitError, match="not a regular file \\(a character device\\)"):
         oci.read_rootfs_file(str(tmp_path), "/etc/group")
+
+
+def test_a_dockerfile_that_is_a_fifo_or_a_device(tmp_path: Path) -> None:
+    """`build: {dockerfile: ...}` is read through safefile too (issue 15 item 2)."""
+    from toolkit.definitions.imageref import ImageError
+    from toolkit.definitions.model import Build
+    from toolkit.runtime.builds import build_digest
+
+    os.mkfifo(tmp_path / "Dockerfile")
+    for dockerfile, kind in ((tmp_path / "Dockerfile", "a FIFO"),
+                             (Path("/dev/zero"), "a character device")):  # fmt: skip
+        build = Build(context=str(tmp_path), dockerfile=str(dockerfile))
+        with pytest.raises(ImageError, match=f"not a regular file \\({kind}\\)"):
+            build_digest(build)

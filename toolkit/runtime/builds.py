@@ -61,13 +61,15 @@ def build_digest(build: Build) -> str:
             elif stat.S_ISREG(info.st_mode):
                 with open(path, "rb") as handle:
                     add(hashlib.file_digest(handle, "sha256").digest())
-    if build.dockerfile is not None:
+    if build.dockerfile is not None:  # a FIFO or /dev/zero must not hang or exhaust this
+        from toolkit import safefile
+        from toolkit.errors import UnreadableFile
+
         try:
-            with open(build.dockerfile, "rb") as handle:
-                add("dockerfile", handle.read())
-        except OSError as error:
+            add("dockerfile", safefile.read_bytes(build.dockerfile))
+        except UnreadableFile as error:
             raise ImageError(
-                f"cannot read the Dockerfile {build.dockerfile}: {error.strerror}"
+                f"cannot read the Dockerfile {build.dockerfile}: {error.reason}"
             ) from None
     add(json.dumps([build.args, build.target, build.labels]))
     return "sha256:" + digest.hexdigest()
