@@ -417,3 +417,51 @@ def test_pids_limit_minus_one_is_unlimited(tmp_path: Path) -> None:
     write(tmp_path / "p" / "compose.yaml", "services:\n  a: {image: x, pids_limit: -1}\n")
     result = load_all([tmp_path], environ={})
     assert result.errors == [] and result.containers["p-a"].resources.pids is None
+
+
+def test_environment_names_without_values_come_from_the_project(tmp_path: Path) -> None:
+    """`environment: [NAME]` / `{NAME: }`: passed from the environment or `.env` as
+    Compose does; left out when unset; named in the unit's header."""
+    write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n"
+        "  a: {image: x, environment: [FROM_ENV, FROM_DOTENV, UNSET, SET=1]}\n"
+        "  b: {image: x, environment: {FROM_ENV: null, UNSET: null, SET: '1'}}\n",
+    )
+    write(tmp_path / "p" / ".env", "FROM_DOTENV=d\n")
+    result = load_all([tmp_path], environ={"FROM_ENV": "e"})
+    assert result.errors == []
+    assert result.containers["p-a"].environment == (
+        ("FROM_ENV", "e"),
+        ("FROM_DOTENV", "d"),
+        ("SET", "1"),
+    )
+    assert result.containers["p-b"].environment == (("FROM_ENV", "e"), ("SET", "1"))
+    assert result.notes["p-a"][1].startswith(
+        "Variables: FROM_DOTENV (.env), FROM_ENV (environment), UNSET (unset)"
+    )
+
+
+def test_env_files_use_the_dotenv_syntax_unless_raw(tmp_path: Path) -> None:
+    from toolkit.runtime.oci import read_env_files
+
+    write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n"
+        "  a: {image: x, env_file: [a.env]}\n"
+        "  b: {image: x, env_file: [{path: b.env, format: raw}]}\n"
+        "  c: {image: x, env_file: [{path: a.env, format: raw}, a.env]}\n"
+        "  d: {image: x, env_file: [{path: a.env, format: yaml}]}\n",
+    )
+    env = write(tmp_path / "p" / "a.env", "export A=\"quoted ${B:-x}\" # comment\nB='$lit'\n")
+    result = load_all([tmp_path], environ={})
+    a, b = result.containers["p-a"], result.containers["p-b"]
+    assert (a.env_file_syntax, b.env_file_syntax) == ("dotenv", "plain")
+    assert read_env_files(a.env_files, a.env_file_syntax) == (("A", "quoted x"), ("B", "$lit"))
+    write(tmp_path / "p" / "b.env", "B='$lit'\n")
+    assert read_env_files(b.env_files, b.env_file_syntax) == (("B", "'$lit'"),)  # as written
+    assert [str(e).split(": ", 1)[1] for e in result.errors] == [
+        "env_file: all files or none have 'format: raw' in podunit",
+        "env_file format 'yaml' is not supported by podunit (raw)",
+    ]
+    assert env.exists()

@@ -313,6 +313,37 @@ def _restart(entry: Entry, out: dict[str, Entry], fields: Fields) -> None:
     out["restart"] = entry
 
 
+def _env_file(entry: Entry, fields: Fields) -> Entry:
+    """`env_file`, read with Compose's `.env` syntax, or as written for `format: raw`
+    (the one other format Compose names); the `format` keys are taken out."""
+    node = entry.node
+    items = node.value if node.is_sequence else [node]
+    formats = set()
+    kept = []
+    for item in items:
+        if item.is_mapping and "format" in item.value:
+            found = text(item.value["format"].node, "env_file format")
+            if found != "raw":
+                raise fail(
+                    item.value["format"].node,
+                    f"env_file format {v.quote(found)} is not supported by podunit (raw)",
+                )
+            formats.add("raw")
+            item = Node(
+                {k: e for k, e in item.value.items() if k != "format"},
+                item.path, item.line, item.column,
+            )  # fmt: skip
+        else:
+            formats.add("dotenv")
+        kept.append(item)
+    if formats == {"raw", "dotenv"}:
+        raise fail(node, "env_file: all files or none have 'format: raw' in podunit")
+    fields["env_file_syntax"] = "plain" if formats == {"raw"} else "dotenv"
+    if not node.is_sequence:
+        return entry
+    return Entry(entry.key, Node(kept, node.path, node.line, node.column))
+
+
 def _check_renamed(key: str, node: Node) -> None:
     """A renamed key's value checked under its Compose name (the error names the key
     as the user wrote it, and each key is its own error)."""
@@ -450,7 +481,9 @@ def translate_service(
     fields: Fields = {"project": project.name, "service": name}
     for key, entry in node.value.items():
         try:
-            if key in SAME_KEYS:
+            if key == "env_file":
+                out[key] = _env_file(entry, fields)
+            elif key in SAME_KEYS:
                 out[key] = entry
             elif key in RENAMED_KEYS:
                 target = RENAMED_KEYS[key]

@@ -123,6 +123,7 @@ class ComposeFile:
             return None
         self.variables.used = self._used.setdefault(name, {})
         spec = interpolate_tree(spec, self.variables, errors)
+        spec = self._pass_environment(spec)
         # Every problem of the service in one run: a value that could not be interpolated
         # is reported once (not again by the key that reads it), a refused key does not
         # stop the other keys from being checked.
@@ -148,6 +149,46 @@ class ComposeFile:
             key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0),
         )
         return container if len(errors) == count else None
+
+    def _pass_environment(self, spec: Node) -> Node:
+        """`environment: [NAME]` or `{NAME: }` (no value): the project's variable of that
+        name (the environment over `.env`), as Compose passes it; left out when unset."""
+        entry = spec.value.get("environment") if spec.is_mapping else None
+        if entry is None:
+            return spec
+        node = entry.node
+
+        def lookup(name: str) -> str | None:
+            value = self.variables.get(name)
+            self.variables.used[name] = self.variables.used.get(name, False) or value is not None
+            return value
+
+        if node.is_mapping:
+            pairs = {}
+            for key, item in node.value.items():
+                if item.node.is_scalar and item.node.value is None:
+                    value = lookup(key)
+                    if value is None:
+                        continue
+                    item = Entry(item.key, Node.at(value, item.node.loc, value))
+                pairs[key] = item
+            replaced = Node(pairs, node.path, node.line, node.column)
+        elif node.is_sequence:
+            items = []
+            for item in node.value:
+                name = item.value
+                if isinstance(name, str) and name and "=" not in name:
+                    value = lookup(name)
+                    if value is None:
+                        continue
+                    item = Node.at(f"{name}={value}", item.loc, f"{name}={value}")
+                items.append(item)
+            replaced = Node(items, node.path, node.line, node.column)
+        else:
+            return spec
+        top = dict(spec.value)
+        top["environment"] = Entry(entry.key, replaced)
+        return Node(top, spec.path, spec.line, spec.column)
 
     def join_project_network(
         self, container: Container, declared: Mapping[str, object]

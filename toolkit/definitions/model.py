@@ -361,6 +361,9 @@ class Container(NamedTuple):
     stdin_open: bool = False  # recorded: a unit's container has no stdin
     shm_size: int | None = None  # bytes of /dev/shm (default 64 MiB)
     domainname: str | None = None  # the UTS domain name
+    # env_file syntax: "plain" (own form: K=V lines as written) or "dotenv" (Compose:
+    # quotes, `export`, comments, ${VAR} of earlier keys; toolkit.definitions.dotenv)
+    env_file_syntax: str = "plain"
 
     @property
     def unit_name(self) -> str:

@@ -611,9 +611,22 @@ def parse_env_file(text: str, source: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
+def _dotenv_file(text: str, source: str) -> list[tuple[str, str]]:
+    """A Compose env_file: `.env` syntax; `${VAR}` refers to the file's earlier keys."""
+    from toolkit.definitions import dotenv
+
+    try:
+        return list(dotenv.parse(text).items())
+    except dotenv.DotenvError as error:
+        raise PodunitError(f"env_file {source}:{error.line}: {error}") from None
+
+
+def read_env_files(
+    paths: Sequence[str], syntax: str = "plain"
+) -> tuple[tuple[str, str], ...]:
     """The `K=V` pairs of every env_file, in order (read with toolkit.safefile: regular
-    files of at most 4 MiB, never blocking)."""
+    files of at most 4 MiB, never blocking); `syntax` "dotenv": Compose's `.env`
+    syntax (toolkit.definitions.dotenv), each file on its own."""
     pairs: list[tuple[str, str]] = []
     for entry in paths:
         path = entry.removeprefix("-")  # `-/path`: optional (Compose `required: false`)
@@ -623,7 +636,7 @@ def read_env_files(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
             if path != entry and not os.path.lexists(path):
                 continue
             raise PodunitError(f"env_file {path}: {error.reason}") from None
-        pairs += parse_env_file(text, path)
+        pairs += parse_env_file(text, path) if syntax == "plain" else _dotenv_file(text, path)
     return tuple(pairs)
 
 
@@ -696,7 +709,7 @@ def gather_inputs(
         rootfs=rootfs,
         hard_limits=current_hard_limits(),
         user=user,
-        env_file_vars=read_env_files(container.env_files),
+        env_file_vars=read_env_files(container.env_files, container.env_file_syntax),
         devices=gather_devices(container.devices),
         extra_env=dict(extra_env or {}),
         extra_mounts=tuple(extra_mounts),
