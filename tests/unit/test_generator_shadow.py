@@ -113,3 +113,19 @@ def test_a_newly_installed_unit_invalidates_the_generator_cache(
     names, messages = run()
     assert names == [] and len(messages) == 1
     assert f"web.service already exists as {units}/web.service" in messages[0]
+
+
+def test_the_user_managers_unit_directories() -> None:
+    """As `systemd-analyze unit-paths --user` lists them (without control, transient and
+    generator directories)."""
+    environ = {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert shadow.unit_dirs(user=True, environ=environ) == [
+        "/home/u/.config/systemd/user", "/etc/xdg/systemd/user", "/etc/systemd/user",
+        "/run/user/1000/systemd/user", "/run/systemd/user", "/home/u/.local/share/systemd/user",
+        "/usr/local/share/systemd/user", "/usr/share/systemd/user",
+        "/usr/local/lib/systemd/user", "/usr/lib/systemd/user",
+    ]  # fmt: skip
+    custom = {"HOME": "/h", "XDG_CONFIG_HOME": "/c", "XDG_DATA_HOME": "/d"}
+    dirs = shadow.unit_dirs(user=True, environ=custom)
+    assert dirs[0] == "/c/systemd/user" and "/d/systemd/user" in dirs
+    assert shadow.unit_dirs(user=False) == list(shadow.SYSTEM_UNIT_DIRS)
