@@ -31,6 +31,7 @@ REGISTRY_CONF = "/etc/containers/registries.conf.d/podunit-image-units.conf"
 IDLE = "echo started $VERSION; trap 'exit 0' TERM; while :; do sleep 0.1; done"
 PULL_APP = r"podunit-pull-127.0.0.1\x3a5917-app\x3av1.service"
 PULL_AUTO = r"podunit-pull-127.0.0.1\x3a5917-app\x3aauto.service"
+PULL_HEALTH = r"podunit-pull-127.0.0.1\x3a5917-app\x3ahealth.service"
 PULL_SLOW = r"podunit-pull-127.0.0.1\x3a5918-app\x3aslow.service"
 
 REGISTRY_CONFIG = f"""version: 0.1
@@ -74,6 +75,12 @@ DEFINITIONS = {
         "imgauto": {
             "image": f"{REGISTRY}/app:auto", "auto_update": "registry", "runtime": "runc",
             "network": "none", "install": {},
+        },
+        "imghealth": {
+            "image": f"{REGISTRY}/app:health", "auto_update": "registry", "runtime": "runc",
+            "network": "none", "install": {},
+            "healthcheck": {"test": ["CMD-SHELL", 'test "$VERSION" != health-bad'],
+                            "interval": "1h"},
         },
         "imgnever": {
             "image": f"{REGISTRY}/app:absent", "pull": "never", "runtime": "runc",
@@ -139,13 +146,13 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:{version} docker://{REGISTRY
 """
         )
 
-    def auto_update(self, *args: str) -> list[dict[str, object]]:
+    def auto_update(self, *args: str, container: str = "imgauto") -> list[dict[str, object]]:
         result = self.sandbox.run(
             [self.podunit_bin, "auto-update", "--format", "json", *args],
             check=False, timeout=120, env={"PODUNIT_AUTO_UPDATE_GRACE": "1"},
         )  # fmt: skip
         report = json.loads(result.stdout)
-        return [entry for entry in report if entry["Container"] == "imgauto"]
+        return [entry for entry in report if entry["Container"] == container]
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +183,7 @@ done
     )
     manager.push("v1", "one")
     manager.push("auto", "auto-one")
+    manager.push("health", "health-one")
     # app:slow = app:v1 plus a layer of 768 KiB of noise: about 3 s through the proxy
     sandbox.sh(
         f"""
@@ -199,12 +207,13 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
         yield manager
     finally:
         units = [
-            "imgapp", "imgslow", "imgnever", "img-built", "imgauto", PULL_APP, PULL_SLOW, PULL_AUTO,
+            "imgapp", "imgslow", "imgnever", "img-built", "imgauto", "imghealth",
+            PULL_APP, PULL_SLOW, PULL_AUTO, PULL_HEALTH,
             "podunit-build-img-built", "podunit-test-registry", "podunit-test-throttle",
         ]  # fmt: skip
         manager.ctl("stop", *units, check=False)
         manager.ctl("reset-failed", *units, check=False)
-        for name in ("imgapp", "imgslow", "imgnever", "img-built", "imgauto"):
+        for name in ("imgapp", "imgslow", "imgnever", "img-built", "imgauto", "imghealth"):
             manager.podunit("rm", "-f", name, check=False)
         manager.podunit("image", "prune", "--all", check=False)
         sandbox.run(["rm", "-rf", DEFINITION, str(Path(COMPOSE).parent), BASE, REGISTRY_CONF,
@@ -320,3 +329,15 @@ def test_auto_update_restarts_on_a_new_digest_and_rolls_back_a_failing_one(
         "podunit-auto-update.service"
     )
     images.ctl("stop", "imgauto")
+
+
+def test_auto_update_rolls_back_when_the_health_check_fails(images: Images) -> None:
+    images.ctl("start", "imghealth")
+    first = images.images()[f"{REGISTRY}/app:health"]["Digest"]
+    images.push("health", "health-bad")  # runs, but its health check fails
+    [rolled] = images.auto_update(container="imghealth")
+    assert rolled["Updated"] == "rolled back", rolled
+    assert rolled["Reason"] == "imghealth.service: the health check fails after the restart"
+    assert images.images()[f"{REGISTRY}/app:health"]["Digest"] == first
+    assert images.journal("imghealth.service").count("started health-one") == 2
+    images.ctl("stop", "imghealth")

@@ -12,8 +12,8 @@ For every defined container that opts in (`auto_update:`, or the label
   the new one is pulled (or built) under the same ref name, and every active unit
   of that image is restarted (`systemctl restart`, which for `Type=notify` waits for
   READY). The update holds when each unit is still active GRACE seconds later and,
-  for a container with a health check, the check passes once (run in the container
-  as `podunit exec` would). Otherwise, with rollback (the default), the previous
+  for a container with a health check, the check passes once (`podunit healthcheck
+  run NAME`). Otherwise, with rollback (the default), the previous
   image is restored under the ref name and the units restarted again; the report
   says `rolled back` (or `rollback failed`). A held update drops the previous image.
 
@@ -90,13 +90,15 @@ def _fetch_new(container: Container, state_dir: str) -> None:
 
 
 def _healthy(container: Container, podunit: Sequence[str], unit: str) -> bool:
+    """The container's health check passes once (`podunit healthcheck run NAME`: the check
+    as its schedule runs it, recorded); True for a container without one."""
     check = container.healthcheck
     if check is None or not check.test:
         return True
     name = unit.removesuffix(".service")
     try:
-        proc.run([*podunit, "exec", name, "--", *check.test],
-                 timeout=max(check.timeout.total_seconds(), 1))  # fmt: skip
+        proc.run([*podunit, "healthcheck", "run", name],
+                 timeout=check.timeout.total_seconds() + 30)  # fmt: skip
     except (CommandFailed, PodunitError, OSError):
         return False
     except Exception:  # subprocess.TimeoutExpired: the check hung
