@@ -11,6 +11,7 @@ whole module; everything is stopped and removed at the end.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,13 @@ import pytest
 from tests.support.sandbox import Sandbox
 from toolkit.errors import CommandFailed
 
-pytestmark = pytest.mark.system
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(
+        not all(shutil.which(tool) for tool in ("docker-registry", "buildah", "skopeo", "umoci")),
+        reason="needs docker-registry, buildah, skopeo and umoci (scripts/bootstrap installs them)",
+    ),
+]
 
 BASE = "/var/tmp/podunit-image-units"
 REGISTRY = "127.0.0.1:5917"
@@ -97,8 +104,13 @@ COMPOSE_FILE = {
             "image": "localhost/imgbuilt:test",
             "network_mode": "none",
             "x-podunit": {"runtime": "runc", "install": {}},
-        }
-    }
+        },
+        "broken": {  # its Dockerfile copies a file the context does not have
+            "build": {"context": "ctx", "dockerfile": "Dockerfile.broken"},
+            "network_mode": "none",
+            "x-podunit": {"runtime": "runc", "install": {}},
+        },
+    },
 }
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
@@ -200,6 +212,7 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
     sandbox.write(DEFINITION, json.dumps(DEFINITIONS))  # JSON is YAML
     sandbox.write(COMPOSE, json.dumps(COMPOSE_FILE))
     sandbox.write(f"{Path(COMPOSE).parent}/ctx/Dockerfile", DOCKERFILE)
+    sandbox.write(f"{Path(COMPOSE).parent}/ctx/Dockerfile.broken", "FROM scratch\nCOPY nothing /\n")
     sandbox.run(["cp", "/bin/busybox", f"{Path(COMPOSE).parent}/ctx/busybox"])
     sandbox.run([f"{repo_root}/scripts/install-generator"])
     sandbox.run(["systemctl", "daemon-reload"])
@@ -208,6 +221,7 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
     finally:
         units = [
             "imgapp", "imgslow", "imgnever", "img-built", "imgauto", "imghealth",
+            "img-broken", "podunit-build-img-broken",
             PULL_APP, PULL_SLOW, PULL_AUTO, PULL_HEALTH,
             "podunit-build-img-built", "podunit-test-registry", "podunit-test-throttle",
         ]  # fmt: skip
@@ -251,6 +265,9 @@ def test_a_container_starts_through_its_pull_unit(images: Images) -> None:
     images.ctl("daemon-reload")
     assert "network-online.target" not in images.show(PULL_APP, "After")["After"]
     assert "network-online.target" in images.show(PULL_SLOW, "After")["After"]
+    # unused now: prune removes its unpacked root, the image stays (unpacked again at start)
+    assert f"{listed['Digest']} (unpacked root)" in images.podunit("image", "prune")
+    assert images.images()[f"{REGISTRY}/app:v1"]["Unpacked"] is False
 
 
 def test_a_slow_pull_extends_the_start_timeout(images: Images) -> None:
@@ -287,6 +304,18 @@ def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
     images.ctl("start", "img-built")
     assert "up to date (context unchanged)" in images.journal("podunit-build-img-built.service")
     images.ctl("stop", "img-built")
+
+
+def test_a_failed_build_is_a_failed_build_unit(images: Images) -> None:
+    with pytest.raises(CommandFailed, match="dependency"):
+        images.ctl("start", "img-broken")
+    build = images.show("podunit-build-img-broken.service", "ActiveState", "Result")
+    assert (build["ActiveState"], build["Result"]) == ("failed", "exit-code")
+    journal = images.journal("podunit-build-img-broken.service")
+    assert "cannot build image localhost/podunit/img-broken:latest" in journal
+    assert "nothing" in journal  # buildah's own words about the missing file
+    assert images.show("img-broken.service", "ActiveState")["ActiveState"] == "inactive"
+    images.ctl("reset-failed", "podunit-build-img-broken")
 
 
 def test_auto_update_restarts_on_a_new_digest_and_rolls_back_a_failing_one(
