@@ -102,6 +102,7 @@ COMPOSE_FILE = {
         "built": {
             "build": {"context": "ctx", "args": {"VERSION": "built-1"}},
             "image": "localhost/imgbuilt:test",
+            "labels": {"io.containers.autoupdate": "local"},
             "network_mode": "none",
             "x-podunit": {"runtime": "runc", "install": {}},
         },
@@ -163,6 +164,7 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:{version} docker://{REGISTRY
             [self.podunit_bin, "auto-update", "--format", "json", *args],
             check=False, timeout=120, env={"PODUNIT_AUTO_UPDATE_GRACE": "1"},
         )  # fmt: skip
+        assert result.stdout, result.stderr.decode()
         report = json.loads(result.stdout)
         return [entry for entry in report if entry["Container"] == container]
 
@@ -303,6 +305,14 @@ def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
     # the context did not change: the build unit does not build again
     images.ctl("start", "img-built")
     assert "up to date (context unchanged)" in images.journal("podunit-build-img-built.service")
+    # auto_update local (the label): nothing changed, then the context changes: rebuilt
+    assert [e["Updated"] for e in images.auto_update(container="img-built")] == ["false"]
+    first = images.images()["localhost/imgbuilt:test"]["Digest"]
+    images.sandbox.write(f"{Path(COMPOSE).parent}/ctx/new-file", "changed\n")
+    [updated] = images.auto_update(container="img-built")
+    assert updated["Updated"] == "true", updated
+    assert images.images()["localhost/imgbuilt:test"]["Digest"] == updated["Digest"] != first
+    assert images.journal("img-built.service").count("started built-1") == 3
     images.ctl("stop", "img-built")
 
 

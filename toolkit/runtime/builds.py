@@ -113,6 +113,15 @@ def _bud_argv(build: Build) -> list[str]:
     return argv
 
 
+def _run_shown(argv: list[str]) -> None:
+    """Run buildah with its output on podunit's stderr (the build unit's journal, or the
+    terminal), never on stdout, which may be a report (`podunit auto-update --format json`)."""
+    child = proc.spawn(argv, stdout=2)
+    status = child.wait()
+    if status != 0:
+        raise CommandFailed(argv, status, "")
+
+
 def ensure_built(container: Container, state_dir: str, *, force: bool = False) -> bool:
     """Build the container's image unless its build digest is recorded and the image is
     stored; True when it built. Raises ImageError naming the container on failure."""
@@ -131,10 +140,7 @@ def ensure_built(container: Container, state_dir: str, *, force: bool = False) -
         buildah = _buildah(store, os.path.join(scratch, "run"))
         iidfile = os.path.join(scratch, "iid")
         try:
-            proc.run(
-                [*buildah, *_bud_argv(build), "--iidfile", iidfile, build.context],
-                capture=False, timeout=None,
-            )  # fmt: skip
+            _run_shown([*buildah, *_bud_argv(build), "--iidfile", iidfile, build.context])
             with open(iidfile) as handle:
                 image_id = handle.read().strip()
             with store.locked():
