@@ -43,6 +43,25 @@ SERVE_FD3 = (
 )
 
 
+UDP_ECHO = (
+    "import signal, socket, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53))\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(512); s.sendto(b'echo:' + data, peer)\n"
+)
+UDP_CLIENT = (
+    "import socket, sys, time\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
+    "for _ in range(20):\n"
+    "    s.sendto(b'ping', ('127.0.0.1', int(sys.argv[1])))\n"
+    "    try:\n"
+    "        print(s.recvfrom(512)[0].decode()); break\n"
+    "    except TimeoutError:\n"
+    "        time.sleep(0.1)\n"
+)
+
+
 def container(command: list[str], **keys: object) -> dict[str, object]:
     return {"rootfs": ROOTFS, "command": command, "stop_timeout": "3s", **keys}
 
@@ -297,20 +316,31 @@ def test_conmon_killed_then_restarted_and_rm_f(sb: Sandbox) -> None:
     assert_nothing_left(sb)
 
 
-def test_socket_activation_on_a_bridge_network(sb: Sandbox) -> None:
+def test_socket_activation_and_a_udp_port_range_on_a_bridge_network(sb: Sandbox) -> None:
     volumes = hosttools_rootfs(sb, TOOLS)
     sb.write("/var/lib/podunit-net/serve.py", SERVE_FD3)
+    sb.write("/var/lib/podunit-net/udp.py", UDP_ECHO)
+    sb.write("/var/lib/podunit-net/client.py", UDP_CLIENT)
     define(sb, "act", {"containers": {"act": {
         "rootfs": TOOLS, "command": ["python3", "/app/serve.py"], "stop_timeout": "3s",
         "volumes": [*volumes, "/var/lib/podunit-net:/app:ro"],
         "sockets": [{"listen": "127.0.0.1:8097"}],
+    }, "udp": {
+        "rootfs": TOOLS, "command": ["python3", "/app/udp.py"], "stop_timeout": "3s",
+        "volumes": [*volumes, "/var/lib/podunit-net:/app:ro"],
+        "ports": ["5353-5354:53-54/udp"],
     }}})  # fmt: skip
     try:
+        sb.run(["systemctl", "start", "udp"])
+        answer = sh(sb, "python3 /var/lib/podunit-net/client.py 5353")
+        assert answer == "echo:ping\n"
+        rules = sh(sb, "iptables-save -t nat | grep -- '-j DNAT'")
+        assert "--dport 5354 -j DNAT --to-destination" in rules and ":54" in rules
         sb.run(["systemctl", "start", "act.socket"])
         answer = sh(sb, "busybox nc 127.0.0.1 8097 </dev/null")
         assert "10.90.0." in answer  # served from inside: its namespace has the bridge address
         assert sh(sb, "systemctl is-active act.service").strip() == "active"
     finally:
-        stop(sb, "act.socket", "act.service")
+        stop(sb, "act.socket", "act.service", "udp")
         sb.run(["rm", "-f", "/etc/podunit/act.yaml"])
     assert_nothing_left(sb)
