@@ -99,7 +99,15 @@ def test_read_of_a_missing_file_is_file_not_found(sandbox: Sandbox) -> None:
 def test_environment_is_clean_and_extendable(sandbox: Sandbox) -> None:
     env = sandbox.run(["env"], env={"EXTRA": "1"}).stdout.decode().splitlines()
     names = {line.split("=", 1)[0] for line in env}
-    assert names == {"PATH", "LANG", "HOME", "SYSTEMD_PAGER", "SYSTEMD_COLORS", "EXTRA"}
+    assert names == {
+        "PATH",
+        "LANG",
+        "HOME",
+        "SYSTEMD_PAGER",
+        "SYSTEMD_COLORS",
+        "EXTRA",
+        "PODUNIT_DEFAULT_NETWORK",
+    }  # no bridge in the shared network namespace
 
 
 RUNC_BUNDLE = "/var/tmp/podunit-runc-smoke"
