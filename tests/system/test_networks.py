@@ -307,9 +307,16 @@ def test_conmon_killed_then_restarted_and_rm_f(sb: Sandbox) -> None:
         stop(sb, "victim")
         sb.run(["rm", "-f", "/etc/podunit/victim.yaml"])
     assert_nothing_left(sb)
-    # an ad-hoc container removed with rm -f while it runs
+    # an ad-hoc container: stopped (released), started again (connected again), and
+    # removed with rm -f while it runs
     podunit(sb, "run", "-d", "--name", "adhoc", "--rootfs", ROOTFS, "-p", "8096:80",
-            "--runtime", "runc", "--cgroups", "enabled", "--", *IDLE)  # fmt: skip
+            "-v", f"{WWW}:/www:ro", "--runtime", "runc", "--cgroups", "enabled", "--",
+            *HTTPD)  # fmt: skip
+    assert fetch(sb, "127.0.0.1:8096") == "hello-from-web\n"
+    podunit(sb, "stop", "adhoc")
+    assert_nothing_left(sb)
+    podunit(sb, "start", "adhoc")
+    assert fetch(sb, "127.0.0.1:8096") == "hello-from-web\n"
     assert len(leftovers(sb)["veths"]) == 1  # type: ignore[arg-type]
     podunit(sb, "rm", "-f", "adhoc")
     assert_nothing_left(sb)
