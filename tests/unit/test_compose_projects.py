@@ -302,7 +302,7 @@ def test_services_join_the_projects_network_under_their_names(tmp_path: Path) ->
     assert web.network_specs == (NetworkSpec("p_default"),)
     assert api.networks == (
         NetworkAttachment("p_default", ("api",)),
-        NetworkAttachment("back", ("api",)),
+        NetworkAttachment("p_back", ("api",)),  # PROJECT_KEY, as Compose names it
     )
     assert (host.network, host.networks) == ("host", ())
 

@@ -183,3 +183,16 @@ def test_the_web_example_of_the_readme_and_the_demo_is_valid() -> None:
     assert web.network is None and [(p.host_port, p.container_port) for p in web.ports] == [
         (8080, 80)
     ]
+
+
+def test_a_compose_projects_networks_are_named_project_key(tmp_path: Path) -> None:
+    result = load(
+        tmp_path,
+        "name: shop\nservices:\n  web:\n    image: x\n    networks: [back, front, ext]\n"
+        "networks:\n  back:\n  front: {internal: true}\n  ext: {external: true}\n",
+        "compose.yaml",
+    )
+    assert result.errors == []
+    web = result.containers["shop-web"]
+    assert [a.name for a in web.networks] == ["shop_back", "shop_front", "ext"]
+    assert web.network_specs == (NetworkSpec("shop_back"), NetworkSpec("shop_front", internal=True))

@@ -165,9 +165,9 @@ def load_scan(scan: Scan, *, environ: Mapping[str, str] = os.environ) -> LoadRes
                 result.errors.append(fail(compose.name_loc, message))
                 continue
             document = compose.document  # its top-level values interpolated
-        file_networks = _file_networks(document, result.errors)
-        networks.merge_declared(declared, file_networks, result.errors)
         project = None if compose is None else compose.project.name
+        file_networks = _file_networks(document, result.errors, project)
+        networks.merge_declared(declared, file_networks, result.errors)
         declarations = _declarations(document, source, result.errors, project)
         for name, key_loc, spec, from_compose in _container_entries(document, result.errors):
             errors: list[DefinitionError] = []
@@ -212,14 +212,14 @@ def load_scan(scan: Scan, *, environ: Mapping[str, str] = os.environ) -> LoadRes
 
 
 def _file_networks(
-    document: Node, errors: list[DefinitionError]
+    document: Node, errors: list[DefinitionError], project: str | None = None
 ) -> dict[str, tuple[NetworkSpec, Location]]:
     """The networks a document declares at its top level (own form or Compose)."""
     entry = document.value.get("networks")
     if entry is None:
         return {}
     compose = "services" in document.value
-    return networks.parse_networks(entry.node, compose=compose, errors=errors)
+    return networks.parse_networks(entry.node, compose=compose, errors=errors, project=project)
 
 
 def _declared_elsewhere(

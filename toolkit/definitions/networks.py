@@ -86,13 +86,13 @@ def _own(name: str, node: Node) -> NetworkSpec:
     return NetworkSpec(name, subnet, gateway, **flags)
 
 
-def _compose(key: str, node: Node) -> NetworkSpec:
+def _compose(key: str, node: Node, project: str | None) -> NetworkSpec:
     keys = node.value if node.is_mapping else {}
     for sub_key, entry in keys.items():
         if sub_key in COMPOSE_UNSUPPORTED:
             raise fail(entry.key_loc, f"Compose key 'networks.{key}.{sub_key}' is not supported")
     keys = check_keys(node, COMPOSE_KEYS, f"network {key}")
-    name = key
+    name = None
     if "name" in keys:
         name = _converted(keys["name"].node, _name, "name")
     if "driver" in keys:
@@ -139,11 +139,16 @@ def _compose(key: str, node: Node) -> NetworkSpec:
     if "attachable" in keys:
         boolean(keys["attachable"].node, "attachable")  # every podunit network is attachable
     internal = boolean(keys["internal"].node, "internal") if "internal" in keys else False
+    if name is None:  # Compose: PROJECT_KEY, an external network by its key
+        name = key if external or project is None else f"{project}_{key}"
     return NetworkSpec(name, subnet, gateway, internal=internal, external=external)
 
 
-def parse_networks(node: Node, *, compose: bool, errors: list[DefinitionError]) -> Declared:
-    """The networks a file declares, by the key they are referred to with in that file."""
+def parse_networks(
+    node: Node, *, compose: bool, errors: list[DefinitionError], project: str | None = None
+) -> Declared:
+    """The networks a file declares, by the key they are referred to with in that file
+    (a Compose project's network is named `PROJECT_KEY` unless it says `name:`)."""
     declared: Declared = {}
     if node.value is None:
         return declared
@@ -162,9 +167,9 @@ def parse_networks(node: Node, *, compose: bool, errors: list[DefinitionError]) 
             continue
         try:
             if entry.node.value is None:
-                spec = NetworkSpec(key)
+                spec = NetworkSpec(f"{project}_{key}" if compose and project else key)
             elif compose:
-                spec = _compose(key, entry.node)
+                spec = _compose(key, entry.node, project)
             else:
                 spec = _own(key, entry.node)
         except DefinitionError as error:
