@@ -291,8 +291,8 @@ def test_unsupported_service_keys_are_refused_by_name(tmp_path: Path, key: str) 
             "4:41: Compose key 'deploy.resources.reservations.cpus' is not supported by podunit",
         ),
         (
-            "    deploy: {restart_policy: {condition: any}}\n",
-            "4:14: Compose key 'deploy.restart_policy' is not supported by podunit",
+            "    deploy: {restart_policy: {window: 1m}}\n",
+            "4:31: Compose key 'deploy.restart_policy.window' is not supported by podunit",
         ),
         (
             "    logging: {driver: journald, options: {max-file: '3'}}\n",

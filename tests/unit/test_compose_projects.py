@@ -465,3 +465,28 @@ def test_env_files_use_the_dotenv_syntax_unless_raw(tmp_path: Path) -> None:
         "env_file format 'yaml' is not supported by podunit (raw)",
     ]
     assert env.exists()
+
+
+def test_deploy_restart_policy_maps_onto_restart(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n"
+        "  a:\n"
+        "    image: x\n"
+        "    deploy:\n"
+        "      replicas: 1\n"
+        "      restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s}\n"
+        "  b:\n"
+        "    image: x\n"
+        "    restart: always\n"
+        "    deploy: {restart_policy: {condition: any, window: 2m}}\n",
+    )
+    result = load_all([tmp_path], environ={})
+    rendered, _ = render(result)
+    assert values(rendered, "p-a.service", "Service", "Restart") == ["on-failure"]
+    assert values(rendered, "p-a.service", "Service", "RestartSec") == ["5"]
+    assert values(rendered, "p-a.service", "Unit", "StartLimitBurst") == ["4"]
+    assert [str(e).removeprefix(f"{path}:") for e in result.errors] == [
+        "10:31: restart is set twice (restart and deploy.restart_policy)",
+        "10:47: Compose key 'deploy.restart_policy.window' is not supported by podunit",
+    ]

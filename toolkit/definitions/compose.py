@@ -17,6 +17,7 @@ from toolkit.definitions.parse import (
     Fields,
     boolean,
     check_keys,
+    choice,
     converted,
     cpus,
     duration,
@@ -203,16 +204,55 @@ _DEPLOY_HINTS = {
     "labels": "write the labels under the service's 'labels:'",
     "rollback_config": "podunit does not roll out services",
     "update_config": "podunit does not roll out services",
-    "restart_policy": "use the service's 'restart:'",
     "placement": "podunit runs on one host",
     "endpoint_mode": "services of a project reach each other by service name",
 }
 
 
-def _deploy(node: Node, out: dict[str, Entry], errors: list[DefinitionError]) -> None:
-    keys = check_keys(node, ("resources", *_DEPLOY_HINTS), "deploy")
+_RESTART_CONDITIONS = {"none": "no", "on-failure": "on-failure", "any": "always"}
+
+
+def _restart_policy(
+    node: Node, out: dict[str, Entry], fields: Fields, errors: list[DefinitionError]
+) -> None:
+    """`deploy.restart_policy`: `condition` -> `restart`, `max_attempts` -> at most N
+    restarts (as `restart: on-failure:N`), `delay` -> `RestartSec=`; `window` refused."""
+    keys = check_keys(node, ("condition", "delay", "max_attempts", "window"), "restart_policy")
+    if "condition" in keys:
+        entry = keys["condition"]
+        condition = choice(entry.node, "restart_policy condition", _RESTART_CONDITIONS)
+        if "restart" in out:
+            message = "restart is set twice (restart and deploy.restart_policy)"
+            errors.append(fail(entry.key_loc, message))
+        else:
+            restart = _RESTART_CONDITIONS[condition]
+            out["restart"] = Entry(entry.key, Node.at(restart, entry.node.loc, restart))
+    if "max_attempts" in keys:
+        attempts = integer(keys["max_attempts"].node, "max_attempts", 0)
+        fields["unit_extra"] = (
+            ("StartLimitIntervalSec", "infinity"),
+            ("StartLimitBurst", str(attempts + 1)),
+        )
+    if "delay" in keys:
+        delay = duration(keys["delay"].node, "delay")
+        fields["service_extra"] = (("RestartSec", f"{delay.total_seconds():g}"),)
+    if "window" in keys:
+        hint = "systemd restarts at once; leave out window (delay sets RestartSec=)"
+        errors.append(unsupported(keys["window"].key_loc, "deploy.restart_policy.window", hint))
+
+
+def _deploy(
+    node: Node, out: dict[str, Entry], fields: Fields, errors: list[DefinitionError]
+) -> None:
+    keys = check_keys(node, ("resources", "restart_policy", *_DEPLOY_HINTS), "deploy")
     for key, entry in keys.items():
         if key == "resources":
+            continue
+        if key == "restart_policy":
+            try:
+                _restart_policy(entry.node, out, fields, errors)
+            except DefinitionError as error:
+                errors.append(error)
             continue
         if key in ("replicas", "mode") and entry.node.raw in ("1", "replicated"):
             continue  # one replica is what podunit runs
@@ -310,6 +350,8 @@ def _restart(entry: Entry, out: dict[str, Entry], fields: Fields) -> None:
             ("StartLimitBurst", str(int(retries) + 1)),
         )
         entry = Entry(entry.key, Node.at("on-failure", node.loc, "on-failure"))
+    if "restart" in out:
+        raise fail(entry.key_loc, "restart is set twice (restart and deploy.restart_policy)")
     out["restart"] = entry
 
 
@@ -428,7 +470,7 @@ def _special(
     if key == "container_name":
         text(node, "container_name")  # the container is named PROJECT-SERVICE
     elif key == "deploy":
-        _deploy(node, out, errors)
+        _deploy(node, out, fields, errors)
     elif key == "pull_policy":
         out["pull"] = _pull_policy(entry)
     elif key == "logging":

@@ -1162,7 +1162,8 @@ def parse_container(
     if len(errors) > count:
         return None
     for field, value in (extra or {}).items():
-        fields[field] = (*fields.get(field, ()), *value) if field == "unit_extra" else value
+        joined = field in ("unit_extra", "service_extra")  # after the spec's own lines
+        fields[field] = (*fields.get(field, ()), *value) if joined else value
     return Container(name=plain_name, source=key_loc, template=template, **fields)
 
 
