@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 
 from toolkit.errors import ContainerNotFound, Location, PodunitError
-from toolkit.runtime.invoke import runtime_state
+from toolkit.runtime.invoke import oci_runtime
 from toolkit.runtime.launch import Stdio, choose_log_driver, new_container_id, under_unit
 from toolkit.runtime.lifecycle import (
     command_summary,
@@ -366,7 +366,7 @@ def cli_inspect(args: argparse.Namespace) -> int:
             record = sync_status(store, store.get(name))
             data = describe(record)
             if record.alive:
-                data["RuntimeState"] = runtime_state(record)
+                data["RuntimeState"] = oci_runtime().state(record)
             if record.options.health:
                 from toolkit.runtime.healthcheck import inspect_health
 

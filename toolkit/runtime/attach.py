@@ -17,7 +17,7 @@ import signal
 import socket
 from collections.abc import Callable, Iterator, Sequence
 
-from toolkit.runtime.invoke import runtime_call
+from toolkit.runtime.invoke import oci_runtime
 from toolkit.storage.state import ContainerRecord, StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -157,7 +157,7 @@ def forward_signals(record: ContainerRecord) -> contextlib.AbstractContextManage
     """Attached run: SIGINT/SIGTERM/SIGHUP to podunit go to the container."""
     return forwarded_signals(
         (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
-        lambda signum: runtime_call(record, "kill", record.id, str(signum), check=False),
+        lambda signum: oci_runtime().kill(record, signum),
     )
 
 

@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping, Sequence
 
 from toolkit import proc
-from toolkit.errors import CommandFailed, PodunitError
+from toolkit.errors import PodunitError
 from toolkit.fs import remove_tree, unlink_if_present
 from toolkit.proc import process_start_time
 from toolkit.record import Record
-from toolkit.runtime.invoke import runtime_binary, runtime_call, runtime_delete, runtime_global_args
+from toolkit.runtime.invoke import oci_runtime, runtime_binary, runtime_global_args
 from toolkit.runtime.placement import (
     apply_placement,
     placement_for,
@@ -308,8 +308,7 @@ def launch_container(
     the cgroups, the port sockets and the state row are all removed.
     """
     from toolkit.definitions.model import PortMapping
-    from toolkit.runtime import conmon
-    from toolkit.systemd import activation, cgroups
+    from toolkit.systemd import cgroups
 
     bundle = store.paths.bundle_dir(record.id)
     os.makedirs(bundle, mode=0o700, exist_ok=True)
@@ -324,7 +323,6 @@ def launch_container(
         os.makedirs(os.path.dirname(record.options.log_path), mode=0o700, exist_ok=True)
     placement = stored_placement(record)
     ports: list[socket.socket] = []
-    monitor: conmon.ConmonProcess | None = None
     network: PendingSetup | None = None
     try:
         ports = reserve_ports([PortMapping(**p) for p in record.options.ports])
@@ -343,34 +341,25 @@ def launch_container(
         options = conmon_options(
             store, record, restore_path=restore_path, exit_command=exit_command
         )
-        monitor = conmon.launch(
+        pid, conmon_pid = oci_runtime().create(
             options,
-            environ=activation.environment_for_conmon(environ),
+            environ=environ,
             stdin=stdio.stdin,
             stdout=stdio.stdout,
             stderr=stdio.stderr,
             preserved_fds=preserved_fds,
             extra_fds=[s.fileno() for s in ports],
+            place=lambda launcher: cgroups.place_conmon(placement, launcher),
         )
-        cgroups.place_conmon(placement, monitor.launcher_pid)
-        monitor.start()
-        pid = monitor.container_pid()
-        monitor.wait_launcher()
-        conmon_pid = monitor.monitor_pid()
         if network is not None:  # netavark ran while the runtime created the container
             network.finish()
     except BaseException:
-        if monitor is not None:
-            with contextlib.suppress(Exception):
-                monitor.wait_launcher(timeout=5)
         if network is not None:  # before the teardown in discard_half_made
             with contextlib.suppress(Exception):
                 network.finish()
         discard_half_made(store, record, placement)
         raise
     finally:
-        if monitor is not None:
-            monitor.close()
         for sock in ports:
             sock.close()
     return store.update(
@@ -394,7 +383,7 @@ def discard_half_made(
     from toolkit.systemd import cgroups
 
     with contextlib.suppress(Exception):
-        runtime_delete(record)
+        oci_runtime().delete(record)
     with contextlib.suppress(Exception):
         disconnect(store, store.reload(record))
     with contextlib.suppress(Exception):
@@ -413,12 +402,7 @@ def discard_half_made(
 
 def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """`RUNTIME start`: the created container's process runs its command."""
-    from toolkit.runtime import conmon
-
-    try:
-        runtime_call(record, "start", record.id)
-    except CommandFailed as error:
-        raise conmon.classify_runtime_error(error.stderr or str(error), record.runtime) from None
+    oci_runtime().start(record)
     return store.update(record, status=RUNNING, started_at=time.time())
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Mapping, Sequence
 
 from toolkit.errors import CommandFailed, ContainerNotFound, InvalidState, PodunitError
 from toolkit.fs import remove_tree
-from toolkit.runtime.invoke import runtime_call, signal_running
+from toolkit.runtime.invoke import oci_runtime, signal_running
 from toolkit.runtime.launch import Stdio, launch_container, prepare_record, start_created
 from toolkit.runtime.placement import placed_again
 from toolkit.runtime.status import KILL_WAIT_SECONDS, forget, release, sync_status, wait_for_exit
@@ -126,14 +127,11 @@ def kill_container(store: StateStore, record: ContainerRecord, signum: int) -> C
     record = sync_status(store, record)
     if record.status not in (RUNNING, PAUSED, CREATED):
         raise InvalidState(f"container {record.name} is not running ({record.status})")
-    result = runtime_call(record, "kill", record.id, str(signum), check=False)
-    if result.returncode != 0:
+    complaint = oci_runtime().kill(record, signum)
+    if complaint is not None:
         record = sync_status(store, record)
         if record.alive:
-            raise CommandFailed(
-                [os.path.basename(record.runtime), "kill"], result.returncode,
-                result.stderr.decode(errors="replace"),
-            )  # fmt: skip
+            raise CommandFailed([os.path.basename(record.runtime), "kill"], 1, complaint)
     return record
 
 
@@ -147,18 +145,20 @@ def stop_container(
     if timeout is None:
         timeout = record.options.stop_timeout
     stop_signal = record.options.stop_signal
+    runtime = oci_runtime()
     if timeout > 0:
         if not signal_running(record, stop_signal):
-            runtime_call(record, "kill", record.id, str(stop_signal), check=False)
+            runtime.kill(record, stop_signal)
         if record.status == PAUSED:
-            runtime_call(record, "resume", record.id, check=False)
+            with contextlib.suppress(CommandFailed):
+                runtime.resume(record)
         record = wait_for_exit(store, record, timeout)
         if not record.alive:
             return record
-    kill_args = ["kill"] + ([] if record.options.own_pid_namespace else ["--all"])
-    runtime_call(record, *kill_args, record.id, "KILL", check=False)
+    runtime.kill(record, signal.SIGKILL, all_processes=not record.options.own_pid_namespace)
     if record.status == PAUSED:
-        runtime_call(record, "resume", record.id, check=False)
+        with contextlib.suppress(CommandFailed):
+            runtime.resume(record)
     record = wait_for_exit(store, record, KILL_WAIT_SECONDS)
     if record.alive:
         raise PodunitError(
@@ -196,7 +196,10 @@ def set_paused(store: StateStore, record: ContainerRecord, paused: bool) -> Cont
     wanted, needed = (PAUSED, RUNNING) if paused else (RUNNING, PAUSED)
     if record.status != needed:
         raise InvalidState(f"container {record.name} is {record.status}, not {needed}")
-    runtime_call(record, "pause" if paused else "resume", record.id)
+    if paused:
+        oci_runtime().pause(record)
+    else:
+        oci_runtime().resume(record)
     return store.update(record, status=wanted)
 
 

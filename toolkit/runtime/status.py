@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 import time
 
-from toolkit.errors import ContainerNotFound, PodunitError
+from toolkit.errors import CommandFailed, ContainerNotFound, PodunitError
 from toolkit.fs import read_text, remove_tree, unlink_if_present
 from toolkit.proc import same_process_alive, wait_until_gone
-from toolkit.runtime.invoke import runtime_call, runtime_delete, runtime_state
+from toolkit.runtime.invoke import oci_runtime
 from toolkit.runtime.placement import cgroups_left, stored_placement
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.state import EXITED, ContainerRecord, StateStore
@@ -109,11 +110,13 @@ def finalize(
 
 
 def _kill_runaway(record: ContainerRecord) -> None:
-    state = runtime_state(record)
+    runtime = oci_runtime()
+    state = runtime.state(record)
     if state is not None and state.get("status") in ("running", "paused", "created"):
-        runtime_call(record, "kill", "--all", record.id, "KILL", check=False)
+        runtime.kill(record, signal.SIGKILL, all_processes=True)
         if state.get("status") == "paused":
-            runtime_call(record, "resume", record.id, check=False)
+            with contextlib.suppress(CommandFailed):
+                runtime.resume(record)
         pid = state.get("pid") or record.pid
         if isinstance(pid, int) and pid > 0:
             start = record.pid_start_time if pid == record.pid else None
@@ -141,7 +144,7 @@ def release(store: StateStore, record: ContainerRecord) -> None:
     """
     if record.options.released:
         return
-    runtime_delete(record)
+    oci_runtime().delete(record)
     disconnect(store, record)
     unmount_image_root(store.paths, record.id, record.options.image_rootfs)
     remove_tree(store.paths.bundle_dir(record.id))

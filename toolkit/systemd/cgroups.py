@@ -28,7 +28,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
 from toolkit.definitions.model import CgroupMode, Container, Resources
@@ -330,7 +330,7 @@ def place_conmon(placement: CgroupPlacement, conmon_pid: int) -> None:
         b"DefaultDependencies": False,
         b"_custom": (b"PIDs", b"au", [conmon_pid]),
     }
-    with _SystemdConnection() as systemd:
+    with _manager() as systemd:
         systemd.start_scope(placement.conmon_scope, properties, conmon_pid)
 
 
@@ -338,7 +338,7 @@ def cleanup_cgroups(placement: CgroupPlacement) -> None:
     """Remove what a gone container left: its scopes (enabled) or payload cgroup (split)."""
     if placement.mode is CgroupMode.ENABLED and placement.manager == "systemd":
         scopes = [scope for scope in (placement.payload_scope, placement.conmon_scope) if scope]
-        with _SystemdConnection() as systemd:
+        with _manager() as systemd:
             for scope in scopes:
                 systemd.stop_unit(scope)
         return
@@ -362,7 +362,30 @@ def _remove_cgroup(path: str | os.PathLike[str]) -> None:
         raise CgroupError(f"cannot remove cgroup {path}: {error.strerror}") from None
 
 
-class _SystemdConnection:
+class SystemdManager:
+    """What podunit asks of the system manager (org.freedesktop.systemd1(5)): transient
+    scopes for conmon, and stopping them. A context manager (a connection).
+
+    `_SystemdConnection` is the real one (D-Bus); tests install a fake with `use_manager`
+    (tests/support/fakes.py).
+    """
+
+    def __enter__(self) -> SystemdManager:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        return None
+
+    def start_scope(self, name: str, properties: dict[bytes, Any], pid: int) -> None:
+        """StartTransientUnit `name` with `pid` in it, or move `pid` into it if it exists."""
+        raise NotImplementedError
+
+    def stop_unit(self, name: str) -> None:
+        """StopUnit `name` and wait; a unit that is not loaded is already gone."""
+        raise NotImplementedError
+
+
+class _SystemdConnection(SystemdManager):
     """The system manager over D-Bus (pystemd), with job waiting."""
 
     def __enter__(self) -> _SystemdConnection:
@@ -458,6 +481,20 @@ class _SystemdConnection:
                 self._bus.wait(200_000)  # microseconds; returns at once when data is queued
         return self._finished_jobs.pop(key)
 
+
+
+_manager: Callable[[], SystemdManager] = _SystemdConnection
+
+
+@contextlib.contextmanager
+def use_manager(factory: Callable[[], SystemdManager]) -> Iterator[None]:
+    """Connect to `factory()` instead of the system bus for the duration of the block."""
+    global _manager
+    previous, _manager = _manager, factory
+    try:
+        yield
+    finally:
+        _manager = previous
 
 def _dbus_error_name(error: Exception) -> str:
     """The D-Bus error name; pystemd keeps it only for errors it has no class for."""
