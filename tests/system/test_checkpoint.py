@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
@@ -27,7 +27,7 @@ RACY_SECONDS = 2.2  # unitgen.cache.RACY_NS: inputs younger than this are not ca
 
 def cache_identity(sandbox: Sandbox) -> str:
     result = sandbox.sh("stat -c '%n %i %Y' /run/podunit/generator-cache/system-*.marshal")
-    return result.stdout.decode()  # type: ignore[attr-defined, no-any-return]
+    return result.stdout.decode()
 
 
 def test_starting_a_container_keeps_the_generator_cache(
@@ -50,7 +50,7 @@ def test_starting_a_container_keeps_the_generator_cache(
         before = cache_identity(sandbox)
         assert before
         sandbox.run(["systemctl", "start", f"{NAME}.service"], timeout=60)
-        runc_state = sandbox.sh("ls /run/podunit/runtime-runc").stdout.decode()  # type: ignore[attr-defined]
+        runc_state = sandbox.sh("ls /run/podunit/runtime-runc").stdout.decode()
         assert runc_state.strip()  # the runtime's state is there, in the search directory
         time.sleep(RACY_SECONDS)
         sandbox.run(["systemctl", "daemon-reload"])

@@ -230,7 +230,7 @@ TRICKY = [
 ]  # fmt: skip
 BAD = set(map(chr, range(32))) | {"\x7f"} | {chr(c) for c in range(0xFDD0, 0xFDF0)}
 _characters = st.characters(
-    blacklist_categories=("Cs",),
+    blacklist_categories=["Cs"],
     blacklist_characters="".join(BAD) + "\ufffe\uffff",
 ).filter(lambda c: (ord(c) & 0xFFFE) != 0xFFFE)
 _text = st.lists(

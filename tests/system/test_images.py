@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.sandbox import VENV_PYTHON, Sandbox
-from toolkit.storage.images import ImageError, ImageStore, resolve_image
+from toolkit.definitions.imageref import ImageError
+from toolkit.storage.images import ImageStore, resolve_image
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("skopeo", "umoci", "busybox")),
@@ -191,7 +192,8 @@ def test_containers_of_one_image_do_not_share_writes(
 REGISTRY_PULL = r"""
 import http.server, json, re, sys, threading
 from pathlib import Path
-from toolkit.storage.images import REF_NAME_ANNOTATION, ImageError, resolve_image
+from toolkit.definitions.imageref import ImageError
+from toolkit.storage.images import REF_NAME_ANNOTATION, resolve_image
 
 layout, state = Path(sys.argv[1]), Path(sys.argv[2])
 requests = []

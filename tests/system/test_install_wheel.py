@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support import wheels
 from tests.support.sandbox import Sandbox
 
@@ -55,7 +55,7 @@ def wheel_dir(sandbox: Sandbox, repo_root: Path, tmp_path_factory: pytest.TempPa
 def outside(sandbox: Sandbox, script: str, **kwargs: object) -> str:
     """`script` from / with no PYTHONPATH (the checkout is bound in, but not used)."""
     result = sandbox.sh(f"cd / && unset PYTHONPATH && {script}", **kwargs)
-    return result.stdout.decode()  # type: ignore[attr-defined, no-any-return]
+    return result.stdout.decode()
 
 
 def start_and_check(sandbox: Sandbox, podunit: str, checkout: Path) -> None:

@@ -8,8 +8,8 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from rootfs import busybox_rootfs
 
+from tests.rootfs import busybox_rootfs
 from tests.support.sandbox import VENV_PYTHON, Sandbox
 
 pytestmark = pytest.mark.system

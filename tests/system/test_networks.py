@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rootfs import busybox_rootfs, hosttools_rootfs
 
+from tests.rootfs import busybox_rootfs, hosttools_rootfs
 from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
@@ -123,7 +123,7 @@ def leftovers(sb: Sandbox) -> dict[str, object]:
     }
 
 
-NOTHING = {"veths": [], "dnat": [], "aardvark": [], "leases": [], "netns": []}
+NOTHING: dict[str, list[str]] = {"veths": [], "dnat": [], "aardvark": [], "leases": [], "netns": []}
 
 
 def assert_nothing_left(sb: Sandbox) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rootfs import busybox_rootfs, hosttools_rootfs
 
+from tests.rootfs import busybox_rootfs, hosttools_rootfs
 from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system

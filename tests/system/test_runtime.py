@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from rootfs import busybox_rootfs, hosttools_rootfs
 
+from tests.rootfs import busybox_rootfs, hosttools_rootfs
 from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.system
@@ -251,8 +251,8 @@ def test_kill_delivers_signals_by_name_and_number_and_rejects_bad_ones(pu: Podun
         assert result.returncode == 0, (spec, stderr_of(result))
         deadline = time.monotonic() + 5  # one at a time: standard signals do not queue
         while time.monotonic() < deadline:
-            got = pu.sandbox.sh(f"cat {BASE}/kill/got 2>/dev/null || true").stdout.split()
-            if len(got) == sent.index(spec) + 1:
+            got_now = pu.sandbox.sh(f"cat {BASE}/kill/got 2>/dev/null || true").stdout.split()
+            if len(got_now) == sent.index(spec) + 1:
                 break
             time.sleep(0.05)
     got = [int(x) for x in pu.sandbox.sh(f"cat {BASE}/kill/got").stdout.split()]

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rootfs import busybox_rootfs, hosttools_rootfs
 
+from tests.rootfs import busybox_rootfs, hosttools_rootfs
 from tests.support.sandbox import Sandbox
 from toolkit.systemd.cgroups import parse_proc_cgroup
 
@@ -103,7 +103,7 @@ time.sleep(1000)
 # PID 1 ignores signals it has no handler for: idle payloads exit 0 on TERM/INT at once
 IDLE = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 0.1; done"]
 
-BUSYBOX_CONTAINERS = {
+BUSYBOX_CONTAINERS: dict[str, dict[str, Any]] = {
     # notify: conmon, split (the defaults); exits 0 on SIGTERM; writes to stdout and stderr
     "e2e-plain": {
         "command": [
@@ -165,7 +165,7 @@ BUSYBOX_CONTAINERS = {
     "e2e-disabled": {"command": IDLE, "cgroups": "disabled", "runtime": "crun"},
 }
 
-TOOLS_CONTAINERS = {
+TOOLS_CONTAINERS: dict[str, dict[str, Any]] = {
     "e2e-notify": {"command": ["python3", "/app/notify.py", "ok"], "notify": "container"},
     "e2e-notify-enabled": {
         "command": ["python3", "/app/notify.py", "ok"],

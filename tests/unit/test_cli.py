@@ -83,7 +83,7 @@ def test_location_is_an_immutable_value() -> None:
     assert len({here, Location("/etc/podunit/web.yaml", 3, 5)}) == 1
     assert copy.deepcopy(here) == here == pickle.loads(pickle.dumps(here))
     with pytest.raises(AttributeError):
-        here.line = 4  # type: ignore[misc]
+        here.line = 4  # type: ignore[misc, unused-ignore]
 
 
 @pytest.mark.parametrize(

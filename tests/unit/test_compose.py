@@ -98,7 +98,7 @@ def load_compose(tmp_path: Path, text: str, *, valid: bool = True) -> LoadResult
 
 def services(result: LoadResult) -> dict[str, Any]:
     """The containers of a Compose file by service name (their units are PROJECT-SERVICE)."""
-    return {c.service: c for c in result.containers.values()}
+    return {str(c.service): c for c in result.containers.values()}
 
 
 def messages(result: LoadResult, path: Path) -> list[str]:

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolkit.definitions.instances import instantiate
 from toolkit.definitions.loader import (
     find_definition,
-    instantiate,
     load_all,
     load_paths,
     search_dirs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from toolkit.storage.state import ContainerOptions, ContainerRecord
 from toolkit.unitgen.images import pull_unit_name, stronger
 
 
-def load(tmp_path: Path, text: str, name: str = "defs.yaml") -> tuple[dict, list[str]]:
+def load(tmp_path: Path, text: str, name: str = "defs.yaml") -> tuple[dict[str, Any], list[str]]:
     path = tmp_path / name
     path.write_text(text)
     loaded = load_paths([str(path)])

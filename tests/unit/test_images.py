@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.definitions.imageref import ImageError
 from toolkit.definitions.model import Container
 from toolkit.errors import Location
 from toolkit.storage.images import (
     ImageConfig,
-    ImageError,
     Transport,
     apply_image_defaults,
     parse_image_config,

@@ -97,7 +97,7 @@ def test_fields_at_their_default_are_left_out_and_come_back() -> None:
     }
     assert _round_trip(container) == container
     # Equal to the default but of another type is written (0 is not False, 1.0 not 1).
-    odd = container._replace(read_only=0, stop_signal=15.0)
+    odd = container._replace(read_only=0, stop_signal=15.0)  # type: ignore[arg-type]
     assert container_to_json(odd)["read_only"] == 0
     assert container_to_json(odd)["stop_signal"] == 15.0
 

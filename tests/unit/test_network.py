@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,7 +99,7 @@ def _container(**fields: object) -> Container:
 
 def test_network_plans() -> None:
     plan = attach.network_plan(_container(), user=False, environ={})
-    default = [{"network": "podunit", "aliases": [], "address": None}]
+    default: list[dict[str, Any]] = [{"network": "podunit", "aliases": [], "address": None}]
     assert plan == {"mode": "bridge", "specs": [], "attachments": default}
     none = attach.network_plan(_container(), user=False, environ={attach.DEFAULT_ENV: "none"})
     assert none == {"mode": "none", "attachments": []}

@@ -309,7 +309,7 @@ def test_conmon_log_argument_of_each_driver() -> None:
     assert conmon.log_argument(logdrivers.JOURNALD, None) == "journald"
     assert conmon.log_argument(logdrivers.NONE, None) == "none"
     assert conmon.log_argument(logdrivers.PASSTHROUGH, None) == "passthrough"
-    assert conmon.log_argument(logdrivers.K8S_FILE, Path("/l.log")) == "k8s-file:/l.log"
+    assert conmon.log_argument(logdrivers.K8S_FILE, "/l.log") == "k8s-file:/l.log"
 
 
 def test_conmon_argv_variants() -> None:

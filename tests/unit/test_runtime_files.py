@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,10 +34,10 @@ def _no_hang() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def inputs_error(tmp_path: Path, **fields: object) -> str:
+def inputs_error(tmp_path: Path, **fields: Any) -> str:
     container = Container(
         name="web", source=Location("/etc/podunit/web.yaml", 3, 3), rootfs=str(tmp_path), **fields
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(PodunitError) as caught:
         oci.gather_inputs(container, "0" * 64, rootfs=str(tmp_path))
     return str(caught.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_placements_survive_the_json_round_trip() -> None:
 
 
 def test_apply_placement_replaces_cgroup_settings_of_an_earlier_placement() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "annotations": {"org.systemd.property.KillSignal": "int32 15", "mine": "kept"},
         "linux": {"cgroupsPath": "/system.slice/old.service/payload",
                   "resources": {"devices": [{"allow": False, "access": "rwm"}],

@@ -177,7 +177,7 @@ def test_concurrent_writers_do_not_fail(tmp_path: Path) -> None:
 
 
 def _hold_lock(lock_path: str, ready: str) -> None:
-    with st.flocked(Path(lock_path)):
+    with st.flocked(lock_path):
         Path(ready).touch()
         time.sleep(30)
 
@@ -191,7 +191,7 @@ def test_container_lock_dies_with_its_holder(tmp_path: Path) -> None:
     holder.kill()
     holder.join()
     started = time.monotonic()
-    with st.flocked(lock):
+    with st.flocked(str(lock)):
         pass
     assert time.monotonic() - started < 1
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,8 +335,9 @@ def test_passthrough_rejects_unsafe_keys_and_values(
     field: str, extra: object, message: str
 ) -> None:
     web = container(sockets=(SocketSpec("80"),))
+    changes: dict[str, Any] = {field: extra}
     with pytest.raises(DefinitionError, match=message):
-        render(web._replace(**{field: extra}), podunit=PODUNIT)
+        render(web._replace(**changes), podunit=PODUNIT)
 
 
 def test_default_install_wants_by_multi_user() -> None:
