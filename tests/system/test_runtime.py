@@ -366,9 +366,13 @@ def test_twenty_parallel_runs_without_database_errors(pu: Podunit) -> None:
 def test_reboot_is_reconciled_on_first_use(pu: Podunit) -> None:
     pu.detached("survivor", "sh", "-c", "while :; do sleep 0.1; done")
     state = pu.state("survivor")
-    # a reboot: every process gone, /run wiped, /var/lib kept
+    # a reboot: every process gone, /run wiped, /var/lib kept, and the kernel's boot id
+    # (which the database records) another one
     pu.sandbox.sh(f"kill -KILL {state['ConmonPid']} {state['Pid']}")
     pu.sandbox.sh(f"rm -rf {RUN_DIR}")
+    pu.sandbox.run(["python3", "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+                    "db.execute(\"UPDATE meta SET value = 'old-boot' WHERE key = 'boot_id'\"); "
+                    "db.commit()", f"{STATE_DIR}/state.db"])  # fmt: skip
     after = pu.state("survivor")
     assert after["Status"] == "exited"
     assert after["ExitCode"] == -1

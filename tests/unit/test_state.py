@@ -111,6 +111,9 @@ def test_reboot_marks_alive_containers_exited_and_clears_exec_sessions(tmp_path:
                 "VALUES ('s', ?, 'running', '{}', 0)",
                 (alive.id,),
             )
+    # a reboot: the run directory's stamp and the database's boot id are another boot's
+    with st.StateStore(paths) as store, store.transaction() as db:
+        db.execute("UPDATE meta SET value = 'some-other-boot' WHERE key = 'boot_id'")
     Path(paths.boot_id_stamp).write_text("some-other-boot\n")
     with st.StateStore(paths) as store:
         after = store.get("alive")

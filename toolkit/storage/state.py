@@ -12,10 +12,26 @@
   more on a rotating disk).
 * Per-container locks are `flock(2)` locks on files under the run directory:
   they die with their holder, and a reboot wipes them.
-* The run directory carries the kernel boot id it was made in. The first command
-  that finds the stamp missing or different reconciles under the global lock:
-  containers that were alive become `exited` with a reason, exec sessions are
-  cleared.
+* The run directory carries the kernel boot id it was made in (`boot-id`), and so
+  does the database (`meta.boot_id`). The first command that finds the stamp
+  missing or different reconciles under the global lock. A lost stamp, or a lost
+  run directory, is not a reboot: only when the database's boot id is not the
+  kernel's (/proc/sys/kernel/random/boot_id) were the containers' processes lost,
+  and even then a container whose conmon is still alive (pid, start time and a
+  command line naming the container) is kept. The others become `exited` with a
+  reason and their exec sessions are cleared.
+* A database that is lost (deleted, or moved aside because it was damaged) is
+  made again empty; its first opener then adopts the containers still running
+  from the run directory: each bundle holds `podunit.json` (`write_bundle_record`:
+  the row without the spec, which is the bundle's config.json), and a container
+  whose conmon is alive gets its row back, so its name is not reused while it runs.
+* A row that cannot be decoded (bad JSON in a column) is `CorruptRecord`: `all()`
+  skips it and lists it in `StateStore.skipped`, `find()` raises it naming the
+  row, and `remove_id` deletes it by id (`rm -f`).
+* A full file system is reported as such (`no space left on <state dir>`), not as
+  SQLite's "disk I/O error"; `StateStore(paths, read_only=True)` then still reads
+  the database (SQLite's `immutable` mode, which needs no -shm/-wal file), for
+  `ps` and `inspect`.
 * Exit codes are also written to `exit_codes`, which `rm` does not touch, so
   `podunit wait` answers after removal (for a week, and for the latest 20
   containers of a name: units restarting forever must not grow it without end).
@@ -29,6 +45,7 @@ with their container's row.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -38,6 +55,7 @@ from collections.abc import Iterator, Mapping
 
 from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
 from toolkit.fs import read_text
+from toolkit.proc import same_process_alive
 from toolkit.record import Record
 from toolkit.storage.paths import RuntimePaths
 
@@ -65,6 +83,10 @@ SESSION_RUNNING = "running"
 SESSION_STOPPED = "stopped"
 
 REBOOT_REASON = "the system was restarted while the container was running"
+ADOPTED_REASON = "the state database was lost; the container was adopted from the run directory"
+BUNDLE_RECORD = "podunit.json"  # in the bundle: the row without the spec (write_bundle_record)
+# Below this much free space (or no free inode) a write failure is "no space left".
+LOW_SPACE_BYTES = 256 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -152,6 +174,9 @@ class ContainerOptions(Record):
     network: dict[str, Any] | None = None  # toolkit.network.attach: what was set up
     released: bool = False  # the run's resources are gone (status.release)
     fresh: bool = True  # False once started again after an exit
+    # [pid, start time] of the podunit that creates it (toolkit.runtime.recovery): a row
+    # without conmon whose creator is gone is half made
+    creator: tuple[int, ...] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ContainerOptions:
@@ -254,10 +279,38 @@ class ExecSession(Record):
 _COLUMNS = ContainerRecord._fields  # the columns of `containers`
 
 
+class CorruptRecord(PodunitError):
+    """A row of `containers` that cannot be decoded; carries its plain columns."""
+
+    def __init__(self, row: sqlite3.Row, column: str) -> None:
+        self.container_id = str(row["id"])
+        self.name = str(row["name"])
+        self.column = column
+        self.conmon_pid = row["conmon_pid"] if isinstance(row["conmon_pid"], int) else None
+        self.conmon_start_time = (
+            row["conmon_start_time"] if isinstance(row["conmon_start_time"], int) else None
+        )
+        self.runtime = str(row["runtime"])
+        super().__init__(
+            f"the state of container {self.name} ({self.container_id[:12]}) is damaged:"
+            f" its {column} column is not valid JSON",
+            hint=f"remove it: podunit rm -f {self.name}",
+        )
+
+
 def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
     values = {column: row[column] for column in _COLUMNS}
-    values["spec"] = json.loads(values["spec"])
-    values["options"] = ContainerOptions.from_json(json.loads(values["options"]))
+    for column in ("spec", "options"):
+        try:
+            values[column] = json.loads(values[column])
+        except (TypeError, ValueError):
+            raise CorruptRecord(row, column) from None
+        if not isinstance(values[column], dict):
+            raise CorruptRecord(row, column)
+    try:
+        values["options"] = ContainerOptions.from_json(values["options"])
+    except (TypeError, ValueError):
+        raise CorruptRecord(row, "options") from None
     values["oom"] = bool(values["oom"])
     return ContainerRecord(**values)
 
@@ -291,6 +344,41 @@ def _session_from_row(row: Any) -> ExecSession:
     )
 
 
+def no_space_left(directory: str) -> bool:
+    """Whether the file system of `directory` is (nearly) full, in bytes or inodes."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < LOW_SPACE_BYTES or (
+        stat.f_files > 0 and stat.f_favail == 0
+    )
+
+
+def write_bundle_record(paths: RuntimePaths, record: ContainerRecord) -> None:
+    """`<bundle>/podunit.json`: the row without its spec (the bundle's config.json), from
+    which a lost database adopts the running container (`StateStore` on a new database)."""
+    values = {column: getattr(record, column) for column in _COLUMNS if column != "spec"}
+    values["options"] = record.options.to_json()
+    path = os.path.join(paths.bundle_dir(record.id), BUNDLE_RECORD)
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        file.write(json.dumps(values, sort_keys=True))
+    os.replace(path + ".tmp", path)
+
+
+def conmon_of(container_id: str, pid: int | None, start_time: int | None) -> bool:
+    """Whether `pid` (started at `start_time`) is alive and is the conmon of `container_id`:
+    a reused pid, or a pid of another boot, does not name the container on its command line."""
+    if pid is None or start_time is None or not same_process_alive(pid, start_time):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            words = file.read().split(b"\0")
+    except OSError:
+        return False
+    return container_id.encode() in words
+
+
 def current_boot_id() -> str:
     """The kernel's boot id (random per boot), from /proc/sys/kernel/random/boot_id."""
     return read_text("/proc/sys/kernel/random/boot_id").strip()
@@ -310,8 +398,17 @@ def flocked(path: str, *, shared: bool = False) -> Iterator[None]:
 class StateStore:
     """The database of one mode plus its per-boot run directory."""
 
-    def __init__(self, paths: RuntimePaths) -> None:
+    def __init__(self, paths: RuntimePaths, *, read_only: bool = False) -> None:
+        """Open (and if needed create) the database; reconcile after a reboot.
+
+        `read_only`: for verbs that only read (ps, inspect). When the state's file
+        system is full the database is then opened in SQLite's `immutable` mode
+        (`self.read_only` is True, every write raises) instead of failing.
+        """
         self.paths = paths
+        self.read_only = False
+        self.skipped: list[CorruptRecord] = []  # rows `all()` could not decode
+        self._db: sqlite3.Connection | None = None
         try:
             paths.ensure()
             self._db = sqlite3.connect(
@@ -327,23 +424,77 @@ class StateStore:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
                 self._db.execute("PRAGMA foreign_keys = ON")
-                self._create_schema()
+                created = self._create_schema()
                 self._check_configuration()
+                if created:
+                    self._adopt_from_run_dir()
             self._reconcile_after_reboot()
         except OSError as error:
+            if read_only and self._open_immutable():
+                return
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._no_space_error() from None
             raise PodunitError(
                 f"cannot use podunit's state in {error.filename or paths.state_dir}:"
                 f" {error.strerror}",
                 hint="run as root, or use --user",
             ) from None
         except sqlite3.Error as error:
+            if read_only and self._full(error) and self._open_immutable():
+                return
             raise self._database_error(error) from None
 
+    def _full(self, error: sqlite3.Error) -> bool:
+        """SQLite's error on a full disk: SQLITE_FULL, or an I/O error (growing the -shm or
+        -wal file) while the state's file system has no space left."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        return code == 13 or (code == 10 and no_space_left(self.paths.state_dir))
+
+    def _no_space_error(self) -> PodunitError:
+        return PodunitError(
+            f"no space left on {self.paths.state_dir} (the file system of podunit's state)",
+            hint="free some space there; read-only commands (ps, inspect) still work",
+        )
+
+    def _open_immutable(self) -> bool:
+        """Read the database without writing anything (no -shm/-wal file): SQLite's
+        `immutable=1`. Only when its file system is full; False if even that fails."""
+        if not no_space_left(self.paths.state_dir) or not os.path.exists(self.paths.database):
+            return False
+        with contextlib.suppress(sqlite3.Error):
+            if self._db is not None:
+                self._db.close()
+        try:
+            uri = "file:" + self.paths.database.replace("?", "%3f") + "?immutable=1"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("SELECT count(*) FROM containers").fetchone()
+        except sqlite3.Error:
+            return False
+        self.read_only = True
+        return True
+
     def _database_error(self, error: sqlite3.Error) -> PodunitError:
-        return PodunitError(f"state database {self.paths.database}: {error}")
+        if self._full(error):
+            return self._no_space_error()
+        name = getattr(error, "sqlite_errorname", "")
+        database = self.paths.database
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or name.startswith("SQLITE_CORRUPT_"):
+            return PodunitError(
+                f"state database {database} is damaged: {error}",
+                hint=f"move it aside (mv {database} {database}.broken); podunit then starts"
+                f" a new one and adopts the running containers from {self.paths.run_dir}",
+            )
+        if self.read_only:
+            return PodunitError(
+                f"state database {database}: read-only, as its file system is full ({error})",
+                hint=f"free some space on {self.paths.state_dir}",
+            )
+        return PodunitError(f"state database {database}: {error}")
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -359,29 +510,43 @@ class StateStore:
         A database that stays locked beyond the busy timeout, or fails to write,
         is a `PodunitError` naming the database.
         """
+        db = self._connection
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             raise self._database_error(error) from None
         try:
-            yield self._db
+            yield db
         except BaseException as error:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # a failed write may have ended it
+                db.execute("ROLLBACK")
             if isinstance(error, sqlite3.OperationalError):
                 raise self._database_error(error) from None
             raise
         try:
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         except sqlite3.OperationalError as error:
             with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
+            raise self._database_error(error) from None
+
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        assert self._db is not None  # set by __init__, or __init__ raised
+        return self._db
+
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read; a database error is a `PodunitError` naming the database."""
+        try:
+            return self._connection.execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
             raise self._database_error(error) from None
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """The rows of a read-only statement (for the modules that own tables of their own:
         toolkit.storage.volumes)."""
         try:
-            return self._db.execute(sql, parameters).fetchall()
+            return self._connection.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise self._database_error(error) from None
 
@@ -392,14 +557,16 @@ class StateStore:
     # -- setup --
     def _meta(self) -> dict[str, str]:
         try:
-            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            return dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.OperationalError:  # no such table yet
             return {}
 
-    def _create_schema(self) -> None:
-        """Create the tables once (later opens only read, so they cost no fsync)."""
-        if self._meta().get("schema_version") == str(SCHEMA_VERSION):
-            return
+    def _create_schema(self) -> bool:
+        """Create the tables once (later opens only read, so they cost no fsync).
+        True when this made a new database (its boot id is this boot's)."""
+        stored = self._meta().get("schema_version")
+        if stored == str(SCHEMA_VERSION):
+            return False
         with self.transaction() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -408,6 +575,12 @@ class StateStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            if stored is None:  # a new database (not one of an older schema)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?)",
+                    (current_boot_id(),),
+                )
+        return stored is None
 
     def _check_configuration(self) -> None:
         """Refuse to use a database that was made for other directories."""
@@ -428,31 +601,88 @@ class StateStore:
                 )
 
     def _reconcile_after_reboot(self) -> None:
-        """If the run directory is not from this boot, mark stale state (spec §3.1)."""
+        """If the run directory is not from this boot, mark stale state (spec §3.1).
+
+        Two facts must agree before containers are taken for lost: the database's
+        boot id is not the kernel's, and the container's conmon is not alive. A
+        missing `boot-id` file alone (the run directory deleted while containers run)
+        is repaired without touching any container.
+        """
         boot_id = current_boot_id()
         if self._stamped_boot_id() == boot_id:
             return
         with flocked(self.paths.global_lock_file):
             if self._stamped_boot_id() == boot_id:
                 return  # another process reconciled while we waited
-            now = time.time()
-            with self.transaction() as db:
-                stale = db.execute(
-                    "SELECT id, name FROM containers WHERE status IN (?, ?, ?)", ALIVE_STATUSES
-                ).fetchall()
-                for row in stale:
-                    db.execute(
-                        "UPDATE containers SET status = ?, exit_code = -1, exit_reason = ?, "
-                        "finished_at = ?, pid = NULL, conmon_pid = NULL WHERE id = ?",
-                        (EXITED, REBOOT_REASON, now, row["id"]),
-                    )
-                    _insert_exit_code(db, row["id"], row["name"], -1, REBOOT_REASON, now)
-                db.execute("DELETE FROM exec_sessions")
+            if self._meta().get("boot_id") != boot_id:
+                self._reconcile_reboot(boot_id)
+            else:
+                self._repair_run_dir()
             stamp = self.paths.boot_id_stamp
             temporary = stamp + ".tmp"
             with open(temporary, "w", encoding="utf-8") as file:
                 file.write(boot_id + "\n")
             os.replace(temporary, stamp)
+
+    def _reconcile_reboot(self, boot_id: str) -> None:
+        """The kernel was booted since the database was last used: every container whose
+        conmon is not alive is `exited` (-1, `REBOOT_REASON`), its exec sessions cleared."""
+        now = time.time()
+        with self.transaction() as db:
+            stale = db.execute(
+                "SELECT id, name, conmon_pid, conmon_start_time FROM containers "
+                "WHERE status IN (?, ?, ?)",
+                ALIVE_STATUSES,
+            ).fetchall()
+            for row in stale:
+                if conmon_of(row["id"], row["conmon_pid"], row["conmon_start_time"]):
+                    continue  # not of another boot after all
+                db.execute(
+                    "UPDATE containers SET status = ?, exit_code = -1, exit_reason = ?, "
+                    "finished_at = ?, pid = NULL, conmon_pid = NULL WHERE id = ?",
+                    (EXITED, REBOOT_REASON, now, row["id"]),
+                )
+                _insert_exit_code(db, row["id"], row["name"], -1, REBOOT_REASON, now)
+                db.execute("DELETE FROM exec_sessions WHERE container_id = ?", (row["id"],))
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?)", (boot_id,)
+            )
+
+    def _repair_run_dir(self) -> None:
+        """The run directory was lost while containers run: give each container whose
+        conmon is alive its bundle directory back (conmon writes its exit file there,
+        and fails the unit when it cannot), with config.json and `podunit.json`."""
+        for row in self._query(
+            "SELECT * FROM containers WHERE status IN (?, ?, ?)", ALIVE_STATUSES
+        ):
+            with contextlib.suppress(CorruptRecord, OSError):
+                record = _record_from_row(row)
+                if not conmon_of(record.id, record.conmon_pid, record.conmon_start_time):
+                    continue
+                bundle = self.paths.bundle_dir(record.id)
+                if os.path.isdir(bundle):
+                    continue
+                os.makedirs(bundle, mode=0o700)
+                with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as file:
+                    file.write(json.dumps(record.spec, indent=2))
+                write_bundle_record(self.paths, record)
+
+    def _adopt_from_run_dir(self) -> None:
+        """A new database while containers may run (the old one was lost): give every
+        container whose conmon is alive its row back, from its bundle's `podunit.json`
+        and config.json; the status is then kept up to date as for any container."""
+        try:
+            ids = sorted(os.listdir(self.paths.containers_dir))
+        except OSError:
+            return
+        for container_id in ids:
+            record = _bundle_record(self.paths, container_id)
+            if record is None or not conmon_of(
+                record.id, record.conmon_pid, record.conmon_start_time
+            ):
+                continue
+            with contextlib.suppress(PodunitError):  # a name taken meanwhile: not adopted
+                self.add(record._replace(status=RUNNING if record.status == RUNNING else CREATED))
 
     def _stamped_boot_id(self) -> str | None:
         try:
@@ -494,17 +724,18 @@ class StateStore:
 
     def find(self, name_or_id: str) -> ContainerRecord | None:
         """The container with that name, full id, or unique id prefix (at least 4 chars)."""
-        row = self._db.execute(
+        rows = self._query(
             "SELECT * FROM containers WHERE name = ? OR id = ?", (name_or_id, name_or_id)
-        ).fetchone()
+        )
+        row = rows[0] if rows else None
         if (
             row is None
             and len(name_or_id) >= 4
             and all(c in "0123456789abcdef" for c in name_or_id)
         ):
-            rows = self._db.execute(
+            rows = self._query(
                 "SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (name_or_id + "%",)
-            ).fetchall()
+            )
             row = rows[0] if len(rows) == 1 else None
         return _record_from_row(row) if row is not None else None
 
@@ -516,19 +747,30 @@ class StateStore:
 
     def reload(self, record: ContainerRecord) -> ContainerRecord:
         """The current row of `record` (it may have changed in another process)."""
-        row = self._db.execute("SELECT * FROM containers WHERE id = ?", (record.id,)).fetchone()
-        if row is None:
+        rows = self._query("SELECT * FROM containers WHERE id = ?", (record.id,))
+        if not rows:
             raise ContainerNotFound(f"no such container: {record.name}")
-        return _record_from_row(row)
+        return _record_from_row(rows[0])
 
     def all(self) -> list[ContainerRecord]:
-        rows = self._db.execute("SELECT * FROM containers ORDER BY created_at").fetchall()
-        return [_record_from_row(row) for row in rows]
+        """Every container; a row that cannot be decoded is skipped and put in `skipped`."""
+        records = []
+        self.skipped = []
+        for row in self._query("SELECT * FROM containers ORDER BY created_at"):
+            try:
+                records.append(_record_from_row(row))
+            except CorruptRecord as corrupt:
+                self.skipped.append(corrupt)
+        return records
 
     def remove(self, record: ContainerRecord) -> None:
         """Delete the container's row (its exit code stays in `exit_codes`)."""
+        self.remove_id(record.id)
+
+    def remove_id(self, container_id: str) -> None:
+        """Delete a row by id (also one that cannot be decoded: `CorruptRecord`)."""
         with self.transaction() as db:
-            db.execute("DELETE FROM containers WHERE id = ?", (record.id,))
+            db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def record_exit(
         self,
@@ -563,12 +805,13 @@ class StateStore:
 
     def exit_code(self, name_or_id: str) -> tuple[int, str | None] | None:
         """The latest recorded exit code (and reason) of a container, removed or not."""
-        row = self._db.execute(
+        rows = self._query(
             "SELECT exit_code, reason FROM exit_codes WHERE container_id = ? OR name = ? "
             "ORDER BY finished_at DESC LIMIT 1",
             (name_or_id, name_or_id),
-        ).fetchone()
-        return (row["exit_code"], row["reason"]) if row is not None else None
+        )
+        return (rows[0]["exit_code"], rows[0]["reason"]) if rows else None
+
 
     # -- exec sessions (run by toolkit.runtime.exec) --
     def add_exec_session(self, session: ExecSession) -> None:
@@ -624,6 +867,24 @@ class StateStore:
                 (container_id,),
             ).fetchall()
         return [_session_from_row(row) for row in rows]
+
+
+def _bundle_record(paths: RuntimePaths, container_id: str) -> ContainerRecord | None:
+    """The record a bundle holds (`write_bundle_record` + config.json), None if unusable."""
+    bundle = paths.bundle_dir(container_id)
+    try:
+        values = json.loads(read_text(os.path.join(bundle, BUNDLE_RECORD)))
+        spec = json.loads(read_text(os.path.join(bundle, "config.json")))
+        if not isinstance(values, dict) or not isinstance(spec, dict):
+            return None
+        values = {column: values[column] for column in _COLUMNS if column != "spec"}
+        values["options"] = ContainerOptions.from_json(values["options"])
+        record = ContainerRecord(**values, spec=spec)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if record.id != container_id:
+        return None
+    return record._replace(exit_code=None, exit_reason=None, finished_at=None)
 
 
 def _insert_exit_code(
