@@ -1,8 +1,8 @@
 """The datagrams `podunit run NAME` sends for each notify mode (spec §3.2), seen by a
 test NOTIFY_SOCKET receiver standing in for systemd.
 
-podunit runs directly in the sandbox (not in a unit) with NOTIFY_SOCKET pointing at
-the receiver, so it behaves as a unit's ExecStart; conmon then lives in its own
+podunit runs directly in the sandbox (not in a unit) as `run --unit` with NOTIFY_SOCKET
+pointing at the receiver, so it behaves as a unit's ExecStart; conmon then lives in its own
 scope (the systemd cgroup manager is used outside a service) and outlives the
 command. The receiver closes the fds of BARRIER=1 as systemd does.
 """
@@ -97,7 +97,7 @@ class Harness:
         )
         # output to a file: the notify proxy (container mode) keeps stdout/stderr open
         result = self.sandbox.run(
-            ["sh", "-c", f"{self.podunit} run {name} >{log}.out 2>&1"],
+            ["sh", "-c", f"{self.podunit} run --unit {name} >{log}.out 2>&1"],
             check=False,
             env={**self.env, "NOTIFY_SOCKET": sock},
         )

@@ -424,7 +424,7 @@ def test_host_ports_are_reserved_while_the_container_runs(pu: Podunit) -> None:
     assert free.returncode == 0, free.stderr.decode()
 
 
-# --- as a unit's ExecStart (NOTIFY_SOCKET set: detach after READY) ----------------------------
+# --- as a unit's ExecStart (run --unit: detach after READY) ------------------------------------
 
 
 def _unit_argv(pu: Podunit, unit: str, *command: str) -> list[str]:
@@ -434,8 +434,8 @@ def _unit_argv(pu: Podunit, unit: str, *command: str) -> list[str]:
             "-p", f"ExecStopPost=-{pu.binary} rm -f {unit}"]  # fmt: skip
     for key, value in ENV.items():
         argv += ["--setenv", f"{key}={value}"]
-    return [*argv, pu.binary, "run", "--name", unit, "--runtime", "runc", "--rootfs", ROOTFS,
-            "--", *command]  # fmt: skip
+    return [*argv, pu.binary, "run", "--unit", "--name", unit, "--runtime", "runc", "--rootfs",
+            ROOTFS, "--", *command]  # fmt: skip
 
 
 def _unit_property(pu: Podunit, unit: str, name: str) -> str:

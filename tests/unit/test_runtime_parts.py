@@ -3,6 +3,7 @@ in config.json, exit files, log drivers, signals, describe."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from toolkit import proc
+from toolkit.cli import containers
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
 from toolkit.runtime import invoke, launch, lifecycle, placement, status
@@ -190,8 +192,12 @@ def test_conmon_calls_podunit_cleanup_at_exit_only_outside_units(tmp_path: Path)
     exit_args = [shell[i + 1] for i, word in enumerate(shell) if word == "--exit-command-arg"]
     assert exit_args[-2:] == ["cleanup", CID]
     assert "--exit-command" not in unit and "cleanup" not in unit
-    assert launch.under_unit({"NOTIFY_SOCKET": "/run/systemd/notify"})
-    assert not launch.under_unit({})
+    # unit mode is `run --plan` (only generated units have it) or `run --unit`, not
+    # NOTIFY_SOCKET (issue 15 item 8: a script in any Type=notify service has that)
+    assert containers.unit_mode(argparse.Namespace(plan="/run/systemd/generator/podunit/w.json"))
+    assert not containers.unit_mode(argparse.Namespace(plan=None))
+    assert not containers.unit_mode(argparse.Namespace())
+    assert containers.unit_mode(argparse.Namespace(plan=None, unit=True))  # run --unit
 
 
 def test_cgroups_left_says_when_cleanup_may_have_work(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def test_a_database_of_other_directories_is_refused(tmp_path: Path) -> None:
 
 def test_durability_settings(tmp_path: Path) -> None:
     with st.StateStore(paths_in(tmp_path)) as store:
-        db = store._db
+        db = store._connection
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL (WAL: crash-safe)
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
@@ -153,7 +153,7 @@ def test_a_failed_transaction_is_rolled_back(tmp_path: Path) -> None:
             db.execute("DELETE FROM meta")
             raise RuntimeError("boom")
         store.add(r)  # still usable, and meta is intact
-        assert store._db.execute("SELECT count(*) FROM meta").fetchone()[0] >= 3
+        assert store._connection.execute("SELECT count(*) FROM meta").fetchone()[0] >= 3
 
 
 def _writer(directory: str, index: int) -> None:
@@ -257,7 +257,7 @@ def test_exit_codes_of_removed_containers_are_pruned(tmp_path: Path) -> None:
             store.remove(r)
         assert store.exit_code("old") is None
         assert store.exit_code("kept-row") == (2, None)
-        count = store._db.execute(
+        count = store._connection.execute(
             "SELECT count(*) FROM exit_codes WHERE name = 'restarted'"
         ).fetchone()[0]
         assert count == st.EXIT_CODES_PER_NAME

@@ -191,6 +191,10 @@ def test_a_reboot_marks_living_containers_exited(
     store: StateStore, runtime: FakeRuntime
 ) -> None:
     record = launch.start_created(store, created(store, ["sleep", "1000"]))
+    # a reboot: the database's boot id (and the run directory's stamp) are another boot's;
+    # a lost stamp alone is no reboot (issue 15 item 6)
+    with store.transaction() as db:
+        db.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
     Path(store.paths.boot_id_stamp).write_text("an-earlier-boot\n")
     with StateStore(store.paths) as after_reboot:
         rebooted = after_reboot.get("web")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Callable
 
 from toolkit.errors import ContainerNotFound, Location, PodunitError
+from toolkit.runtime import recovery
 from toolkit.runtime.invoke import oci_runtime
-from toolkit.runtime.launch import Stdio, choose_log_driver, new_container_id, under_unit
+from toolkit.runtime.launch import Stdio, choose_log_driver, new_container_id
 from toolkit.runtime.lifecycle import (
     command_summary,
     create_container,
@@ -29,13 +31,20 @@ from toolkit.runtime.lifecycle import (
     open_store,
     parse_signal,
     remove_container,
+    remove_damaged,
     set_paused,
     start_container,
     status_text,
     stop_container,
 )
-from toolkit.runtime.status import finalize, sync_status, wait_for_exit
-from toolkit.storage.state import ALIVE_STATUSES, RUNNING, ContainerRecord, StateStore
+from toolkit.runtime.status import finalize, status_if_gone, sync_status, wait_for_exit
+from toolkit.storage.state import (
+    ALIVE_STATUSES,
+    RUNNING,
+    ContainerRecord,
+    CorruptRecord,
+    StateStore,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -50,8 +59,8 @@ if TYPE_CHECKING:
 NAME_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 
-def _store(args: argparse.Namespace) -> StateStore:
-    return open_store(bool(getattr(args, "user", False)))
+def _store(args: argparse.Namespace, *, read_only: bool = False) -> StateStore:
+    return open_store(bool(getattr(args, "user", False)), read_only=read_only)
 
 
 def _adhoc_container(args: argparse.Namespace, store: StateStore) -> Container:
@@ -161,8 +170,21 @@ def _container_for(args: argparse.Namespace, store: StateStore) -> tuple[Contain
     return _resolve_image(container, store, planned=bool(getattr(args, "plan", None))), True
 
 
+def unit_mode(args: argparse.Namespace) -> bool:
+    """A unit's ExecStart: `run --plan FILE NAME`, which only the generator writes, or an
+    explicit `run --unit` (a hand-written or transient unit). Not NOTIFY_SOCKET: a script
+    inside any Type=notify service has it too, and its helper container would take over
+    that service's main PID (issue 15 item 8)."""
+    return bool(getattr(args, "plan", None) or getattr(args, "unit", False))
+
+
+def _terminal_stdio() -> bool:
+    """Whether stdin, stdout or stderr is a terminal (conmon refuses `passthrough` then)."""
+    return any(os.isatty(fd) for fd in (0, 1, 2))
+
+
 def _create_from_args(
-    args: argparse.Namespace, store: StateStore, *, attached: bool
+    args: argparse.Namespace, store: StateStore, *, attached: bool, unit: bool = False
 ) -> tuple[ContainerRecord, notify.NotifySetup, Container]:
     from toolkit.definitions.model import LogDriver
 
@@ -170,16 +192,24 @@ def _create_from_args(
     explicit = LogDriver(args.log_driver) if args.log_driver else None
     if explicit is None and from_definition and not attached:
         explicit = container.log_driver
-    log_driver = choose_log_driver(explicit, attached and not args.tty)  # no tty passthrough
+    # conmon refuses a terminal with passthrough (TIOCSTI): a terminal goes through the
+    # attach socket, as -t does (issue 15 item 4)
+    terminal = attached and _terminal_stdio()
+    if terminal and explicit is LogDriver.PASSTHROUGH:
+        raise PodunitError(
+            "the passthrough log driver cannot be used with a terminal (conmon refuses it)",
+            hint="leave out --log-driver passthrough, or redirect stdin, stdout and stderr",
+        )
+    log_driver = choose_log_driver(explicit, attached and not args.tty and not terminal)
     if attached and log_driver is LogDriver.PASSTHROUGH:
         stdio = Stdio(stdin=0 if args.interactive else None, stdout=1, stderr=2)
-    elif under_unit():
+    elif unit:
         stdio = Stdio(stdout=1, stderr=2)  # the unit's journal stream: conmon's own messages
     else:
         stdio = Stdio()
     record, setup = create_container(
         store, container, stdio=stdio, log_driver=log_driver, tty=args.tty,
-        interactive=args.interactive, auto_remove=args.rm, replace=from_definition,
+        interactive=args.interactive, auto_remove=args.rm, replace=from_definition, unit=unit,
     )  # fmt: skip
     return record, setup, container
 
@@ -193,25 +223,40 @@ def cli_create(args: argparse.Namespace) -> int:
 
 
 def cli_run(args: argparse.Namespace) -> int:
+    """`podunit run`. A stop signal while the container is made (`systemctl stop` of a
+    unit that is starting) removes what was made, then ends podunit by that signal
+    (toolkit.runtime.recovery)."""
+    try:
+        with recovery.interruptible():
+            return _run(args)
+    except recovery.Interrupted as interrupted:
+        recovery.die_by(interrupted.signum)
+        raise  # not reached
+
+
+def _run(args: argparse.Namespace) -> int:
     from toolkit.definitions.model import LogDriver
     from toolkit.runtime.attach import connect_attach_socket, forward_signals, relay_attached
     from toolkit.runtime.launch import announce, start_created
 
-    in_unit = under_unit()
+    in_unit = unit_mode(args)
     attached = not (args.detach or in_unit)
     with _store(args) as store:
-        record, setup, container = _create_from_args(args, store, attached=attached)
+        record, setup, container = _create_from_args(
+            args, store, attached=attached, unit=in_unit
+        )
         attach: socket.socket | None = None
         try:
             if attached and record.options.log_driver != LogDriver.PASSTHROUGH.value:
                 attach = connect_attach_socket(store.paths, record.id)  # before start: lose nothing
             record = start_created(store, record)
         except BaseException:
-            setup.close()
-            if attach is not None:
-                attach.close()
-            with contextlib.suppress(Exception):
-                remove_container(store, record, force=True, timeout=0)
+            with recovery.signals_held():
+                setup.close()
+                if attach is not None:
+                    attach.close()
+                with contextlib.suppress(Exception):
+                    remove_container(store, record, force=True, timeout=0)
             raise
         try:
             if in_unit:
@@ -220,6 +265,11 @@ def cli_run(args: argparse.Namespace) -> int:
                 print(record.id)
         finally:
             setup.close()
+        if in_unit:
+            # conmon may have exited (and been reaped) before systemd read MAINPID=, which
+            # systemd then refused: end with the container's status ourselves (item 5)
+            status = status_if_gone(store, record)
+            return 0 if status is None else status
         if not attached:
             return 0
         with forward_signals(record):
@@ -250,10 +300,23 @@ def cli_start(args: argparse.Namespace) -> int:
 
 
 def cli_stop(args: argparse.Namespace) -> int:
+    """`podunit stop`. A container removed after it exited (its exit code is still
+    recorded) is stopped already, like an exited one: a unit's ExecStop after `rm -f`."""
     with _store(args) as store:
-        records = store.all() if args.all else [store.get(name) for name in args.names]
-        if not records and not args.all:
-            raise PodunitError("stop: name a container, or use --all")
+        if args.all:
+            records = store.all()
+        else:
+            if not args.names:
+                raise PodunitError("stop: name a container, or use --all")
+            records = []
+            for name in args.names:
+                record = store.find(name)
+                if record is None and store.exit_code(name) is None:
+                    raise ContainerNotFound(f"no such container: {name}")
+                if record is None:
+                    print(name)
+                else:
+                    records.append(record)
         for record in records:
             stop_container(store, record, args.time)
             if not args.all:
@@ -269,7 +332,14 @@ def cli_kill(args: argparse.Namespace) -> int:
 def cli_rm(args: argparse.Namespace) -> int:
     with _store(args) as store:
         for name in args.names:
-            record = store.find(name)
+            try:
+                record = store.find(name)
+            except CorruptRecord as corrupt:
+                if not args.force:
+                    raise
+                remove_damaged(store, corrupt)
+                print(name)
+                continue
             if record is None:
                 if args.force:
                     continue
@@ -281,6 +351,12 @@ def cli_rm(args: argparse.Namespace) -> int:
                 VolumeStore(store).remove_anonymous_of(record.name)
             print(name)
     return 0
+
+
+def _warn_skipped(store: StateStore) -> None:
+    """One line per row `store.all()` could not decode (`ps` goes on with the others)."""
+    for corrupt in store.skipped:
+        print(f"podunit: warning: skipped: {corrupt}; {corrupt.hint}", file=sys.stderr)
 
 
 def cli_pause(args: argparse.Namespace) -> int:
@@ -326,8 +402,14 @@ def cli_cleanup(args: argparse.Namespace) -> int:
 
 
 def cli_ps(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        records = [sync_status(store, r, reload=False) for r in store.all()]
+    with _store(args, read_only=True) as store:
+        records = store.all()
+        if store.read_only:  # a full disk: what is stored, without bringing it up to date
+            print(f"podunit: warning: no space left on {store.paths.state_dir}: showing the"
+                  " stored state", file=sys.stderr)  # fmt: skip
+        else:
+            records = [sync_status(store, r, reload=False) for r in records]
+        _warn_skipped(store)
         health = _health_statuses(store, records)
     if not args.all:
         records = [r for r in records if r.status in ALIVE_STATUSES]
@@ -360,10 +442,12 @@ def _health_statuses(store: StateStore, records: list[ContainerRecord]) -> dict[
 
 
 def cli_inspect(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with _store(args, read_only=True) as store:
         described = []
         for name in args.names:
-            record = sync_status(store, store.get(name))
+            record = store.get(name)
+            if not store.read_only:
+                record = sync_status(store, record, reload=False)
             data = describe(record)
             if record.alive:
                 data["RuntimeState"] = oci_runtime().state(record)

@@ -143,6 +143,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for verb, text in (("run", "create and start a container"), ("create", "create a container")):
         p = verbs.add_parser(verb, help=text)
         p.add_argument("--plan", metavar="FILE", help="the container of a generated unit's plan")
+        p.add_argument("--unit", action="store_true",
+                       help="run as a systemd unit's ExecStart (implied by --plan): notify"
+                            " systemd, hand it conmon as the main process, detach")  # fmt: skip
         p.add_argument("--rootfs", help="ad-hoc container: use this directory as root file system")
         p.add_argument("--name", help="ad-hoc container: its name")
         p.add_argument("-d", "--detach", action="store_true", help="do not wait for the container")
@@ -266,7 +269,7 @@ _RUN_DEFAULTS: dict[str, object] = {
     "rootfs": None, "name": None, "detach": False, "interactive": False, "tty": False,
     "env": [], "network": None, "runtime": None, "cgroups": None, "log_driver": None,
     "rm": False, "volume": [], "publish": [], "workdir": None, "user_spec": None,
-    "command": [],
+    "command": [], "unit": False,
 }  # fmt: skip
 
 

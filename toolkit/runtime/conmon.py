@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 CREATE_TIMEOUT_SECONDS = 60.0
+# The conmon binary, instead of `conmon` on PATH: how the fault tests put a shim that
+# delays or dies in its place (tests/system/test_reliability_run.py).
+CONMON_VARIABLE = "PODUNIT_CONMON"
 SD_LISTEN_FDS_START = 3
 
 
@@ -214,6 +217,7 @@ class ConmonProcess:
         self._start: socket.socket | None = start
         self._buffer = b""
         self._records: list[dict[str, Any]] = []
+        self.started = False  # the start byte was sent: conmon may be creating the container
 
     @property
     def launcher_pid(self) -> int:
@@ -235,6 +239,7 @@ class ConmonProcess:
             return
         try:
             self._start.send(b"\0")
+            self.started = True
         except OSError as error:
             keep_open = False
             raise RuntimeFailed(f"conmon exited before it was started ({error.strerror})") from None
@@ -319,6 +324,26 @@ class ConmonProcess:
                 f"conmon wrote no usable pid file {self.options.conmon_pidfile}: {error}"
             ) from None
 
+    def settle(self, timeout: float) -> None:
+        """After an interrupted launch: make sure conmon is not about to create anything.
+
+        Before the start byte conmon is still the process we spawned, blocked on the
+        start pipe: it is killed. After it, conmon may be inside `RUNTIME create`:
+        its answer (a pid or a failure) is awaited up to `timeout`, so that what it
+        made can be deleted; conmon is killed if it does not answer in time.
+        """
+        if self.started:
+            try:
+                self._next_record(time.monotonic() + timeout)
+                return
+            except (RuntimeFailed, OSError):
+                pass
+        try:
+            self._popen.kill()
+            self._popen.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+
     def close(self) -> None:
         if self._start is not None:
             self._start.close()
@@ -339,7 +364,8 @@ def launch(
     """Spawn conmon with exactly stdio, `preserved_fds` at 3.., the pipes and `extra_fds`.
 
     `environ` must already be free of LISTEN_* and NOTIFY_SOCKET
-    (`toolkit.systemd.activation.environment_for_conmon`). stdio None means /dev/null.
+    (`toolkit.systemd.activation.environment_for_conmon`); its `PODUNIT_CONMON` names
+    another conmon binary (a test shim). stdio None means /dev/null.
     conmon then waits on its start pipe: place it, then call `start()`.
     """
     if len(preserved_fds) != options.preserve_fds:
@@ -353,6 +379,7 @@ def launch(
     env["_OCI_STARTPIPE"] = str(SD_LISTEN_FDS_START + count + 1)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     argv = conmon_argv(options)
+    argv[0] = environ.get(CONMON_VARIABLE) or argv[0]
     try:
         popen = proc.spawn(
             argv,

@@ -22,6 +22,7 @@ import signal
 from toolkit import proc
 from toolkit.errors import CommandFailed, ExecutableNotFound
 from toolkit.proc import same_process_alive
+from toolkit.runtime import recovery
 from toolkit.storage.state import RUNNING, ContainerRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -211,7 +212,11 @@ class ConmonRuntime(OciRuntime):
             monitor.wait_launcher()
             return pid, monitor.monitor_pid()
         except BaseException:
-            with contextlib.suppress(Exception):
+            # also a stop signal (toolkit.runtime.recovery.Interrupted): conmon is killed
+            # before the start byte, else its answer is awaited, so that the caller can
+            # delete whatever it created
+            with recovery.signals_held(), contextlib.suppress(Exception):
+                monitor.settle(recovery.CREATE_SETTLE_SECONDS)
                 monitor.wait_launcher(timeout=5)
             raise
         finally:

@@ -22,6 +22,7 @@ from toolkit.errors import PodunitError
 from toolkit.fs import remove_tree, unlink_if_present
 from toolkit.proc import process_start_time
 from toolkit.record import Record
+from toolkit.runtime import recovery
 from toolkit.runtime.invoke import oci_runtime, runtime_binary, runtime_global_args
 from toolkit.runtime.placement import (
     apply_placement,
@@ -39,6 +40,7 @@ from toolkit.storage.state import (
     ContainerOptions,
     ContainerRecord,
     StateStore,
+    write_bundle_record,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -85,8 +87,10 @@ def prepare_record(
     interactive: bool = False,
     auto_remove: bool = False,
     environ: Mapping[str, str] = os.environ,
+    unit: bool = False,
 ) -> tuple[ContainerRecord, notify.NotifySetup, activation.ActivationFds]:
-    """Decide everything about a new container and build its config.json (not yet stored)."""
+    """Decide everything about a new container and build its config.json (not yet stored).
+    `unit`: it is a unit's ExecStart (`podunit run --plan` or `--unit`)."""
     from toolkit.definitions.model import LogDriver
     from toolkit.network import attach
     from toolkit.runtime import oci
@@ -133,7 +137,7 @@ def prepare_record(
             from toolkit.runtime.healthcheck import health_options
 
             health = health_options(
-                container, under_unit=under_unit(environ), user=store.paths.user
+                container, under_unit=unit, user=store.paths.user
             )
         options = ContainerOptions(
             log_driver=log_driver.value,
@@ -165,6 +169,7 @@ def prepare_record(
             # where its secrets come from, written at each launch (runtime.mounts)
             secrets=resolved.secrets if resolved else (),
             health=health,  # `healthcheck run` reads it (HEALTH CHECKS)
+            creator=tuple(recovery.creator_stamp()),  # a half-made row is told by it
         )
         record = ContainerRecord(
             id=container_id,
@@ -285,11 +290,6 @@ def reserve_ports(ports: Sequence[PortMapping]) -> list[socket.socket]:
     return sockets
 
 
-def under_unit(environ: Mapping[str, str] = os.environ) -> bool:
-    """ExecStart of a generated unit: they all have NotifyAccess=all, hence NOTIFY_SOCKET."""
-    return bool(environ.get("NOTIFY_SOCKET"))
-
-
 def launch_container(
     store: StateStore,
     record: ContainerRecord,
@@ -298,6 +298,7 @@ def launch_container(
     preserved_fds: Sequence[int] = (),
     environ: Mapping[str, str] = os.environ,
     restore_path: str | None = None,
+    unit: bool = False,
 ) -> ContainerRecord:
     """Write the bundle, reserve ports, run conmon + `RUNTIME create`; status `created`.
 
@@ -337,7 +338,7 @@ def launch_container(
         cgroups.prepare_before_conmon(placement)
         # under a unit ExecStopPost cleans up; a container-notify unit keeps the exit
         # command so that conmon outlives the notify proxy (cli_cleanup)
-        exit_command = not under_unit(environ) or record.options.notify == "container"
+        exit_command = not unit or record.options.notify == "container"
         options = conmon_options(
             store, record, restore_path=restore_path, exit_command=exit_command
         )
@@ -354,10 +355,13 @@ def launch_container(
         if network is not None:  # netavark ran while the runtime created the container
             network.finish()
     except BaseException:
-        if network is not None:  # before the teardown in discard_half_made
-            with contextlib.suppress(Exception):
-                network.finish()
-        discard_half_made(store, record, placement)
+        # also a stop signal (recovery.Interrupted): the runtime's create settled conmon
+        # (killed before the start byte, else its answer awaited); nothing outlives this
+        with recovery.signals_held():
+            if network is not None:  # before the teardown in discard_half_made
+                with contextlib.suppress(Exception):
+                    network.finish()
+            discard_half_made(store, record, placement)
         raise
     finally:
         for sock in ports:
@@ -375,6 +379,8 @@ def launch_container(
         started_at=None if restore_path is None else time.time(),
         finished_at=None,
     )
+    write_bundle_record(store.paths, record)  # a lost database adopts it from there
+    return record
 
 
 def discard_half_made(
@@ -384,6 +390,9 @@ def discard_half_made(
 
     with contextlib.suppress(Exception):
         oci_runtime().delete(record)
+    # conmon (or a conmon still starting) ends with its container: let it, so that it
+    # writes no exit file after the clean-up below
+    recovery.kill_processes(recovery.processes_naming(record.id))
     with contextlib.suppress(Exception):
         disconnect(store, store.reload(record))
     with contextlib.suppress(Exception):
@@ -403,7 +412,9 @@ def discard_half_made(
 def start_created(store: StateStore, record: ContainerRecord) -> ContainerRecord:
     """`RUNTIME start`: the created container's process runs its command."""
     oci_runtime().start(record)
-    return store.update(record, status=RUNNING, started_at=time.time())
+    record = store.update(record, status=RUNNING, started_at=time.time())
+    write_bundle_record(store.paths, record)  # adopted as running, should the database go
+    return record
 
 
 def announce(

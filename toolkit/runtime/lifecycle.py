@@ -11,16 +11,33 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 
 from toolkit.errors import CommandFailed, ContainerNotFound, InvalidState, PodunitError
-from toolkit.fs import remove_tree
+from toolkit.fs import remove_tree, unlink_if_present
+from toolkit.runtime import recovery
 from toolkit.runtime.invoke import oci_runtime, signal_running
 from toolkit.runtime.launch import Stdio, launch_container, prepare_record, start_created
 from toolkit.runtime.placement import placed_again
-from toolkit.runtime.status import KILL_WAIT_SECONDS, forget, release, sync_status, wait_for_exit
+from toolkit.runtime.status import (
+    KILL_WAIT_SECONDS,
+    POLL_SECONDS,
+    forget,
+    release,
+    sync_status,
+    wait_for_exit,
+)
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import CREATED, EXITED, PAUSED, RUNNING, ContainerRecord, StateStore
+from toolkit.storage.state import (
+    CREATED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    ContainerRecord,
+    CorruptRecord,
+    StateStore,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -30,9 +47,11 @@ if TYPE_CHECKING:
     from toolkit.systemd import notify
 
 
-def open_store(user: bool, environ: Mapping[str, str] = os.environ) -> StateStore:
-    """The state of this mode, reconciled after a reboot."""
-    return StateStore(RuntimePaths.for_mode(user, environ))
+def open_store(
+    user: bool, environ: Mapping[str, str] = os.environ, *, read_only: bool = False
+) -> StateStore:
+    """The state of this mode, reconciled after a reboot (`read_only`: see StateStore)."""
+    return StateStore(RuntimePaths.for_mode(user, environ), read_only=read_only)
 
 
 def parse_signal(text: str) -> int:
@@ -58,6 +77,7 @@ def create_container(
     auto_remove: bool = False,
     replace: bool = False,
     environ: Mapping[str, str] = os.environ,
+    unit: bool = False,
 ) -> tuple[ContainerRecord, notify.NotifySetup]:
     """Create `container` (conmon + runtime create). `replace` removes an exited namesake."""
     existing = store.find(container.name)
@@ -72,7 +92,7 @@ def create_container(
             remove_container(store, existing)
     record, notify_setup, fds = prepare_record(
         store, container, log_driver=log_driver, tty=tty, interactive=interactive,
-        auto_remove=auto_remove, environ=environ,
+        auto_remove=auto_remove, environ=environ, unit=unit,
     )  # fmt: skip
     try:
         try:
@@ -81,7 +101,7 @@ def create_container(
             remove_tree(store.paths.bundle_dir(record.id))
             raise
         record = launch_container(store, record, stdio=stdio, preserved_fds=fds.fds,
-                                  environ=environ)  # fmt: skip
+                                  environ=environ, unit=unit)  # fmt: skip
     except BaseException:
         notify_setup.close()
         raise
@@ -103,7 +123,9 @@ def relaunch(
 ) -> ContainerRecord:
     """Start an exited container again: a new conmon with its stored config.json."""
     record = placed_again(record, store.paths)
-    options = record.options._replace(released=False, fresh=False)
+    options = record.options._replace(
+        released=False, fresh=False, creator=tuple(recovery.creator_stamp())
+    )
     record = store.update(record, options=options, status=CREATED, pid=None, conmon_pid=None)
     return launch_container(store, record, stdio=Stdio(), restore_path=restore_path)
 
@@ -171,8 +193,18 @@ def remove_container(
     store: StateStore, record: ContainerRecord, *, force: bool = False,
     timeout: float | None = None,
 ) -> None:  # fmt: skip
-    """Remove a container; a running or paused one only with `force` (it is stopped first)."""
+    """Remove a container; a running or paused one only with `force` (it is stopped first).
+
+    A container still being created by a live podunit is given a moment to finish (or
+    its creator to die: then it is half made and taken down by `sync_status`)."""
     record = sync_status(store, record)
+    deadline = time.monotonic() + recovery.CREATE_SETTLE_SECONDS
+    while recovery.being_created(record) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        try:
+            record = sync_status(store, record)
+        except ContainerNotFound:  # its creator gave up and removed it
+            return
     if record.alive:
         if not force and record.status != CREATED:
             raise InvalidState(
@@ -188,6 +220,28 @@ def remove_container(
         record = store.reload(record)
         release(store, record)
         forget(store, record)
+
+
+def remove_damaged(store: StateStore, corrupt: CorruptRecord) -> None:
+    """`rm -f` of a row that cannot be decoded (issue 15 item 11): what its id names is
+    taken down (its processes, the runtime's container under podunit's runtime root),
+    then its files and row go. Its options (runtime arguments, image layer, log) are
+    unreadable, so an image container's writable layer stays."""
+    from toolkit import proc
+    from toolkit.runtime.status import remove_tree_or_link
+
+    runtime = os.path.basename(corrupt.runtime)
+    with store.container_lock(corrupt.container_id):
+        recovery.kill_processes(recovery.processes_naming(corrupt.container_id))
+        root = os.path.join(store.paths.run_dir, f"runtime-{runtime}")
+        with contextlib.suppress(Exception):
+            proc.run([corrupt.runtime, "--root", root, "delete", "--force", corrupt.container_id],
+                     check=False, timeout=30)  # fmt: skip
+        remove_tree(store.paths.bundle_dir(corrupt.container_id))
+        remove_tree_or_link(store.paths.attach_socket_dir(corrupt.container_id))
+        unlink_if_present(store.paths.exit_file(corrupt.container_id))
+        store.remove_id(corrupt.container_id)
+        unlink_if_present(store.paths.lock_file(corrupt.container_id))
 
 
 def set_paused(store: StateStore, record: ContainerRecord, paused: bool) -> ContainerRecord:

@@ -19,6 +19,7 @@ import time
 from toolkit.errors import CommandFailed, ContainerNotFound, PodunitError
 from toolkit.fs import read_text, remove_tree, unlink_if_present
 from toolkit.proc import same_process_alive, wait_until_gone
+from toolkit.runtime import recovery
 from toolkit.runtime.invoke import oci_runtime
 from toolkit.runtime.placement import cgroups_left, stored_placement
 from toolkit.storage.paths import RuntimePaths
@@ -56,6 +57,21 @@ def _exit_file_of(store: StateStore, record: ContainerRecord) -> tuple[int, floa
     )
 
 
+def status_if_gone(store: StateStore, record: ContainerRecord) -> int | None:
+    """The container's exit status if its conmon is no longer alive, else None.
+
+    For `podunit run` in unit mode, after systemd acknowledged `MAINPID=` (a barrier):
+    a conmon alive now was alive when systemd read it, so systemd watches it; a conmon
+    gone now may have been reaped before (systemd then refused MAINPID= and kept podunit
+    as the main process), so podunit must end with the container's status itself. conmon
+    writes its exit file before it exits; without one (conmon killed) the status is 1.
+    """
+    if same_process_alive(record.conmon_pid, record.conmon_start_time):
+        return None
+    exited = _exit_file_of(store, record)
+    return exited[0] if exited is not None and 0 <= exited[0] <= 255 else 1
+
+
 def sync_status(
     store: StateStore, record: ContainerRecord, *, reload: bool = True
 ) -> ContainerRecord:
@@ -65,6 +81,8 @@ def sync_status(
     """
     if reload:
         record = store.reload(record)
+    if record.conmon_pid is None and recovery.half_made(record):
+        return _finish_half_made(store, record)
     if not record.alive or record.conmon_pid is None:
         return record
     exited = _exit_file_of(store, record)
@@ -76,6 +94,23 @@ def sync_status(
     if _exit_file_of(store, record) is not None:
         return finalize(store, record)
     return finalize(store, record, runaway=True)
+
+
+def _finish_half_made(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """A container whose creator died before conmon's pid was recorded (toolkit.runtime.
+    recovery): its processes are killed, it is recorded exited (-1) and released."""
+    with store.container_lock(record.id):
+        record = store.reload(record)
+        if record.conmon_pid is not None or not recovery.half_made(record):
+            return record
+        recovery.kill_leftovers(record)
+        record = store.record_exit(
+            record, -1, reason=recovery.INTERRUPTED_REASON, finished_at=time.time()
+        )
+        release(store, record)
+        if record.options.auto_remove:
+            forget(store, record)
+    return record
 
 
 def finalize(
@@ -146,6 +181,10 @@ def release(store: StateStore, record: ContainerRecord) -> None:
         return
     oci_runtime().delete(record)
     disconnect(store, record)
+    exec_dir = store.paths.exec_dir(record.id)
+    if os.path.isdir(exec_dir):  # its sessions' attach links live outside the bundle
+        for session_id in os.listdir(exec_dir):
+            remove_tree_or_link(store.paths.attach_socket_dir(session_id))
     unmount_image_root(store.paths, record.id, record.options.image_rootfs)
     remove_tree(store.paths.bundle_dir(record.id))
     remove_tree_or_link(store.paths.attach_socket_dir(record.id))  # conmon's attach symlink
