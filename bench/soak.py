@@ -6,7 +6,8 @@ detached `podunit exec -d`, every `--kill-every`th cycle `kill -9` of conmon (th
 unit must fail, its ExecStopPost must remove the container, and the next start must
 work), then `systemctl stop` (the unit must end `inactive`, Result=success).
 
-Leak accounting, before the first and after the last cycle (psutil for processes and
+Leak accounting, after a warm-up cycle (the first container of a boot makes the run
+directory and the runtime's --root) and after the last cycle (psutil for processes and
 fds): mounts (the sandbox's mount table), podunit scopes and cgroup directories,
 files under /run/podunit (the generator cache aside), rows of `podunit ps -a`,
 processes of podunit (conmon, podunit, the notify proxy); during the run, conmon's
@@ -196,10 +197,12 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def inside(cycles: int, kill_every: int, keep: bool = False) -> dict[str, Any]:
     """The soak itself, run inside a sandbox (PID 1 is systemd)."""
     prepare()
-    _run([PODUNIT, "ps"])  # the run directory exists before the baseline
-    before = snapshot()
     failures: list[str] = []
     timings: dict[str, list[float]] = {"start": [], "stop": [], "exec": []}
+    # a warm-up cycle before the baseline: the first container of a boot makes what stays
+    # for every later one (the run directory, the runtime's --root directory)
+    cycle(0, False, failures, {"start": [], "stop": [], "exec": []})
+    before = snapshot()
     fds: list[int] = []
     began = time.monotonic()
     for number in range(1, cycles + 1):
