@@ -13,13 +13,14 @@ from collections.abc import Iterable
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import Dependency, Install
-from toolkit.definitions.parse import (
+from toolkit.definitions.parse import cpus
+from toolkit.definitions.parse import dependency as parse_dependency
+from toolkit.definitions.readers import (
     Fields,
     boolean,
     check_keys,
     choice,
     converted,
-    cpus,
     duration,
     fail,
     integer,
@@ -28,7 +29,6 @@ from toolkit.definitions.parse import (
     text,
     unknown,
 )
-from toolkit.definitions.parse import dependency as parse_dependency
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError, Location
 

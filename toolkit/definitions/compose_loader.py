@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from toolkit.definitions import values as v
 from toolkit.definitions.compose import Project, translate_service
 from toolkit.definitions.model import Container, Declarations, NetworkAttachment, NetworkSpec
-from toolkit.definitions.parse import fail, parse_container, text
+from toolkit.definitions.parse import parse_container
 from toolkit.definitions.project import (
     Variables,
     default_name,
@@ -23,6 +23,7 @@ from toolkit.definitions.project import (
     is_project_name,
     read_dotenv,
 )
+from toolkit.definitions.readers import fail, text
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError, Location
 

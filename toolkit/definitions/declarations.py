@@ -2,7 +2,7 @@
 
 Both forms declare them the same way (the Compose specification's shapes); a
 container refers to them by key (`data:/var/lib/db`, `secrets: [token]`) and the
-parser (`toolkit.definitions.parse`) resolves the reference against the
+parser (`toolkit.definitions.mounts`) resolves the reference against the
 `Declarations` of its file, so a `Container` carries everything it needs
 (`Container.volumes`, `Container.secrets`) and the runtime never reads YAML.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import Container, Declarations, Secret, Volume
-from toolkit.definitions.parse import boolean, check_keys, fail, non_empty, pairs, text
+from toolkit.definitions.readers import boolean, check_keys, fail, non_empty, pairs, text
 from toolkit.definitions.tree import Entry, Node
 from toolkit.errors import DefinitionError
 

@@ -28,7 +28,8 @@ from toolkit.definitions.model import (
     NetworkSpec,
     Notify,
 )
-from toolkit.definitions.parse import check_reference, fail, parse_container, unknown
+from toolkit.definitions.parse import check_reference, parse_container
+from toolkit.definitions.readers import fail, unknown
 from toolkit.definitions.search import SUFFIXES as SUFFIXES  # re-exported
 from toolkit.definitions.search import SYSTEM_DIRS as SYSTEM_DIRS  # re-exported
 from toolkit.definitions.search import Scan, source_key

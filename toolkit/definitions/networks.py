@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 
 from toolkit.definitions import values as v
 from toolkit.definitions.model import Container, NetworkSpec
-from toolkit.definitions.parse import NETWORK_MODES, boolean, check_keys, fail, text
+from toolkit.definitions.networking import NETWORK_MODES
+from toolkit.definitions.readers import boolean, check_keys, fail, text
 from toolkit.definitions.tree import Node
 from toolkit.errors import DefinitionError, Location
 

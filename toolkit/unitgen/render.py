@@ -726,35 +726,25 @@ def render_all(
                 )
             )
     # A container's unit files may clash with another's (`web-health` and the health units
-    # of `web`); symlinks may clash with unit files or each other. The first one (by name) wins.
+    # of `web`); symlinks may clash with unit files or each other. Every unit file is claimed
+    # before any symlink; the first one (by name) wins and a loser is dropped whole.
     claimed: dict[str, str] = {}
-    for name in list(rendered):
-        clashes = sorted(path for path in rendered[name].files if path in claimed)
-        if clashes:
-            errors.append(
-                DefinitionError(
-                    containers[name].source,
-                    f"container {name!r}: {clashes[0]!r} is already generated for "
-                    f"container {claimed[clashes[0]]!r}",
-                    hint="rename one of them",
+    for symlinks in (False, True):
+        for name in list(rendered):
+            paths = rendered[name].symlinks if symlinks else rendered[name].files
+            clashes = sorted(path for path in paths if path in claimed)
+            if clashes:
+                errors.append(
+                    DefinitionError(
+                        containers[name].source,
+                        f"container {name!r}: {clashes[0]!r} is already generated for "
+                        f"container {claimed[clashes[0]]!r}",
+                        hint=None if symlinks else "rename one of them",
+                    )
                 )
-            )
-            del rendered[name]
-            continue
-        claimed.update(dict.fromkeys(rendered[name].files, name))
-    for name in list(rendered):
-        clashes = sorted(path for path in rendered[name].symlinks if path in claimed)
-        if clashes:
-            errors.append(
-                DefinitionError(
-                    containers[name].source,
-                    f"container {name!r}: {clashes[0]!r} is already generated for "
-                    f"container {claimed[clashes[0]]!r}",
-                )
-            )
-            del rendered[name]
-            continue
-        claimed.update(dict.fromkeys(rendered[name].symlinks, name))
+                del rendered[name]
+                continue
+            claimed.update(dict.fromkeys(paths, name))
     errors += _drop_orphans(rendered, containers)
     pulls = _pull_units(containers, rendered, podunit_argv(podunit, user=user), stored_images)
     _projects(rendered, containers, projects or {})
