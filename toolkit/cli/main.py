@@ -342,11 +342,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     fast = fast_arguments(arguments)
+    if argv is None:
+        _collect_garbage(fast is None)
     args = fast or build_parser(only=invoked_verb(arguments)).parse_args(arguments)
     code = _run(args)
     if fast is not None and argv is None:
         _exit_at_once(code)
     return code
+
+
+def _collect_garbage(enabled: bool) -> None:
+    """The cyclic garbage collector on or off for this process (`bin/podunit` starts with
+    it off). Off for the fast forms: they are short-lived (exec lasts as long as its
+    command) and end with `os._exit`, and the collections it runs while they import
+    their modules, which only build long-lived objects, cost each unit start 2-4 ms
+    (bench/RESULTS.md). On for everything else (`logs -f`, an attached `run`)."""
+    import gc
+
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 def _exit_at_once(code: int) -> NoReturn:

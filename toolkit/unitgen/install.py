@@ -54,7 +54,7 @@ sys.path by hand. Run `podunit install-generators` again after moving it.
 
 import sys
 
-sys.path[:0] = {paths!r}
+{prelude}sys.path[:0] = {paths!r}
 
 from {module} import {function}  # noqa: E402
 
@@ -90,9 +90,11 @@ def launcher(
 ) -> str:
     """The text of one launcher (see LAUNCHER)."""
     home = os.path.dirname(os.path.dirname(python)) if "/bin/" in python else python
+    # podunit's: the garbage collector off from the first import, as in bin/podunit
+    prelude = "import gc\n\ngc.disable()\n" if module == "toolkit.cli.main" else ""
     return LAUNCHER.format(
         python=python, what=what, home=home, paths=list(paths), module=module,
-        function=function, call=call,
+        function=function, call=call, prelude=prelude,
     )  # fmt: skip
 
 
