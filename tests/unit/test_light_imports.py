@@ -174,6 +174,34 @@ def test_the_run_path_does_not_import_pathlib() -> None:
     assert [m for m in loaded if m in ("pathlib", "urllib.parse")] == []
 
 
+# A start without networks (network: none or host, PODUNIT_DEFAULT_NETWORK=none) decides
+# so with toolkit.network.plan alone: netavark, the addresses and the network store are
+# the business of a container that joins a bridge.
+NO_NETWORK_PROBE = """
+import json, sys
+from toolkit.errors import Location
+from toolkit.definitions.model import Container
+from toolkit.runtime import launch
+from toolkit.network import plan
+for network in ("none", "host", None):
+    container = Container(name="web", source=Location("/x.yaml", 1, 1), rootfs="/r",
+                          network=network)
+    decided = plan.network_plan(container, user=False, environ={plan.DEFAULT_ENV: "none"})
+    assert not plan.has_work(decided), decided
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_start_without_networks_loads_no_network_machinery() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK_PROBE], capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(result.stdout)
+    network_machinery = ("toolkit.network.attach", "toolkit.network.config",
+                         "toolkit.network.netavark", "toolkit.storage.networks")  # fmt: skip
+    assert [m for m in loaded if m in network_machinery] == []
+
+
 # What a plain `podunit exec NAME CMD` must not load: the status and run machinery
 # (only for a container that is not plainly running), oci (only for -u), the terminal
 # modules (only for -t), secrets (ids come from os.urandom), argparse (a fast form) and

@@ -23,6 +23,14 @@ from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
 NET = config.Network("n", "ab" * 32, "podunit3", "10.90.4.0/30", "10.90.4.1")
 
 
+def test_the_plan_names_configs_default_network() -> None:
+    """toolkit.network.plan keeps its own copy (it must not import config on every start)."""
+    from toolkit.network import plan
+
+    assert plan.DEFAULT_NETWORK == config.DEFAULT_NETWORK
+    assert attach.network_plan is plan.network_plan
+
+
 def test_addresses_as_numbers() -> None:
     assert config.to_text(config.to_int("10.90.0.255")) == "10.90.0.255"
     assert config.parse_subnet("10.90.4.0/24") == (config.to_int("10.90.4.0"), 24)

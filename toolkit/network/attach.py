@@ -1,12 +1,12 @@
 """A container's networks at start: which ones, their records, addresses, netavark setup,
 and the /etc/hosts, /etc/resolv.conf and /etc/hostname it sees (podunit.yaml(5) NETWORKS).
 
-`network_plan` (when the container is prepared) decides from the definition what the
-container joins and keeps it in the record's options as JSON, so that a restart of the
-record needs no definition. `connect` (before the runtime creates the container) makes
-the networks on first use, leases addresses, makes the namespace, runs netavark setup,
-writes the files into the bundle and returns what `netavark.disconnect` needs; on
-failure it undoes its own steps.
+`network_plan` (toolkit.network.plan; when the container is prepared) decides from the
+definition what the container joins and keeps it in the record's options as JSON, so
+that a restart of the record needs no definition. `connect` (before the runtime creates
+the container) makes the networks on first use, leases addresses, makes the namespace,
+runs netavark setup, writes the files into the bundle and returns what
+`netavark.disconnect` needs; on failure it undoes its own steps.
 """
 
 from __future__ import annotations
@@ -19,61 +19,14 @@ from typing import Any
 
 from toolkit.errors import PodunitError
 from toolkit.network import config, netavark
+from toolkit.network.plan import DEFAULT_ENV as DEFAULT_ENV  # re-exported
+from toolkit.network.plan import has_work as has_work
+from toolkit.network.plan import network_plan as network_plan
 from toolkit.storage import networks
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from toolkit.definitions.model import Container
     from toolkit.storage.state import ContainerRecord, StateStore
-
-DEFAULT_ENV = "PODUNIT_DEFAULT_NETWORK"
-
-
-def network_plan(
-    container: Container, *, user: bool, environ: Mapping[str, str] = os.environ
-) -> dict[str, Any]:
-    """What the container joins: {"mode": "bridge"|"none"|"host", "attachments": [...],
-    "specs": [...], plus its /etc files' settings}; only JSON values."""
-    explicit = container.network is not None or bool(container.networks)
-    mode = container.network or (None if container.networks else environ.get(DEFAULT_ENV))
-    mode = mode or "bridge"
-    attachments: list[dict[str, Any]] = []
-    if container.networks:
-        for attachment in container.networks:
-            name = config.DEFAULT_NETWORK if attachment.name == "bridge" else attachment.name
-            attachments.append(
-                {"network": name, "aliases": list(attachment.aliases),
-                 "address": attachment.ipv4_address}
-            )  # fmt: skip
-        mode = "bridge"
-    elif mode not in ("none", "host"):
-        name = config.DEFAULT_NETWORK if mode == "bridge" else mode
-        attachments.append({"network": name, "aliases": [], "address": None})
-        mode = "bridge"
-    if attachments and user:
-        if explicit:
-            raise PodunitError(
-                f"container {container.name}: bridge networks need root",
-                hint="use network: none (own namespace, loopback only) or network: host",
-            )
-        attachments, mode = [], "none"  # rootless: the default is a private namespace
-    plan: dict[str, Any] = {"mode": mode, "attachments": attachments}
-    if attachments:
-        plan["specs"] = [spec._asdict() for spec in container.network_specs]
-    if container.extra_hosts:
-        plan["extra_hosts"] = [list(pair) for pair in container.extra_hosts]
-    if container.dns:
-        plan["dns"] = list(container.dns)
-    if container.dns_search:
-        plan["dns_search"] = list(container.dns_search)
-    return plan
-
-
-def has_work(plan: Mapping[str, Any]) -> bool:
-    """Whether `connect` does anything for this plan (none/host without /etc keys: no)."""
-    return bool(plan["attachments"] or plan.get("extra_hosts") or plan.get("dns")
-                or plan.get("dns_search"))  # fmt: skip
-
 
 def _make(name: str, spec: Mapping[str, Any] | None, origin: str, host_routes: list[str]) -> Any:
     """A maker of network `name` for `storage.networks.create` (subnet and bridge chosen

@@ -92,11 +92,11 @@ def prepare_record(
     """Decide everything about a new container and build its config.json (not yet stored).
     `unit`: it is a unit's ExecStart (`podunit run --plan` or `--unit`)."""
     from toolkit.definitions.model import LogDriver
-    from toolkit.network import attach
+    from toolkit.network import plan as networks
     from toolkit.runtime import oci
     from toolkit.systemd import activation, cgroups, notify
 
-    network_plan = attach.network_plan(container, user=store.paths.user, environ=environ)
+    network_plan = networks.network_plan(container, user=store.paths.user, environ=environ)
     if network_plan["mode"] == "host" and container.network != "host":
         container = container._replace(network="host")  # PODUNIT_DEFAULT_NETWORK=host
     if container.rootfs is None:
@@ -155,7 +155,7 @@ def prepare_record(
             if container.network == "host"
             else tuple(port._asdict() for port in container.ports),
             # what connect sets up before the runtime creates the container (none: nothing)
-            network_plan=network_plan if attach.has_work(network_plan) else None,
+            network_plan=network_plan if networks.has_work(network_plan) else None,
             cgroup_placement=placement_to_json(placement),
             runtime_args=tuple(runtime_args_for(placement, store.paths, runtime)),
             own_pid_namespace=True,
