@@ -260,3 +260,56 @@ def test_the_exec_modules_themselves_need_neither_dataclasses_typing_nor_shutil(
     added = set(_fresh(EXEC_OWN_IMPORTS_PROBE))
     assert {"toolkit.cli.exec", "toolkit.runtime.exec", "toolkit.runtime.attach"} <= added
     assert sorted(added & {"dataclasses", "typing", "shutil", *NOT_ON_THE_EXEC_PATH}) == []
+
+
+GC_PROBE = """
+import gc, sys
+from toolkit.cli import main as cli
+def end(code):  # the fast forms' end
+    print("collector", gc.isenabled(), code)
+    raise SystemExit(code)
+cli._exit_at_once = end
+sys.argv = ["podunit", *sys.argv[1:]]
+gc.disable()  # as bin/podunit starts
+code = cli.main()
+if code is not None:  # a verb that returns: not a fast form
+    print("collector", gc.isenabled(), code)
+"""
+
+
+GC_CASES = {
+    "rm -f web": False,  # the units' forms: off
+    "stop -t 10 web": False,
+    "ps -a": True,  # every other verb: on
+    "rm web": True,
+}
+
+
+@pytest.mark.parametrize("command", GC_CASES)
+def test_the_fast_forms_run_without_the_garbage_collector(command: str, tmp_path: Path) -> None:
+    """README "Hot paths": bin/podunit starts with the collector off; the units' forms
+    keep it off, every other verb turns it on again."""
+    env = {**os.environ, "PODUNIT_STATE_DIR": str(tmp_path / "s"),
+           "PODUNIT_RUN_DIR": str(tmp_path / "r")}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, *command.split()], capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    reports = [line.split()[1] for line in lines if line.startswith("collector ")]
+    assert reports == [str(GC_CASES[command])], result.stderr
+
+
+def test_the_launchers_start_podunit_without_the_garbage_collector() -> None:
+    """bin/podunit and the installed podunit launcher turn it off before any import of
+    podunit's; the generator's launcher leaves it on."""
+    from toolkit.unitgen.install import launcher
+
+    checkout = (Path(__file__).parents[2] / "bin" / "podunit").read_text()
+    installed = launcher("podunit", "toolkit.cli.main", "main", "main()",
+                         python="/usr/bin/python3", paths=["/x"])  # fmt: skip
+    generator = launcher("the generator", "toolkit.unitgen.generator", "generator_main",
+                         "generator_main([])", python="/usr/bin/python3", paths=["/x"])  # fmt: skip
+    for text in (checkout, installed):
+        assert -1 < text.index("gc.disable()") < text.index("from toolkit")
+    assert "gc.disable()" not in generator
