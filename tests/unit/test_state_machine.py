@@ -8,6 +8,7 @@ the status machinery and the verbs are podunit's own. tests/system/ runs the rea
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -106,6 +107,20 @@ def test_create_start_exit_file_status(store: StateStore, runtime: FakeRuntime) 
     assert ("delete", record.id) in runtime.calls
     assert leftovers(store, runtime, record) == []
     assert store.exit_code("web") == (3, None)
+
+
+def test_a_created_container_has_its_bundle_record(store: StateStore, runtime: FakeRuntime) -> None:
+    """launch_container writes <bundle>/podunit.json (what a lost database adopts) with the
+    monitor's pid, as start_created does with the running status."""
+    from toolkit.storage.state import BUNDLE_RECORD
+
+    record = created(store, ["sh", "-c", "exit 0"])
+    path = Path(store.paths.bundle_dir(record.id), BUNDLE_RECORD)
+    written = json.loads(path.read_text())
+    assert (written["status"], written["conmon_pid"]) == (CREATED, record.conmon_pid)
+    record = launch.start_created(store, record)
+    assert json.loads(path.read_text())["status"] == RUNNING
+    status.wait_for_exit(store, record, timeout=10)
 
 
 def test_stop_sends_the_stop_signal_and_nothing_more_when_it_works(

@@ -366,7 +366,7 @@ def launch_container(
     finally:
         for sock in ports:
             sock.close()
-    return store.update(
+    record = store.update(
         record,
         status=CREATED if restore_path is None else RUNNING,
         pid=pid,
