@@ -534,6 +534,8 @@ def test_verify_helper_does_catch_broken_units(tmp_path: Path, repo_root: Path) 
 #     ## file NAME                          switch the unit the next assertions look at
 #                                           (default: the only .service generated)
 #     ## assert-key-is SECTION KEY V...     every value of KEY, in order, is V...
+#     ## assert-key-set SECTION KEY V...    every value of KEY, in any order (sorted paths
+#                                           whose order depends on where the checkout is)
 #     ## assert-key-missing SECTION KEY
 #     ## assert-header-contains TEXT        a leading comment line contains TEXT
 #     ## assert-no-file NAME
@@ -627,6 +629,8 @@ def run_assertions(path: Path, podunit: str) -> int:
             values = [v for k, v in parse_unit(text).get(section, []) if k == key]
             if verb == "assert-key-is":
                 assert values == args[2:], f"{where}\ngot: {values}\n{text}"
+            elif verb == "assert-key-set":
+                assert sorted(values) == sorted(args[2:]), f"{where}\ngot: {values}\n{text}"
             elif verb == "assert-key-missing":
                 assert values == [], f"{where}\ngot: {values}"
             else:
