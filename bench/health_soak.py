@@ -101,9 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples.append(data)
             print(json.dumps(data), flush=True)
             time.sleep(args.interval)
-        checks_done = sandbox.run(
-            ["sh", "-c", "journalctl -u 'soak*-health.service' -o cat | wc -l"]
-        ).stdout.decode().strip()
+        checks_done = (
+            sandbox.run(["sh", "-c", "journalctl -u 'soak*-health.service' -o cat | wc -l"])
+            .stdout.decode()
+            .strip()
+        )
         sandbox.run(["systemctl", "stop", *units], timeout=300)
         time.sleep(1)
         after = sample()

@@ -143,4 +143,3 @@ class Record(metaclass=_RecordType):
             for field in cls._fields
             if field in data
         })  # fmt: skip
-

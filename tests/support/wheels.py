@@ -103,11 +103,24 @@ def build_podunit(source: Path, directory: Path) -> Path:
 
 def copy_tree(checkout: Path, destination: Path) -> Path:
     """The files git knows of (tracked and new, not ignored): no .venv, no build output."""
-    listed = subprocess.run(
-        ["git", "-C", str(checkout), "ls-files", "-z", "--cached", "--others",
-         "--exclude-standard"],
-        check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(checkout),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for relative in filter(None, listed):
         source = checkout / relative
         if source.is_file():

@@ -53,8 +53,21 @@ def test_checkpoint_and_restore_round_trip(sandbox: Sandbox) -> None:
     busybox_rootfs(sandbox, f"{base}/rootfs")
     counter = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
     sandbox.run(
-        [podunit, "run", "-d", "--runtime", "runc", "--rootfs", f"{base}/rootfs",
-         "--name", "round-trip", "--", "sh", "-c", counter],
+        [
+            podunit,
+            "run",
+            "-d",
+            "--runtime",
+            "runc",
+            "--rootfs",
+            f"{base}/rootfs",
+            "--name",
+            "round-trip",
+            "--",
+            "sh",
+            "-c",
+            counter,
+        ],
         env=env,
     )
     try:
@@ -76,9 +89,22 @@ def test_cli_reports_criu_and_leaves_the_container_running(sandbox: Sandbox) -> 
     podunit = str(VENV_PYTHON.parent / "podunit")
     busybox_rootfs(sandbox, f"{base}/rootfs")
     started = sandbox.run(
-        [podunit, "run", "-d", "--runtime", "runc", "--rootfs", f"{base}/rootfs",
-         "--name", "checkpointed", "--", "sleep", "1000"],
-        env=env, check=False,
+        [
+            podunit,
+            "run",
+            "-d",
+            "--runtime",
+            "runc",
+            "--rootfs",
+            f"{base}/rootfs",
+            "--name",
+            "checkpointed",
+            "--",
+            "sleep",
+            "1000",
+        ],
+        env=env,
+        check=False,
     )
     assert started.returncode == 0, started.stderr
     try:

@@ -28,8 +28,7 @@ USER_ONLY = f"containers:\n  {P}-user-only:\n    rootfs: /srv/user\n"
 HIDDEN_USER = f"containers:\n  {P}-from-users:\n    rootfs: /srv/user\n"
 HIDDEN_SYSTEM = f"containers:\n  {P}-from-system:\n    rootfs: /srv/system\n"
 CLEANUP = (
-    f"rm -rf /etc/podunit/{P}* /etc/podunit/users/0/{P}* "
-    f"/usr/local/share/podunit/{P}-hidden.yaml"
+    f"rm -rf /etc/podunit/{P}* /etc/podunit/users/0/{P}* /usr/local/share/podunit/{P}-hidden.yaml"
 )
 
 

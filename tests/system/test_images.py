@@ -44,14 +44,33 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (bundle / "rootfs" / "marker").write_text("v1\n")
     _sh("umoci", "repack", "--image", f"{layout}:base", str(bundle))
     _sh(
-        "umoci", "config", "--image", f"{layout}:base", "--tag", "v1",
-        "--config.entrypoint", "/bin/sh", "--config.cmd", "-c", "--config.cmd", "echo hi",
-        "--config.env", "GREETING=hello", "--config.workingdir", "/tmp",
-        "--config.user", "1:2", "--config.stopsignal", "SIGINT",
+        "umoci",
+        "config",
+        "--image",
+        f"{layout}:base",
+        "--tag",
+        "v1",
+        "--config.entrypoint",
+        "/bin/sh",
+        "--config.cmd",
+        "-c",
+        "--config.cmd",
+        "echo hi",
+        "--config.env",
+        "GREETING=hello",
+        "--config.workingdir",
+        "/tmp",
+        "--config.user",
+        "1:2",
+        "--config.stopsignal",
+        "SIGINT",
     )
     _sh("skopeo", "--insecure-policy", "copy", f"oci:{layout}:v1", f"oci-archive:{base}/img.tar")
     _sh(
-        "skopeo", "--insecure-policy", "copy", f"oci:{layout}:v1",
+        "skopeo",
+        "--insecure-policy",
+        "copy",
+        f"oci:{layout}:v1",
         f"docker-archive:{base}/docker.tar:busybox:v1",
     )
     return {
@@ -320,14 +339,26 @@ skopeo copy -q oci:{base}/layout:v1 oci-archive:{base}/image.tar
         )
         assert default.stdout == b"default hello\n"
         override = sandbox.run(
-            [podunit, "run", "--rm", "--runtime", "runc", "--name", "image-override", image,
-             "--", "-c", "echo override $GREETING"],
+            [
+                podunit,
+                "run",
+                "--rm",
+                "--runtime",
+                "runc",
+                "--name",
+                "image-override",
+                image,
+                "--",
+                "-c",
+                "echo override $GREETING",
+            ],
             env=env,
         )
         assert override.stdout == b"override hello\n"  # the image's entrypoint, our args
         missing = sandbox.run(
             [podunit, "run", "--rm", "--name", "image-missing", f"oci-archive:{base}/nope.tar"],
-            env=env, check=False,
+            env=env,
+            check=False,
         )
         assert missing.returncode == 125
         assert b"nope.tar does not exist" in missing.stderr

@@ -76,8 +76,15 @@ def test_journald_logs_split_streams_and_join_partials(
     name = f"logs-{secrets.token_hex(3)}"
     cid = inside(sandbox, scripts["record"], name)
     inside(
-        sandbox, scripts["send"], cid, name,
-        "first:6", "oops:3", "half :6:partial", "whole:6", "last:6",
+        sandbox,
+        scripts["send"],
+        cid,
+        name,
+        "first:6",
+        "oops:3",
+        "half :6:partial",
+        "whole:6",
+        "last:6",
     )
     result = sandbox.run([PODUNIT, "logs", name], env=ENV, check=False)
     assert result.returncode == 0, result.stderr

@@ -46,8 +46,21 @@ def podunit(sandbox: Sandbox, *args: str, check: bool = True):  # type: ignore[n
 def run_to_exit(sandbox: Sandbox, rootfs: str, driver: str) -> str:
     name = f"logs-{driver}-{secrets.token_hex(3)}"
     podunit(
-        sandbox, "run", "-d", "--runtime", "runc", "--rootfs", rootfs, "--name", name,
-        "--log-driver", driver, "--", "sh", "-c", SCRIPT,
+        sandbox,
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--rootfs",
+        rootfs,
+        "--name",
+        name,
+        "--log-driver",
+        driver,
+        "--",
+        "sh",
+        "-c",
+        SCRIPT,
     )
     assert podunit(sandbox, "wait", name).stdout.strip() == b"0"
     return name

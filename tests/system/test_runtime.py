@@ -487,7 +487,7 @@ def test_run_a_definition_with_init_from_a_shell(pu: Podunit) -> None:
         f"{DEFINITIONS}/initdemo.yaml",
         f"containers:\n  initdemo:\n    rootfs: {ROOTFS}\n    runtime: runc\n    init: true\n"
         "    environment: {GREETING: hello}\n"
-        "    command: [sh, -c, 'echo $GREETING; tr \"\\\\0\" \" \" < /proc/1/cmdline; exit 4']\n",
+        '    command: [sh, -c, \'echo $GREETING; tr "\\\\0" " " < /proc/1/cmdline; exit 4\']\n',
     )
     result = pu.run_definition("initdemo")
     assert result.returncode == 4, stderr_of(result)
@@ -867,9 +867,11 @@ def test_journald_and_none_log_drivers(pu: Podunit) -> None:
     container_id = pu.inspect("journaled")["Id"]
     deadline = time.monotonic() + 10
     while True:
-        entries = pu.sandbox.run(
-            ["journalctl", "CONTAINER_NAME=journaled", "-o", "json", "--no-pager"]
-        ).stdout.decode().splitlines()
+        entries = (
+            pu.sandbox.run(["journalctl", "CONTAINER_NAME=journaled", "-o", "json", "--no-pager"])
+            .stdout.decode()
+            .splitlines()
+        )
         if entries or time.monotonic() > deadline:
             break
         time.sleep(0.2)

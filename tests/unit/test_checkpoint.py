@@ -35,19 +35,34 @@ def test_criu_problem_falls_back_to_last_line() -> None:
 
 def _record(runtime_args: tuple[str, ...] = ()) -> ContainerRecord:
     return ContainerRecord(
-        id="c" * 64, name="web", runtime="/usr/sbin/runc", status="running", created_at=0.0,
-        spec={}, options=ContainerOptions(runtime_args=runtime_args),
+        id="c" * 64,
+        name="web",
+        runtime="/usr/sbin/runc",
+        status="running",
+        created_at=0.0,
+        spec={},
+        options=ContainerOptions(runtime_args=runtime_args),
     )
 
 
 def test_checkpoint_argv() -> None:
     argv = checkpoint_argv(
-        _record(runtime_args=("--root", "/run/x")), Path("/img"), Path("/work"),
+        _record(runtime_args=("--root", "/run/x")),
+        Path("/img"),
+        Path("/work"),
         leave_running=True,
     )
     assert argv == [
-        "/usr/sbin/runc", "--root", "/run/x", "checkpoint", "--image-path", "/img",
-        "--work-path", "/work", "--leave-running", "c" * 64,
+        "/usr/sbin/runc",
+        "--root",
+        "/run/x",
+        "checkpoint",
+        "--image-path",
+        "/img",
+        "--work-path",
+        "/work",
+        "--leave-running",
+        "c" * 64,
     ]
     assert "--leave-running" not in checkpoint_argv(
         _record(), Path("/img"), Path("/work"), leave_running=False

@@ -171,8 +171,14 @@ def test_full_compose_file_maps_onto_the_model() -> None:
         "web",
     )
     assert web.mounts == (
-        Mount(MountType.BIND, "/usr/share/nginx/html", f"{good}/html", True, None,
-              ("create_host_path",)),  # the short syntax implies it (Compose specification)
+        Mount(
+            MountType.BIND,
+            "/usr/share/nginx/html",
+            f"{good}/html",
+            True,
+            None,
+            ("create_host_path",),
+        ),  # the short syntax implies it (Compose specification)
         Mount(MountType.BIND, "/etc/nginx/conf.d", f"{good}/conf", True, None, ("rprivate",)),
         Mount(MountType.TMPFS, "/scratch", None, False, 64 << 20, ("mode=1777",)),
         Mount(MountType.VOLUME, "/data", "demo_data", options=("nocopy",)),  # PROJECT_VOLUME

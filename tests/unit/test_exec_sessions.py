@@ -47,7 +47,8 @@ def test_session_overrides() -> None:
     assert process["terminal"] is True
     assert "consoleSize" not in process
     assert exec_process_spec(CONTAINER_SPEC, config, user, (24, 80))["consoleSize"] == {
-        "height": 24, "width": 80
+        "height": 24,
+        "width": 80,
     }
     assert "consoleSize" not in exec_process_spec(
         CONTAINER_SPEC, ExecConfig(command=("ls",)), None, (24, 80)
@@ -55,7 +56,11 @@ def test_session_overrides() -> None:
     assert process["cwd"] == "/tmp"
     assert process["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [10]}
     assert process["env"] == [
-        "PATH=/usr/bin:/bin", "HOSTNAME=abc", "APP=2", "TERM=xterm", "NEW=a=b"
+        "PATH=/usr/bin:/bin",
+        "HOSTNAME=abc",
+        "APP=2",
+        "TERM=xterm",
+        "NEW=a=b",
     ]
 
 
@@ -68,7 +73,10 @@ def test_spec_without_process_gets_defaults() -> None:
 def test_env_options() -> None:
     environ = {"HOME": "/root"}
     assert parse_env_options(["A=1", "B=", "C=x=y", "HOME", "UNSET"], environ) == (
-        ("A", "1"), ("B", ""), ("C", "x=y"), ("HOME", "/root"),
+        ("A", "1"),
+        ("B", ""),
+        ("C", "x=y"),
+        ("HOME", "/root"),
     )
     with pytest.raises(PodunitError, match="invalid -e '=x'"):
         parse_env_options(["=x"], environ)
@@ -83,16 +91,27 @@ def test_attach_packets_and_resize() -> None:
 
 def test_config_and_session_round_trip() -> None:
     config = ExecConfig(
-        command=("sh", "-c", "x"), tty=True, interactive=True, environment=(("A", "1"),),
-        user="nobody", workdir="/w",
+        command=("sh", "-c", "x"),
+        tty=True,
+        interactive=True,
+        environment=(("A", "1"),),
+        user="nobody",
+        workdir="/w",
     )
     assert ExecConfig.from_json(config.to_json()) == config
     shown = ExecSession(
-        id="a" * 64, container_id="b" * 64, state="running", config=config, created_at=1.0,
+        id="a" * 64,
+        container_id="b" * 64,
+        state="running",
+        config=config,
+        created_at=1.0,
         pid=42,
     ).describe()
     assert shown["Running"] is True
     assert shown["ProcessConfig"] == {
-        "Entrypoint": "sh", "Arguments": ["-c", "x"], "Tty": True, "User": "nobody",
+        "Entrypoint": "sh",
+        "Arguments": ["-c", "x"],
+        "Tty": True,
+        "User": "nobody",
         "WorkDir": "/w",
     }

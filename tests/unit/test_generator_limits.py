@@ -34,9 +34,7 @@ def test_the_name_limit_is_the_unit_name_limit() -> None:
         ("a" * 1000, False),
     ],
 )
-def test_long_names_are_refused_where_they_are_written(
-    tmp_path: Path, name: str, ok: bool
-) -> None:
+def test_long_names_are_refused_where_they_are_written(tmp_path: Path, name: str, ok: bool) -> None:
     (tmp_path / "long.yaml").write_text(f"containers:\n  {name}:\n    rootfs: /srv\n")
     result = load_paths([tmp_path / "long.yaml"])
     if ok:
@@ -77,7 +75,9 @@ def test_the_generator_writes_the_longest_name_and_locates_a_longer_one(
     assert (tmp_path / "normal" / f"{longest}.service").is_file()
     assert (tmp_path / "normal" / "podunit" / f"{longest}.json").is_file()
     assert sorted(os.listdir(tmp_path / "normal")) == [
-        f"{longest}.service", "multi-user.target.wants", "podunit"
+        f"{longest}.service",
+        "multi-user.target.wants",
+        "podunit",
     ]
     [line] = result.stderr.splitlines()
     assert f"{defs}/names.yaml:4:3: container name 'bbbbbbbbbbbbbbbbbbbbbbbb...'" in line

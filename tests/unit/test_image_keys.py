@@ -184,8 +184,15 @@ def test_notify_progress_extends_only_while_bytes_arrive(tmp_path: Path) -> None
 
 def test_users_by_digest_reads_the_records_image_roots() -> None:
     def record(name: str, image_rootfs: str | None) -> ContainerRecord:
-        return ContainerRecord(id=name, name=name, runtime="/r", status="exited", created_at=0.0,
-                               spec={}, options=ContainerOptions(image_rootfs=image_rootfs))
+        return ContainerRecord(
+            id=name,
+            name=name,
+            runtime="/r",
+            status="exited",
+            created_at=0.0,
+            spec={},
+            options=ContainerOptions(image_rootfs=image_rootfs),
+        )
 
     root = "/s/images/rootfs/sha256_ab/rootfs"
     records = [record("a", root), record("b", root), record("c", None)]
@@ -204,12 +211,14 @@ def test_install_script_installs_the_shipped_units(tmp_path: Path, repo_root: Pa
     shipped = sorted(path.name for path in (repo_root / "units").iterdir())
     assert shipped == ["podunit-auto-update.service", "podunit-auto-update.timer"]
     assert sorted(path.name for path in system.iterdir()) == shipped
-    assert "ExecStart=/opt/podunit/bin/podunit auto-update\n" in (
-        system / "podunit-auto-update.service"
-    ).read_text()
-    assert "ExecStart=/opt/podunit/bin/podunit --user auto-update\n" in (
-        user / "podunit-auto-update.service"
-    ).read_text()
+    assert (
+        "ExecStart=/opt/podunit/bin/podunit auto-update\n"
+        in (system / "podunit-auto-update.service").read_text()
+    )
+    assert (
+        "ExecStart=/opt/podunit/bin/podunit --user auto-update\n"
+        in (user / "podunit-auto-update.service").read_text()
+    )
     timer = (system / "podunit-auto-update.timer").read_text()
     assert "OnCalendar=daily\n" in timer and "Persistent=true\n" in timer
     subprocess.run([script, "--root", str(tmp_path), "--uninstall"], check=True, env=env)

@@ -153,8 +153,12 @@ def test_defaults_fill_an_empty_definition() -> None:
 def test_definition_wins_over_image() -> None:
     merged = apply_image_defaults(
         _container(
-            image="busybox", command=("mine",), environment=(("B", "mine"),),
-            working_dir="/mine", user="0", stop_signal=int(signal.SIGINT),
+            image="busybox",
+            command=("mine",),
+            environment=(("B", "mine"),),
+            working_dir="/mine",
+            user="0",
+            stop_signal=int(signal.SIGINT),
         ),
         IMAGE,
         rootfs=Path("/r"),

@@ -127,8 +127,13 @@ def test_drivers_without_logs_explain_themselves(driver: str, needle: str) -> No
     assert needle in no_logs_message(driver, "web")
     with pytest.raises(PodunitError, match=needle):
         show_logs(
-            name="web", container_id="x" * 64, driver=driver, log_path=None,
-            tail=None, follow=False, still_running=lambda: False,
+            name="web",
+            container_id="x" * 64,
+            driver=driver,
+            log_path=None,
+            tail=None,
+            follow=False,
+            still_running=lambda: False,
         )
 
 
@@ -200,8 +205,14 @@ def test_show_logs_k8s_file_tail(tmp_path: Path) -> None:
     log.write_bytes(CONMON_SAMPLE)
     shown: list[LogLine] = []
     show_logs(
-        name="web", container_id="x" * 64, driver="k8s-file", log_path=log,
-        tail=2, follow=False, still_running=lambda: False, emit=shown.append,
+        name="web",
+        container_id="x" * 64,
+        driver="k8s-file",
+        log_path=log,
+        tail=2,
+        follow=False,
+        still_running=lambda: False,
+        emit=shown.append,
     )
     assert [line.text for line in shown] == [b"", b" two  spaces  kept "]
 
@@ -221,8 +232,13 @@ def _add_container(name: str, log_driver: str, log_path: str | None = None) -> N
     with StateStore(RuntimePaths.for_mode(False)) as store:
         store.add(
             ContainerRecord(
-                id=name.ljust(64, "0"), name=name, runtime="/usr/sbin/runc", status="exited",
-                created_at=0.0, spec={}, options=options,
+                id=name.ljust(64, "0"),
+                name=name,
+                runtime="/usr/sbin/runc",
+                status="exited",
+                created_at=0.0,
+                spec={},
+                options=options,
             )
         )
 
@@ -278,8 +294,14 @@ def test_show_logs_ends_with_an_unfinished_last_line(tmp_path: Path) -> None:
     )
     shown: list[LogLine] = []
     show_logs(
-        name="web", container_id="x" * 64, driver="k8s-file", log_path=log,
-        tail=None, follow=False, still_running=lambda: False, emit=shown.append,
+        name="web",
+        container_id="x" * 64,
+        driver="k8s-file",
+        log_path=log,
+        tail=None,
+        follow=False,
+        still_running=lambda: False,
+        emit=shown.append,
     )
     assert [line.text for line in shown] == [b"done", b"no-newline"]
 
@@ -295,7 +317,9 @@ def test_cli_logs_into_a_closed_pipe_ends_like_cat(store_env: Path) -> None:
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     writer = subprocess.run(
         [sys.executable, "-m", "toolkit.cli.main", "logs", "long"],
-        stdout=reader.stdin, stderr=subprocess.PIPE, check=False,
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        check=False,
     )
     assert reader.stdin is not None and reader.stdout is not None
     reader.stdin.close()

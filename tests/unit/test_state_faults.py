@@ -76,9 +76,7 @@ def test_the_database_records_the_kernel_boot_id(tmp_path: Path) -> None:
         assert store._meta()["boot_id"] == st.current_boot_id()
 
 
-def test_a_lost_boot_id_stamp_is_not_a_reboot(
-    tmp_path: Path, fake_conmon: tuple[str, int]
-) -> None:
+def test_a_lost_boot_id_stamp_is_not_a_reboot(tmp_path: Path, fake_conmon: tuple[str, int]) -> None:
     paths = paths_in(tmp_path)
     cid, pid = fake_conmon
     with st.StateStore(paths) as store:

@@ -202,9 +202,7 @@ def test_conmon_dying_without_an_exit_file_is_a_runaway(
     assert leftovers(store, runtime, record) == []
 
 
-def test_a_reboot_marks_living_containers_exited(
-    store: StateStore, runtime: FakeRuntime
-) -> None:
+def test_a_reboot_marks_living_containers_exited(store: StateStore, runtime: FakeRuntime) -> None:
     record = launch.start_created(store, created(store, ["sleep", "1000"]))
     # a reboot: the database's boot id (and the run directory's stamp) are another boot's;
     # a lost stamp alone is no reboot (issue 15 item 6)

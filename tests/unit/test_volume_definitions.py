@@ -196,8 +196,7 @@ def test_compose_project_defaults_to_the_normalised_directory(tmp_path: Path) ->
 def test_compose_undeclared_volume_is_a_located_error(tmp_path: Path) -> None:
     result = load_compose(
         tmp_path,
-        "services:\n  db:\n    image: x\n    volumes:\n      - date:/d\n"
-        "volumes:\n  data: {}\n",
+        "services:\n  db:\n    image: x\n    volumes:\n      - date:/d\nvolumes:\n  data: {}\n",
     )
     path = tmp_path / "compose.yaml"
     assert messages(result, path) == [

@@ -150,9 +150,10 @@ def test_copy_up_rules(store: st.StateStore, tmp_path: Path) -> None:
     assert not mounts.copy_up(str(root), "/var/lib/app", full.mountpoint or "")
     # symbolic links resolve inside the root, never outside it
     assert mounts.path_in_root(str(root), "/link/seed.txt") == f"{root}/var/lib/app/seed.txt"
-    assert mounts.path_in_root(str(root), "/escape") == f"{root}/etc" or mounts.path_in_root(
-        str(root), "/escape"
-    ) is None
+    assert (
+        mounts.path_in_root(str(root), "/escape") == f"{root}/etc"
+        or mounts.path_in_root(str(root), "/escape") is None
+    )
     assert mounts.path_in_root(str(root), "/nothing/here") is None
     empty = volumes.create("empty")
     assert mounts.copy_up(str(root), "/link", empty.mountpoint or "")
@@ -261,7 +262,8 @@ def test_volume_command(
     assert podunit("volume", "create", "-o", "type=tmpfs", "-o", "o=size=1m", "mem")[0] == 0
     code, out, _ = podunit("volume", "ls")
     assert code == 0 and out.splitlines()[1:] == [
-        f"local    {'data':<40} ", f"local    {'mem':<40} "
+        f"local    {'data':<40} ",
+        f"local    {'mem':<40} ",
     ]
     code, out, _ = podunit("volume", "inspect", "data")
     (data,) = json.loads(out)

@@ -242,9 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     in_unit = unit_mode(args)
     attached = not (args.detach or in_unit)
     with _store(args) as store:
-        record, setup, container = _create_from_args(
-            args, store, attached=attached, unit=in_unit
-        )
+        record, setup, container = _create_from_args(args, store, attached=attached, unit=in_unit)
         attach: socket.socket | None = None
         try:
             if attached and record.options.log_driver != LogDriver.PASSTHROUGH.value:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def cli_exec(args: argparse.Namespace) -> int:
     """Handler of `podunit exec` (and its --list/--stop/--rm session management)."""
     paths = RuntimePaths.for_mode(args.user)

@@ -98,7 +98,9 @@ def _table(images: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  " + row[-1] + "\n"
+        + "  "
+        + row[-1]
+        + "\n"
         for row in rows
     )
 

@@ -243,8 +243,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("rmi", "remove images no container uses", "add_rmi_arguments"),
         ("image", "images: ls, inspect, rm, prune, pull", "add_image_arguments"),
         ("build", "build a container's image (its build: section)", "add_build_arguments"),
-        ("auto-update", "update opted-in containers' images, roll back on failure",
-         "add_auto_update_arguments"),
+        (
+            "auto-update",
+            "update opted-in containers' images, roll back on failure",
+            "add_auto_update_arguments",
+        ),
     ):
         p = verbs.add_parser(verb, help=text)
         if p is not None and not isinstance(p, _Skipped):

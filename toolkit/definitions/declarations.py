@@ -169,9 +169,7 @@ def _driver_opts(node: Node, key: str, base_dir: str) -> tuple[str, str | None, 
     )
 
 
-def _secret_like(
-    key: str, entry: Entry, base_dir: str, *, config: bool
-) -> Secret:
+def _secret_like(key: str, entry: Entry, base_dir: str, *, config: bool) -> Secret:
     what = "config" if config else "secret"
     _name(entry, key, what)
     allowed = (CONFIG_KEYS if config else SECRET_KEYS) | SWARM_SECRET_KEYS

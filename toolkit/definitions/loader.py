@@ -193,8 +193,7 @@ def load_scan(scan: Scan, *, environ: Mapping[str, str] = os.environ) -> LoadRes
                 first = origin[unit_name]
                 what = "container" if compose is None else "service's unit"
                 message = (
-                    f"{what} {v.quote(unit_name)} is already defined in "
-                    f"{first.path}:{first.line}"
+                    f"{what} {v.quote(unit_name)} is already defined in {first.path}:{first.line}"
                 )
                 result.errors += [fail(key_loc, message), *errors]
                 continue

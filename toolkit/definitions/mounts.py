@@ -201,9 +201,7 @@ def _secret_reference(item: Node, declarations: Declarations, config: bool) -> S
 def key_secrets(config: bool) -> Handler:
     def handler(node: Node, ctx: Context, out: Fields) -> None:
         what = "configs" if config else "secrets"
-        found = [
-            _secret_reference(item, ctx.declarations, config) for item in sequence(node, what)
-        ]
+        found = [_secret_reference(item, ctx.declarations, config) for item in sequence(node, what)]
         out["secrets"] = (*out.get("secrets", ()), *found)
 
     return handler

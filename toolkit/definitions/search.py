@@ -142,9 +142,7 @@ class Scan:
     is not a regular file.
     """
 
-    def __init__(
-        self, *, skip_runtime: str | None = None, exclude: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, *, skip_runtime: str | None = None, exclude: Iterable[str] = ()) -> None:
         self.sources: dict[str, str] = {}  # file name (or path) -> first file of that name
         self.keys: dict[str, str] = {}  # file -> its key in sources
         self.dropins: dict[str, dict[str, str]] = {}  # "web.yaml.d" -> drop-in name -> file
@@ -240,9 +238,7 @@ class Scan:
             elif name.endswith(SUFFIXES):
                 self.add_source(entry.path, shadow=shadow, status=_stat(entry), root=root)
 
-    def _project_directory(
-        self, entries: list[os.DirEntry[str]], shadow: bool, root: str
-    ) -> bool:
+    def _project_directory(self, entries: list[os.DirEntry[str]], shadow: bool, root: str) -> bool:
         """A directory below a search directory holding a Compose file is that project's
         (`podunit validate DIR`: also DIR itself): only its Compose file
         (the first of `COMPOSE_FILE_NAMES`, Compose's order), its drop-ins and `.env`

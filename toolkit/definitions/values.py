@@ -463,8 +463,10 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         other = candidate.lower().replace("-", "_")
         if other == folded:
             return f" (did you mean '{candidate}'?)"
-        if len(folded) >= 4 and len(other) >= 4 and (
-            other.startswith(folded) or folded.startswith(other)
+        if (
+            len(folded) >= 4
+            and len(other) >= 4
+            and (other.startswith(folded) or folded.startswith(other))
         ):
             score = 1
         elif folded[:1] == other[:1]:

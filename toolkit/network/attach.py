@@ -28,6 +28,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from toolkit.storage.state import ContainerRecord, StateStore
 
+
 def _make(name: str, spec: Mapping[str, Any] | None, origin: str, host_routes: list[str]) -> Any:
     """A maker of network `name` for `storage.networks.create` (subnet and bridge chosen
     against every other network and the host's routes)."""

@@ -153,4 +153,3 @@ def restore(store: StateStore, record: ContainerRecord, *, import_file: Path | N
             hint=f"podunit checkpoint {record.name} first, or restore --import FILE",
         )
     return image_dir
-

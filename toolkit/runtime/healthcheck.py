@@ -71,9 +71,7 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
-def health_options(
-    container: Container, *, under_unit: bool, user: bool
-) -> dict[str, Any] | None:
+def health_options(container: Container, *, under_unit: bool, user: bool) -> dict[str, Any] | None:
     """What the container's record keeps in ``options.health`` (None without a check)."""
     check = container.healthcheck
     if check is None:

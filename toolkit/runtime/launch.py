@@ -136,9 +136,7 @@ def prepare_record(
         if container.healthcheck is not None:
             from toolkit.runtime.healthcheck import health_options
 
-            health = health_options(
-                container, under_unit=unit, user=store.paths.user
-            )
+            health = health_options(container, under_unit=unit, user=store.paths.user)
         options = ContainerOptions(
             log_driver=log_driver.value,
             log_path=log_path,

@@ -340,4 +340,3 @@ def lookup_log_target(store: StateStore, name: str) -> LogTarget:
         log_path=Path(log_path) if log_path else None,
         still_running=still_running,
     )
-

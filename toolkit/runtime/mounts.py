@@ -108,8 +108,7 @@ def _check_bind_source(mount: Mount) -> None:
             os.makedirs(source, 0o755, exist_ok=True)
         except OSError as error:
             raise PodunitError(
-                f"cannot create the bind mount source {source} for {mount.target}: "
-                f"{error.strerror}"
+                f"cannot create the bind mount source {source} for {mount.target}: {error.strerror}"
             ) from None
         return
     raise PodunitError(
@@ -139,8 +138,10 @@ def _volume_for(
             name, kind=wanted.kind, device=wanted.device, options=wanted.options,
             labels=wanted.labels, exist_ok=True,
         )  # fmt: skip
-    if wanted is not None and not wanted.external and not record.same_settings(
-        wanted.kind, wanted.device, wanted.options
+    if (
+        wanted is not None
+        and not wanted.external
+        and not record.same_settings(wanted.kind, wanted.device, wanted.options)
     ):
         raise PodunitError(
             f"volume {name} exists with other settings than its declaration "

@@ -621,9 +621,7 @@ def _dotenv_file(text: str, source: str) -> list[tuple[str, str]]:
         raise PodunitError(f"env_file {source}:{error.line}: {error}") from None
 
 
-def read_env_files(
-    paths: Sequence[str], syntax: str = "plain"
-) -> tuple[tuple[str, str], ...]:
+def read_env_files(paths: Sequence[str], syntax: str = "plain") -> tuple[tuple[str, str], ...]:
     """The `K=V` pairs of every env_file, in order (read with toolkit.safefile: regular
     files of at most 4 MiB, never blocking); `syntax` "dotenv": Compose's `.env`
     syntax (toolkit.definitions.dotenv), each file on its own."""

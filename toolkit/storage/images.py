@@ -317,8 +317,10 @@ class PullProgress:
 
     def describe(self) -> str:
         """`pulling REF: 2/3 layers, 1.2 MB of 4.0 MB`."""
-        layers = f"{self.layers_done}/{self.layers_total} layers" if self.layers_total else (
-            f"{self.layers_done} blobs"
+        layers = (
+            f"{self.layers_done}/{self.layers_total} layers"
+            if self.layers_total
+            else (f"{self.layers_done} blobs")
         )
         amount = _megabytes(self.bytes_done)
         if self.bytes_total:

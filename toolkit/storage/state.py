@@ -644,9 +644,7 @@ class StateStore:
                 )
                 _insert_exit_code(db, row["id"], row["name"], -1, REBOOT_REASON, now)
                 db.execute("DELETE FROM exec_sessions WHERE container_id = ?", (row["id"],))
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?)", (boot_id,)
-            )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?)", (boot_id,))
 
     def _repair_run_dir(self) -> None:
         """The run directory was lost while containers run: give each container whose
@@ -811,7 +809,6 @@ class StateStore:
             (name_or_id, name_or_id),
         )
         return (rows[0]["exit_code"], rows[0]["reason"]) if rows else None
-
 
     # -- exec sessions (run by toolkit.runtime.exec) --
     def add_exec_session(self, session: ExecSession) -> None:

@@ -253,11 +253,7 @@ class VolumeStore:
     # -- use --
     def users(self, name: str) -> list[str]:
         """The containers (any status) whose records list volume `name`."""
-        return [
-            record.name
-            for record in self.store.all()
-            if name in record.options.volumes
-        ]
+        return [record.name for record in self.store.all() if name in record.options.volumes]
 
     def users_by_volume(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}

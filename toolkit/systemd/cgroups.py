@@ -482,7 +482,6 @@ class _SystemdConnection(SystemdManager):
         return self._finished_jobs.pop(key)
 
 
-
 _manager: Callable[[], SystemdManager] = _SystemdConnection
 
 
@@ -495,6 +494,7 @@ def use_manager(factory: Callable[[], SystemdManager]) -> Iterator[None]:
         yield
     finally:
         _manager = previous
+
 
 def _dbus_error_name(error: Exception) -> str:
     """The D-Bus error name; pystemd keeps it only for errors it has no class for."""

@@ -366,4 +366,3 @@ def generator_main(
         return 1
     finally:
         log.close()
-
