@@ -29,7 +29,7 @@ from typing import Any
 from toolkit.errors import CommandFailed, PodunitError
 from toolkit.runtime.conmon import ConmonOptions
 from toolkit.runtime.invoke import OciRuntime
-from toolkit.storage.state import ContainerRecord
+from toolkit.storage.records import ContainerRecord
 from toolkit.systemd.cgroups import CgroupError, SystemdManager
 
 START_FILE = "fake-started"

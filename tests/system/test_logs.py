@@ -24,7 +24,8 @@ ENV = {"PODUNIT_STATE_DIR": f"{BASE}/state", "PODUNIT_RUN_DIR": "/run/podunit-lo
 RECORD = """
 import secrets, sys, time
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
+from toolkit.storage.state import StateStore
+from toolkit.storage.records import ContainerOptions, ContainerRecord
 cid = secrets.token_hex(32)
 with StateStore(RuntimePaths.for_mode(False)) as store:
     store.add(ContainerRecord(

@@ -14,7 +14,8 @@ from toolkit.runtime.checkpoint import (
     import_checkpoint,
 )
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
+from toolkit.storage.records import ContainerOptions, ContainerRecord
+from toolkit.storage.state import StateStore
 
 CRIU_ON_NEW_KERNEL = """\
 Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds

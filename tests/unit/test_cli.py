@@ -244,7 +244,8 @@ def test_the_exit_commands_module_fallback_imports_as_the_launcher_does() -> Non
 def test_a_units_invocation_flushes_its_output_before_exiting_at_once(tmp_path: Path) -> None:
     """`os._exit` ends the unit forms: their output and exit status must still be right."""
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import EXITED, ContainerOptions, ContainerRecord, StateStore
+    from toolkit.storage.records import EXITED, ContainerOptions, ContainerRecord
+    from toolkit.storage.state import StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     with StateStore(paths) as store:

@@ -20,7 +20,8 @@ from toolkit.cli import main as cli
 from toolkit.runtime import checkpoint
 from toolkit.runtime import exec as exec_sessions
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.records import ContainerRecord
+from toolkit.storage.state import StateStore
 
 
 @pytest.fixture(autouse=True)

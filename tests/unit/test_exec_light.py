@@ -24,9 +24,10 @@ from toolkit.errors import InvalidState
 from toolkit.proc import process_start_time, wait_until_gone
 from toolkit.runtime import attach
 from toolkit.runtime import exec as exec_sessions
-from toolkit.storage import state
+from toolkit.storage import records
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import PAUSED, RUNNING, ContainerRecord, StateStore
+from toolkit.storage.records import PAUSED, RUNNING, ContainerRecord
+from toolkit.storage.state import StateStore
 
 # A fresh interpreter: a container whose process and conmon (two sleeps here) are alive.
 REQUIRE_RUNNING_PROBE = """
@@ -34,7 +35,8 @@ import json, os, subprocess, sys, time
 from toolkit.runtime.exec import require_running
 from toolkit.storage.paths import RuntimePaths
 from toolkit.proc import process_start_time, wait_until_gone
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.state import StateStore
+from toolkit.storage.records import ContainerRecord
 payload, monitor = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
 try:
     with StateStore(RuntimePaths.for_mode(False)) as store:
@@ -66,20 +68,20 @@ def _fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_exec_records_are_immutable_values() -> None:
-    config = state.ExecConfig(command=("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
-    assert config == state.ExecConfig(
+    config = records.ExecConfig(command=("sh", "-c", "x"), tty=True, environment=(("A", "1"),))
+    assert config == records.ExecConfig(
         command=("sh", "-c", "x"), tty=True, environment=(("A", "1"),)
     )
-    assert hash(config) == hash(state.ExecConfig.from_json(config.to_json()))
-    assert config != state.ExecConfig(command=("sh", "-c", "x"))
+    assert hash(config) == hash(records.ExecConfig.from_json(config.to_json()))
+    assert config != records.ExecConfig(command=("sh", "-c", "x"))
     with pytest.raises(AttributeError, match="ExecConfig is immutable: cannot set tty"):
         config.tty = False  # type: ignore[misc]
-    session = state.ExecSession(
+    session = records.ExecSession(
         id="a" * 64, container_id="b" * 64, state="created", config=config, created_at=1.0
     )
     running = session._replace(state="running", pid=7)
     assert (running.state, running.pid, running.config, running.processes) == (
-        "running", 7, config, state.ExecProcesses()
+        "running", 7, config, records.ExecProcesses()
     )  # fmt: skip
     assert (session.state, session.pid) == ("created", None)
     assert "pid=7" in repr(running)
@@ -178,10 +180,10 @@ def test_reaping_a_session_updates_its_row_and_never_recreates_it(tmp_path: Path
             created_at=time.time(), spec={},
         )  # fmt: skip
         store.add(record)
-        session = state.ExecSession(
-            id="1" * 64, container_id=record.id, state=state.SESSION_RUNNING,
-            config=state.ExecConfig(command=("true",)), created_at=time.time(), pid=ended.pid,
-            processes=state.ExecProcesses(pid_start_time=1),
+        session = records.ExecSession(
+            id="1" * 64, container_id=record.id, state=records.SESSION_RUNNING,
+            config=records.ExecConfig(command=("true",)), created_at=time.time(), pid=ended.pid,
+            processes=records.ExecProcesses(pid_start_time=1),
         )  # fmt: skip
         store.add_exec_session(session)
         exit_file = Path(exec_sessions.session_dir(paths, record.id, session.id), "exit")
@@ -203,9 +205,9 @@ def test_a_session_of_a_container_removed_meanwhile_is_a_clear_error(tmp_path: P
         {"PODUNIT_STATE_DIR": str(tmp_path / "state"), "PODUNIT_RUN_DIR": str(tmp_path / "run")},
     )
     with StateStore(paths) as store:
-        session = state.ExecSession(
-            id="2" * 64, container_id="9" * 64, state=state.SESSION_RUNNING,
-            config=state.ExecConfig(command=("true",)), created_at=time.time(), pid=1,
+        session = records.ExecSession(
+            id="2" * 64, container_id="9" * 64, state=records.SESSION_RUNNING,
+            config=records.ExecConfig(command=("true",)), created_at=time.time(), pid=1,
         )  # fmt: skip
         with pytest.raises(InvalidState, match="container 999999999999 was removed while"):
             store.add_exec_session(session)

@@ -8,7 +8,7 @@ from toolkit.errors import PodunitError
 from toolkit.runtime.attach import attach_packet, resize_message
 from toolkit.runtime.exec import exec_process_spec, parse_env_options
 from toolkit.runtime.oci import ResolvedUser
-from toolkit.storage.state import ExecConfig, ExecSession
+from toolkit.storage.records import ExecConfig, ExecSession
 
 CONTAINER_SPEC = {
     "process": {

@@ -17,7 +17,7 @@ from toolkit.runtime.builds import build_digest
 from toolkit.runtime.pulling import EXTEND_SECONDS, NotifyProgress, TerminalProgress
 from toolkit.storage.image_catalog import digest_of_root, users_by_digest
 from toolkit.storage.images import PullProgress, parse_image_reference
-from toolkit.storage.state import ContainerOptions, ContainerRecord
+from toolkit.storage.records import ContainerOptions, ContainerRecord
 from toolkit.unitgen.images import pull_unit_name, stronger
 
 

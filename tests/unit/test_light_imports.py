@@ -134,7 +134,8 @@ def test_the_other_light_verbs_load_argparse_but_nothing_heavy(tmp_path: Path) -
 def test_rm_f_of_a_stopped_units_container_stays_light(tmp_path: Path) -> None:
     """ExecStopPost after ExecStop: the container is released, only its row goes."""
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import EXITED, ContainerOptions, ContainerRecord, StateStore
+    from toolkit.storage.records import EXITED, ContainerOptions, ContainerRecord
+    from toolkit.storage.state import StateStore
 
     paths = RuntimePaths(user=False, state_dir=tmp_path / "s", run_dir=tmp_path / "r")
     placement = {"manager": "cgroupfs", "mode": "split", "cgroups_path": "/gone/payload",

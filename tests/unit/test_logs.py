@@ -226,7 +226,8 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _add_container(name: str, log_driver: str, log_path: str | None = None) -> None:
     from toolkit.storage.paths import RuntimePaths
-    from toolkit.storage.state import ContainerOptions, ContainerRecord, StateStore
+    from toolkit.storage.records import ContainerOptions, ContainerRecord
+    from toolkit.storage.state import StateStore
 
     options = ContainerOptions(log_driver=log_driver, log_path=log_path)
     with StateStore(RuntimePaths.for_mode(False)) as store:

@@ -18,7 +18,8 @@ from toolkit.errors import Location, PodunitError
 from toolkit.network import attach, config, manage
 from toolkit.storage import networks
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
+from toolkit.storage.records import RUNNING, ContainerRecord
+from toolkit.storage.state import StateStore
 
 NET = config.Network("n", "ab" * 32, "podunit3", "10.90.4.0/30", "10.90.4.1")
 
@@ -205,7 +206,8 @@ import os, sys
 from toolkit.network import attach, config
 from toolkit.storage import networks
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
+from toolkit.storage.state import StateStore
+from toolkit.storage.records import RUNNING, ContainerRecord
 paths = RuntimePaths(user=False, state_dir=sys.argv[1], run_dir=sys.argv[2])
 with StateStore(paths) as store:
     network = attach.ensure_network(store, "podunit", origin="default")

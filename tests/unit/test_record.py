@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from toolkit.record import Record
-from toolkit.storage.state import ContainerOptions, ContainerRecord, ExecConfig, ExecSession
+from toolkit.storage.records import ContainerOptions, ContainerRecord, ExecConfig, ExecSession
 
 
 class Point(Record):

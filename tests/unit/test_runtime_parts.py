@@ -16,7 +16,7 @@ from toolkit.cli import containers
 from toolkit.definitions.model import CgroupMode, LogDriver, Resources
 from toolkit.errors import PodunitError
 from toolkit.runtime import invoke, launch, lifecycle, placement, status
-from toolkit.storage.state import CREATED, EXITED, RUNNING, ContainerOptions, ContainerRecord
+from toolkit.storage.records import CREATED, EXITED, RUNNING, ContainerOptions, ContainerRecord
 from toolkit.systemd import cgroups
 
 CID = "cd" * 32

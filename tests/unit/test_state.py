@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import ContainerNotFound, PodunitError
+from toolkit.storage import records
 from toolkit.storage import state as st
 from toolkit.storage.paths import SYSTEM_RUN_DIR, SYSTEM_STATE_DIR, RuntimePaths
 
@@ -20,15 +21,15 @@ def paths_in(tmp: Path) -> RuntimePaths:
     return RuntimePaths.for_mode(False, env)
 
 
-def record(name: str = "web", cid: str | None = None) -> st.ContainerRecord:
-    return st.ContainerRecord(
+def record(name: str = "web", cid: str | None = None) -> records.ContainerRecord:
+    return records.ContainerRecord(
         id=cid or os.urandom(32).hex(),
         name=name,
         runtime="/usr/sbin/runc",
-        status=st.RUNNING,
+        status=records.RUNNING,
         created_at=time.time(),
         spec={"process": {"args": ["true"]}},
-        options=st.ContainerOptions(stop_timeout=10.0),
+        options=records.ContainerOptions(stop_timeout=10.0),
         pid=42,
         conmon_pid=41,
     )
@@ -74,8 +75,8 @@ def test_add_find_update_remove(tmp_path: Path) -> None:
         assert store.get("web") == first
         assert store.get(first.id) == first
         assert store.get(first.id[:8]) == first
-        updated = store.update(first, status=st.PAUSED)
-        assert store.get("web").status == st.PAUSED == updated.status
+        updated = store.update(first, status=records.PAUSED)
+        assert store.get("web").status == records.PAUSED == updated.status
         with pytest.raises(PodunitError, match="already in use"):
             store.add(record("web"))
         store.remove(first)
@@ -91,7 +92,7 @@ def test_exit_code_is_recorded_once_and_survives_removal(tmp_path: Path) -> None
         first = store.record_exit(r, 7, reason=None, finished_at=100.0)
         second = store.record_exit(r, 9, reason="late", finished_at=200.0)
         assert first.exit_code == second.exit_code == 7
-        assert store.get("job").status == st.EXITED
+        assert store.get("job").status == records.EXITED
         store.remove(r)
         assert store.exit_code("job") == (7, None)
         assert store.exit_code(r.id) == (7, None)
@@ -118,7 +119,7 @@ def test_reboot_marks_alive_containers_exited_and_clears_exec_sessions(tmp_path:
     with st.StateStore(paths) as store:
         after = store.get("alive")
         assert (after.status, after.exit_code, after.exit_reason) == (
-            st.EXITED,
+            records.EXITED,
             -1,
             st.REBOOT_REASON,
         )
@@ -162,7 +163,7 @@ def _writer(directory: str, index: int) -> None:
         for n in range(10):
             r = record(f"c{index}-{n}")
             store.add(r)
-            store.update(r, status=st.PAUSED)
+            store.update(r, status=records.PAUSED)
             store.record_exit(r, n, reason=None, finished_at=time.time())
 
 
@@ -176,7 +177,7 @@ def test_concurrent_writers_do_not_fail(tmp_path: Path) -> None:
     assert [w.exitcode for w in workers] == [0] * 8
     with st.StateStore(paths_in(tmp_path)) as store:
         assert len(store.all()) == 80
-        assert {r.status for r in store.all()} == {st.EXITED}
+        assert {r.status for r in store.all()} == {records.EXITED}
 
 
 def _hold_lock(lock_path: str, ready: str) -> None:

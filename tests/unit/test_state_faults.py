@@ -24,6 +24,7 @@ import pytest
 
 from toolkit.errors import PodunitError
 from toolkit.proc import process_start_time
+from toolkit.storage import records
 from toolkit.storage import state as st
 from toolkit.storage.paths import RuntimePaths
 
@@ -47,15 +48,17 @@ def fake_conmon() -> Iterator[tuple[str, int]]:
         child.wait()
 
 
-def running(container_id: str, pid: int | None, name: str = "web") -> st.ContainerRecord:
-    return st.ContainerRecord(
+def running(container_id: str, pid: int | None, name: str = "web") -> records.ContainerRecord:
+    return records.ContainerRecord(
         id=container_id,
         name=name,
         runtime="/usr/sbin/runc",
-        status=st.RUNNING,
+        status=records.RUNNING,
         created_at=time.time(),
         spec={"process": {"args": ["sleep", "100"]}},
-        options=st.ContainerOptions(stop_timeout=10.0, cgroup_placement={"manager": "cgroupfs"}),
+        options=records.ContainerOptions(
+            stop_timeout=10.0, cgroup_placement={"manager": "cgroupfs"}
+        ),
         pid=pid,
         pid_start_time=process_start_time(pid) if pid else None,
         conmon_pid=pid,
@@ -81,11 +84,11 @@ def test_a_lost_boot_id_stamp_is_not_a_reboot(tmp_path: Path, fake_conmon: tuple
     cid, pid = fake_conmon
     with st.StateStore(paths) as store:
         store.add(running(cid, pid))
-        store.add(running(os.urandom(32).hex(), None, name="gone")._replace(status=st.CREATED))
+        store.add(running(os.urandom(32).hex(), None, name="gone")._replace(status=records.CREATED))
     os.unlink(paths.boot_id_stamp)
     with st.StateStore(paths) as store:
-        assert store.get("web").status == st.RUNNING
-        assert store.get("gone").status == st.CREATED  # not taken for rebooted either
+        assert store.get("web").status == records.RUNNING
+        assert store.get("gone").status == records.CREATED  # not taken for rebooted either
     assert Path(paths.boot_id_stamp).read_text().strip() == st.current_boot_id()
 
 
@@ -96,7 +99,7 @@ def test_a_lost_run_directory_is_not_a_reboot(tmp_path: Path, fake_conmon: tuple
         store.add(running(cid, pid))
     subprocess.run(["rm", "-rf", paths.run_dir], check=True)
     with st.StateStore(paths) as store:
-        assert store.get("web").status == st.RUNNING
+        assert store.get("web").status == records.RUNNING
     assert os.path.isdir(paths.locks_dir)  # made again
     # conmon writes its exit file into the bundle (its persist directory): made again too
     bundle = Path(paths.bundle_dir(cid))
@@ -118,10 +121,10 @@ def test_a_reboot_keeps_a_container_whose_conmon_is_alive(
     set_meta_boot_id(paths, "another-boot")
     Path(paths.boot_id_stamp).write_text("another-boot\n")
     with st.StateStore(paths) as store:
-        assert store.get("web").status == st.RUNNING
+        assert store.get("web").status == records.RUNNING
         after = store.get("dead")
         assert (after.status, after.exit_code, after.exit_reason) == (
-            st.EXITED, -1, st.REBOOT_REASON,
+            records.EXITED, -1, st.REBOOT_REASON,
         )  # fmt: skip
         assert store._meta()["boot_id"] == st.current_boot_id()
 
@@ -138,7 +141,7 @@ def test_a_database_from_before_boot_ids_reconciles_on_the_process_check(
             db.execute("DELETE FROM meta WHERE key = 'boot_id'")
     os.unlink(paths.boot_id_stamp)
     with st.StateStore(paths) as store:
-        assert store.get("web").status == st.RUNNING
+        assert store.get("web").status == records.RUNNING
         assert store.get("old").exit_reason == st.REBOOT_REASON
 
 
@@ -164,7 +167,7 @@ def test_a_row_with_bad_json_is_skipped_and_reported(tmp_path: Path) -> None:
         message = str(store.skipped[0])
         assert "\n" not in message and "bad" in message and "options" in message
         assert store.skipped[0].hint == "remove it: podunit rm -f bad"
-        with pytest.raises(st.CorruptRecord) as raised:
+        with pytest.raises(records.CorruptRecord) as raised:
             store.find("bad")
         assert raised.value.container_id == bad.id
         store.remove_id(raised.value.container_id)
@@ -178,7 +181,7 @@ def test_a_spec_that_is_json_but_not_an_object_is_damaged(tmp_path: Path) -> Non
         store.add(running(os.urandom(32).hex(), None))
         with store.transaction() as db:
             db.execute("UPDATE containers SET spec = '[1, 2]'")
-        with pytest.raises(st.CorruptRecord):
+        with pytest.raises(records.CorruptRecord):
             store.get("web")
 
 
@@ -197,7 +200,7 @@ def test_a_file_that_is_not_a_database_is_one_error_saying_what_to_do(tmp_path: 
 # --- item 17: a lost database adopts what still runs ------------------------------------------
 
 
-def make_bundle(paths: RuntimePaths, record: st.ContainerRecord) -> None:
+def make_bundle(paths: RuntimePaths, record: records.ContainerRecord) -> None:
     os.makedirs(paths.bundle_dir(record.id), exist_ok=True)
     with open(os.path.join(paths.bundle_dir(record.id), "config.json"), "w") as config:
         json.dump(record.spec, config)

@@ -22,16 +22,15 @@ from toolkit.errors import InvalidState, PodunitError
 from toolkit.runtime import launch, lifecycle, status
 from toolkit.runtime.placement import placement_to_json
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import (
+from toolkit.storage.records import (
     CREATED,
     EXITED,
     PAUSED,
-    REBOOT_REASON,
     RUNNING,
     ContainerOptions,
     ContainerRecord,
-    StateStore,
 )
+from toolkit.storage.state import REBOOT_REASON, StateStore
 from toolkit.systemd import cgroups
 
 

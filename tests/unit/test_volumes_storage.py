@@ -16,6 +16,7 @@ import pytest
 from toolkit.definitions.model import Container, Mount, MountType, Secret, Volume
 from toolkit.errors import Location, PodunitError
 from toolkit.runtime import mounts
+from toolkit.storage import records
 from toolkit.storage import state as st
 from toolkit.storage.paths import RuntimePaths
 from toolkit.storage.volumes import VolumeInUse, VolumeNotFound, VolumeStore
@@ -30,10 +31,10 @@ def store(tmp_path: Path) -> Iterator[st.StateStore]:
         yield opened
 
 
-def add_user(store: st.StateStore, name: str, volumes: list[str]) -> st.ContainerRecord:
-    record = st.ContainerRecord(
-        id=os.urandom(32).hex(), name=name, runtime="/usr/sbin/runc", status=st.EXITED,
-        created_at=time.time(), spec={}, options=st.ContainerOptions(volumes=tuple(volumes)),
+def add_user(store: st.StateStore, name: str, volumes: list[str]) -> records.ContainerRecord:
+    record = records.ContainerRecord(
+        id=os.urandom(32).hex(), name=name, runtime="/usr/sbin/runc", status=records.EXITED,
+        created_at=time.time(), spec={}, options=records.ContainerOptions(volumes=tuple(volumes)),
     )  # fmt: skip
     store.add(record)
     return record

@@ -38,13 +38,8 @@ from toolkit.runtime.lifecycle import (
     stop_container,
 )
 from toolkit.runtime.status import finalize, status_if_gone, sync_status, wait_for_exit
-from toolkit.storage.state import (
-    ALIVE_STATUSES,
-    RUNNING,
-    ContainerRecord,
-    CorruptRecord,
-    StateStore,
-)
+from toolkit.storage.records import ALIVE_STATUSES, RUNNING, ContainerRecord, CorruptRecord
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

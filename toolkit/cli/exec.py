@@ -22,7 +22,8 @@ from toolkit.runtime.exec import (
     stop_session,
 )
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ExecConfig, StateStore
+from toolkit.storage.records import ExecConfig
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

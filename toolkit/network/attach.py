@@ -26,7 +26,8 @@ from toolkit.storage import networks
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from toolkit.storage.state import ContainerRecord, StateStore
+    from toolkit.storage.records import ContainerRecord
+    from toolkit.storage.state import StateStore
 
 
 def _make(name: str, spec: Mapping[str, Any] | None, origin: str, host_routes: list[str]) -> Any:

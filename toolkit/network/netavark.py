@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from typing import Any
 
-    from toolkit.storage.state import ContainerRecord, StateStore
+    from toolkit.storage.records import ContainerRecord
+    from toolkit.storage.state import StateStore
 
 # Debian's podman, netavark and aardvark-dns packages install them here (not on PATH).
 LIBEXEC_DIRS = ("/usr/lib/podman", "/usr/libexec/podman", "/usr/local/libexec/podman")

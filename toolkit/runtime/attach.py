@@ -18,7 +18,8 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 
 from toolkit.runtime.invoke import oci_runtime
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.records import ContainerRecord
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from pathlib import Path
 from toolkit import proc
 from toolkit.errors import CommandFailed, InvalidState, PodunitError
 from toolkit.runtime.status import sync_status
-from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
+from toolkit.storage.records import RUNNING, ContainerRecord
+from toolkit.storage.state import StateStore
 
 CHECKPOINT_TIMEOUT_SECONDS = 300.0
 

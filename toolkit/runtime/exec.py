@@ -55,7 +55,7 @@ from toolkit.runtime.attach import (
     terminal_size,
 )
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import (
+from toolkit.storage.records import (
     PAUSED,
     RUNNING,
     SESSION_CREATED,
@@ -65,8 +65,8 @@ from toolkit.storage.state import (
     ExecConfig,
     ExecProcesses,
     ExecSession,
-    StateStore,
 )
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

@@ -39,7 +39,8 @@ from toolkit.definitions.model import Container, Healthcheck, HealthOnFailure, S
 from toolkit.errors import PodunitError
 from toolkit.storage import health as health_store
 from toolkit.storage.health import TIMED_OUT, UNHEALTHY, Health, Probe
-from toolkit.storage.state import RUNNING, ContainerRecord, StateStore
+from toolkit.storage.records import RUNNING, ContainerRecord
+from toolkit.storage.state import StateStore
 from toolkit.systemd import health_state as rules
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

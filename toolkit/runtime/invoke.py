@@ -23,7 +23,7 @@ from toolkit import proc
 from toolkit.errors import CommandFailed, ExecutableNotFound
 from toolkit.proc import same_process_alive
 from toolkit.runtime import recovery
-from toolkit.storage.state import RUNNING, ContainerRecord
+from toolkit.storage.records import RUNNING, ContainerRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

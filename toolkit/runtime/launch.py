@@ -33,15 +33,8 @@ from toolkit.runtime.placement import (
 )
 from toolkit.runtime.status import disconnect, drop_image_layer, remove_tree_or_link
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import (
-    CREATED,
-    EXITED,
-    RUNNING,
-    ContainerOptions,
-    ContainerRecord,
-    StateStore,
-    write_bundle_record,
-)
+from toolkit.storage.records import CREATED, EXITED, RUNNING, ContainerOptions, ContainerRecord
+from toolkit.storage.state import StateStore, write_bundle_record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

@@ -29,15 +29,15 @@ from toolkit.runtime.status import (
     wait_for_exit,
 )
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import (
+from toolkit.storage.records import (
     CREATED,
     EXITED,
     PAUSED,
     RUNNING,
     ContainerRecord,
     CorruptRecord,
-    StateStore,
 )
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from toolkit.errors import PodunitError
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import ContainerRecord
+from toolkit.storage.records import ContainerRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

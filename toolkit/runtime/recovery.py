@@ -31,7 +31,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from toolkit.storage.state import ContainerRecord
+    from toolkit.storage.records import ContainerRecord
 
 INTERRUPTED_REASON = "its start was interrupted (podunit was stopped or killed while creating it)"
 INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

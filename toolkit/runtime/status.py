@@ -23,7 +23,8 @@ from toolkit.runtime import recovery
 from toolkit.runtime.invoke import oci_runtime
 from toolkit.runtime.placement import cgroups_left, stored_placement
 from toolkit.storage.paths import RuntimePaths
-from toolkit.storage.state import EXITED, ContainerRecord, StateStore
+from toolkit.storage.records import EXITED, ContainerRecord
+from toolkit.storage.state import StateStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:

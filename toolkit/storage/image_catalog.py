@@ -29,7 +29,7 @@ from toolkit.storage.images import (
     parse_image_reference,
     read_record,
 )
-from toolkit.storage.state import ContainerRecord
+from toolkit.storage.records import ContainerRecord
 
 
 def tree_size(path: str | os.PathLike[str]) -> int:

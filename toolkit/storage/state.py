@@ -36,6 +36,9 @@
   `podunit wait` answers after removal (for a week, and for the latest 20
   containers of a name: units restarting forever must not grow it without end).
 
+The records (`ContainerRecord`, `ExecSession`, ...) and their row codecs are
+`toolkit.storage.records`.
+
 Exec sessions (`toolkit.runtime.exec` runs them) live in the `exec_sessions` table;
 its queries are here too (`StateStore.add_exec_session` and the methods after it).
 Health check results live in `health` (queries in `toolkit.storage.health`); both go
@@ -51,13 +54,28 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from toolkit.errors import ContainerNotFound, InvalidState, PodunitError
 from toolkit.fs import read_text
 from toolkit.proc import same_process_alive
-from toolkit.record import Record
 from toolkit.storage.paths import RuntimePaths
+from toolkit.storage.records import (
+    ALIVE_STATUSES,
+    COLUMNS,
+    CREATED,
+    EXITED,
+    RUNNING,
+    SESSION_RUNNING,
+    SESSION_STOPPED,
+    ContainerOptions,
+    ContainerRecord,
+    CorruptRecord,
+    ExecSession,
+    record_from_row,
+    row_from_record,
+    session_from_row,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -69,18 +87,6 @@ BUSY_TIMEOUT_SECONDS = 60.0
 EXIT_CODE_RETENTION_SECONDS = 7 * 24 * 3600.0
 EXIT_CODES_PER_NAME = 20
 SCHEMA_VERSION = 2  # 2: the health table
-
-# Container statuses, as `ps` shows them.
-CREATED = "created"
-RUNNING = "running"
-PAUSED = "paused"
-EXITED = "exited"
-ALIVE_STATUSES = (CREATED, RUNNING, PAUSED)
-
-# Exec session states (the `exec_sessions` table's CHECK constraint).
-SESSION_CREATED = "created"
-SESSION_RUNNING = "running"
-SESSION_STOPPED = "stopped"
 
 REBOOT_REASON = "the system was restarted while the container was running"
 ADOPTED_REASON = "the state database was lost; the container was adopted from the run directory"
@@ -142,206 +148,9 @@ CREATE TABLE IF NOT EXISTS exec_sessions (
 """
 
 
-class ContainerOptions(Record):
-    """How a container runs, decided when it is created: the `options` column (JSON).
-
-    Read as typed fields everywhere (`record.options.stop_timeout`); a new key is a new
-    field here, with the default that rows written before it get.
-    """
-
-    log_driver: str = "journald"  # a toolkit.definitions.logdrivers name
-    log_path: str | None = None  # k8s-file's file
-    log_size_max: int | None = None
-    tty: bool = False
-    interactive: bool = False
-    auto_remove: bool = False  # `run --rm`: forgotten once it exited
-    stop_signal: int = 15  # SIGTERM
-    stop_timeout: float = 10.0  # seconds
-    notify: str | None = None  # a toolkit.definitions.model.Notify value
-    ports: tuple[dict[str, Any], ...] = ()  # PortMapping._asdict() of each published port
-    cgroup_placement: dict[str, Any] | None = None  # toolkit.runtime.placement's JSON
-    runtime_args: tuple[str, ...] = ()  # the runtime's global options (--root, ...)
-    own_pid_namespace: bool = True
-    preserve_fds: int = 0  # socket-activation fds passed on
-    image: str | None = None
-    rootfs: str | None = None
-    image_rootfs: str | None = None  # an image container: the unpacked image under its overlay
-    labels: tuple[tuple[str, str], ...] = ()
-    volumes: tuple[str, ...] = ()  # the volumes it uses (toolkit.storage.volumes)
-    secrets: tuple[dict[str, Any], ...] = ()  # its secrets' files: where from, owner, mode
-    health: dict[str, Any] | None = None  # toolkit.runtime.healthcheck's settings
-    network_plan: dict[str, Any] | None = None  # toolkit.network.attach: what to join
-    network: dict[str, Any] | None = None  # toolkit.network.attach: what was set up
-    released: bool = False  # the run's resources are gone (status.release)
-    fresh: bool = True  # False once started again after an exit
-    # [pid, start time] of the podunit that creates it (toolkit.runtime.recovery): a row
-    # without conmon whose creator is gone is half made
-    creator: tuple[int, ...] | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ContainerOptions:
-        if "cgroup_plan" in data:  # its name before toolkit.runtime.placement
-            data = {**data, "cgroup_placement": data["cgroup_plan"]}
-        if isinstance(data.get("labels"), dict):  # stored as a mapping before
-            data = {**data, "labels": [list(item) for item in data["labels"].items()]}
-        return super().from_json(data)
-
-
-class ContainerRecord(Record):
-    """One row of `containers`: `spec` is the OCI config.json, `options` how it runs.
-
-    The fields are the table's columns (`_fields` names them for the queries).
-    """
-
-    id: str
-    name: str
-    runtime: str  # absolute path of the OCI runtime binary
-    status: str
-    created_at: float
-    spec: dict[str, Any]
-    options: ContainerOptions = ContainerOptions()
-    pid: int | None = None
-    pid_start_time: int | None = None
-    conmon_pid: int | None = None
-    conmon_start_time: int | None = None
-    exit_code: int | None = None
-    exit_reason: str | None = None
-    oom: bool = False
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.status in ALIVE_STATUSES
-
-
-class ExecConfig(Record):
-    """What the user asked for (libpod ExecConfig)."""
-
-    command: tuple[str, ...]
-    tty: bool = False
-    interactive: bool = False
-    detach: bool = False
-    environment: tuple[tuple[str, str], ...] = ()
-    user: str | None = None
-    workdir: str | None = None
-
-
-class ExecProcesses(Record):
-    """The processes of a running exec session: start times against pid reuse, its conmon,
-    and the `podunit exec` attached to it (gone: nobody will remove the session)."""
-
-    pid_start_time: int | None = None
-    conmon_pid: int | None = None
-    conmon_start_time: int | None = None
-    owner_pid: int | None = None
-    owner_start_time: int | None = None
-
-
-class ExecSession(Record):
-    """One row of `exec_sessions`."""
-
-    id: str
-    container_id: str
-    state: str  # SESSION_CREATED, SESSION_RUNNING, SESSION_STOPPED
-    config: ExecConfig
-    created_at: float
-    pid: int | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    processes: ExecProcesses = ExecProcesses()
-
-    def describe(self) -> dict[str, Any]:
-        """The session as `podunit exec --list` and `inspect` show it."""
-        return {
-            "ID": self.id,
-            "ContainerID": self.container_id,
-            "State": self.state,
-            "Running": self.state == SESSION_RUNNING,
-            "Pid": self.pid or 0,
-            "ExitCode": self.exit_code,
-            "ProcessConfig": {
-                "Entrypoint": self.config.command[0],
-                "Arguments": list(self.config.command[1:]),
-                "Tty": self.config.tty,
-                "User": self.config.user or "",
-                "WorkDir": self.config.workdir or "",
-            },
-            "OpenStdin": self.config.interactive,
-            "Detached": self.config.detach,
-            "CreatedAt": self.created_at,
-            "StartedAt": self.started_at,
-            "FinishedAt": self.finished_at,
-        }
-
-
-_COLUMNS = ContainerRecord._fields  # the columns of `containers`
-
-
-class CorruptRecord(PodunitError):
-    """A row of `containers` that cannot be decoded; carries its plain columns."""
-
-    def __init__(self, row: sqlite3.Row, column: str) -> None:
-        self.container_id = str(row["id"])
-        self.name = str(row["name"])
-        self.column = column
-        self.conmon_pid = row["conmon_pid"] if isinstance(row["conmon_pid"], int) else None
-        self.conmon_start_time = (
-            row["conmon_start_time"] if isinstance(row["conmon_start_time"], int) else None
-        )
-        self.runtime = str(row["runtime"])
-        super().__init__(
-            f"the state of container {self.name} ({self.container_id[:12]}) is damaged:"
-            f" its {column} column is not valid JSON",
-            hint=f"remove it: podunit rm -f {self.name}",
-        )
-
-
-def _record_from_row(row: sqlite3.Row) -> ContainerRecord:
-    values = {column: row[column] for column in _COLUMNS}
-    for column in ("spec", "options"):
-        try:
-            values[column] = json.loads(values[column])
-        except (TypeError, ValueError):
-            raise CorruptRecord(row, column) from None
-        if not isinstance(values[column], dict):
-            raise CorruptRecord(row, column)
-    try:
-        values["options"] = ContainerOptions.from_json(values["options"])
-    except (TypeError, ValueError):
-        raise CorruptRecord(row, "options") from None
-    values["oom"] = bool(values["oom"])
-    return ContainerRecord(**values)
-
-
-def _row_from_record(record: ContainerRecord) -> dict[str, Any]:
-    values = {column: getattr(record, column) for column in _COLUMNS}
-    values["spec"] = json.dumps(record.spec, sort_keys=True)
-    values["options"] = json.dumps(record.options.to_json(), sort_keys=True)
-    values["oom"] = int(record.oom)
-    return values
-
-
 _SESSION_COLUMNS = (
     "id, container_id, pid, state, exit_code, config, created_at, started_at, finished_at"
 )
-
-
-def _session_from_row(row: Any) -> ExecSession:
-    stored = json.loads(row["config"])
-    return ExecSession(
-        id=row["id"],
-        container_id=row["container_id"],
-        state=row["state"],
-        config=ExecConfig.from_json(stored["config"]),
-        created_at=row["created_at"],
-        pid=row["pid"],
-        exit_code=row["exit_code"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        processes=ExecProcesses.from_json(stored.get("runtime", {})),
-    )
 
 
 def no_space_left(directory: str) -> bool:
@@ -358,7 +167,7 @@ def no_space_left(directory: str) -> bool:
 def write_bundle_record(paths: RuntimePaths, record: ContainerRecord) -> None:
     """`<bundle>/podunit.json`: the row without its spec (the bundle's config.json), from
     which a lost database adopts the running container (`StateStore` on a new database)."""
-    values = {column: getattr(record, column) for column in _COLUMNS if column != "spec"}
+    values = {column: getattr(record, column) for column in COLUMNS if column != "spec"}
     values["options"] = record.options.to_json()
     path = os.path.join(paths.bundle_dir(record.id), BUNDLE_RECORD)
     with open(path + ".tmp", "w", encoding="utf-8") as file:
@@ -654,7 +463,7 @@ class StateStore:
             "SELECT * FROM containers WHERE status IN (?, ?, ?)", ALIVE_STATUSES
         ):
             with contextlib.suppress(CorruptRecord, OSError):
-                record = _record_from_row(row)
+                record = record_from_row(row)
                 if not conmon_of(record.id, record.conmon_pid, record.conmon_start_time):
                     continue
                 bundle = self.paths.bundle_dir(record.id)
@@ -691,7 +500,7 @@ class StateStore:
     # -- containers --
     def add(self, record: ContainerRecord) -> None:
         """Insert a new container; a name already in use is an error naming it."""
-        values = _row_from_record(record)
+        values = row_from_record(record)
         try:
             with self.transaction() as db:
                 db.execute(
@@ -707,7 +516,7 @@ class StateStore:
 
     def save(self, record: ContainerRecord) -> None:
         """Write every field of an existing container."""
-        values = _row_from_record(record)
+        values = row_from_record(record)
         with self.transaction() as db:
             db.execute(
                 f"UPDATE containers SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
@@ -735,7 +544,7 @@ class StateStore:
                 "SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (name_or_id + "%",)
             )
             row = rows[0] if len(rows) == 1 else None
-        return _record_from_row(row) if row is not None else None
+        return record_from_row(row) if row is not None else None
 
     def get(self, name_or_id: str) -> ContainerRecord:
         record = self.find(name_or_id)
@@ -748,7 +557,7 @@ class StateStore:
         rows = self._query("SELECT * FROM containers WHERE id = ?", (record.id,))
         if not rows:
             raise ContainerNotFound(f"no such container: {record.name}")
-        return _record_from_row(rows[0])
+        return record_from_row(rows[0])
 
     def all(self) -> list[ContainerRecord]:
         """Every container; a row that cannot be decoded is skipped and put in `skipped`."""
@@ -756,7 +565,7 @@ class StateStore:
         self.skipped = []
         for row in self._query("SELECT * FROM containers ORDER BY created_at"):
             try:
-                records.append(_record_from_row(row))
+                records.append(record_from_row(row))
             except CorruptRecord as corrupt:
                 self.skipped.append(corrupt)
         return records
@@ -784,7 +593,7 @@ class StateStore:
             row = db.execute("SELECT * FROM containers WHERE id = ?", (record.id,)).fetchone()
             if row is None:
                 raise ContainerNotFound(f"no such container: {record.name}")
-            current = _record_from_row(row)
+            current = record_from_row(row)
             if current.status == EXITED:
                 return current
             db.execute(
@@ -863,7 +672,7 @@ class StateStore:
                 "ORDER BY created_at",
                 (container_id,),
             ).fetchall()
-        return [_session_from_row(row) for row in rows]
+        return [session_from_row(row) for row in rows]
 
 
 def _bundle_record(paths: RuntimePaths, container_id: str) -> ContainerRecord | None:
@@ -874,7 +683,7 @@ def _bundle_record(paths: RuntimePaths, container_id: str) -> ContainerRecord | 
         spec = json.loads(read_text(os.path.join(bundle, "config.json")))
         if not isinstance(values, dict) or not isinstance(spec, dict):
             return None
-        values = {column: values[column] for column in _COLUMNS if column != "spec"}
+        values = {column: values[column] for column in COLUMNS if column != "spec"}
         values["options"] = ContainerOptions.from_json(values["options"])
         record = ContainerRecord(**values, spec=spec)
     except (OSError, ValueError, KeyError, TypeError):

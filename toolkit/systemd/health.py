@@ -45,7 +45,8 @@ from toolkit.definitions.model import Container, Healthcheck
 from toolkit.errors import PodunitError
 from toolkit.fs import read_text
 from toolkit.storage.health import HEALTHY, LOG_ENTRIES, TIMED_OUT, Health, Probe
-from toolkit.storage.state import ContainerRecord, StateStore
+from toolkit.storage.records import ContainerRecord
+from toolkit.storage.state import StateStore
 from toolkit.systemd import notify
 from toolkit.systemd.activation import environment_for_conmon
 
