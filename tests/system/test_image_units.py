@@ -380,3 +380,27 @@ def test_auto_update_rolls_back_when_the_health_check_fails(images: Images) -> N
     assert images.images()[f"{REGISTRY}/app:health"]["Digest"] == first
     assert images.journal("imghealth.service").count("started health-one") == 2
     images.ctl("stop", "imghealth")
+
+
+def test_a_foreground_run_shows_the_pull_on_a_terminal_only(images: Images) -> None:
+    """`podunit run IMAGE` from a terminal pulls with a progress line (rewritten in place
+    with CR, ending `pulled REF: N/N layers, ...`); with no terminal it prints none."""
+    images.push("tty", "tty-one")
+    images.push("pipe", "pipe-one")
+    argv = "run --rm --runtime runc --network none --name {name} {ref} -- -c 'echo ran $VERSION'"
+    on_terminal = images.sandbox.run(
+        ["script", "-qec", f"{images.podunit_bin} " + argv.format(name="imgtty",
+         ref=f"{REGISTRY}/app:tty"), "/dev/null"],
+        timeout=90,
+    ).stdout.decode()  # fmt: skip
+    progress = on_terminal.split("ran tty-one")[0]
+    assert f"\rpulled {REGISTRY}/app:tty: 1/1 layers, " in progress, on_terminal
+    assert "ran tty-one" in on_terminal
+    piped = images.sandbox.run(
+        ["sh", "-c", f"{images.podunit_bin} "
+         + argv.format(name="imgpipe", ref=f"{REGISTRY}/app:pipe") + " 2>&1 | cat"],
+        timeout=90,
+    ).stdout.decode()  # fmt: skip
+    assert piped.strip() == "ran pipe-one", piped
+    for tag in ("tty", "pipe"):
+        images.podunit("rmi", f"{REGISTRY}/app:{tag}")
