@@ -4,12 +4,19 @@ The container's build unit (`podunit-build-NAME.service`, toolkit.unitgen.images
 runs `podunit build --plan FILE NAME`; `podunit run NAME` from a shell builds too.
 
 When to build: a *build digest* is computed from everything that decides the
-result — every file of the context (path, type, mode, contents; symlinks by
-target; `.dockerignore` is not consulted, so any change in the context counts),
-the Dockerfile (which may live outside the context), the build args, the target
-and the labels. It is recorded in `<images>/builds/NAME.json` with the image it
-made; a build runs only when the digest differs from the recorded one, or the
-image is no longer in the store (`podunit rmi`), or `force` is given.
+result — every file of the context that buildah does not ignore (path, type, mode,
+contents; symlinks by target), the Dockerfile (which may live outside the context),
+the ignore file, the build args, the target and the labels. It is recorded in
+`<images>/builds/NAME.json` with the image it made; a build runs only when the
+digest differs from the recorded one, or the image is no longer in the store
+(`podunit rmi`), or `force` is given.
+
+Ignored files are buildah's (toolkit.definitions.ignorefile, containers-ignore(5)):
+`<Dockerfile>.dockerignore` or `<Dockerfile>.containerignore` beside the Dockerfile,
+else `.containerignore`, else `.dockerignore` in the context. A file it excludes is
+not read, a directory it excludes is not entered unless an exception (`!`) may
+re-include something below it; the Dockerfile and the ignore file count even when
+excluded. Without an ignore file the digest is the one of every file, as before.
 
 How: `buildah bud` with podunit's own buildah storage (`<images>/buildah`, driver
 vfs: works on any file system, including overlayfs, at the price of full copies
@@ -28,6 +35,7 @@ import stat
 import tempfile
 
 from toolkit import proc
+from toolkit.definitions.ignorefile import IgnoreRules, candidates
 from toolkit.definitions.imageref import ImageError
 from toolkit.definitions.model import Build, Container
 from toolkit.errors import CommandFailed
@@ -36,13 +44,50 @@ from toolkit.storage.images import ImageStore, parse_image_reference, write_reco
 STORAGE_DRIVER = "vfs"
 
 
+def _found_dockerfile(build: Build) -> str | None:
+    """The Dockerfile buildah uses: `--file`, else the context's Containerfile or
+    Dockerfile (buildah's DiscoverContainerfile); None when there is none."""
+    if build.dockerfile is not None:
+        return build.dockerfile
+    for name in ("Containerfile", "Dockerfile"):
+        path = os.path.join(build.context, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _ignore_rules(build: Build, dockerfile: str | None) -> tuple[str, bytes, IgnoreRules] | None:
+    """The ignore file buildah reads for this build: its path, bytes and rules."""
+    from toolkit import safefile
+    from toolkit.errors import UnreadableFile
+
+    for path in candidates(build.context, dockerfile):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass  # exists, or cannot tell: safefile says why it cannot be read
+        try:
+            data = safefile.read_bytes(path)
+        except UnreadableFile as error:
+            raise ImageError(
+                f"cannot read the ignore file {path}: {error.reason}",
+                hint="buildah reads it to leave files out of the build context "
+                "(containers-ignore(5)); make it a regular file or remove it",
+            ) from None
+        text = data.decode("utf-8", "surrogateescape")  # as os.walk decodes file names
+        return path, data, IgnoreRules.parse(text, path)
+    return None
+
+
 def build_digest(build: Build) -> str:
     """`sha256:...` of the context, the Dockerfile, args, target and labels (module docstring)."""
     digest = hashlib.sha256()
 
     def add(*parts: str | bytes) -> None:
         for part in parts:
-            data = part.encode() if isinstance(part, str) else part
+            data = part.encode(errors="surrogateescape") if isinstance(part, str) else part
             digest.update(len(data).to_bytes(8, "big") + data)
 
     if not os.path.isdir(build.context):
@@ -50,27 +95,43 @@ def build_digest(build: Build) -> str:
             f"build context {build.context} is not a directory",
             hint="build: {context: DIR} names a directory, relative to the definition's",
         )
+    dockerfile = _found_dockerfile(build)
+    ignore = _ignore_rules(build, dockerfile)
+    rules = None
+    if ignore is not None:
+        ignore_path, ignore_data, rules = ignore
+        add("ignore file", ignore_path, ignore_data)
     for directory, subdirectories, files in os.walk(build.context):
         subdirectories.sort()
-        for name in sorted(files + [d for d in subdirectories]):
+        relative = os.path.relpath(directory, build.context)
+        prefix = "" if relative == "." else relative + "/"
+        directories, entered = set(subdirectories), []
+        for name in sorted(files + subdirectories):
+            is_directory = name in directories
+            if rules is not None and rules.excluded(prefix + name):
+                if is_directory and rules.may_reinclude_below(prefix + name):
+                    entered.append(name)
+                continue
+            if is_directory:
+                entered.append(name)
             path = os.path.join(directory, name)
             info = os.lstat(path)
-            add(os.path.relpath(path, build.context), oct(info.st_mode))
+            add(prefix + name, oct(info.st_mode))
             if stat.S_ISLNK(info.st_mode):
                 add(os.readlink(path))
             elif stat.S_ISREG(info.st_mode):
                 with open(path, "rb") as handle:
                     add(hashlib.file_digest(handle, "sha256").digest())
-    if build.dockerfile is not None:  # a FIFO or /dev/zero must not hang or exhaust this
-        from toolkit import safefile
+        subdirectories[:] = entered
+    # the Dockerfile counts even when it lies outside the context or is ignored
+    if dockerfile is not None and (build.dockerfile is not None or rules is not None):
+        from toolkit import safefile  # a FIFO or /dev/zero must not hang or exhaust this
         from toolkit.errors import UnreadableFile
 
         try:
-            add("dockerfile", safefile.read_bytes(build.dockerfile))
+            add("dockerfile", safefile.read_bytes(dockerfile))
         except UnreadableFile as error:
-            raise ImageError(
-                f"cannot read the Dockerfile {build.dockerfile}: {error.reason}"
-            ) from None
+            raise ImageError(f"cannot read the Dockerfile {dockerfile}: {error.reason}") from None
     add(json.dumps([build.args, build.target, build.labels]))
     return "sha256:" + digest.hexdigest()
 
