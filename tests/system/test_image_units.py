@@ -115,6 +115,7 @@ COMPOSE_FILE = {
 }
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
+COPY . /ctx/
 ARG VERSION
 ENV VERSION=$VERSION
 ENTRYPOINT ["/bin/busybox", "sh", "-c"]
@@ -216,6 +217,9 @@ skopeo copy -q --dest-tls-verify=false oci:{layout}:slow docker://{REGISTRY}/app
     sandbox.write(f"{Path(COMPOSE).parent}/ctx/Dockerfile", DOCKERFILE)
     sandbox.write(f"{Path(COMPOSE).parent}/ctx/Dockerfile.broken", "FROM scratch\nCOPY nothing /\n")
     sandbox.run(["cp", "/bin/busybox", f"{Path(COMPOSE).parent}/ctx/busybox"])
+    # buildah leaves out what .dockerignore excludes, and so does the build digest
+    sandbox.write(f"{Path(COMPOSE).parent}/ctx/.dockerignore", "# not sent\nignored\n")
+    sandbox.write(f"{Path(COMPOSE).parent}/ctx/ignored/file", "one\n")
     sandbox.run([f"{repo_root}/scripts/install-generator"])
     sandbox.run(["systemctl", "daemon-reload"])
     try:
@@ -305,6 +309,12 @@ def test_a_compose_build_service_builds_then_starts(images: Images) -> None:
     # the context did not change: the build unit does not build again
     images.ctl("start", "img-built")
     assert "up to date (context unchanged)" in images.journal("podunit-build-img-built.service")
+    # COPY . /ctx/ copied what .dockerignore keeps, and a change to an ignored file is none
+    listed = images.podunit("exec", "img-built", "--", "/bin/busybox", "ls", "-a", "/ctx")
+    assert sorted(listed.split()) == [
+        ".", "..", ".dockerignore", "Dockerfile", "Dockerfile.broken", "busybox",
+    ]  # fmt: skip
+    images.sandbox.write(f"{Path(COMPOSE).parent}/ctx/ignored/file", "two\n")
     # auto_update local (the label): nothing changed, then the context changes: rebuilt
     assert [e["Updated"] for e in images.auto_update(container="img-built")] == ["false"]
     first = images.images()["localhost/imgbuilt:test"]["Digest"]
