@@ -76,8 +76,10 @@ class _BadPattern(ValueError):
 
 def _bound(pattern: str, index: int) -> tuple[str, int]:
     """One end of a class range, as Go's filepath getEsc reads it."""
-    if index >= len(pattern) or pattern[index] in "-]":
-        raise _BadPattern('a "[" without its "]"' if index >= len(pattern) else "a bad range")
+    if index >= len(pattern):
+        raise _BadPattern('a "[" without its "]"')
+    if pattern[index] in "-]":
+        raise _BadPattern(f'a "{pattern[index]}" where a character of a class is expected')
     if pattern[index] == "\\":
         index += 1
         if index >= len(pattern):

@@ -100,9 +100,8 @@ def build_digest(build: Build) -> str:
     rules = None
     if ignore is not None:
         ignore_path, ignore_data, rules = ignore
-        add("ignore file", ignore_path, ignore_data)
+        add("ignore file", os.path.relpath(ignore_path, build.context), ignore_data)
     for directory, subdirectories, files in os.walk(build.context):
-        subdirectories.sort()
         relative = os.path.relpath(directory, build.context)
         prefix = "" if relative == "." else relative + "/"
         directories, entered = set(subdirectories), []
@@ -122,7 +121,7 @@ def build_digest(build: Build) -> str:
             elif stat.S_ISREG(info.st_mode):
                 with open(path, "rb") as handle:
                     add(hashlib.file_digest(handle, "sha256").digest())
-        subdirectories[:] = entered
+        subdirectories[:] = entered  # sorted: the walk's order is the digest's
     # the Dockerfile counts even when it lies outside the context or is ignored
     if dockerfile is not None and (build.dockerfile is not None or rules is not None):
         from toolkit import safefile  # a FIFO or /dev/zero must not hang or exhaust this
