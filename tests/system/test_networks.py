@@ -320,6 +320,18 @@ def test_conmon_killed_then_restarted_and_rm_f(sb: Sandbox) -> None:
     assert len(leftovers(sb)["veths"]) == 1  # type: ignore[arg-type]
     podunit(sb, "rm", "-f", "adhoc")
     assert_nothing_left(sb)
+    # reconcile: an ad-hoc container's conmon and payload SIGKILLed (no unit, no ExecStopPost,
+    # no exit file): the next podunit command that looks (`ps`) finds it gone and tears down
+    podunit(sb, "run", "-d", "--name", "crashed", "--rootfs", ROOTFS, "-p", "8097:80",
+            "-v", f"{WWW}:/www:ro", "--runtime", "runc", "--cgroups", "enabled", "--",
+            *HTTPD)  # fmt: skip
+    assert fetch(sb, "127.0.0.1:8097") == "hello-from-web\n"
+    inspected = json.loads(podunit(sb, "inspect", "crashed"))[0]
+    sb.run(["kill", "-KILL", *(str(inspected["State"][key]) for key in ("ConmonPid", "Pid"))])
+    assert len(leftovers(sb)["veths"]) == 1  # type: ignore[arg-type]  # nobody looked yet
+    assert "exited" in podunit(sb, "ps", "-a")
+    assert_nothing_left(sb)
+    podunit(sb, "rm", "crashed")
 
 
 def test_socket_activation_and_a_udp_port_range_on_a_bridge_network(sb: Sandbox) -> None:
