@@ -119,6 +119,8 @@ def test_a_venv_install_runs_units_without_the_checkout(
         assert f"{VENV}/share/doc/podunit/podunit.yaml.5.md" in outside(
             sandbox, f"ls {VENV}/share/doc/podunit/podunit.yaml.5.md"
         )
+        page = f"{VENV}/share/man/man5/podunit.yaml.5"
+        assert "podunit.yaml(5)" in outside(sandbox, f"MANWIDTH=80 man -l {page} | head -1")
         shipped = sorted(p.name for p in (repo_root / "units").glob("*.*"))
         for name in shipped:  # the wheel's units/, with the venv's launcher filled in
             for kind, flag in (("system", ""), ("user", " --user")):
@@ -151,6 +153,11 @@ def test_a_system_install_as_a_distribution_package(
             timeout=300,
         )
         assert outside(sandbox, "/usr/local/bin/podunit --version").startswith("podunit ")
+        # where man finds it with no MANPATH: `man podunit.yaml` (Debian's /usr/local/man is
+        # a link to /usr/local/share/man)
+        assert outside(sandbox, 'readlink -f "$(man -w podunit.yaml)"').strip() == (
+            "/usr/local/share/man/man5/podunit.yaml.5"
+        )
         outside(sandbox, "/usr/local/bin/podunit install-generators")
         start_and_check(sandbox, "/usr/local/lib/podunit/podunit", repo_root)
         outside(sandbox, "/usr/local/bin/podunit install-generators --uninstall")
