@@ -34,11 +34,11 @@ import os
 import stat
 import tempfile
 
-from toolkit import proc
+from toolkit import proc, safefile
 from toolkit.definitions.ignorefile import IgnoreRules, candidates
 from toolkit.definitions.imageref import ImageError
 from toolkit.definitions.model import Build, Container
-from toolkit.errors import CommandFailed
+from toolkit.errors import CommandFailed, UnreadableFile
 from toolkit.storage.images import ImageStore, parse_image_reference, write_record
 
 STORAGE_DRIVER = "vfs"
@@ -58,9 +58,6 @@ def _found_dockerfile(build: Build) -> str | None:
 
 def _ignore_rules(build: Build, dockerfile: str | None) -> tuple[str, bytes, IgnoreRules] | None:
     """The ignore file buildah reads for this build: its path, bytes and rules."""
-    from toolkit import safefile
-    from toolkit.errors import UnreadableFile
-
     for path in candidates(build.context, dockerfile):
         try:
             os.stat(path)
@@ -124,10 +121,7 @@ def build_digest(build: Build) -> str:
         subdirectories[:] = entered  # sorted: the walk's order is the digest's
     # the Dockerfile counts even when it lies outside the context or is ignored
     if dockerfile is not None and (build.dockerfile is not None or rules is not None):
-        from toolkit import safefile  # a FIFO or /dev/zero must not hang or exhaust this
-        from toolkit.errors import UnreadableFile
-
-        try:
+        try:  # safefile: a FIFO or /dev/zero must not hang or exhaust this
             add("dockerfile", safefile.read_bytes(dockerfile))
         except UnreadableFile as error:
             raise ImageError(f"cannot read the Dockerfile {dockerfile}: {error.reason}") from None
